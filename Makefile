@@ -1,0 +1,33 @@
+# Two commands do all the set-up: `make demo` and `make test`. Both are idempotent and fast the
+# second time (the venv is rebuilt only when pyproject.toml changes).
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint sysdeps bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+sysdeps:
+	@command -v socat >/dev/null && test -x /usr/bin/chromium || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq socat chromium >/dev/null)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edge drivers sync hw_sim vision_models tests bench
+	$(VENV)/bin/mypy edge/core drivers/vend_board/codec.py
+
+test: $(STAMP) sysdeps lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+demo: $(STAMP)
+	$(VENV)/bin/vendedge demo
+
+bench: $(STAMP)
+	$(PY) bench/run.py vend --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

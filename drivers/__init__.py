@@ -1,0 +1,1 @@
+"""Hardware drivers: one module per device family. They know devices, not business."""

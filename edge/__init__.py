@@ -1,0 +1,2 @@
+"""vendedge: the edge controller daemon."""
+__version__ = "0.1.0"

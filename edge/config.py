@@ -1,0 +1,222 @@
+"""One TOML file → frozen typed objects. Unknown keys and out-of-range values are errors naming the key.
+
+Each section is a frozen dataclass; field metadata carries the allowed range or choices, so the check
+sits next to the value it guards (Klipper's habit). `load_config(path)` is the only entry point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import stat
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.core.errors import ConfigError
+
+
+def rng(lo: float | None = None, hi: float | None = None, **kw: Any) -> dict[str, Any]:
+    return {"min": lo, "max": hi, **kw}
+
+
+def _f(default: Any, **meta: Any) -> Any:
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    id: str = _f("", required=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    data_dir: str = _f("/var/lib/vendedge")
+    secrets_file: str = _f("")
+    currency: str = _f("EUR", pattern=r"^[A-Z]{3}$")
+    planogram_file: str = _f("")  # first planogram until the cloud sends one
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = _f("info", choices=("debug", "info", "warning", "error"))
+    format: str = _f("auto", choices=("auto", "json", "console"))
+
+
+@dataclass(frozen=True)
+class VendBoardConfig:
+    port: str = _f("", required=True)
+    baudrate: int = _f(57600, **rng(1200, 921600))
+    reply_timeout_s: float = _f(0.5, **rng(0.05, 10))
+    retries: int = _f(3, **rng(0, 10))
+    vend_timeout_s: float = _f(15.0, **rng(1, 120))
+    jam_disable_after: int = _f(3, **rng(1, 100))
+
+
+@dataclass(frozen=True)
+class DoorConfig:
+    source: str = _f("vend_board", choices=("vend_board", "io_module"))
+    unlock_ms: int = _f(8000, **rng(500, 120000))
+    open_too_long_s: float = _f(120.0, **rng(5, 3600))
+
+
+@dataclass(frozen=True)
+class ModbusDeviceConfig:
+    unit_id: int = _f(1, **rng(1, 247))
+    map: str = _f("", required=True)
+    role: str = _f("", required=True, choices=("fridge", "weight_shelves", "io"))
+    poll_interval_s: float = _f(1.0, **rng(0.01, 3600))
+    offline_after: int = _f(3, **rng(1, 100))
+
+
+@dataclass(frozen=True)
+class ModbusBusConfig:
+    serial_port: str = _f("")
+    host: str = _f("")
+    tcp_port: int = _f(502, **rng(1, 65535))
+    baudrate: int = _f(19200, **rng(1200, 921600))
+    timeout_s: float = _f(0.3, **rng(0.01, 10))
+    retries: int = _f(1, **rng(0, 5))
+    gap_ms: float = _f(2.0, **rng(0, 1000))
+    devices: dict[str, ModbusDeviceConfig] = _f({})
+
+
+@dataclass(frozen=True)
+class TemperatureConfig:
+    setpoint_c: float = _f(4.0, **rng(-30, 20))
+    high_alarm_c: float = _f(8.0, **rng(-30, 40))
+    high_alarm_delay_s: float = _f(900.0, **rng(0, 86400))
+    low_alarm_c: float = _f(-1.0, **rng(-40, 20))
+    hysteresis_c: float = _f(1.0, **rng(0, 10))
+    food_safety_limit_c: float = _f(5.0, **rng(-30, 20))
+    food_safety_max_s: float = _f(1800.0, **rng(0, 86400))
+    restock_grace_s: float = _f(3600.0, **rng(0, 86400))
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    enabled: bool = _f(False)
+    url: str = _f("")
+    ca_file: str = _f("")
+    batch_max_records: int = _f(500, **rng(1, 10000))
+    poll_wait_s: float = _f(25.0, **rng(0, 300))
+    retention_days: float = _f(7.0, **rng(0, 3650))
+    ledger_budget_mb: float = _f(512.0, **rng(1, 100000))
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = _f(True)
+    host: str = _f("127.0.0.1")
+    port: int = _f(8080, **rng(0, 65535))
+
+
+@dataclass(frozen=True)
+class Config:
+    machine: MachineConfig
+    vend_board: VendBoardConfig
+    logging: LoggingConfig = _f(None)
+    door: DoorConfig = _f(None)
+    temperature: TemperatureConfig = _f(None)
+    modbus: dict[str, ModbusBusConfig] = _f({})
+    sync: SyncConfig = _f(None)
+    web: WebConfig = _f(None)
+    source: str = _f("", internal=True)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    machine_secret: str = _f("")
+    metrics_token: str = _f("")
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the TOML file; raise ConfigError naming the key, value and what is allowed."""
+    p = pathlib.Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError("<file>", str(p), "an existing TOML file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("<file>", str(p), f"valid TOML ({exc})") from exc
+    cfg = build(Config, raw, "")
+    return dataclasses.replace(cfg, source=str(p))
+
+
+def load_secrets(path: str | os.PathLike[str]) -> Secrets:
+    """Secrets live apart from the config, readable by the owner only (mode 0600)."""
+    p = pathlib.Path(path)
+    if not p.exists():
+        return Secrets()
+    mode = stat.S_IMODE(p.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError("secrets_file", f"{p} mode {mode:o}", "a file with mode 0600 (owner only)")
+    return build(Secrets, tomllib.loads(p.read_text(encoding="utf-8")), "secrets")
+
+
+def build(cls: Any, table: Any, where: str) -> Any:
+    """Build dataclass `cls` from a TOML table, checking types, ranges, choices and unknown keys."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(where or "<root>", table, "a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(_key(where, unknown[0]), table[unknown[0]], f"one of {sorted(fields)}")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = _key(where, name)
+        if name not in table:
+            if f.metadata.get("required") or (f.default is dataclasses.MISSING
+                                                and f.default_factory is dataclasses.MISSING):
+                raise ConfigError(key, None, "a value (this key is required)")
+            if f.default is None and dataclasses.is_dataclass(hints[name]):
+                values[name] = build(hints[name], {}, key)
+            continue
+        values[name] = _convert(hints[name], table[name], key, f.metadata)
+    return cls(**values)
+
+
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _convert(typ: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(typ)
+    if origin is dict:
+        item_t = typing.get_args(typ)[1]
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, value, "a table of named entries")
+        return {k: _convert(item_t, v, f"{key}.{k}", {}) for k, v in value.items()}
+    if isinstance(typ, types.UnionType) or origin is typing.Union:
+        typ = next(t for t in typing.get_args(typ) if t is not type(None))
+    if dataclasses.is_dataclass(typ):
+        return build(typ, value, key)
+    return _scalar(typ, value, key, meta)
+
+
+def _scalar(typ: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
+    import re
+
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, value, "true or false")
+    elif typ is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(key, value, "an integer")
+    elif typ is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(key, value, "a number")
+        value = float(value)
+    elif typ is str and not isinstance(value, str):
+        raise ConfigError(key, value, "a string")
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(key, value, f"a value from {lo} to {hi}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(key, value, f"one of {list(meta['choices'])}")
+    if "pattern" in meta and not re.match(meta["pattern"], value):
+        raise ConfigError(key, value, f"a string matching {meta['pattern']}")
+    return value

@@ -1,0 +1,319 @@
+"""Take-and-go decision: fuse before/after cell detections with each shelf's weight delta. Pure.
+
+Implements "How take-and-go decides" in ARCHITECTURE.md. Per shelf:
+
+1. *Vision readings.* Cells are read with their top label; a cell whose margin over its runner-up
+   is below ``uncertain_margin`` (in a lane that changed) may also be read as its runner-up, at a
+   cost equal to that margin. Every reading gives per-lane before/after counts per SKU, hence a
+   net removed multiset, the items that appeared from nowhere (cost ``added_cost`` each) and the
+   moves (an SKU that left lane X and appeared in lane Y of the same shelf: a move, not a charge).
+2. *Exact search.* Every multiset of at most ``max_items`` SKUs, drawn from the changed lanes,
+   their neighbours and what the cameras saw there, whose catalog weights sum to the removed
+   grams within the summed tolerances (+ ``scale_tol_g``). Its cost is the cheapest reading's
+   cost plus one per item the reading disagrees with, plus a small weight-residual term.
+3. *Confidence* is the cost margin of the best hypothesis over the runner-up. One clear answer
+   -> charge (or nothing_taken); two close answers, nothing that fits, vision and weight far
+   apart -> needs_review, with the evidence.
+
+Camera down for a shelf: weight only, charge only when exactly one multiset of the shelf's SKUs
+fits. Scale offline: vision only, with a stricter margin. Never charge when in doubt.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.core.catalog import Money, Planogram, Sku
+
+EMPTY = "empty"
+Status = str  # "charge" | "needs_review" | "nothing_taken"
+Move = tuple[str, str, str]  # (sku_id, from_slot, to_slot)
+Basket = tuple[tuple[str, int], ...]  # sorted (sku_id, count) pairs: a hashable multiset
+
+
+@dataclass(frozen=True)
+class CellObs:
+    """What the recognizer saw in one cell (lane `slot_id`, row `position`)."""
+
+    slot_id: str
+    position: int
+    label: str  # sku id or "empty"
+    score: float
+    runner_up: str = EMPTY
+    runner_up_score: float = 0.0
+
+    @property
+    def margin(self) -> float:
+        return self.score - self.runner_up_score
+
+
+@dataclass(frozen=True)
+class ShelfObservation:
+    """Evidence for one shelf. `before`/`after` None: camera down. `weight_delta_g` = after - before
+    in grams (negative when items were taken); None: scale offline."""
+
+    shelf: int
+    before: Sequence[CellObs] | None
+    after: Sequence[CellObs] | None
+    weight_delta_g: float | None
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    """Tuning knobs (defaults measured with bench/checkout_core.py)."""
+
+    uncertain_margin: float = 0.35
+    max_uncertain: int = 10
+    max_items: int = 6
+    scale_tol_g: float = 3.0
+    added_cost: float = 1.0
+    weight_soft: float = 0.1
+    min_confidence: float = 0.3
+    max_cost: float = 1.0
+    vision_only_min_confidence: float = 0.5
+
+
+@dataclass(frozen=True)
+class ShelfDecision:
+    shelf: int
+    status: Status
+    taken: dict[str, int]
+    moves: list[Move]
+    confidence: float
+    reasons: list[str]
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one session. Charge `taken` only when `status == "charge"`; on
+    needs_review `taken` is the best guess shown to the reviewer, never billed."""
+
+    status: Status
+    taken: dict[str, int]
+    moves: list[Move]
+    confidence: float
+    reasons: list[str]
+    evidence: dict[int, dict[str, Any]] = field(default_factory=dict)
+    total: Money | None = None
+
+
+@dataclass(frozen=True)
+class _Reading:
+    cost: float
+    moves: tuple[Move, ...]
+
+
+def decide(shelves: Sequence[ShelfObservation], planogram: Planogram, *, limit: Money | None = None,
+           params: FusionParams = FusionParams()) -> Decision:
+    """Decide one take-and-go session from per-shelf evidence.
+
+    `planogram` gives the lanes (slot -> shelf, lane, home SKU) and the catalog weights and
+    tolerances. `limit` is the customer's spending limit: a basket priced above it is sent to
+    review. Returns a Decision whose `evidence` maps shelf -> what was weighed and seen.
+    """
+    per = [decide_shelf(s, planogram, params) for s in shelves]
+    taken: dict[str, int] = {}
+    for d in per:
+        for sku, n in d.taken.items():
+            taken[sku] = taken.get(sku, 0) + n
+    reasons = [f"shelf{d.shelf}:{r}" for d in per for r in d.reasons]
+    total = Money(0, planogram.currency)
+    for sku, n in sorted(taken.items()):
+        total = total + planogram.skus[sku].price.times(n)
+    review = any(d.status == "needs_review" for d in per)
+    if limit is not None and total.amount > limit.amount:
+        review = True
+        reasons.append(f"over_limit:{total.amount}>{limit.amount}")
+    status = "needs_review" if review else ("charge" if taken else "nothing_taken")
+    return Decision(status=status, taken=taken, moves=[m for d in per for m in d.moves],
+                    confidence=min((d.confidence for d in per), default=1.0), reasons=reasons,
+                    evidence={d.shelf: d.evidence for d in per}, total=total)
+
+
+def decide_shelf(obs: ShelfObservation, planogram: Planogram, params: FusionParams = FusionParams()) -> ShelfDecision:
+    """One shelf: fused when both kinds of evidence exist, else the weight-only / vision-only rule."""
+    has_vision = obs.before is not None and obs.after is not None
+    if not has_vision and obs.weight_delta_g is None:
+        return _shelf(obs, "needs_review", {}, [], 0.0, ["no_evidence"], {})
+    if not has_vision:
+        return _weight_only(obs, planogram, params)
+    readings, pool = _readings(obs, planogram, params)
+    if obs.weight_delta_g is None:
+        return _vision_only(obs, readings, params)
+    return _fused(obs, planogram, readings, pool, params)
+
+
+def _shelf(obs: ShelfObservation, status: Status, taken: dict[str, int], moves: list[Move], conf: float,
+           reasons: list[str], ev: dict[str, Any]) -> ShelfDecision:
+    ev = {"weight_delta_g": obs.weight_delta_g, "camera": obs.before is not None and obs.after is not None,
+          **ev}
+    return ShelfDecision(obs.shelf, status, taken, moves, round(conf, 3), reasons, ev)
+
+
+# -- vision readings -------------------------------------------------------------------------------
+
+def _readings(obs: ShelfObservation, planogram: Planogram,
+              params: FusionParams) -> tuple[dict[Basket, _Reading], set[str]]:
+    """All readings of the changed cells -> cheapest reading per removed multiset; plus the SKU pool."""
+    assert obs.before is not None and obs.after is not None
+    lanes = {s.slot_id: s for s in planogram.slots_on_shelf(obs.shelf)}
+    before = {(c.slot_id, c.position): c for c in obs.before if c.slot_id in lanes}
+    after = {(c.slot_id, c.position): c for c in obs.after if c.slot_id in lanes}
+    changed = {k[0] for k in before.keys() | after.keys()
+               if _label(before.get(k)) != _label(after.get(k))}
+    delta: dict[tuple[str, str], int] = {}  # (slot, sku) -> before - after, top labels
+    for sign, cells in ((1, before), (-1, after)):
+        for c in cells.values():
+            if c.label != EMPTY:
+                delta[(c.slot_id, c.label)] = delta.get((c.slot_id, c.label), 0) + sign
+    flips = [(sign, c) for sign, cells in ((1, before), (-1, after)) for c in cells.values()
+             if c.slot_id in changed and c.margin < params.uncertain_margin and c.runner_up != c.label]
+    flips = sorted(flips, key=lambda f: f[1].margin)[: params.max_uncertain]
+    out: dict[Basket, _Reading] = {}
+    for choice in itertools.product((False, True), repeat=len(flips)):
+        d = dict(delta)
+        cost = 0.0
+        for use, (sign, c) in zip(choice, flips, strict=True):
+            if use:
+                cost += max(0.0, c.margin)
+                _bump(d, c.slot_id, c.label, -sign)
+                _bump(d, c.slot_id, c.runner_up, sign)
+        basket, added, moves = _net(d)
+        cost += params.added_cost * added
+        if basket not in out or cost < out[basket].cost:
+            out[basket] = _Reading(cost, moves)
+    return out, _pool(planogram, lanes, changed, before, after)
+
+
+def _label(c: CellObs | None) -> str:
+    return EMPTY if c is None else c.label
+
+
+def _bump(d: dict[tuple[str, str], int], slot: str, sku: str, by: int) -> None:
+    if sku != EMPTY:
+        d[(slot, sku)] = d.get((slot, sku), 0) + by
+
+
+def _net(delta: Mapping[tuple[str, str], int]) -> tuple[Basket, int, tuple[Move, ...]]:
+    """Per-lane deltas -> (net removed multiset, items added from nowhere, same-shelf moves)."""
+    per_sku: dict[str, list[tuple[str, int]]] = {}
+    for (slot, sku), n in sorted(delta.items()):
+        if n:
+            per_sku.setdefault(sku, []).append((slot, n))
+    removed: list[tuple[str, int]] = []
+    added = 0
+    moves: list[Move] = []
+    for sku, lanes in per_sku.items():
+        net = sum(n for _, n in lanes)
+        if net > 0:
+            removed.append((sku, net))
+        added += max(0, -net)
+        gone = [[s, n] for s, n in lanes if n > 0]
+        came = [[s, -n] for s, n in lanes if n < 0]
+        for g in gone:
+            for c in came:
+                k = min(int(g[1]), int(c[1]))
+                if k > 0:
+                    moves.extend([(sku, str(g[0]), str(c[0]))] * k)
+                    g[1] = int(g[1]) - k
+                    c[1] = int(c[1]) - k
+    return tuple(sorted(removed)), added, tuple(moves)
+
+
+def _pool(planogram: Planogram, lanes: Mapping[str, Any], changed: set[str],
+          before: Mapping[tuple[str, int], CellObs], after: Mapping[tuple[str, int], CellObs]) -> set[str]:
+    """SKUs a hypothesis may contain: homes of changed lanes and neighbours, and what was seen there."""
+    touched = {lanes[s].lane for s in changed}
+    near = {s.slot_id for s in lanes.values() if any(abs(s.lane - t) <= 1 for t in touched)}
+    pool = {lanes[s].sku_id for s in near}
+    for cells in (before, after):
+        for c in cells.values():
+            if c.slot_id in changed:
+                pool.update({c.label, c.runner_up})
+    return {s for s in pool if s in planogram.skus}
+
+
+# -- hypotheses ----------------------------------------------------------------------------------
+
+def _fits(pool: Sequence[Sku], target_g: float, max_items: int, scale_tol: float) -> Iterator[tuple[Basket, float]]:
+    """Every multiset (<= max_items) whose weight is target_g within summed tolerance; (basket, resid/tol)."""
+    skus = sorted(pool, key=lambda s: s.sku_id)
+    max_w = max((s.weight_g + s.weight_tol_g for s in skus), default=0.0)
+
+    def rec(start: int, chosen: list[Sku], w: float, tol: float) -> Iterator[tuple[Basket, float]]:
+        resid = abs(w - target_g)
+        if resid <= tol + scale_tol:
+            counts: dict[str, int] = {}
+            for s in chosen:
+                counts[s.sku_id] = counts.get(s.sku_id, 0) + 1
+            yield tuple(sorted(counts.items())), resid / (tol + scale_tol)
+        if len(chosen) >= max_items or w - tol > target_g + scale_tol + max_w:
+            return
+        for i in range(start, len(skus)):
+            s = skus[i]
+            if w + s.weight_g - (tol + s.weight_tol_g) <= target_g + scale_tol:
+                yield from rec(i, [*chosen, s], w + s.weight_g, tol + s.weight_tol_g)
+
+    yield from rec(0, [], 0.0, 0.0)
+
+
+def _distance(a: Basket, b: Basket) -> int:
+    da, db = dict(a), dict(b)
+    return sum(abs(da.get(k, 0) - db.get(k, 0)) for k in da.keys() | db.keys())
+
+
+def _fused(obs: ShelfObservation, planogram: Planogram, readings: Mapping[Basket, _Reading], pool: set[str],
+           params: FusionParams) -> ShelfDecision:
+    assert obs.weight_delta_g is not None
+    target = -obs.weight_delta_g
+    ranked: list[tuple[float, Basket, tuple[Move, ...]]] = []
+    for basket, resid in _fits([planogram.skus[s] for s in pool], target, params.max_items, params.scale_tol_g):
+        cost, rb = min((r.cost + _distance(basket, b), b) for b, r in readings.items())
+        ranked.append((round(cost + params.weight_soft * resid, 6), basket, readings[rb].moves))
+    ranked.sort()
+    vision_best = min(readings.items(), key=lambda kv: kv[1].cost)
+    ev: dict[str, Any] = {"vision": _fmt(vision_best[0]), "pool": sorted(pool),
+                          "hypotheses": [{"basket": _fmt(b), "cost": c} for c, b, _ in ranked[:4]]}
+    if not ranked:
+        return _shelf(obs, "needs_review", dict(vision_best[0]), [], 0.0, ["weight_fits_nothing"], ev)
+    cost, basket, moves = ranked[0]
+    conf = min(1.0, ranked[1][0] - cost) if len(ranked) > 1 else 1.0
+    reasons = []
+    if cost > params.max_cost:
+        reasons.append("vision_weight_disagree")
+    if conf < params.min_confidence:
+        reasons.append(f"ambiguous:{_fmt(basket)}|{_fmt(ranked[1][1])}")
+    status = "needs_review" if reasons else ("charge" if basket else "nothing_taken")
+    return _shelf(obs, status, dict(basket), list(moves), conf, reasons, ev)
+
+
+def _vision_only(obs: ShelfObservation, readings: Mapping[Basket, _Reading], params: FusionParams) -> ShelfDecision:
+    ranked = sorted((r.cost, b, r.moves) for b, r in readings.items())
+    cost, basket, moves = ranked[0]
+    conf = min(1.0, ranked[1][0] - cost) if len(ranked) > 1 else 1.0
+    reasons = ["scale_offline"]
+    ev = {"vision": _fmt(basket), "hypotheses": [{"basket": _fmt(b), "cost": round(c, 3)} for c, b, _ in ranked[:4]]}
+    if cost > params.max_cost or conf < params.vision_only_min_confidence:
+        return _shelf(obs, "needs_review", dict(basket), list(moves), conf, [*reasons, "ambiguous"], ev)
+    return _shelf(obs, "charge" if basket else "nothing_taken", dict(basket), list(moves), conf, reasons, ev)
+
+
+def _weight_only(obs: ShelfObservation, planogram: Planogram, params: FusionParams) -> ShelfDecision:
+    assert obs.weight_delta_g is not None
+    pool = [planogram.skus[s.sku_id] for s in planogram.slots_on_shelf(obs.shelf)]
+    fits = sorted({b for b, _ in _fits(pool, -obs.weight_delta_g, params.max_items, params.scale_tol_g)})
+    ev = {"fits": [_fmt(b) for b in fits[:6]], "fit_count": len(fits)}
+    if len(fits) != 1:
+        reason = "weight_fits_nothing" if not fits else "weight_ambiguous"
+        return _shelf(obs, "needs_review", dict(fits[0]) if fits else {}, [], 0.0, ["camera_down", reason], ev)
+    basket = fits[0]
+    return _shelf(obs, "charge" if basket else "nothing_taken", dict(basket), [], 1.0, ["camera_down"], ev)
+
+
+def _fmt(b: Basket) -> str:
+    return "+".join(f"{n}x{s}" for s, n in b) or "nothing"
+

@@ -1,0 +1,116 @@
+"""Composition root: config → objects → supervised tasks. The only place that wires things together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+import signal
+
+import structlog
+
+from drivers.vend_board import VendBoard
+from edge import __version__
+from edge.clock import SystemClock
+from edge.config import Config, Secrets
+from edge.core.catalog import Planogram
+from edge.ledger import repo
+from edge.ledger.db import LedgerDB
+from edge.sdnotify import notify, watchdog_interval_s
+from edge.services.machine import Machine
+from edge.services.stock import StockService
+from edge.services.vend import VendService
+from edge.supervisor import Supervisor
+
+log = structlog.get_logger(__name__)
+
+
+class Daemon:
+    """Owns the ledger, the drivers, the services and the supervisor for one machine."""
+
+    def __init__(self, config: Config, secrets: Secrets | None = None, *, clock: SystemClock | None = None) -> None:
+        self.config = config
+        self.secrets = secrets or Secrets()
+        self.clock = clock or SystemClock()
+        self.supervisor = Supervisor()
+        self.machine: Machine | None = None
+        self.db: LedgerDB | None = None
+        self.board: VendBoard | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def ledger_path(self) -> str:
+        return str(pathlib.Path(self.config.machine.data_dir) / "ledger.sqlite3")
+
+    async def start(self) -> Machine:
+        cfg = self.config
+        pathlib.Path(cfg.machine.data_dir).mkdir(parents=True, exist_ok=True)
+        self.db = db = await LedgerDB.open(self.ledger_path, self.clock)
+        await self._seed_planogram(db)
+        vb = cfg.vend_board
+        self.board = VendBoard(vb.port, baudrate=vb.baudrate, reply_timeout_s=vb.reply_timeout_s,
+                               retries=vb.retries, vend_timeout_s=vb.vend_timeout_s)
+        await self.board.start()
+        vend = VendService(db, self.board, jam_disable_after=vb.jam_disable_after)
+        vend.unreconciled = len(await db.fetchall(
+            "SELECT 1 FROM vend_journal WHERE state IN ('requested','unknown')"))
+        self.machine = Machine(cfg.machine.id, db, self.board, vend, StockService(db))
+        async with db.tx() as tx:
+            await tx.event("daemon_started", {"version": __version__})
+        self.supervisor.spawn("vend.reconcile", self._reconcile_loop)
+        self.supervisor.spawn("watchdog", self._watchdog_loop)
+        self.machine.mode = "selling"
+        notify("READY=1\nSTATUS=selling")
+        log.info("daemon_ready", ledger=self.ledger_path, board=vb.port)
+        return self.machine
+
+    async def _seed_planogram(self, db: LedgerDB) -> None:
+        if await repo.current_planogram(db) is not None or not self.config.machine.planogram_file:
+            return
+        planogram = Planogram.from_doc(json.loads(pathlib.Path(self.config.machine.planogram_file).read_text()))
+        async with db.tx() as tx:
+            await repo.apply_planogram(tx, planogram, "seed_file")
+
+    async def _reconcile_loop(self) -> None:
+        """Settle unknown vend outcomes whenever the board is reachable; sales wait until it is done."""
+        assert self.machine and self.board
+        while True:
+            if self.machine.vend.unreconciled and self.board.connected:
+                left = await self.machine.vend.reconcile()
+                if not left:
+                    log.info("reconcile_complete")
+            await asyncio.sleep(0.5)
+
+    async def _watchdog_loop(self) -> None:
+        interval = watchdog_interval_s()
+        if interval is None:
+            return
+        while True:
+            notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def stop(self) -> None:
+        """SIGTERM path: refuse new sales, let the journal finish, stop tasks, flush, close."""
+        notify("STOPPING=1")
+        if self.machine:
+            self.machine.mode = "stopping"
+            async with self.machine.vend._sale_lock:  # an in-flight vend finishes and is recorded
+                pass
+        await self.supervisor.stop()
+        if self.board:
+            await self.board.stop()
+        if self.db:
+            async with self.db.tx() as tx:
+                await tx.event("daemon_stopped", {}, sync=False)
+            await self.db.close()
+        self._stopped.set()
+        log.info("daemon_stopped")
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.stop()

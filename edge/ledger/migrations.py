@@ -1,0 +1,43 @@
+"""Numbered schema migrations. Append only: a shipped migration is never edited."""
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE planograms (
+    version INTEGER PRIMARY KEY, doc TEXT NOT NULL, applied_at TEXT NOT NULL, source TEXT NOT NULL);
+CREATE TABLE stock (
+    slot_id TEXT PRIMARY KEY, sku_id TEXT NOT NULL, count INTEGER NOT NULL CHECK (count >= 0),
+    capacity INTEGER NOT NULL, disabled INTEGER NOT NULL DEFAULT 0, disabled_reason TEXT,
+    jam_count INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL);
+CREATE TABLE orders (
+    order_id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL,
+    total_amount INTEGER NOT NULL, currency TEXT NOT NULL, payment_ref TEXT NOT NULL DEFAULT '',
+    refund_due INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
+    session_id TEXT, offline INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX orders_created ON orders(created_at);
+CREATE TABLE order_lines (
+    order_id TEXT NOT NULL REFERENCES orders(order_id), line_no INTEGER NOT NULL,
+    sku_id TEXT NOT NULL, slot_id TEXT NOT NULL, qty INTEGER NOT NULL, unit_price INTEGER NOT NULL,
+    status TEXT NOT NULL, PRIMARY KEY (order_id, line_no));
+CREATE TABLE vend_journal (
+    journal_id INTEGER PRIMARY KEY AUTOINCREMENT, order_id TEXT NOT NULL REFERENCES orders(order_id),
+    slot_id TEXT NOT NULL, board_seq INTEGER NOT NULL UNIQUE, action TEXT NOT NULL DEFAULT 'vend',
+    state TEXT NOT NULL, outcome TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE INDEX vend_journal_open ON vend_journal(state);
+CREATE TABLE events (
+    event_id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, at TEXT NOT NULL,
+    kind TEXT NOT NULL, severity TEXT NOT NULL, source TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX events_kind ON events(kind, event_id);
+CREATE TABLE alarms (
+    alarm_key TEXT PRIMARY KEY, kind TEXT NOT NULL, severity TEXT NOT NULL, active INTEGER NOT NULL,
+    raised_at TEXT NOT NULL, cleared_at TEXT, message TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE outbox (
+    record_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, kind TEXT NOT NULL, priority INTEGER NOT NULL,
+    created_at TEXT NOT NULL, payload TEXT NOT NULL, acked_at TEXT, parked_reason TEXT);
+CREATE INDEX outbox_pending ON outbox(acked_at, parked_reason, priority, seq);
+CREATE TABLE commands (
+    command_id TEXT PRIMARY KEY, name TEXT NOT NULL, received_at TEXT NOT NULL,
+    status TEXT NOT NULL, result TEXT NOT NULL);
+"""),
+]

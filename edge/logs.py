@@ -1,0 +1,41 @@
+"""structlog set-up: JSON lines under systemd/journald, a readable console on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+
+def setup_logging(machine_id: str, *, level: str = "info", fmt: str = "auto",
+                  stream: TextIO | None = None) -> None:
+    """Configure structlog once for the process. Every record carries `machine_id`."""
+    stream = stream or sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    lvl = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=max(lvl, logging.WARNING), stream=stream, format="%(name)s %(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _machine(machine_id),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _machine(machine_id: str) -> Any:
+    def add(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault("machine_id", machine_id)
+        return event
+
+    return add

@@ -1,0 +1,44 @@
+"""Shared fixtures: leak checks (tasks and threads), temp state dirs, the demo planogram."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+
+from hw_sim.world import load_demo_planogram
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_tasks():
+    """Fail any async test that leaves tasks running behind it (pymodbus' habit)."""
+    before = set(asyncio.all_tasks())
+    yield
+    await asyncio.sleep(0)
+    leaked = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
+    for t in leaked:
+        t.cancel()
+    assert not leaked, f"leaked tasks: {[t.get_name() for t in leaked]}"
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads():
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    extra = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()
+             and not t.daemon and not t.name.startswith(("asyncio_", "ThreadPoolExecutor"))]
+    assert not extra, f"leaked threads: {[t.name for t in extra]}"
+
+
+@pytest.fixture
+def planogram_doc() -> dict:
+    return load_demo_planogram()
+
+
+@pytest.fixture
+def planogram_file(tmp_path, planogram_doc):
+    p = tmp_path / "planogram.json"
+    p.write_text(json.dumps(planogram_doc))
+    return str(p)
