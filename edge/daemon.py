@@ -58,6 +58,7 @@ class Daemon:
         async with db.tx() as tx:
             await tx.event("daemon_started", {"version": __version__})
         self.supervisor.spawn("vend.reconcile", self._reconcile_loop)
+        self.supervisor.spawn("vend_board.watch", self._board_watch_loop)
         self.supervisor.spawn("watchdog", self._watchdog_loop)
         self.machine.mode = "selling"
         notify("READY=1\nSTATUS=selling")
@@ -80,6 +81,24 @@ class Daemon:
                 if not left:
                     log.info("reconcile_complete")
             await asyncio.sleep(0.5)
+
+    async def _board_watch_loop(self) -> None:
+        """Losing the board is a safety event: alarm once, refuse sales (VendService checks), clear on return."""
+        assert self.db and self.board
+        was = True
+        while True:
+            now = self.board.connected
+            if now != was:
+                async with self.db.tx() as tx:
+                    if now:
+                        await repo.clear_alarm(tx, "device_offline:vend_board", "reconnected")
+                    else:
+                        await repo.raise_alarm(tx, "device_offline:vend_board", "device_offline",
+                                               "vend board disconnected", severity="critical",
+                                               data={"device": "vend_board"})
+                log.warning("vend_board_link", connected=now)
+                was = now
+            await asyncio.sleep(0.2)
 
     async def _watchdog_loop(self) -> None:
         interval = watchdog_interval_s()

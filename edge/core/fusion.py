@@ -212,16 +212,15 @@ def _net(delta: Mapping[tuple[str, str], int]) -> tuple[Basket, int, tuple[Move,
         if net > 0:
             removed.append((sku, net))
         added += max(0, -net)
-        gone = [[s, n] for s, n in lanes if n > 0]
-        came = [[s, -n] for s, n in lanes if n < 0]
-        for g in gone:
-            for c in came:
-                k = min(int(g[1]), int(c[1]))
-                if k > 0:
-                    moves.extend([(sku, str(g[0]), str(c[0]))] * k)
-                    g[1] = int(g[1]) - k
-                    c[1] = int(c[1]) - k
+        moves.extend(_pair(sku, [(s, n) for s, n in lanes if n > 0], [(s, -n) for s, n in lanes if n < 0]))
     return tuple(sorted(removed)), added, tuple(moves)
+
+
+def _pair(sku: str, gone: list[tuple[str, int]], came: list[tuple[str, int]]) -> list[Move]:
+    """Match lanes that lost `sku` with lanes that gained it, item by item."""
+    src = [slot for slot, n in gone for _ in range(n)]
+    dst = [slot for slot, n in came for _ in range(n)]
+    return [(sku, a, b) for a, b in zip(src, dst, strict=False)]
 
 
 def _pool(planogram: Planogram, lanes: Mapping[str, Any], changed: set[str],

@@ -40,4 +40,23 @@ CREATE TABLE commands (
     command_id TEXT PRIMARY KEY, name TEXT NOT NULL, received_at TEXT NOT NULL,
     status TEXT NOT NULL, result TEXT NOT NULL);
 """),
+    (2, """
+CREATE TABLE users (
+    name TEXT PRIMARY KEY, role TEXT NOT NULL, pw_hash TEXT NOT NULL, created_at TEXT NOT NULL,
+    failed_logins INTEGER NOT NULL DEFAULT 0, locked_until REAL NOT NULL DEFAULT 0);
+CREATE TABLE web_sessions (
+    token_hash TEXT PRIMARY KEY, name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    csrf TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE telemetry_1min (
+    minute TEXT NOT NULL, point TEXT NOT NULL, avg REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL,
+    PRIMARY KEY (minute, point));
+CREATE TABLE lockouts (
+    lockout_id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, started_at TEXT NOT NULL,
+    cleared_at TEXT, cleared_by TEXT, reason TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE sessions (
+    session_id TEXT PRIMARY KEY, state TEXT NOT NULL, customer_ref TEXT NOT NULL,
+    limit_amount INTEGER, currency TEXT NOT NULL, offline INTEGER NOT NULL DEFAULT 0,
+    data TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE token_nonces (nonce TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+"""),
 ]

@@ -154,3 +154,15 @@ async def clear_alarm(tx: Tx, key: str, message: str = "") -> bool:
 async def active_alarms(db: LedgerDB) -> list[dict[str, Any]]:
     rows = await db.fetchall("SELECT * FROM alarms WHERE active=1 ORDER BY raised_at")
     return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
+
+
+MAX_BOARD_SEQ = 0x7FFF_FFFF  # the board driver reserves the upper half for its own requests
+
+
+async def next_board_seq(tx: Tx) -> int:
+    """A board sequence id never used before on this machine (vends, unlocks): stored in the ledger."""
+    row = await tx.fetchone("SELECT value FROM meta WHERE key='board_seq'")
+    seq = (int(row["value"]) if row else 0) % MAX_BOARD_SEQ + 1
+    await tx.execute("INSERT INTO meta(key, value) VALUES ('board_seq', ?) "
+                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(seq),))
+    return seq

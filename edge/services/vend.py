@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from drivers.errors import DeviceDisconnected, DeviceError, DeviceFault, DeviceTimeout
-from drivers.vend_board import VendOutcome, VendQuery, VendResult
+from drivers.errors import DeviceDisconnected, DeviceError, DeviceTimeout
+from drivers.vend_board import VendOutcome, VendQuery, VendRefused, VendResult
 from edge.core.errors import SaleRefused
 from edge.crashpoints import crash_point
 from edge.ledger import repo
@@ -56,10 +56,10 @@ class VendService:
             except (DeviceTimeout, DeviceDisconnected) as exc:
                 # We cannot know whether the motor ran: leave the entry for reconciliation, never resend.
                 return await self._mark_unknown(order_id, seq, exc)
-            except DeviceFault as exc:
-                result = VendResult(seq, slot_id, VendOutcome.BAD_SLOT, 0) if "bad_slot" in str(exc) else None
-                if result is None:
+            except VendRefused as exc:
+                if exc.reason != "bad_slot":  # busy/bad_frame: the motor did not start, but ask to be sure
                     return await self._mark_unknown(order_id, seq, exc)
+                result = VendResult(seq, slot_id, VendOutcome.BAD_SLOT, 0)
             crash_point("vend.before_result")
             async with self.db.tx() as tx:
                 return await self._record(tx, seq, result.outcome)
@@ -85,7 +85,7 @@ class VendService:
                 await guard(slot_id, sku.sku_id)
             order_id = uuid.uuid4().hex[:16]
             price = 0 if test else sku.price.amount
-            seq = await _next_board_seq(tx)
+            seq = await repo.next_board_seq(tx)
             await repo.insert_order(tx, order_id, kind="test_vend" if test else "vend", status="pending",
                                     total=price, currency=sku.price.currency, payment_ref=payment_ref,
                                     lines=[{"sku_id": sku.sku_id, "slot_id": slot_id, "qty": 1, "unit_price": price}])
@@ -180,11 +180,3 @@ class VendService:
                                                "outcome": q.outcome.name.lower() if q.outcome else None})
         log.info("vend_reconciled", order_id=order_id, seq=seq, board_state=q.state)
         return 0
-
-
-async def _next_board_seq(tx: Tx) -> int:
-    row = await tx.fetchone("SELECT value FROM meta WHERE key='board_seq'")
-    seq = (int(row["value"]) if row else 0) % 0xFFFFFFFF + 1
-    await tx.execute("INSERT INTO meta(key, value) VALUES ('board_seq', ?) "
-                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(seq),))
-    return seq

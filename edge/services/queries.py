@@ -1,0 +1,321 @@
+"""Read models and technician actions for the diagnostics page, built on the `Machine` façade.
+
+The web layer talks to the machine only through `Queries` (reads) and its action methods (each one
+audited). Optional services live in `machine.extras` and are used by duck type; a missing one is
+reported as not available instead of failing:
+
+- ``extras["temperature"]``: ``series(since: float) -> list[(ts, cabinet_c, evap_c, compressor_on)]``
+- ``extras["door"]``: ``async unlock(ms, reason)``, ``state() -> {closed, locked, open_since}``
+- ``extras["shelves"]``: ``async tare(shelf: int | None)``, ``snapshot() -> dict``
+- ``extras["food_safety"]`` (or ``extras["temperature"].food_safety``): ``async clear(actor)``
+- ``extras["takeandgo"]``: ``review_queue() -> list[dict]`` (items may carry ``evidence`` URLs)
+- ``extras["sync"]``: ``online: bool``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import inspect
+import io
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from drivers.errors import DeviceError
+from edge.core.errors import SaleRefused
+from edge.ledger import repo
+from edge.ledger.users import UserStore, audit
+from edge.services.machine import Machine
+
+log = structlog.get_logger(__name__)
+
+DOOR_CACHE_S = 2.0        # the board is asked at most this often; unsolicited changes update at once
+EVENTS_PAGE_MAX = 200
+LOW_FRACTION = 0.25       # a slot at or below a quarter of its capacity is "low"
+
+
+class NotAvailable(SaleRefused):
+    """The optional service an action needs is not part of this machine."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__("not_available", f"{service} is not available on this machine")
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class Queries:
+    """One per web app: read models with small caches, and the audited technician actions."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.m = machine
+        self.users = UserStore(machine.db)
+        self._door: dict[str, Any] | None = None
+        self._door_at = 0.0
+        self._door_lock = asyncio.Lock()
+        on_event: Callable[[Callable[[Any], None]], None] | None = getattr(machine.board, "on_event", None)
+        if on_event is not None:
+            on_event(self._on_door)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.m.db.clock.wall()
+
+    def today(self) -> str:
+        return dt.datetime.fromtimestamp(self._now(), dt.UTC).date().isoformat()
+
+    def _on_door(self, state: Any) -> None:
+        self._door = {"closed": bool(state.closed), "locked": bool(state.locked), "source": "vend_board"}
+        self._door_at = time.monotonic()
+
+    async def audit(self, actor: str, action: str, outcome: str = "ok", **detail: Any) -> None:
+        async with self.m.db.tx() as tx:
+            await audit(tx, actor, action, outcome, **detail)
+
+    # ---- dashboard ---------------------------------------------------------------------------
+
+    async def door(self) -> dict[str, Any] | None:
+        svc = self.m.extras.get("door")
+        if svc is not None and hasattr(svc, "state"):
+            return dict(await _maybe_await(svc.state()))
+        if time.monotonic() - self._door_at < DOOR_CACHE_S or not getattr(self.m.board, "connected", False):
+            return self._door
+        async with self._door_lock:  # one board request however many pages ask at once
+            if time.monotonic() - self._door_at >= DOOR_CACHE_S:
+                self._door_at = time.monotonic()
+                try:
+                    async with asyncio.timeout(1.0):
+                        self._on_door(await self.m.board.door_state())
+                except (TimeoutError, DeviceError) as exc:  # the page shows the last known state
+                    log.debug("door_state_unavailable", error=f"{type(exc).__name__}: {exc}")
+        return self._door
+
+    def temperature(self, since_s: float = 24 * 3600.0, max_points: int = 288) -> dict[str, Any] | None:
+        """Last 24 h (downsampled for the chart) and the latest reading, or None without the service."""
+        svc = self.m.extras.get("temperature")
+        if svc is None or not hasattr(svc, "series"):
+            return None
+        rows = list(svc.series(self._now() - since_s))
+        step = max(1, len(rows) // max_points)
+        points = [[round(float(r[0]), 1), _num(r[1]), _num(r[2]), bool(r[3])] for r in rows[::step]]
+        if rows and points[-1][0] != round(float(rows[-1][0]), 1):
+            r = rows[-1]
+            points.append([round(float(r[0]), 1), _num(r[1]), _num(r[2]), bool(r[3])])
+        last = points[-1] if points else None
+        return {"points": points, "cabinet_c": last[1] if last else None, "evaporator_c": last[2] if last else None,
+                "compressor_on": last[3] if last else None, "setpoint_c": getattr(svc, "setpoint_c", None)}
+
+    async def sync_status(self) -> dict[str, Any]:
+        row = await self.m.db.fetchone(
+            "SELECT SUM(acked_at IS NULL AND parked_reason IS NULL) AS backlog, "
+            "SUM(parked_reason IS NOT NULL) AS parked, MAX(acked_at) AS last_ack FROM outbox")
+        svc = self.m.extras.get("sync")
+        return {"enabled": svc is not None, "online": bool(getattr(svc, "online", False)),
+                "backlog": int(row["backlog"] or 0) if row else 0, "parked": int(row["parked"] or 0) if row else 0,
+                "last_ack": row["last_ack"] if row else None}
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Each device with connection state and error counters (board first, then optional services)."""
+        b = self.m.board
+        out = [{"name": "vend_board", "online": bool(getattr(b, "connected", False)),
+                "counters": dict(getattr(b, "counters", {})), "last_seen": _last_seen(b)}]
+        for name, svc in sorted(self.m.extras.items()):
+            for dev_name, dev in _devices_of(name, svc):
+                out.append({"name": dev_name, "online": _online(dev), "counters": dict(getattr(dev, "counters", {})),
+                            "last_seen": getattr(dev, "last_seen", None)})
+        return out
+
+    async def dashboard(self) -> dict[str, Any]:
+        status = await self.m.status()
+        sales = await self.sales_summary(self.today())
+        return {**status, "door": await self.door(), "temperature": self.temperature(max_points=96),
+                "sync": await self.sync_status(), "devices": self.devices(), "sales_today": sales,
+                "lockouts": await self.lockouts(), "low_stock": sum(1 for s in await self.stock() if s["low"])}
+
+    # ---- stock and sales ---------------------------------------------------------------------
+
+    async def stock(self) -> list[dict[str, Any]]:
+        planogram = await repo.current_planogram(self.m.db)
+        rows = await repo.stock(self.m.db)
+        out = []
+        for slot_id, r in rows.items():
+            sku = planogram.skus.get(r.sku_id) if planogram else None
+            slot = planogram.slots.get(slot_id) if planogram else None
+            out.append({"slot_id": slot_id, "sku_id": r.sku_id, "name": sku.name if sku else r.sku_id,
+                        "price": sku.price.amount if sku else None, "currency": sku.price.currency if sku else "",
+                        "count": r.count, "capacity": r.capacity, "disabled": r.disabled,
+                        "disabled_reason": r.disabled_reason, "shelf": slot.shelf if slot else None,
+                        "low": r.count <= max(1, int(r.capacity * LOW_FRACTION))})
+        return out
+
+    async def orders(self, start: str, end: str, *, where: str = "", limit: int = 10_000) -> list[dict[str, Any]]:
+        """Orders created on days start..end (UTC, inclusive), newest first, with their lines."""
+        lo, hi = _day_bounds(start, end)
+        rows = await self.m.db.fetchall(
+            f"SELECT * FROM orders WHERE created_at >= ? AND created_at < ? {where} ORDER BY seq DESC LIMIT ?",
+            (lo, hi, limit))
+        lines = await self.m.db.fetchall(
+            "SELECT l.order_id, l.sku_id, l.slot_id, l.qty, l.unit_price FROM order_lines l JOIN orders o "
+            "ON o.order_id = l.order_id WHERE o.created_at >= ? AND o.created_at < ? ORDER BY l.line_no", (lo, hi))
+        by_order: dict[str, list[dict[str, Any]]] = {}
+        for ln in lines:
+            by_order.setdefault(ln["order_id"], []).append(dict(ln))
+        return [{**dict(r), "refund_due": bool(r["refund_due"]), "lines": by_order.get(r["order_id"], [])}
+                for r in rows]
+
+    async def sales_summary(self, day: str) -> dict[str, Any]:
+        lo, hi = _day_bounds(day, day)
+        row = await self.m.db.fetchone(
+            "SELECT COUNT(*) AS n, SUM(status='completed' AND kind!='test_vend') AS sold, "
+            "SUM(CASE WHEN status='completed' THEN total_amount ELSE 0 END) AS revenue, "
+            "SUM(status='failed') AS failed FROM orders WHERE created_at >= ? AND created_at < ?", (lo, hi))
+        due = await self.m.db.fetchone("SELECT COUNT(*) AS n FROM orders WHERE refund_due=1")
+        return {"day": day, "orders": row["n"] or 0, "sold": row["sold"] or 0, "revenue": row["revenue"] or 0,
+                "failed": row["failed"] or 0, "refunds_due": due["n"] if due else 0}
+
+    async def sales(self, day: str) -> dict[str, Any]:
+        refunds = await self.m.db.fetchall("SELECT * FROM orders WHERE refund_due=1 ORDER BY seq DESC LIMIT 200")
+        return {"summary": await self.sales_summary(day), "orders": await self.orders(day, day, limit=500),
+                "failed": await self.orders(day, day, where="AND status='failed'", limit=200),
+                "refunds_due": [dict(r) for r in refunds], "review_queue": await self.review_queue()}
+
+    async def review_queue(self) -> list[dict[str, Any]] | None:
+        svc = self.m.extras.get("takeandgo")
+        if svc is None or not hasattr(svc, "review_queue"):
+            return None
+        return [dict(item) for item in await _maybe_await(svc.review_queue())]
+
+    async def orders_csv(self, start: str, end: str) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["order_id", "created_at", "kind", "status", "total_minor", "currency", "refund_due", "reason",
+                    "payment_ref", "lines"])
+        for o in reversed(await self.orders(start, end, limit=1_000_000)):
+            w.writerow([o["order_id"], o["created_at"], o["kind"], o["status"], o["total_amount"], o["currency"],
+                        int(o["refund_due"]), o["reason"], _csv_safe(o["payment_ref"]),
+                        " ".join(f"{ln['slot_id']}:{ln['sku_id']}x{ln['qty']}" for ln in o["lines"])])
+        return buf.getvalue()
+
+    # ---- events, alarms, lockouts ------------------------------------------------------------
+
+    async def events(self, kind: str = "", page: int = 1, per_page: int = 50) -> dict[str, Any]:
+        per_page = max(1, min(EVENTS_PAGE_MAX, per_page))
+        page = max(1, page)
+        where, args = ("WHERE kind=?", [kind]) if kind else ("", [])
+        total = await self.m.db.fetchone(f"SELECT COUNT(*) AS n FROM events {where}", args)
+        rows = await self.m.db.fetchall(f"SELECT event_id, seq, at, kind, severity, source, data FROM events {where} "
+                                        "ORDER BY event_id DESC LIMIT ? OFFSET ?", [*args, per_page,
+                                                                                    (page - 1) * per_page])
+        kinds = await self.m.db.fetchall("SELECT DISTINCT kind FROM events ORDER BY kind")
+        return {"kind": kind, "page": page, "per_page": per_page, "total": total["n"] if total else 0,
+                "kinds": [k["kind"] for k in kinds],
+                "events": [{**dict(r), "data": json.loads(r["data"])} for r in rows]}
+
+    async def lockouts(self) -> list[dict[str, Any]]:
+        rows = await self.m.db.fetchall("SELECT * FROM lockouts WHERE cleared_at IS NULL ORDER BY lockout_id")
+        return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
+
+    def frame_log(self, n: int = 50) -> list[dict[str, Any]]:
+        log_ = list(getattr(self.m.board, "frame_log", []))[-n:]
+        return [{"at": round(at, 3), "dir": d, "hex": h} for at, d, h in log_]
+
+    def capabilities(self) -> dict[str, bool]:
+        return {"door": _has(self.m.extras.get("door"), "unlock"), "tare": _has(self.m.extras.get("shelves"), "tare"),
+                "food_safety": self._food_safety() is not None, "temperature": self.temperature(60) is not None,
+                "takeandgo": "takeandgo" in self.m.extras}
+
+    # ---- actions (each audited) --------------------------------------------------------------
+
+    async def restock(self, actor: str, slot_id: str | None, count: int | None) -> dict[str, int]:
+        result = await self.m.restock(slot_id, count, actor)
+        await self.audit(actor, "restock", slot_id=slot_id or "*", count=count, slots=len(result))
+        return result
+
+    async def test_vend(self, actor: str, slot_id: str) -> dict[str, Any]:
+        await self.audit(actor, "test_vend", slot_id=slot_id)  # before: the motor may run even if we crash
+        return await self.m.test_vend(slot_id, actor)
+
+    async def unlock_door(self, actor: str, ms: int) -> None:
+        door = self.m.extras.get("door")
+        if not _has(door, "unlock"):
+            raise NotAvailable("door service")
+        await self.audit(actor, "unlock_door", ms=ms)
+        await door.unlock(ms, f"technician:{actor}")
+
+    async def tare(self, actor: str, shelf: int | None) -> Any:
+        shelves = self.m.extras.get("shelves")
+        if not _has(shelves, "tare"):
+            raise NotAvailable("weight shelves")
+        await self.audit(actor, "tare", shelf=shelf)
+        return await _maybe_await(shelves.tare(shelf))
+
+    async def clear_lockout(self, actor: str) -> Any:
+        fs = self._food_safety()
+        if fs is None:
+            raise NotAvailable("food-safety service")
+        result = await _maybe_await(fs.clear(actor))
+        await self.audit(actor, "clear_food_safety_lockout", result=str(result))
+        return result
+
+    def _food_safety(self) -> Any:
+        fs = self.m.extras.get("food_safety")
+        if fs is None:
+            fs = getattr(self.m.extras.get("temperature"), "food_safety", None)
+        return fs if _has(fs, "clear") else None
+
+
+def _has(obj: Any, method: str) -> bool:
+    return obj is not None and callable(getattr(obj, method, None))
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return round(f, 2) if f == f else None  # NaN -> None
+
+
+def _online(dev: Any) -> bool:
+    for attr in ("online", "connected"):
+        v = getattr(dev, attr, None)
+        if v is not None:
+            return bool(v() if callable(v) else v)
+    return False
+
+
+def _last_seen(dev: Any) -> float | None:
+    log_ = getattr(dev, "frame_log", None)
+    rx = [at for at, d, _ in list(log_ or [])[-20:] if d == "rx"]
+    return round(rx[-1], 3) if rx else None
+
+
+def _devices_of(name: str, svc: Any) -> list[tuple[str, Any]]:
+    """A service may expose `devices` ({name: device}) or be a device itself (has online/connected)."""
+    devs = getattr(svc, "devices", None)
+    if isinstance(devs, dict):
+        return [(f"{name}.{k}", v) for k, v in devs.items()]
+    if hasattr(svc, "online") or hasattr(svc, "connected"):
+        return [(name, svc)]
+    return []
+
+
+def _day_bounds(start: str, end: str) -> tuple[str, str]:
+    """ISO dates → [start 00:00, end+1 00:00) as stored timestamps compare (UTC ISO strings)."""
+    a = dt.date.fromisoformat(start)
+    b = dt.date.fromisoformat(end)
+    if b < a:
+        raise ValueError("end before start")
+    return f"{a.isoformat()}T00:00:00", f"{(b + dt.timedelta(days=1)).isoformat()}T00:00:00"
+
+
+def _csv_safe(text: str) -> str:
+    """Neutralise spreadsheet formulas (CSV injection) in free-text columns."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
