@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-
 import structlog
 
 from edge.core.ports import CommandResult, OutboxRecord

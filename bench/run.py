@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Benchmark entry point: `python bench/run.py NAME [--quick] [...]` prints one JSON object last.
+
+Figures are medians/percentiles or ratios measured in one run (the machines are noisy); targets
+are reported beside them, never asserted in unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("name", choices=["vend", "modbus", "sync", "fleet", "checkout", "web", "soak", "powercut"])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--sessions", type=int, default=500)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--kills", type=int, default=200)
+    args = p.parse_args()
+    if args.name == "vend":
+        from bench.vend_bench import run
+        result = asyncio.run(run(quick=args.quick))
+    elif args.name == "modbus":
+        from bench.modbus_bench import run
+        result = _maybe_async(run(quick=args.quick))
+    elif args.name == "sync":
+        from bench.sync_bench import run
+        result = _maybe_async(run(quick=args.quick))
+    elif args.name == "fleet":
+        from bench.sync_bench import run_fleet
+        result = _maybe_async(run_fleet(machines=50 if args.quick else 200, quick=args.quick))
+    elif args.name == "checkout":
+        from bench.checkout_bench import run
+        result = _maybe_async(run(sessions=args.sessions, seed=args.seed))
+    elif args.name == "web":
+        from bench.web_bench import run
+        result = _maybe_async(run(quick=args.quick))
+    elif args.name == "soak":
+        from bench.soak import run
+        result = _maybe_async(run(quick=args.quick))
+    else:
+        from bench.powercut import run
+        result = _maybe_async(run(kills=args.kills))
+    print(json.dumps({"bench": args.name, **result}, sort_keys=True))
+    return 0
+
+
+def _maybe_async(value):  # type: ignore[no-untyped-def]
+    return asyncio.run(value) if asyncio.iscoroutine(value) else value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
