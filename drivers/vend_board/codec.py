@@ -1,0 +1,374 @@
+"""Pure codec for the spiral vend board wire protocol (see docs/protocols/vend-board.md).
+
+Frame: ``A5 | LEN | SEQ(u32 BE) | CODE | PAYLOAD[LEN] | CRC16(BE)``; the CRC is CRC-16/CCITT-FALSE
+(poly 0x1021, init 0xFFFF, no reflection, ``binascii.crc_hqx(data, 0xFFFF)``) over LEN..PAYLOAD.
+No I/O, no logging, no clock: bytes in, typed messages out. The only exception raised is
+``ProtocolError`` (as ``FrameError``, which says how many bytes to drop to resync).
+"""
+
+from __future__ import annotations
+
+import binascii
+import enum
+import struct
+from dataclasses import dataclass, field
+
+from drivers.errors import ProtocolError
+
+SOF = 0xA5
+HEADER_LEN = 7  # SOF, LEN, SEQ(4), CODE
+CRC_LEN = 2
+MAX_PAYLOAD = 128
+MAX_SEQ = 0xFFFFFFFF
+NO_OUTCOME = 0xFF
+
+
+class Code(enum.IntEnum):
+    """Command (controller -> board, < 0x80) and response (board -> controller, >= 0x80) codes."""
+
+    STATUS = 0x01
+    VEND = 0x02
+    VEND_RESULT = 0x03
+    DOOR_UNLOCK = 0x04
+    DOOR_STATE = 0x05
+    LIGHT = 0x06
+    ACK = 0x80
+    NAK = 0x81
+    STATUS_REPLY = 0x82
+    VEND_DONE = 0x83
+    VEND_RESULT_REPLY = 0x84
+    DOOR_STATE_REPLY = 0x85
+
+
+class ErrorCode(enum.IntEnum):
+    """Vend outcomes (0..4) and NAK reasons (5..7) share one code space."""
+
+    OK = 0
+    JAM = 1
+    EMPTY = 2
+    MOTOR_OVERCURRENT = 3
+    DROP_NOT_DETECTED = 4
+    BAD_SLOT = 5
+    BUSY = 6
+    BAD_FRAME = 7
+
+
+class VendState(enum.IntEnum):
+    UNKNOWN = 0
+    IN_PROGRESS = 1
+    DONE = 2
+
+
+class FrameError(ProtocolError):
+    """Bytes at the head of the buffer are not a valid frame; drop ``skip`` bytes and decode again."""
+
+    def __init__(self, message: str, skip: int, crc: bool = False) -> None:
+        super().__init__(message)
+        self.skip = skip
+        self.crc = crc
+
+
+# ---- messages ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusReq:
+    seq: int
+
+
+@dataclass(frozen=True)
+class VendReq:
+    seq: int
+    slot: str
+
+
+@dataclass(frozen=True)
+class VendResultReq:
+    seq: int
+    target: int
+
+
+@dataclass(frozen=True)
+class DoorUnlockReq:
+    seq: int
+    ms: int
+
+
+@dataclass(frozen=True)
+class DoorStateReq:
+    seq: int
+
+
+@dataclass(frozen=True)
+class LightReq:
+    seq: int
+    on: bool
+
+
+@dataclass(frozen=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True)
+class Nak:
+    seq: int
+    error: ErrorCode
+
+
+@dataclass(frozen=True)
+class StatusReply:
+    seq: int
+    firmware: str
+    busy: bool
+    door_closed: bool
+    door_locked: bool
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VendDone:
+    seq: int
+    slot: str
+    outcome: ErrorCode
+    motor_ms: int
+
+
+@dataclass(frozen=True)
+class VendResultReply:
+    seq: int
+    target: int
+    state: VendState
+    outcome: ErrorCode | None
+    slot: str | None
+    motor_ms: int
+
+
+@dataclass(frozen=True)
+class DoorStateReply:
+    seq: int
+    closed: bool
+    locked: bool
+
+
+Frame = (StatusReq | VendReq | VendResultReq | DoorUnlockReq | DoorStateReq | LightReq | Ack | Nak
+         | StatusReply | VendDone | VendResultReply | DoorStateReply)
+
+
+# ---- primitives -------------------------------------------------------------------------------
+
+
+def crc16(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE (check value for b"123456789" is 0x29B1)."""
+    return binascii.crc_hqx(data, 0xFFFF)
+
+
+def encode_slot(slot: str) -> bytes:
+    """'A1'..'Z99' -> row letter (ASCII) + column (u8). Raises ValueError for anything else."""
+    if not (2 <= len(slot) <= 3) or not ("A" <= slot[0] <= "Z") or not slot[1:].isdigit() \
+            or not slot[1:].isascii() or slot[1] == "0":
+        raise ValueError(f"bad slot {slot!r}: expected 'A1'..'Z99'")
+    return bytes((ord(slot[0]), int(slot[1:])))
+
+
+def decode_slot(raw: bytes) -> str:
+    """Inverse of encode_slot; raises ProtocolError for bytes that are not a slot."""
+    row, col = raw[0], raw[1]
+    if not (0x41 <= row <= 0x5A) or not (1 <= col <= 99):
+        raise ProtocolError(f"bad slot bytes {raw.hex()}")
+    return f"{chr(row)}{col}"
+
+
+def _frame(seq: int, code: int, payload: bytes = b"") -> bytes:
+    if not 0 <= seq <= MAX_SEQ:
+        raise ValueError(f"seq {seq} outside u32")
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    body = struct.pack(">BIB", len(payload), seq, code) + payload
+    return bytes((SOF,)) + body + struct.pack(">H", crc16(body))
+
+
+def _pack_counters(counters: dict[str, int]) -> bytes:
+    out = bytearray((len(counters),))
+    for name, value in counters.items():
+        raw = name.encode("ascii")
+        out += bytes((len(raw),)) + raw + struct.pack(">I", value & MAX_SEQ)
+    return bytes(out)
+
+
+def _unpack_counters(raw: bytes) -> dict[str, int]:
+    counters: dict[str, int] = {}
+    pos = 1
+    for _ in range(raw[0]):
+        n = raw[pos]
+        name = raw[pos + 1:pos + 1 + n].decode("ascii")
+        (value,) = struct.unpack_from(">I", raw, pos + 1 + n)
+        counters[name] = value
+        pos += 1 + n + 4
+    if pos != len(raw):
+        raise ValueError("trailing bytes after counters")
+    return counters
+
+
+# ---- encode -----------------------------------------------------------------------------------
+
+
+def encode(msg: Frame) -> bytes:
+    """Typed message -> wire bytes. Raises ValueError for values that cannot be encoded."""
+    match msg:
+        case StatusReq(seq) | DoorStateReq(seq) | Ack(seq):
+            return _frame(seq, _CODE_OF[type(msg)])
+        case VendReq(seq, slot):
+            return _frame(seq, Code.VEND, encode_slot(slot))
+        case VendResultReq(seq, target):
+            return _frame(seq, Code.VEND_RESULT, struct.pack(">I", target))
+        case DoorUnlockReq(seq, ms):
+            return _frame(seq, Code.DOOR_UNLOCK, struct.pack(">H", ms))
+        case LightReq(seq, on):
+            return _frame(seq, Code.LIGHT, bytes((int(on),)))
+        case Nak(seq, error):
+            return _frame(seq, Code.NAK, bytes((error,)))
+        case StatusReply(seq, fw, busy, closed, locked, counters):
+            raw = fw.encode("ascii")
+            head = bytes((len(raw),)) + raw + bytes((int(busy), int(closed), int(locked)))
+            return _frame(seq, Code.STATUS_REPLY, head + _pack_counters(counters))
+        case VendDone(seq, slot, outcome, motor_ms):
+            return _frame(seq, Code.VEND_DONE, encode_slot(slot) + struct.pack(">BH", outcome, motor_ms))
+        case VendResultReply(seq, target, state, outcome, slot, motor_ms):
+            oc = NO_OUTCOME if outcome is None else int(outcome)
+            sl = b"\x00\x00" if slot is None else encode_slot(slot)
+            return _frame(seq, Code.VEND_RESULT_REPLY, struct.pack(">IBB", target, state, oc) + sl
+                          + struct.pack(">H", motor_ms))
+        case DoorStateReply(seq, closed, locked):
+            return _frame(seq, Code.DOOR_STATE_REPLY, bytes((int(closed), int(locked))))
+    raise ValueError(f"cannot encode {msg!r}")
+
+
+_CODE_OF: dict[type, Code] = {StatusReq: Code.STATUS, DoorStateReq: Code.DOOR_STATE, Ack: Code.ACK}
+
+
+# ---- decode -----------------------------------------------------------------------------------
+
+_FIXED_LEN = {Code.STATUS: 0, Code.VEND: 2, Code.VEND_RESULT: 4, Code.DOOR_UNLOCK: 2, Code.DOOR_STATE: 0,
+              Code.LIGHT: 1, Code.ACK: 0, Code.NAK: 1, Code.VEND_DONE: 5, Code.VEND_RESULT_REPLY: 10,
+              Code.DOOR_STATE_REPLY: 2}
+
+
+def _bool(b: int) -> bool:
+    if b > 1:
+        raise ValueError(f"flag byte {b:#x} is not 0/1")
+    return b == 1
+
+
+def _parse(seq: int, code: Code, p: bytes) -> Frame:
+    """Payload -> message. May raise ValueError/IndexError/struct.error; decode() maps them."""
+    if code in _FIXED_LEN and len(p) != _FIXED_LEN[code]:
+        raise ValueError(f"{code.name} payload is {len(p)} bytes, expected {_FIXED_LEN[code]}")
+    if code is Code.STATUS:
+        return StatusReq(seq)
+    if code is Code.VEND:
+        return VendReq(seq, decode_slot(p))
+    if code is Code.VEND_RESULT:
+        return VendResultReq(seq, struct.unpack(">I", p)[0])
+    if code is Code.DOOR_UNLOCK:
+        return DoorUnlockReq(seq, struct.unpack(">H", p)[0])
+    if code is Code.DOOR_STATE:
+        return DoorStateReq(seq)
+    if code is Code.LIGHT:
+        return LightReq(seq, _bool(p[0]))
+    if code is Code.ACK:
+        return Ack(seq)
+    if code is Code.NAK:
+        return Nak(seq, ErrorCode(p[0]))
+    if code is Code.STATUS_REPLY:
+        n = p[0]
+        fw = p[1:1 + n].decode("ascii")
+        busy, closed, locked = (_bool(b) for b in p[1 + n:4 + n])
+        return StatusReply(seq, fw, busy, closed, locked, _unpack_counters(p[4 + n:]))
+    if code is Code.VEND_DONE:
+        outcome, motor_ms = struct.unpack(">BH", p[2:])
+        return VendDone(seq, decode_slot(p[:2]), ErrorCode(outcome), motor_ms)
+    if code is Code.VEND_RESULT_REPLY:
+        target, state, oc = struct.unpack(">IBB", p[:6])
+        slot = None if p[6:8] == b"\x00\x00" else decode_slot(p[6:8])
+        outcome = None if oc == NO_OUTCOME else ErrorCode(oc)
+        return VendResultReply(seq, target, VendState(state), outcome, slot, struct.unpack(">H", p[8:])[0])
+    return DoorStateReply(seq, _bool(p[0]), _bool(p[1]))
+
+
+def decode(buf: bytes | bytearray | memoryview) -> tuple[int, Frame | None]:
+    """Decode the frame at the head of ``buf``.
+
+    Returns ``(used, frame)``: ``(0, None)`` when more bytes are needed; ``(n, None)`` when ``n``
+    leading bytes are not a frame start (drop them); ``(n, frame)`` for a whole valid frame.
+    Raises ``FrameError`` (a ProtocolError) with ``skip`` for a bad CRC, length or payload.
+    """
+    data = bytes(buf)
+    if not data:
+        return 0, None
+    if data[0] != SOF:
+        idx = data.find(SOF)
+        return (len(data) if idx < 0 else idx), None
+    if len(data) < 2:
+        return 0, None
+    length = data[1]
+    if length > MAX_PAYLOAD:
+        raise FrameError(f"length {length} exceeds {MAX_PAYLOAD}", skip=1)
+    total = HEADER_LEN + length + CRC_LEN
+    if len(data) < total:
+        return 0, None
+    body = data[1:HEADER_LEN + length]
+    (got,) = struct.unpack(">H", data[HEADER_LEN + length:total])
+    if crc16(body) != got:
+        raise FrameError(f"crc mismatch: got {got:04x}, computed {crc16(body):04x}", skip=1, crc=True)
+    seq, raw_code = struct.unpack(">IB", data[2:HEADER_LEN])
+    try:
+        code = Code(raw_code)
+        return total, _parse(seq, code, data[HEADER_LEN:HEADER_LEN + length])
+    except (ValueError, IndexError, struct.error, UnicodeDecodeError, ProtocolError) as exc:
+        raise FrameError(f"bad frame code={raw_code:#04x}: {exc}", skip=total) from exc
+
+
+class FrameReader:
+    """Accumulates a byte stream and yields whole frames; resyncs on the next SOF after garbage.
+
+    Counts instead of logging: ``crc_errors`` (bad CRC, impossible length or payload),
+    ``garbage_bytes`` (bytes dropped while hunting for SOF).
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.crc_errors = 0
+        self.garbage_bytes = 0
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Append bytes; return every complete valid frame now available, in order."""
+        self._buf += data
+        frames: list[Frame] = []
+        while self._buf:
+            try:
+                used, frame = decode(self._buf)
+            except FrameError as exc:
+                self.crc_errors += 1
+                del self._buf[:exc.skip]
+                continue
+            if used == 0:
+                break
+            del self._buf[:used]
+            if frame is None:
+                self.garbage_bytes += used
+            else:
+                frames.append(frame)
+        return frames
+
+    def drop_partial(self) -> list[Frame]:
+        """A partial frame that has waited a whole reply timeout is noise: drop its SOF, rescan."""
+        if not self._buf:
+            return []
+        self.crc_errors += 1
+        del self._buf[:1]
+        return self.feed(b"")
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)

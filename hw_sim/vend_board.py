@@ -1,0 +1,386 @@
+"""A simulated spiral/motor vend board that speaks the real wire protocol over a pty or TCP.
+
+It enforces what the driver relies on: VEND is ACKed at once and finished by an unsolicited
+VEND_DONE with the same seq; a seq already seen (last 1024) is never executed again, the board
+answers with the stored result instead (or ACK while the motor still runs); one motor at a time
+(BUSY). Faults are scripted: ``jam``, ``no_drop``, ``overcurrent``, ``garble``, ``silence``,
+``unplug``/``replug``. Imports only the driver's pure codec (see ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from drivers.vend_board.codec import (
+    Ack,
+    DoorStateReply,
+    DoorStateReq,
+    DoorUnlockReq,
+    ErrorCode,
+    Frame,
+    FrameReader,
+    LightReq,
+    Nak,
+    StatusReply,
+    StatusReq,
+    VendDone,
+    VendReq,
+    VendResultReply,
+    VendResultReq,
+    VendState,
+    encode,
+)
+from hw_sim.serial_link import Peer, PtyPort, TcpPort
+
+log = structlog.get_logger(__name__)
+
+SEQ_MEMORY = 1024
+FIRMWARE = "simvend-1.0"
+
+
+@dataclass
+class _Vend:
+    seq: int
+    slot: str
+    peer: Peer
+    outcome: ErrorCode | None = None  # None while the motor runs
+    motor_ms: int = 0
+
+
+class SimVendBoard:
+    """The board: stock per slot, motor timing (``motor_ms / speed``), door lock, fault scripts."""
+
+    def __init__(self, stock: dict[str, int], *, motor_ms: int = 1200, speed: float = 1.0,
+                 seed: int = 0) -> None:
+        self.stock: dict[str, int] = dict(stock)
+        self.dispensed: dict[str, int] = dict.fromkeys(stock, 0)
+        self.vend_frames_received = 0
+        self.door_closed = True
+        self.door_locked = True
+        self.light_on = False
+        self.motor_ms = motor_ms
+        self.last_motor_ms = 0  # simulated motor time of the last finished vend (benchmarks subtract it)
+        self.speed = speed
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("vends", "duplicates", "jams", "busy", "crc_errors", "frames_in", "frames_out"), 0)
+        self._rng = random.Random(seed)
+        self._faults: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)
+        self._garble = 0
+        self._silence = 0
+        self._results: collections.OrderedDict[int, _Vend] = collections.OrderedDict()
+        self._unlocks: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._busy: _Vend | None = None
+        self._readers: dict[int, FrameReader] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._relock: asyncio.TimerHandle | None = None
+        self._relock_on_close = False
+        self._pty: PtyPort | None = None
+        self._tcp: TcpPort | None = None
+        self._tcp_addr: tuple[str, int] | None = None
+
+    @property
+    def total_dispensed(self) -> int:
+        return sum(self.dispensed.values())
+
+    # ---- serving -----------------------------------------------------------------------------
+
+    async def serve_pty(self, link_path: str) -> str:
+        """Create a pty pair; ``link_path`` becomes a symlink to its slave. Returns ``link_path``."""
+        self._pty = PtyPort(link_path, self._on_data)
+        return self._pty.open()
+
+    async def serve_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen on TCP; the driver URL is ``socket://host:port``. Returns the port."""
+        self._tcp = TcpPort(self._on_data)
+        port = await self._tcp.open(host, port)
+        self._tcp_addr = (host, port)
+        return port
+
+    async def unplug(self) -> None:
+        """Pull the cable: the pty and its symlink vanish, TCP clients are dropped and refused."""
+        if self._pty is not None:
+            self._pty.close()
+        if self._tcp is not None:
+            await self._tcp.close()
+        self._readers.clear()
+        log.info("sim_vend_board_unplugged")
+
+    async def replug(self) -> None:
+        """Plug back in: a new pty behind the same link path / listen again on the same port."""
+        if self._pty is not None:
+            self._pty = PtyPort(self._pty.link_path, self._on_data)
+            self._pty.open()
+        if self._tcp is not None and self._tcp_addr is not None:
+            await self._tcp.open(*self._tcp_addr)
+        log.info("sim_vend_board_replugged")
+
+    async def stop(self) -> None:
+        """Stop motors and timers, close every port."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        if self._relock is not None:
+            self._relock.cancel()
+        await self.unplug()
+        self._pty = None
+        self._tcp = None
+
+    # ---- fault script ------------------------------------------------------------------------
+
+    def jam(self, slot: str, times: int = 1) -> None:
+        """The next ``times`` vends of ``slot`` jam after half the motor time; nothing falls."""
+        self._faults[slot].extend(["jam"] * times)
+
+    def no_drop(self, slot: str, times: int = 1) -> None:
+        """The motor turns fully but the drop sensor sees nothing (item hung): stock unchanged."""
+        self._faults[slot].extend(["no_drop"] * times)
+
+    def overcurrent(self, slot: str, times: int = 1) -> None:
+        """The motor trips on overcurrent after a quarter turn; nothing falls."""
+        self._faults[slot].extend(["overcurrent"] * times)
+
+    def garble(self, frames: int = 1) -> None:
+        """Corrupt the next ``frames`` reply frames (alternately one flipped byte / random bytes)."""
+        self._garble += frames
+
+    def silence(self, frames: int = 1) -> None:
+        """Ignore the next ``frames`` request frames (as if they never arrived)."""
+        self._silence += frames
+
+    def open_door(self, force: bool = False) -> bool:
+        """A person pulls the door; a locked door stays shut unless ``force``. Returns whether it opened."""
+        if self.door_locked and not force:
+            return False
+        if self.door_closed:
+            self.door_closed = False
+            self._door_event()
+        return True
+
+    def close_door(self) -> None:
+        """The door swings shut; the latch relocks if the unlock window has already expired."""
+        changed = not self.door_closed
+        self.door_closed = True
+        if self._relock_on_close:
+            self._relock_on_close = False
+            self.door_locked = True
+            changed = True
+        if changed:
+            self._door_event()
+
+    # ---- wire --------------------------------------------------------------------------------
+
+    def _on_data(self, peer: Peer, data: bytes) -> None:
+        reader = self._readers.setdefault(id(peer), FrameReader())
+        before = reader.crc_errors
+        frames = reader.feed(data)
+        self.counters["crc_errors"] += reader.crc_errors - before
+        for frame in frames:
+            self.counters["frames_in"] += 1
+            if self._silence > 0:
+                self._silence -= 1
+                continue
+            self._handle(peer, frame)
+
+    def _send(self, peer: Peer, msg: Frame) -> None:
+        raw = encode(msg)
+        if self._garble > 0:
+            self._garble -= 1
+            raw = self._corrupt(raw)
+        if peer.alive:
+            self.counters["frames_out"] += 1
+            peer.write(raw)
+
+    def _corrupt(self, raw: bytes) -> bytes:
+        if self._garble % 2 == 0:
+            out = bytearray(raw)
+            out[self._rng.randrange(2, len(out))] ^= 1 << self._rng.randrange(8)
+            return bytes(out)
+        return self._rng.randbytes(len(raw))
+
+    def _handle(self, peer: Peer, frame: Frame) -> None:
+        match frame:
+            case VendReq():
+                self._on_vend(peer, frame)
+            case VendResultReq(seq, target):
+                rec = self._results.get(target)
+                if rec is None:
+                    self._send(peer, VendResultReply(seq, target, VendState.UNKNOWN, None, None, 0))
+                else:
+                    state = VendState.IN_PROGRESS if rec.outcome is None else VendState.DONE
+                    self._send(peer, VendResultReply(seq, target, state, rec.outcome, rec.slot, rec.motor_ms))
+            case StatusReq(seq):
+                self._send(peer, StatusReply(seq, FIRMWARE, self._busy is not None, self.door_closed,
+                                             self.door_locked, dict(self.counters)))
+            case DoorUnlockReq(seq, ms):
+                if seq not in self._unlocks:  # a retried unlock (same seq) is not a second unlock
+                    self._remember(self._unlocks, seq, None)
+                    self._unlock(ms)
+                self._send(peer, Ack(seq))
+            case DoorStateReq(seq):
+                self._send(peer, DoorStateReply(seq, self.door_closed, self.door_locked))
+            case LightReq(seq, on):
+                self.light_on = on
+                self._send(peer, Ack(seq))
+            case _:  # a response code sent to the board
+                self._send(peer, Nak(frame.seq, ErrorCode.BAD_FRAME))
+
+    @staticmethod
+    def _remember(table: collections.OrderedDict[int, Any], seq: int, value: Any) -> None:
+        table[seq] = value
+        while len(table) > SEQ_MEMORY:
+            table.popitem(last=False)
+
+    # ---- vending -----------------------------------------------------------------------------
+
+    def _on_vend(self, peer: Peer, req: VendReq) -> None:
+        self.vend_frames_received += 1
+        rec = self._results.get(req.seq)
+        if rec is not None:  # idempotency: never run a seq twice
+            self.counters["duplicates"] += 1
+            rec.peer = peer
+            if rec.outcome is None:
+                self._send(peer, Ack(req.seq))
+            else:
+                self._send(peer, VendDone(req.seq, rec.slot, rec.outcome, rec.motor_ms))
+            return
+        if req.slot not in self.stock:
+            self._send(peer, Nak(req.seq, ErrorCode.BAD_SLOT))
+            return
+        if self._busy is not None:
+            self.counters["busy"] += 1
+            self._send(peer, Nak(req.seq, ErrorCode.BUSY))
+            return
+        rec = _Vend(req.seq, req.slot, peer)
+        self._remember(self._results, req.seq, rec)
+        self._busy = rec
+        self._send(peer, Ack(req.seq))
+        task = asyncio.get_running_loop().create_task(self._run_motor(rec), name=f"sim.vend.{req.seq}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_motor(self, rec: _Vend) -> None:
+        try:
+            outcome, run_ms = self._plan(rec.slot)
+            await asyncio.sleep(run_ms / 1000 / self.speed)
+            if outcome is ErrorCode.OK:
+                self.stock[rec.slot] -= 1
+                self.dispensed[rec.slot] += 1
+            self.counters["vends"] += 1
+            self.counters["jams"] += outcome is ErrorCode.JAM
+            rec.outcome, rec.motor_ms = outcome, run_ms
+            self.last_motor_ms = run_ms
+        finally:
+            self._busy = None
+        self._send(rec.peer, VendDone(rec.seq, rec.slot, outcome, run_ms))
+
+    def _plan(self, slot: str) -> tuple[ErrorCode, int]:
+        """Decide the outcome and the motor run time (board ms, before ``speed`` scaling)."""
+        if self.stock[slot] <= 0:
+            return ErrorCode.EMPTY, 0  # the board tracks its spiral count: no motor for an empty slot
+        full = round(self.motor_ms * self._rng.uniform(0.95, 1.05))
+        fault = self._faults[slot].popleft() if self._faults[slot] else None
+        if fault == "jam":
+            return ErrorCode.JAM, full // 2
+        if fault == "overcurrent":
+            return ErrorCode.MOTOR_OVERCURRENT, full // 4
+        if fault == "no_drop":
+            return ErrorCode.DROP_NOT_DETECTED, full
+        return ErrorCode.OK, full
+
+    # ---- door --------------------------------------------------------------------------------
+
+    def _unlock(self, ms: int) -> None:
+        if self._relock is not None:
+            self._relock.cancel()
+        self._relock_on_close = False
+        if self.door_locked:
+            self.door_locked = False
+            self._door_event()
+        self._relock = asyncio.get_running_loop().call_later(ms / 1000 / self.speed, self._relock_now)
+
+    def _relock_now(self) -> None:
+        self._relock = None
+        if not self.door_closed:
+            self._relock_on_close = True  # the latch catches when the door next closes
+            return
+        self.door_locked = True
+        self._door_event()
+
+    def _door_event(self) -> None:
+        """Unsolicited DOOR_STATE (seq 0) to every connected controller."""
+        msg = DoorStateReply(0, self.door_closed, self.door_locked)
+        peers: list[Peer] = []
+        if self._pty is not None and self._pty.alive:
+            peers.append(self._pty)
+        if self._tcp is not None:
+            peers.extend(self._tcp.peers)
+        for peer in peers:
+            self._send(peer, msg)
+
+
+class SimThread:
+    """A SimVendBoard running in its own thread and loop, for talking to a daemon subprocess."""
+
+    def __init__(self, sim: SimVendBoard, link_path: str | None, host: str, port: int) -> None:
+        self.sim = sim
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(link_path, host, port),
+                                        name="sim.vend_board", daemon=True)
+
+    def _run(self, link_path: str | None, host: str, port: int) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            if link_path is not None:
+                self.url = self._loop.run_until_complete(self.sim.serve_pty(link_path))
+            else:
+                port = self._loop.run_until_complete(self.sim.serve_tcp(host, port))
+                self.url = f"socket://{host}:{port}"
+        except Exception as exc:  # handed to the starting thread, which raises it
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self.sim.stop())
+        self._loop.close()
+
+    def call(self, fn: Callable[..., Any], *args: Any, timeout_s: float = 5.0) -> Any:
+        """Run ``fn(*args)`` (plain or async) on the sim's loop, thread-safely; returns its result."""
+        async def invoke() -> Any:
+            result = fn(*args)
+            return await result if asyncio.iscoroutine(result) else result
+        return asyncio.run_coroutine_threadsafe(invoke(), self._loop).result(timeout_s)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout_s)
+
+
+def run_in_thread(sim: SimVendBoard, *, link_path: str | None = None, host: str = "127.0.0.1",
+                  port: int = 0, timeout_s: float = 5.0) -> SimThread:
+    """Serve ``sim`` from a background thread: on a pty at ``link_path`` or else on TCP.
+
+    Returns a handle with ``.url`` (tty path or ``socket://host:port``), ``.call(fn, *args)`` for the
+    fault API and ``.stop()``.
+    """
+    handle = SimThread(sim, link_path, host, port)
+    handle._thread.start()
+    if not handle._ready.wait(timeout_s):
+        raise TimeoutError("simulated vend board did not start")
+    if handle._error is not None:
+        handle.stop()
+        raise handle._error
+    return handle
