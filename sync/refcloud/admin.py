@@ -1,0 +1,218 @@
+"""Admin API of the reference cloud (Bearer admin token; the fleet page also takes Basic auth).
+
+Machines, catalog/planogram documents (validated with Planogram.from_doc), prices, settings,
+commands and read-only views of what the machines pushed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from edge.core.catalog import CatalogInvalid, Planogram
+from sync.refcloud.app import (
+    ADMIN_TOKEN,
+    CLOCK,
+    SECRETS,
+    STORE,
+    Handler,
+    error,
+    iso,
+    run_db,
+    wake,
+)
+
+log = structlog.get_logger(__name__)
+MACHINE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+PROTECTED = ("/admin", "/fleet")
+
+
+def _token_ok(request: web.Request) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            value = base64.b64decode(value, validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.encode(), request.app[ADMIN_TOKEN].encode())
+
+
+@web.middleware
+async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every /admin and /fleet request needs the admin token."""
+    if request.path.startswith(PROTECTED) and not _token_ok(request):
+        return web.json_response({"error": "unauthorized"}, status=401,
+                                 headers={"WWW-Authenticate": 'Basic realm="refcloud"'})
+    return await handler(request)
+
+
+async def _json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "bad_json", "reason": str(exc)}),
+                                 content_type="application/json") from exc
+
+
+def _machine(request: web.Request) -> str:
+    machine_id = request.match_info["machine_id"]
+    if machine_id not in request.app[SECRETS]:
+        raise web.HTTPNotFound(text=json.dumps({"error": "unknown_machine"}),
+                               content_type="application/json")
+    return machine_id
+
+
+async def register_machine(request: web.Request) -> web.Response:
+    """POST /admin/machines {machine_id, secret_hex?} → 201 {machine_id, secret_hex}."""
+    doc = await _json(request)
+    machine_id = doc.get("machine_id") if isinstance(doc, dict) else None
+    if not isinstance(machine_id, str) or not MACHINE_ID_RE.match(machine_id):
+        return error(400, "bad_machine_id")
+    try:
+        given = bytes.fromhex(doc["secret_hex"]) if doc.get("secret_hex") else None
+    except (TypeError, ValueError):
+        return error(400, "bad_secret")
+    if given is not None and len(given) < 16:
+        return error(400, "bad_secret", reason="at least 16 bytes")
+    secret = await run_db(request.app, request.app[STORE].register_machine, machine_id, given,
+                          request.app[CLOCK]())
+    request.app[SECRETS][machine_id] = secret
+    log.info("machine_registered", machine_id=machine_id)
+    return web.json_response({"machine_id": machine_id, "secret_hex": secret.hex()}, status=201)
+
+
+async def list_machines(request: web.Request) -> web.Response:
+    today = iso(request.app[CLOCK]())[:10]
+    rows = await run_db(request.app, request.app[STORE].machines, today)
+    return web.json_response({"machines": rows})
+
+
+def _validated(doc: Any, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The doc to store: a valid planogram document plus a `settings` object."""
+    if not isinstance(doc, Mapping):
+        raise CatalogInvalid("document must be an object")
+    Planogram.from_doc(doc)
+    merged = dict(settings or {})
+    if "settings" in doc:
+        if not isinstance(doc["settings"], Mapping):
+            raise CatalogInvalid("document.settings must be an object")
+        merged.update(doc["settings"])
+    sp = merged.get("setpoint_c")
+    if sp is not None and (not isinstance(sp, int | float) or isinstance(sp, bool)
+                           or not -30 <= sp <= 30):
+        raise CatalogInvalid(f"settings.setpoint_c must be a number in -30..30, got {sp!r}")
+    return dict(doc, settings=merged)
+
+
+async def _store_config(request: web.Request, machine_id: str, doc: Any,
+                        settings: Mapping[str, Any] | None) -> web.Response:
+    try:
+        valid = _validated(doc, settings)
+    except CatalogInvalid as exc:
+        return error(400, "invalid_doc", reason=str(exc))
+    version = await run_db(request.app, request.app[STORE].put_config, machine_id, valid)
+    log.info("config_stored", machine_id=machine_id, version=version)
+    return web.json_response({"version": version})
+
+
+async def _current(request: web.Request, machine_id: str) -> dict[str, Any]:
+    cfg = await run_db(request.app, request.app[STORE].config, machine_id)
+    if cfg is None:
+        raise web.HTTPConflict(text=json.dumps({"error": "no_config"}),
+                               content_type="application/json")
+    return cfg[1]
+
+
+async def put_config(request: web.Request) -> web.Response:
+    """PUT /admin/machines/{id}/config <catalog+planogram doc [+ settings]> → {version} or 400."""
+    machine_id = _machine(request)
+    doc = await _json(request)
+    old = await run_db(request.app, request.app[STORE].config, machine_id)
+    return await _store_config(request, machine_id, doc, old[1].get("settings") if old else None)
+
+
+async def set_price(request: web.Request) -> web.Response:
+    """POST /admin/machines/{id}/prices {sku_id, price} → a new config version."""
+    machine_id = _machine(request)
+    body = await _json(request)
+    doc = await _current(request, machine_id)
+    skus = [dict(s) for s in doc["skus"]]
+    target = [s for s in skus if isinstance(body, dict) and s["sku_id"] == body.get("sku_id")]
+    if not target:
+        return error(400, "unknown_sku")
+    target[0]["price"] = body.get("price")
+    return await _store_config(request, machine_id, dict(doc, skus=skus), None)
+
+
+async def set_settings(request: web.Request) -> web.Response:
+    """PUT /admin/machines/{id}/settings {setpoint_c, …} (merged) → a new config version."""
+    machine_id = _machine(request)
+    body = await _json(request)
+    if not isinstance(body, dict):
+        return error(400, "bad_request", reason="settings must be an object")
+    doc = await _current(request, machine_id)
+    merged = dict(doc.get("settings", {}), **body)
+    return await _store_config(request, machine_id, dict(doc, settings=merged), None)
+
+
+async def enqueue_command(request: web.Request) -> web.Response:
+    """POST /admin/machines/{id}/commands {name, args, ttl_s?} → 201 {command_id}."""
+    machine_id = _machine(request)
+    body = await _json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+        return error(400, "bad_request", reason="name required")
+    args = body.get("args", {})
+    ttl = body.get("ttl_s")
+    if not isinstance(args, dict) or (ttl is not None and not isinstance(ttl, int | float)):
+        return error(400, "bad_request", reason="args must be an object, ttl_s a number")
+    now = request.app[CLOCK]()
+    expires_ts = now + ttl if ttl is not None else None
+    command_id = await run_db(request.app, request.app[STORE].enqueue_command, machine_id,
+                              body["name"], args, iso(now),
+                              iso(expires_ts) if expires_ts is not None else None, expires_ts)
+    wake(request.app, machine_id)
+    log.info("command_enqueued", machine_id=machine_id, command_id=command_id, name=body["name"])
+    return web.json_response({"command_id": command_id}, status=201)
+
+
+def _view(method_name: str) -> Handler:
+    async def view(request: web.Request) -> web.Response:
+        machine_id = _machine(request)
+        data = await run_db(request.app, getattr(request.app[STORE], method_name), machine_id)
+        return web.json_response(data if isinstance(data, dict) else {method_name: data})
+
+    return view
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    """Reserved for offline tokens (Ed25519, issue 8)."""
+    _machine(request)
+    return error(501, "not_implemented", reason="offline tokens arrive with issue 8")
+
+
+def add_routes(app: web.Application) -> None:
+    m = "/admin/machines/{machine_id}"
+    app.router.add_post("/admin/machines", register_machine)
+    app.router.add_get("/admin/machines", list_machines)
+    app.router.add_put(f"{m}/config", put_config)
+    app.router.add_post(f"{m}/prices", set_price)
+    app.router.add_put(f"{m}/settings", set_settings)
+    app.router.add_post(f"{m}/commands", enqueue_command)
+    app.router.add_get(f"{m}/commands", _view("commands"))
+    app.router.add_get(f"{m}/orders", _view("orders"))
+    app.router.add_get(f"{m}/records", _view("records_summary"))
+    app.router.add_get(f"{m}/record_ids", _view("record_ids"))
+    app.router.add_get(f"{m}/stock", _view("stock"))
+    app.router.add_get(f"{m}/alarms", _view("alarms"))
+    app.router.add_post(f"{m}/tokens", issue_token)

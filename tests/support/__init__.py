@@ -1,0 +1,1 @@
+"""Test support code shared by integration, e2e and reliability tests."""
