@@ -31,11 +31,19 @@ log = structlog.get_logger(__name__)
 class Tx:
     """One open write transaction. Helpers stamp sequence numbers and write outbox/event rows."""
 
-    def __init__(self, db: aiosqlite.Connection, clock: SystemClock, seq: int) -> None:
+    def __init__(self, db: aiosqlite.Connection, clock: SystemClock, seq: int,
+                 cache: dict[str, Any] | None = None) -> None:
         self.db = db
+        self.cache = cache if cache is not None else {}  # the ledger's read cache; writers invalidate
+        self.invalidated: set[str] = set()
         self.clock = clock
         self.now = clock.now_iso()
         self._seq = seq
+
+    def invalidate(self, key: str) -> None:
+        """Drop a cached read model now and again at commit (a reader may refill it with the old rows)."""
+        self.cache.pop(key, None)
+        self.invalidated.add(key)
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -81,6 +89,7 @@ class LedgerDB:
         self.path = path
         self._lock = asyncio.Lock()
         self._seq = 0
+        self.cache: dict[str, Any] = {}  # derived read models (e.g. the parsed planogram)
 
     @classmethod
     async def open(cls, path: str, clock: SystemClock | None = None) -> LedgerDB:
@@ -138,7 +147,7 @@ class LedgerDB:
                 await self.db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise LedgerError(f"ledger unavailable: {exc}") from exc
-            tx = Tx(self.db, self.clock, self._seq)
+            tx = Tx(self.db, self.clock, self._seq, self.cache)
             try:
                 yield tx
                 if tx._seq != self._seq:
@@ -148,7 +157,10 @@ class LedgerDB:
                 crash_point("ledger.mid_transaction")
                 await self.db.execute("COMMIT")
                 self._seq = tx._seq
+                for key in tx.invalidated:
+                    self.cache.pop(key, None)
             except BaseException as exc:
+                self.cache.clear()  # a rolled-back writer may have invalidated entries already
                 try:
                     await self.db.execute("ROLLBACK")
                 except sqlite3.Error:

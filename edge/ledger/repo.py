@@ -26,8 +26,15 @@ class StockRow:
 
 
 async def current_planogram(db: LedgerDB) -> Planogram | None:
+    """The newest planogram, parsed once and cached until the next apply."""
+    cached = db.cache.get("planogram")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
     row = await db.fetchone("SELECT doc FROM planograms ORDER BY version DESC LIMIT 1")
-    return Planogram.from_doc(json.loads(row["doc"])) if row else None
+    planogram = Planogram.from_doc(json.loads(row["doc"])) if row else None
+    if planogram is not None:
+        db.cache["planogram"] = planogram
+    return planogram
 
 
 async def apply_planogram(tx: Tx, planogram: Planogram, source: str) -> None:
@@ -35,6 +42,7 @@ async def apply_planogram(tx: Tx, planogram: Planogram, source: str) -> None:
     SKU changed keeps its count (a technician restocks it), removed slots are dropped."""
     await tx.execute("INSERT OR REPLACE INTO planograms(version, doc, applied_at, source) VALUES (?,?,?,?)",
                      (planogram.version, json.dumps(planogram.to_doc()), tx.now, source))
+    tx.invalidate("planogram")
     for slot in planogram.slots.values():
         await tx.execute(
             "INSERT INTO stock(slot_id, sku_id, count, capacity, updated_at) VALUES (?,?,0,?,?) "
@@ -68,7 +76,8 @@ async def change_stock(tx: Tx, slot_id: str, delta: int, reason: str, **extra: A
         raise KeyError(slot_id)
     new = max(0, min(row.capacity, row.count + delta))
     await tx.execute("UPDATE stock SET count=?, updated_at=? WHERE slot_id=?", (new, tx.now, slot_id))
-    await tx.outbox("stock", {"slot_id": slot_id, "sku_id": row.sku_id, "delta": new - row.count,
+    await tx.outbox("stock", {"levels": {slot_id: new}, "slot_id": slot_id, "sku_id": row.sku_id,
+                              "delta": new - row.count,
                               "count": new, "reason": reason, **extra})
     return new
 
@@ -112,6 +121,7 @@ async def order_doc(tx: Tx | LedgerDB, order_id: str) -> dict[str, Any]:
         raise KeyError(order_id)
     doc = dict(row)
     doc["offline"] = bool(doc["offline"])
+    doc["total"] = doc["total_amount"]  # the sync protocol's name
     doc["refund_due"] = bool(doc["refund_due"])
     db = tx.db if isinstance(tx, Tx) else (tx.ro or tx.db)
     async with db.execute("SELECT sku_id, slot_id, qty, unit_price, status FROM order_lines WHERE order_id=? "
@@ -132,7 +142,7 @@ async def raise_alarm(tx: Tx, key: str, kind: str, message: str, *, severity: st
         "VALUES (?,?,?,1,?,NULL,?,?) ON CONFLICT(alarm_key) DO UPDATE SET active=1, raised_at=excluded.raised_at,"
         " cleared_at=NULL, message=excluded.message, data=excluded.data, severity=excluded.severity",
         (key, kind, severity, tx.now, message, payload))
-    await tx.outbox("alarm", {"alarm_key": key, "kind": kind, "state": "raised", "severity": severity,
+    await tx.outbox("alarm", {"code": kind, "alarm_key": key, "kind": kind, "state": "raised", "severity": severity,
                               "message": message, "at": tx.now, "data": dict(data or {})})
     await tx.event("alarm_raised", {"alarm_key": key, "kind": kind, "message": message},
                    severity=severity, sync=False)
@@ -145,7 +155,8 @@ async def clear_alarm(tx: Tx, key: str, message: str = "") -> bool:
     if not row or not row["active"]:
         return False
     await tx.execute("UPDATE alarms SET active=0, cleared_at=? WHERE alarm_key=?", (tx.now, key))
-    await tx.outbox("alarm", {"alarm_key": key, "kind": row["kind"], "state": "cleared", "message": message,
+    await tx.outbox("alarm", {"code": row["kind"], "alarm_key": key, "kind": row["kind"], "state": "cleared",
+                              "message": message,
                               "at": tx.now})
     await tx.event("alarm_cleared", {"alarm_key": key, "kind": row["kind"]}, sync=False)
     return True

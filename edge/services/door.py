@@ -126,6 +126,7 @@ class Door:
         self._changes: asyncio.Queue[tuple[bool | None, bool | None]] = asyncio.Queue(maxsize=1000)
         self._listeners: dict[str, list[Callable[[DoorEvent], None]]] = {"opened": [], "closed": []}
         self._relock: asyncio.Task[None] | None = None
+        self.safe = False  # locked and state read at least once since start
         self.counters = {"unlocks": 0, "openings": 0, "unlock_failures": 0}
         backend.on_change(self._on_change)
 
@@ -185,9 +186,11 @@ class Door:
         try:
             await self.lock()
             closed, locked = await self.backend.read()
-            self._apply(closed, locked, initial=True)
         except (DeviceError, TimeoutError) as exc:
-            log.error("door_lock_on_start_failed", error=str(exc))
+            log.warning("door_lock_on_start_failed", error=str(exc))  # `run` retries every tick
+            return
+        self._apply(closed, locked, initial=True)
+        self.safe = True
 
     async def stop(self) -> None:
         """Lock on shutdown; a failure is logged (the hardware's own fail-safe default holds)."""
@@ -208,6 +211,8 @@ class Door:
                 async with asyncio.timeout(self.tick_s):
                     closed, locked = await self._changes.get()
             except TimeoutError:
+                if not self.safe:
+                    await self.start()
                 await self._check_open_too_long()
                 continue
             await self._handle_change(closed, locked)

@@ -107,7 +107,7 @@ class TemperatureService:
         self._last_restock_event = 0
         self._last_setpoint_try: float | None = None
         self._defrost_started: float | None = None
-        self.defrost = {"count": 0, "active": False, "last_started": None, "last_duration_s": None}
+        self.defrost: dict[str, Any] = {"count": 0, "active": False, "last_started": None, "last_duration_s": None}
         self.max_cabinet_c: float | None = None
         self.counters = {"samples": 0, "dropped": 0, "minutes": 0, "lockouts": 0,
                          "sales_refused_food_safety": 0, "setpoint_writes": 0}
@@ -222,7 +222,7 @@ class TemperatureService:
         self.defrost["active"] = s.defrost
         if s.defrost:
             self._defrost_started = s.wall
-            self.defrost["count"] = int(self.defrost["count"] or 0) + 1  # type: ignore[call-overload]
+            self.defrost["count"] += 1
             self.defrost["last_started"] = s.wall
         elif self._defrost_started is not None:
             self.defrost["last_duration_s"] = round(s.wall - self._defrost_started, 1)

@@ -83,6 +83,8 @@ async def csrf_token_of(request: web.Request) -> str:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.match_info.http_exception is not None:
+        raise request.match_info.http_exception  # unknown path or method: 404/405 for everyone
     level = level_of(request.match_info.handler)
     if level == "public":
         return await handler(request)

@@ -1,0 +1,166 @@
+"""JSON API under /api/v1: same session and CSRF (X-CSRF-Token header) as the pages; JSON errors.
+
+Documented in docs/web-api.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable
+from typing import Any
+
+from aiohttp import web
+
+from edge.core.errors import LedgerError, SaleRefused
+from edge.services.queries import Queries
+from edge.web.auth import api_login, json_error, logout, session_of, technician
+from edge.web.views import orders_csv
+
+PREFIX = "/api/v1"
+
+
+def _q(request: web.Request) -> Queries:
+    q: Queries = request.app["queries"]
+    return q
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text='{"error":"unsupported_media_type","detail":"send application/json"}',
+                                           content_type="application/json")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text='{"error":"bad_request","detail":"invalid JSON"}',
+                                 content_type="application/json") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text='{"error":"bad_request","detail":"expected an object"}',
+                                 content_type="application/json")
+    return body
+
+
+async def _run(request: web.Request, coro: Awaitable[Any]) -> web.Response:
+    try:
+        result = await coro
+    except SaleRefused as exc:
+        status = 501 if exc.reason == "not_available" else 409
+        return json_error(status, exc.reason, exc.detail)
+    except LedgerError as exc:
+        return json_error(503, "ledger", str(exc))
+    request.app["hub"].poke()
+    return web.json_response({"ok": True, "result": result})
+
+
+def _need_confirm(body: dict[str, Any]) -> web.Response | None:
+    return None if body.get("confirm") is True else json_error(400, "confirm_required", 'send "confirm": true')
+
+
+async def me(request: web.Request) -> web.Response:
+    s = session_of(request)
+    return web.json_response({"user": s.user.name, "role": s.user.role, "csrf": s.csrf})
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(await _q(request).dashboard())
+
+
+async def temperature(request: web.Request) -> web.Response:
+    t = _q(request).temperature()
+    return web.json_response(t) if t is not None else json_error(501, "not_available", "no temperature service")
+
+
+async def stock(request: web.Request) -> web.Response:
+    return web.json_response({"slots": await _q(request).stock()})
+
+
+async def sales(request: web.Request) -> web.Response:
+    q = _q(request)
+    try:
+        day = dt.date.fromisoformat(request.query.get("day", q.today())).isoformat()
+    except ValueError:
+        return json_error(400, "bad_request", "day must be YYYY-MM-DD")
+    return web.json_response(await q.sales(day))
+
+
+async def events(request: web.Request) -> web.Response:
+    try:
+        page, per_page = int(request.query.get("page", "1")), int(request.query.get("per_page", "50"))
+    except ValueError:
+        return json_error(400, "bad_request", "page and per_page are integers")
+    return web.json_response(await _q(request).events(request.query.get("kind", "")[:64], page, per_page))
+
+
+async def devices(request: web.Request) -> web.Response:
+    q = _q(request)
+    return web.json_response({"devices": q.devices(), "door": await q.door(), "capabilities": q.capabilities(),
+                              "lockouts": await q.lockouts(), "frame_log": q.frame_log(100)})
+
+
+@technician
+async def restock(request: web.Request) -> web.Response:
+    body = await _body(request)
+    slot, count = body.get("slot_id"), body.get("count")
+    if not (slot is None or isinstance(slot, str)) or not (count is None or isinstance(count, int)):
+        return json_error(400, "bad_request", "slot_id: string or null (all); count: integer or null (capacity)")
+    if slot is None and body.get("confirm") is not True:
+        return json_error(400, "confirm_required", 'filling every slot needs "confirm": true')
+    return await _run(request, _q(request).restock(session_of(request).user.name, slot, count))
+
+
+@technician
+async def test_vend(request: web.Request) -> web.Response:
+    body = await _body(request)
+    if (bad := _need_confirm(body)) is not None:
+        return bad
+    if not isinstance(body.get("slot_id"), str):
+        return json_error(400, "bad_request", "slot_id required")
+    return await _run(request, _q(request).test_vend(session_of(request).user.name, body["slot_id"]))
+
+
+@technician
+async def unlock(request: web.Request) -> web.Response:
+    body = await _body(request)
+    if (bad := _need_confirm(body)) is not None:
+        return bad
+    ms = body.get("ms", 8000)
+    if not isinstance(ms, int) or not 500 <= ms <= 60000:
+        return json_error(400, "bad_request", "ms: 500..60000")
+    return await _run(request, _q(request).unlock_door(session_of(request).user.name, ms))
+
+
+@technician
+async def tare(request: web.Request) -> web.Response:
+    body = await _body(request)
+    if (bad := _need_confirm(body)) is not None:
+        return bad
+    shelf = body.get("shelf")
+    if not (shelf is None or isinstance(shelf, int)):
+        return json_error(400, "bad_request", "shelf: integer or null (all)")
+    return await _run(request, _q(request).tare(session_of(request).user.name, shelf))
+
+
+@technician
+async def clear_lockout(request: web.Request) -> web.Response:
+    body = await _body(request)
+    if (bad := _need_confirm(body)) is not None:
+        return bad
+    return await _run(request, _q(request).clear_lockout(session_of(request).user.name))
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post(f"{PREFIX}/login", api_login)
+    r.add_post(f"{PREFIX}/logout", logout)
+    r.add_get(f"{PREFIX}/me", me)
+    r.add_get(f"{PREFIX}/status", status)
+    r.add_get(f"{PREFIX}/temperature", temperature)
+    r.add_get(f"{PREFIX}/stock", stock)
+    r.add_post(f"{PREFIX}/stock/restock", restock)
+    r.add_get(f"{PREFIX}/sales", sales)
+    r.add_get(f"{PREFIX}/events", events)
+    r.add_get(f"{PREFIX}/devices", devices)
+    r.add_post(f"{PREFIX}/devices/test-vend", test_vend)
+    r.add_post(f"{PREFIX}/devices/unlock", unlock)
+    r.add_post(f"{PREFIX}/devices/tare", tare)
+    r.add_post(f"{PREFIX}/devices/clear-lockout", clear_lockout)
+    r.add_get(f"{PREFIX}/orders.csv", orders_csv)

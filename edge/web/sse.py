@@ -1,0 +1,126 @@
+"""Live updates by Server-Sent Events: one publisher builds a snapshot, every open page receives it.
+
+The snapshot is computed once per tick however many browsers listen (so 50 phones cost one set of
+queries a second), and only while someone listens. Actions `poke()` the hub for an immediate push.
+A slow client's queue holds one snapshot; older ones are dropped, never buffered without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from edge.services.queries import Queries
+
+log = structlog.get_logger(__name__)
+
+HEARTBEAT_S = 15.0
+WRITE_TIMEOUT_S = 5.0
+
+
+class Hub:
+    """Fan-out of live snapshots to subscribers (one bounded queue each)."""
+
+    def __init__(self, queries: Queries, interval_s: float = 1.0) -> None:
+        self.q = queries
+        self.interval_s = interval_s
+        self.subscribers: set[asyncio.Queue[str | None]] = set()
+        self.last: str | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.ticks = 0
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="web.sse.publisher")
+
+    async def stop(self) -> None:
+        for sub in list(self.subscribers):
+            _offer(sub, None)  # ends every open stream
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def subscribe(self) -> asyncio.Queue[str | None]:
+        sub: asyncio.Queue[str | None] = asyncio.Queue(maxsize=1)
+        if self.last is not None:
+            sub.put_nowait(self.last)
+        self.subscribers.add(sub)
+        self.poke()
+        return sub
+
+    def unsubscribe(self, sub: asyncio.Queue[str | None]) -> None:
+        self.subscribers.discard(sub)
+
+    async def snapshot(self) -> dict[str, Any]:
+        d = await self.q.dashboard()
+        stock = {r["slot_id"]: [r["count"], r["capacity"], r["low"]] for r in await self.q.stock()}
+        return {"machine_id": d["machine_id"], "mode": d["mode"], "uptime_s": d["uptime_s"], "door": d["door"],
+                "temperature": d["temperature"], "sync": d["sync"], "alarms": d["alarms"],
+                "devices": d["devices"], "sales_today": d["sales_today"], "lockouts": len(d["lockouts"]),
+                "low_stock": d["low_stock"], "stock": stock}
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            if not self.subscribers:
+                continue
+            try:
+                snap = json.dumps(await self.snapshot(), separators=(",", ":"), default=str)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failed tick must not end live updates for everyone
+                log.warning("sse_snapshot_failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            self.ticks += 1
+            if snap == self.last:
+                continue
+            self.last = snap
+            for sub in list(self.subscribers):
+                _offer(sub, snap)
+
+
+def _offer(sub: asyncio.Queue[str | None], item: str | None) -> None:
+    if sub.full():
+        with contextlib.suppress(asyncio.QueueEmpty):
+            sub.get_nowait()
+    sub.put_nowait(item)
+
+
+async def live(request: web.Request) -> web.StreamResponse:
+    """GET /live: `event: snapshot` with the dashboard JSON whenever it changes; comments as heartbeat."""
+    hub: Hub = request.app["hub"]
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                       "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    sub = hub.subscribe()
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(HEARTBEAT_S):
+                    item = await sub.get()
+            except TimeoutError:
+                item = ""
+            if item is None:
+                break
+            chunk = f"event: snapshot\ndata: {item}\n\n" if item else ": keep-alive\n\n"
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await resp.write(chunk.encode())
+    except (ConnectionResetError, TimeoutError) as exc:
+        log.debug("sse_client_gone", error=type(exc).__name__)
+    finally:
+        hub.unsubscribe(sub)
+    return resp

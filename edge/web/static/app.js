@@ -1,0 +1,60 @@
+// vendedge diagnostics: live updates over Server-Sent Events (GET /live). No libraries, no inline script (CSP).
+"use strict";
+(function () {
+  if (document.body.dataset.live !== "on" || !window.EventSource) return;
+
+  function get(obj, path) {
+    return path.split(".").reduce(function (o, k) { return o == null ? undefined : o[k]; }, obj);
+  }
+
+  function show(path, value) {
+    if (value === undefined || value === null) return "–";
+    if (path === "door") return (value.closed ? "closed" : "OPEN") + ", " + (value.locked ? "locked" : "unlocked");
+    if (path === "temperature.compressor_on") return value ? "on" : "off";
+    if (path === "sync.online") return value ? "online" : "offline";
+    return String(value);
+  }
+
+  function drawChart(t) {
+    var svg = document.getElementById("temp-chart");
+    if (!svg || !t || !t.points || t.points.length < 2) return;
+    var w = svg.viewBox.baseVal.width, h = svg.viewBox.baseVal.height, pts = t.points;
+    var vals = [];
+    pts.forEach(function (p) { if (p[1] != null) vals.push(p[1]); if (p[2] != null) vals.push(p[2]); });
+    var lo = Math.min.apply(null, vals) - 0.5, hi = Math.max.apply(null, vals) + 0.5;
+    var t0 = pts[0][0], t1 = Math.max(pts[pts.length - 1][0], t0 + 1);
+    function line(i) {
+      return pts.filter(function (p) { return p[i] != null; }).map(function (p) {
+        return ((p[0] - t0) / (t1 - t0) * w).toFixed(1) + "," + (h - (p[i] - lo) / (hi - lo) * h).toFixed(1);
+      }).join(" ");
+    }
+    svg.querySelector(".cab").setAttribute("points", line(1));
+    svg.querySelector(".evap").setAttribute("points", line(2));
+    var range = document.getElementById("chart-range");
+    if (range) range.textContent = lo.toFixed(1) + "…" + hi.toFixed(1) + " °C";
+  }
+
+  function apply(snap) {
+    document.querySelectorAll("[data-live]").forEach(function (el) {
+      if (el === document.body) return;
+      var path = el.dataset.live;
+      if (path === "alarms.length") { el.textContent = (snap.alarms || []).length; return; }
+      var v = get(snap, path);
+      if (v !== undefined) el.textContent = show(path, v);
+    });
+    document.querySelectorAll("[data-count]").forEach(function (el) {
+      var s = snap.stock && snap.stock[el.dataset.count];
+      if (!s) return;
+      el.textContent = s[0];
+      var box = el.closest(".slot");
+      if (box) box.classList.toggle("low", !!s[2]);
+    });
+    drawChart(snap.temperature);
+    document.body.dataset.liveTicks = String((+document.body.dataset.liveTicks || 0) + 1);
+  }
+
+  var es = new EventSource("/live");
+  es.addEventListener("snapshot", function (ev) {
+    try { apply(JSON.parse(ev.data)); } catch (e) { /* a bad frame must not stop the stream */ }
+  });
+})();

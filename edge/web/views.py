@@ -1,0 +1,226 @@
+"""HTML pages (server-rendered, Jinja2 with autoescape) and the form actions behind them.
+
+Each action answers 303 back to its page with a one-shot message, so a reload never repeats it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from edge.core.errors import LedgerError, SaleRefused
+from edge.services.queries import Queries
+from edge.web.auth import redirect, session_of, technician
+
+log = structlog.get_logger(__name__)
+
+NAV = [("/", "Dashboard"), ("/stock", "Stock"), ("/sales", "Sales"), ("/devices", "Devices"),
+       ("/events", "Events"), ("/export", "Export")]
+CHART_W, CHART_H = 600, 160
+
+
+def q_of(request: web.Request) -> Queries:
+    q: Queries = request.app["queries"]
+    return q
+
+
+def render(request: web.Request, template: str, ctx: dict[str, Any] | None = None, *,
+           status: int = 200) -> web.Response:
+    sess = request.get("session")
+    flash = request.app["flash"].pop(request.get("session_token", ""), None) if sess else None
+    base = {"user": sess.user if sess else None, "csrf": sess.csrf if sess else "", "nav": NAV,
+            "path": request.path, "flash": flash, "machine_id": request.app["queries"].m.machine_id}
+    text = request.app["jinja"].get_template(template).render(**base, **(ctx or {}))
+    return web.Response(text=text, content_type="text/html", status=status)
+
+
+def flash(request: web.Request, level: str, text: str) -> None:
+    request.app["flash"][request["session_token"]] = (level, text)
+
+
+def money(amount: int | None, currency: str = "") -> str:
+    if amount is None:
+        return "–"
+    sign = "-" if amount < 0 else ""
+    return f"{sign}{abs(amount) // 100}.{abs(amount) % 100:02d} {currency}".strip()
+
+
+def chart(points: list[list[Any]] | None) -> dict[str, Any]:
+    """SVG polylines (cabinet, evaporator) for the last 24 h; the page's JS redraws them from /live."""
+    pts = [p for p in (points or []) if p[1] is not None]
+    if len(pts) < 2:
+        return {"cabinet": "", "evap": "", "lo": None, "hi": None, "w": CHART_W, "h": CHART_H}
+    vals = [v for p in pts for v in (p[1], p[2]) if v is not None]
+    lo, hi = min(vals) - 0.5, max(vals) + 0.5
+    t0, t1 = pts[0][0], max(pts[-1][0], pts[0][0] + 1)
+
+    def line(i: int) -> str:
+        return " ".join(f"{(p[0] - t0) / (t1 - t0) * CHART_W:.1f},{CHART_H - (p[i] - lo) / (hi - lo) * CHART_H:.1f}"
+                        for p in pts if p[i] is not None)
+    return {"cabinet": line(1), "evap": line(2), "lo": round(lo, 1), "hi": round(hi, 1), "w": CHART_W, "h": CHART_H}
+
+
+def _day(value: str, default: str) -> str:
+    try:
+        return dt.date.fromisoformat(value).isoformat() if value else default
+    except ValueError:
+        return default
+
+
+# ---- pages ------------------------------------------------------------------------------------
+
+async def dashboard(request: web.Request) -> web.Response:
+    d = await q_of(request).dashboard()
+    return render(request, "dashboard.html", {"d": d, "chart": chart((d["temperature"] or {}).get("points"))})
+
+
+async def stock_page(request: web.Request) -> web.Response:
+    rows = await q_of(request).stock()
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        key = f"Shelf {r['shelf']}" if r["shelf"] is not None else f"Row {r['slot_id'][0]}"
+        groups.setdefault(key, []).append(r)
+    return render(request, "stock.html", {"groups": groups, "low": sum(r["low"] for r in rows)})
+
+
+async def sales_page(request: web.Request) -> web.Response:
+    q = q_of(request)
+    day = _day(request.query.get("day", ""), q.today())
+    return render(request, "sales.html", {"s": await q.sales(day), "day": day})
+
+
+async def devices_page(request: web.Request) -> web.Response:
+    q = q_of(request)
+    slots = [r["slot_id"] for r in await q.stock() if r["shelf"] is None]
+    return render(request, "devices.html", {"devices": q.devices(), "frames": q.frame_log(40), "slots": slots,
+                                            "caps": q.capabilities(), "lockouts": await q.lockouts(),
+                                            "door": await q.door()})
+
+
+async def events_page(request: web.Request) -> web.Response:
+    try:
+        page = int(request.query.get("page", "1"))
+    except ValueError:
+        page = 1
+    ev = await q_of(request).events(request.query.get("kind", "")[:64], page, 50)
+    pages = max(1, -(-ev["total"] // ev["per_page"]))
+    return render(request, "events.html", {"ev": ev, "pages": pages})
+
+
+async def export_page(request: web.Request) -> web.Response:
+    today = q_of(request).today()
+    return render(request, "export.html", {"today": today,
+                                           "week_ago": (dt.date.fromisoformat(today) - dt.timedelta(days=7)).isoformat()})
+
+
+async def orders_csv(request: web.Request) -> web.Response:
+    """Orders CSV for start..end (UTC days, inclusive); pages and the API share this handler."""
+    q = q_of(request)
+    try:
+        start = dt.date.fromisoformat(request.query.get("start", q.today())).isoformat()
+        end = dt.date.fromisoformat(request.query.get("end", start)).isoformat()
+        if end < start or (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days > 366:
+            raise ValueError("range")
+    except ValueError:
+        raise web.HTTPBadRequest(text="start/end must be ISO dates, start <= end, at most 366 days") from None
+    body = await q.orders_csv(start, end)
+    await q.audit(request["user_name"], "export_orders", start=start, end=end)
+    return web.Response(text=body, content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="orders_{start}_{end}.csv"'})
+
+
+# ---- actions ----------------------------------------------------------------------------------
+
+async def _form(request: web.Request) -> dict[str, str]:
+    form = await request.post()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+async def _act(request: web.Request, back: str, what: str, coro: Any) -> web.Response:
+    """Run one technician action; success or refusal becomes the message shown after the redirect."""
+    try:
+        result = await coro
+    except SaleRefused as exc:
+        flash(request, "error", f"{what}: refused ({exc.reason}) {exc.detail}")
+        return redirect(back)
+    except (LedgerError, ValueError) as exc:
+        flash(request, "error", f"{what}: failed: {exc}")
+        return redirect(back)
+    request.app["hub"].poke()
+    flash(request, "ok", f"{what}: {result}")
+    return redirect(back)
+
+
+def _confirmed(form: dict[str, str]) -> bool:
+    return form.get("confirm") == "yes"
+
+
+@technician
+async def restock_action(request: web.Request) -> web.Response:
+    form = await _form(request)
+    slot, raw = form.get("slot_id", "").strip().upper(), form.get("count", "").strip()
+    if not slot:
+        flash(request, "error", "restock: choose a slot")
+        return redirect("/stock")
+    count = int(raw) if raw.isdigit() else None
+    result = q_of(request).restock(session_of(request).user.name, slot, count)
+    return await _act(request, "/stock", f"restock {slot}", _fmt(result, lambda r: f"now {r.get(slot)}"))
+
+
+@technician
+async def fill_all_action(request: web.Request) -> web.Response:
+    if not _confirmed(await _form(request)):
+        flash(request, "error", "fill all: tick the confirmation box")
+        return redirect("/stock")
+    result = q_of(request).restock(session_of(request).user.name, None, None)
+    return await _act(request, "/stock", "fill all", _fmt(result, lambda r: f"{len(r)} slots filled"))
+
+
+@technician
+async def test_vend_action(request: web.Request) -> web.Response:
+    form = await _form(request)
+    slot = form.get("slot_id", "").strip().upper()
+    if not _confirmed(form) or not slot:
+        flash(request, "error", "test vend: choose a slot and tick the confirmation box")
+        return redirect("/devices")
+    result = q_of(request).test_vend(session_of(request).user.name, slot)
+    return await _act(request, "/devices", f"test vend {slot}",
+                      _fmt(result, lambda o: f"{o['status']} {o.get('reason') or ''}".strip()))
+
+
+@technician
+async def unlock_action(request: web.Request) -> web.Response:
+    form = await _form(request)
+    if not _confirmed(form):
+        flash(request, "error", "unlock: tick the confirmation box")
+        return redirect("/devices")
+    ms = int(form["ms"]) if form.get("ms", "").isdigit() else 8000
+    result = q_of(request).unlock_door(session_of(request).user.name, max(500, min(ms, 60000)))
+    return await _act(request, "/devices", "unlock door", _fmt(result, lambda _: "unlocked"))
+
+
+@technician
+async def tare_action(request: web.Request) -> web.Response:
+    form = await _form(request)
+    if not _confirmed(form):
+        flash(request, "error", "tare: tick the confirmation box (shelves must be empty)")
+        return redirect("/devices")
+    shelf = int(form["shelf"]) if form.get("shelf", "").isdigit() else None
+    result = q_of(request).tare(session_of(request).user.name, shelf)
+    return await _act(request, "/devices", "tare", _fmt(result, lambda _: "done"))
+
+
+@technician
+async def clear_lockout_action(request: web.Request) -> web.Response:
+    if not _confirmed(await _form(request)):
+        flash(request, "error", "clear lockout: tick the confirmation box")
+        return redirect("/devices")
+    result = q_of(request).clear_lockout(session_of(request).user.name)
+    return await _act(request, "/devices", "clear food-safety lockout", _fmt(result, lambda _: "cleared"))
+
+
+async def _fmt(coro: Any, fmt: Any) -> str:
+    return str(fmt(await coro))
