@@ -6,6 +6,8 @@ import asyncio
 import json
 import pathlib
 import signal
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
@@ -14,13 +16,17 @@ from edge import __version__
 from edge.clock import SystemClock
 from edge.config import Config, Secrets
 from edge.core.catalog import Planogram
+from edge.core.errors import ConfigError
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
+from edge.ledger.outbox import LedgerOutbox
 from edge.sdnotify import notify, watchdog_interval_s
+from edge.services.cloud import CommandInbox, LedgerConfigSink, standard_handlers
 from edge.services.machine import Machine
 from edge.services.stock import StockService
 from edge.services.vend import VendService
 from edge.supervisor import Supervisor
+from sync.client import SyncClient
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +42,8 @@ class Daemon:
         self.machine: Machine | None = None
         self.db: LedgerDB | None = None
         self.board: VendBoard | None = None
+        self.sync: SyncClient | None = None
+        self.inbox: CommandInbox | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -57,6 +65,8 @@ class Daemon:
         self.machine = Machine(cfg.machine.id, db, self.board, vend, StockService(db))
         async with db.tx() as tx:
             await tx.event("daemon_started", {"version": __version__})
+        if cfg.sync.enabled:
+            self._start_sync(db)
         self.supervisor.spawn("vend.reconcile", self._reconcile_loop)
         self.supervisor.spawn("vend_board.watch", self._board_watch_loop)
         self.supervisor.spawn("watchdog", self._watchdog_loop)
@@ -64,6 +74,32 @@ class Daemon:
         notify("READY=1\nSTATUS=selling")
         log.info("daemon_ready", ledger=self.ledger_path, board=vb.port)
         return self.machine
+
+    def _start_sync(self, db: LedgerDB) -> None:
+        """Outbox pusher, config puller and command inbox, one supervised task running all three loops."""
+        assert self.machine is not None
+        if not self.secrets.machine_secret:
+            raise ConfigError("secrets.machine_secret", "", "a per-machine secret when sync.enabled = true")
+        inbox = CommandInbox(db)
+        for name, handler in standard_handlers(self.machine).items():
+            inbox.register(name, handler)
+        self.inbox = inbox
+        self.sync = SyncClient(self.config.sync.url, self.config.machine.id, self.secrets.machine_secret.encode(),
+                               LedgerOutbox(db), LedgerConfigSink(db, self._apply_settings), inbox,
+                               batch_max_records=self.config.sync.batch_max_records,
+                               poll_wait_s=self.config.sync.poll_wait_s, ca_file=self.config.sync.ca_file or None)
+        db.outbox_listeners.append(self.sync.notify)
+        self.machine.extras["sync"] = self.sync
+        self.supervisor.spawn("sync", self.sync.run)
+
+    async def _apply_settings(self, settings: Mapping[str, Any]) -> None:
+        """Cloud settings go to the service that owns them; unknown keys are logged, not fatal."""
+        temperature = self.machine.extras.get("temperature") if self.machine else None
+        if "setpoint_c" in settings and temperature is not None:
+            await temperature.set_setpoint(float(settings["setpoint_c"]))
+        unknown = set(settings) - {"setpoint_c"}
+        if unknown:
+            log.warning("settings_ignored", keys=sorted(unknown))
 
     async def _seed_planogram(self, db: LedgerDB) -> None:
         if await repo.current_planogram(db) is not None or not self.config.machine.planogram_file:
@@ -116,6 +152,8 @@ class Daemon:
             async with self.machine.vend._sale_lock:  # an in-flight vend finishes and is recorded
                 pass
         await self.supervisor.stop()
+        if self.sync:
+            await self.sync.close()
         if self.board:
             await self.board.stop()
         if self.db:

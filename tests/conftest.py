@@ -29,6 +29,9 @@ def _no_leaked_threads():
     yield
     extra = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()
              and not t.daemon and not t.name.startswith(("asyncio_", "ThreadPoolExecutor"))]
+    for t in extra:  # a closed aiosqlite connection's worker may still be on its way out
+        t.join(timeout=2.0)
+    extra = [t for t in extra if t.is_alive()]
     assert not extra, f"leaked threads: {[t.name for t in extra]}"
 
 

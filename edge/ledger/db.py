@@ -12,7 +12,7 @@ import asyncio
 import json
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -36,6 +36,7 @@ class Tx:
         self.db = db
         self.cache = cache if cache is not None else {}  # the ledger's read cache; writers invalidate
         self.invalidated: set[str] = set()
+        self.wrote_outbox = False
         self.clock = clock
         self.now = clock.now_iso()
         self._seq = seq
@@ -60,6 +61,7 @@ class Tx:
     async def outbox(self, kind: str, payload: Mapping[str, Any], record_id: str | None = None) -> str:
         """Queue a record for the cloud inside this transaction (it exists iff the change exists)."""
         rid = record_id or f"{kind}-{uuid.uuid4().hex}"
+        self.wrote_outbox = True
         seq = self.next_seq()
         body = {**payload, "seq": seq}
         await self.db.execute(
@@ -90,6 +92,7 @@ class LedgerDB:
         self._lock = asyncio.Lock()
         self._seq = 0
         self.cache: dict[str, Any] = {}  # derived read models (e.g. the parsed planogram)
+        self.outbox_listeners: list[Callable[[], None]] = []  # told after a commit that queued records
 
     @classmethod
     async def open(cls, path: str, clock: SystemClock | None = None) -> LedgerDB:
@@ -159,6 +162,9 @@ class LedgerDB:
                 self._seq = tx._seq
                 for key in tx.invalidated:
                     self.cache.pop(key, None)
+                if tx.wrote_outbox:
+                    for listener in self.outbox_listeners:
+                        listener()
             except BaseException as exc:
                 self.cache.clear()  # a rolled-back writer may have invalidated entries already
                 try:

@@ -4,10 +4,11 @@ The web layer talks to the machine only through `Queries` (reads) and its action
 audited). Optional services live in `machine.extras` and are used by duck type; a missing one is
 reported as not available instead of failing:
 
-- ``extras["temperature"]``: ``series(since: float) -> list[(ts, cabinet_c, evap_c, compressor_on)]``
-- ``extras["door"]``: ``async unlock(ms, reason)``, ``state() -> {closed, locked, open_since}``
-- ``extras["shelves"]``: ``async tare(shelf: int | None)``, ``snapshot() -> dict``
-- ``extras["food_safety"]`` (or ``extras["temperature"].food_safety``): ``async clear(actor)``
+- ``extras["temperature"]``: ``series(since) -> [(wall_ts, cabinet_c, evap_c, compressor_on)]``,
+  ``status() -> dict`` (duty cycle, food safety), ``async clear_lockout(actor) -> bool``
+- ``extras["door"]``: ``async unlock(ms, reason, actor=...)``, ``state() -> {closed, locked, open_since}``
+- ``extras["shelves"]``: ``async tare(shelf: int)``, ``shelves`` (the shelf numbers)
+- ``extras["plant"]``: ``devices: {name: device}`` (each with ``online``, ``last_seen``, ``counters``)
 - ``extras["takeandgo"]``: ``review_queue() -> list[dict]`` (items may carry ``evidence`` URLs)
 - ``extras["sync"]``: ``online: bool``
 """
@@ -109,8 +110,11 @@ class Queries:
             r = rows[-1]
             points.append([round(float(r[0]), 1), _num(r[1]), _num(r[2]), bool(r[3])])
         last = points[-1] if points else None
+        st: dict[str, Any] = svc.status() if callable(getattr(svc, "status", None)) else {}
         return {"points": points, "cabinet_c": last[1] if last else None, "evaporator_c": last[2] if last else None,
-                "compressor_on": last[3] if last else None, "setpoint_c": getattr(svc, "setpoint_c", None)}
+                "compressor_on": last[3] if last else None, "setpoint_c": st.get("setpoint_c"),
+                "duty_cycle_1h": st.get("duty_cycle_1h"),
+                "food_safety_locked": bool((st.get("food_safety") or {}).get("locked", False))}
 
     async def sync_status(self) -> dict[str, Any]:
         row = await self.m.db.fetchone(
@@ -125,11 +129,12 @@ class Queries:
         """Each device with connection state and error counters (board first, then optional services)."""
         b = self.m.board
         out = [{"name": "vend_board", "online": bool(getattr(b, "connected", False)),
-                "counters": dict(getattr(b, "counters", {})), "last_seen": _last_seen(b)}]
+                "counters": dict(getattr(b, "counters", {})), "seen_s_ago": _board_seen_ago(b)}]
         for name, svc in sorted(self.m.extras.items()):
             for dev_name, dev in _devices_of(name, svc):
+                seen = getattr(dev, "last_seen", None)  # drivers stamp it with time.monotonic()
                 out.append({"name": dev_name, "online": _online(dev), "counters": dict(getattr(dev, "counters", {})),
-                            "last_seen": getattr(dev, "last_seen", None)})
+                            "seen_s_ago": round(time.monotonic() - seen, 1) if isinstance(seen, float) else None})
         return out
 
     async def dashboard(self) -> dict[str, Any]:
@@ -242,33 +247,43 @@ class Queries:
         await self.audit(actor, "test_vend", slot_id=slot_id)  # before: the motor may run even if we crash
         return await self.m.test_vend(slot_id, actor)
 
-    async def unlock_door(self, actor: str, ms: int) -> None:
+    async def unlock_door(self, actor: str, ms: int) -> str:
         door = self.m.extras.get("door")
         if not _has(door, "unlock"):
             raise NotAvailable("door service")
         await self.audit(actor, "unlock_door", ms=ms)
-        await door.unlock(ms, f"technician:{actor}")
+        try:
+            await door.unlock(ms, "technician", actor=actor)
+        except (DeviceError, TimeoutError) as exc:
+            raise SaleRefused("device_error", str(exc)) from exc
+        return "unlocked"
 
     async def tare(self, actor: str, shelf: int | None) -> Any:
         shelves = self.m.extras.get("shelves")
         if not _has(shelves, "tare"):
             raise NotAvailable("weight shelves")
+        targets = [shelf] if shelf is not None else sorted(getattr(shelves, "shelves", []))
+        if not targets:
+            raise SaleRefused("bad_input", "no shelves to tare")
         await self.audit(actor, "tare", shelf=shelf)
-        return await _maybe_await(shelves.tare(shelf))
+        try:
+            for k in targets:
+                await shelves.tare(k)
+        except (DeviceError, TimeoutError, KeyError) as exc:
+            raise SaleRefused("device_error", f"tare failed: {exc}") from exc
+        return f"tared {targets}"
 
     async def clear_lockout(self, actor: str) -> Any:
         fs = self._food_safety()
         if fs is None:
             raise NotAvailable("food-safety service")
-        result = await _maybe_await(fs.clear(actor))
-        await self.audit(actor, "clear_food_safety_lockout", result=str(result))
-        return result
+        cleared = bool(await fs.clear_lockout(actor))
+        await self.audit(actor, "clear_food_safety_lockout", cleared=cleared)
+        return "cleared" if cleared else "no lockout was active"
 
     def _food_safety(self) -> Any:
-        fs = self.m.extras.get("food_safety")
-        if fs is None:
-            fs = getattr(self.m.extras.get("temperature"), "food_safety", None)
-        return fs if _has(fs, "clear") else None
+        svc = self.m.extras.get("temperature")
+        return svc if _has(svc, "clear_lockout") else None
 
 
 def _has(obj: Any, method: str) -> bool:
@@ -291,10 +306,10 @@ def _online(dev: Any) -> bool:
     return False
 
 
-def _last_seen(dev: Any) -> float | None:
+def _board_seen_ago(dev: Any) -> float | None:
     log_ = getattr(dev, "frame_log", None)
     rx = [at for at, d, _ in list(log_ or [])[-20:] if d == "rx"]
-    return round(rx[-1], 3) if rx else None
+    return round(time.time() - rx[-1], 1) if rx else None
 
 
 def _devices_of(name: str, svc: Any) -> list[tuple[str, Any]]:

@@ -50,7 +50,7 @@ async def render(q: Queries, web_stats: dict[str, Any]) -> str:
     w.metric("vendedge_uptime_seconds", "gauge", "Seconds since the daemon started.", [({}, d["uptime_s"])])
     w.metric("vendedge_device_online", "gauge", "1 when the device answers.",
              [({"device": dev["name"]}, int(dev["online"])) for dev in d["devices"]])
-    w.metric("vendedge_device_errors_total", "counter", "Driver counters per device.",
+    w.metric("vendedge_device_counter_total", "counter", "Driver counters per device (frames, errors, retries).",
              [({"device": dev["name"], "counter": k}, v) for dev in d["devices"] for k, v in dev["counters"].items()
               if isinstance(v, (int, float))])
     w.metric("vendedge_alarms_active", "gauge", "Active alarms.", [({}, len(d["alarms"]))])
