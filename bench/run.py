@@ -25,6 +25,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--kills", type=int, default=200)
     args = p.parse_args()
+    from edge.logs import setup_logging
+
+    setup_logging("bench", level="warning", fmt="json", stream=sys.stderr)  # stdout is for the JSON result
     if args.name == "vend":
         from bench.vend_bench import run
         result = asyncio.run(run(quick=args.quick))

@@ -1,0 +1,148 @@
+"""The Modbus hub against the simulated plant over a real pty (RTU, socat) and over TCP."""
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable
+
+import pytest
+
+from drivers.errors import DeviceFault
+from drivers.modbus import ModbusHub, RegisterMap
+from hw_sim.modbus import SimModbusPlant
+from hw_sim.world import FridgeWorld, load_demo_planogram
+
+pytestmark = [pytest.mark.timeout(30),
+              pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat")]
+UNITS = {"fridge_controller": 1, "weight_shelf": 2, "io_module": 3}
+
+
+async def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def make_bus(tmp_path, *, speed=600.0, poll=0.1, tcp=False, **dev_kw):
+    world = FridgeWorld(load_demo_planogram())
+    plant = SimModbusPlant(world, speed=speed, seed=1)
+    if tcp:
+        port = await plant.serve_tcp(0)
+        hub = ModbusHub("tcp0", host="127.0.0.1", tcp_port=port, timeout_s=0.2)
+    else:
+        link = await plant.serve_rtu(str(tmp_path / "ttyMB0"))
+        hub = ModbusHub("bus0", serial_port=link, timeout_s=0.1)
+    devs = {n: hub.add_device(n, u, RegisterMap.builtin(n), poll_interval_s=poll, **dev_kw) for n, u in UNITS.items()}
+    await hub.start()
+    await wait_for(lambda: all(d.online for d in devs.values()))
+    return world, plant, hub, devs
+
+
+@pytest.fixture
+async def bus(tmp_path):
+    made = []
+
+    async def factory(**kw):
+        parts = await make_bus(tmp_path, **kw)
+        made.append(parts)
+        return parts
+    yield factory
+    for _, plant, hub, _ in made:
+        await hub.stop()
+        await plant.close()
+
+
+async def test_thermostat_regulation_is_visible_over_the_bus(bus):
+    _, plant, hub, devs = await bus(speed=1500.0, poll=0.05)
+    seen = []
+    devs["fridge_controller"].subscribe(lambda d: seen.append((d.values["cabinet_temp_c"], d.values["compressor_on"])))
+    await wait_for(lambda: {on for _, on in seen} == {True, False}, timeout=8.0)
+    temps = [t for t, _ in seen]
+    assert 2.0 < min(temps) and max(temps) < 6.0
+    assert hub.task_name == "modbus.poll.bus0"
+
+
+async def test_door_refused_while_locked_then_opening_warms_the_cabinet(bus):
+    _, plant, _, devs = await bus()
+    io, fridge = devs["io_module"], devs["fridge_controller"]
+    assert io.values["lock_coil"] is True and plant.open_door() is False
+    await io.write("lock_coil", False)
+    assert plant.io.locked is False and plant.open_door() is True
+    await wait_for(lambda: io.values["door_closed"] is False)
+    before = fridge.values["cabinet_temp_c"]
+    await wait_for(lambda: fridge.values["cabinet_temp_c"] > before + 1.5, timeout=5.0)
+
+
+async def test_setpoint_write_is_verified_by_read_back(bus):
+    _, plant, _, devs = await bus()
+    fridge = devs["fridge_controller"]
+    await fridge.write("setpoint_c", 6.5)
+    assert plant.fridge.setpoint_c == 6.5 and fridge.values["setpoint_c"] == 6.5
+    assert (await fridge.read_now())["setpoint_c"] == 6.5
+    with pytest.raises(ValueError, match="outside allowed range"):
+        await fridge.write("setpoint_c", 30.0)
+    plant.stick_sensor("setpoint_c")  # firmware ignores the write: read-back shows the old value
+    with pytest.raises(DeviceFault, match="wrote 3.0 but read back 6.5"):
+        await fridge.write("setpoint_c", 3.0)
+
+
+async def test_silent_slave_goes_offline_alone_and_comes_back(bus):
+    _, plant, hub, devs = await bus(poll=0.1, offline_after=3, max_backoff_s=0.8)
+    changes = []
+    devs["weight_shelf"].subscribe(lambda d: changes.append(d.online) if not changes or changes[-1] != d.online else None)
+    plant.silence(UNITS["weight_shelf"], seconds=3.0)
+    await wait_for(lambda: not devs["weight_shelf"].online, timeout=3.0)
+    for name in ("fridge_controller", "io_module"):
+        devs[name]._intervals.clear()
+    await asyncio.sleep(1.2)
+    for name in ("fridge_controller", "io_module"):
+        d = devs[name]
+        assert d.online and d.poll_period_s_measured is not None and d.poll_period_s_measured < 0.13, name
+    await wait_for(lambda: devs["weight_shelf"].online, timeout=4.0)
+    assert changes == [True, False, True]
+    assert devs["weight_shelf"].counters["timeouts"] >= 3 and hub.counters["timeouts"] >= 3
+
+
+async def test_unplugged_adapter_takes_devices_offline_and_bus_recovers(bus):
+    _, plant, hub, devs = await bus()
+    await plant.unplug()
+    await wait_for(lambda: not hub.connected and not any(d.online for d in devs.values()))
+    await asyncio.sleep(0.3)  # a few failed reconnects
+    await plant.replug()
+    await wait_for(lambda: hub.connected and all(d.online for d in devs.values()), timeout=8.0)
+    assert hub.counters["connects"] >= 2 and hub.counters["disconnects"] >= 1
+
+
+async def test_taking_an_item_shows_as_a_stable_weight_drop(bus):
+    world, _, _, devs = await bus()
+    shelf = devs["weight_shelf"]
+    lane = world.lanes_on_shelf(0)[0]
+    await wait_for(lambda: shelf.values["shelf0_stable"])
+    before = shelf.values["shelf0_grams"]
+    assert before == pytest.approx(world.shelf_grams(0), abs=6.0)
+    sku = world.take(lane.slot_id)
+    want = before - world.sku_weight[sku]
+    await wait_for(lambda: shelf.values["shelf0_stable"] and abs(shelf.values["shelf0_grams"] - want) < 6.0)
+
+
+async def test_crc_garbage_and_exception_replies_are_typed_and_counted(bus):
+    _, plant, hub, devs = await bus()
+    plant.crc_garbage(UNITS["fridge_controller"], 1)
+    await wait_for(lambda: hub.counters["crc_errors"] >= 1)
+    assert devs["fridge_controller"].online  # one garbled reply is retried, not an outage
+    plant.exception(UNITS["io_module"], code=4, n=50)
+    with pytest.raises(DeviceFault, match="exception code 4"):
+        await devs["io_module"].read_now()
+    await wait_for(lambda: not devs["io_module"].online)
+    assert devs["io_module"].last_error and "exception code 4" in devs["io_module"].last_error
+
+
+async def test_tcp_gateway_reads_and_writes(bus):
+    _, plant, hub, devs = await bus(tcp=True)
+    await devs["io_module"].write("light", True)
+    assert plant.io.light is True
+    await devs["weight_shelf"].write("tare_shelf1", True)
+    assert abs((await devs["weight_shelf"].read_now())["shelf1_grams"]) < 3.0
+    assert hub.counters["ok"] > 0 and hub.counters["timeouts"] == 0
