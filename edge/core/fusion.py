@@ -66,14 +66,15 @@ class FusionParams:
     """Tuning knobs (defaults measured with bench/checkout_core.py)."""
 
     uncertain_margin: float = 0.35
-    max_uncertain: int = 10
+    misread_cost: float = 0.5
+    max_readings: int = 2048
     max_items: int = 6
     scale_tol_g: float = 3.0
     added_cost: float = 1.0
     weight_soft: float = 0.1
-    min_confidence: float = 0.3
+    min_confidence: float = 0.55  # above misread_cost: one frame disagreeing on a look-alike -> review
     max_cost: float = 1.0
-    vision_only_min_confidence: float = 0.5
+    vision_only_min_confidence: float = 0.5  # bench: ~1% false charges; see docs/take-and-go.md
 
 
 @dataclass(frozen=True)
@@ -168,25 +169,54 @@ def _readings(obs: ShelfObservation, planogram: Planogram,
     delta: dict[tuple[str, str], int] = {}  # (slot, sku) -> before - after, top labels
     for sign, cells in ((1, before), (-1, after)):
         for c in cells.values():
-            if c.label != EMPTY:
-                delta[(c.slot_id, c.label)] = delta.get((c.slot_id, c.label), 0) + sign
-    flips = [(sign, c) for sign, cells in ((1, before), (-1, after)) for c in cells.values()
-             if c.slot_id in changed and c.margin < params.uncertain_margin and c.runner_up != c.label]
-    flips = sorted(flips, key=lambda f: f[1].margin)[: params.max_uncertain]
+            _bump(delta, c.slot_id, c.label, sign)
+    alts = _alternatives(before, after, changed, params)
     out: dict[Basket, _Reading] = {}
-    for choice in itertools.product((False, True), repeat=len(flips)):
+    for choice in itertools.product(*(opts for _, _, opts in alts)):
         d = dict(delta)
         cost = 0.0
-        for use, (sign, c) in zip(choice, flips, strict=True):
-            if use:
-                cost += max(0.0, c.margin)
+        for (sign, c, _), (label, c_cost) in zip(alts, choice, strict=True):
+            if label != c.label:
+                cost += c_cost
                 _bump(d, c.slot_id, c.label, -sign)
-                _bump(d, c.slot_id, c.runner_up, sign)
+                _bump(d, c.slot_id, label, sign)
         basket, added, moves = _net(d)
         cost += params.added_cost * added
         if basket not in out or cost < out[basket].cost:
             out[basket] = _Reading(cost, moves)
     return out, _pool(planogram, lanes, changed, before, after)
+
+
+Alt = tuple[int, CellObs, list[tuple[str, float]]]  # (sign: +1 before / -1 after, cell, [(label, cost)])
+
+
+def _alternatives(before: Mapping[tuple[str, int], CellObs], after: Mapping[tuple[str, int], CellObs],
+                  changed: set[str], params: FusionParams) -> list[Alt]:
+    """Other plausible labels of cells in changed lanes: the runner-up of a low-margin cell (cost =
+    margin), and, for a cell whose label differs between the frames, the other frame's label
+    (cost `misread_cost`: a hand or glare made one frame wrong). Cheapest first, bounded."""
+    alts: list[Alt] = []
+    for sign, cells, other in ((1, before, after), (-1, after, before)):
+        for key, c in cells.items():
+            if c.slot_id not in changed:
+                continue
+            opts: dict[str, float] = {}
+            if c.margin < params.uncertain_margin and c.runner_up != c.label:
+                opts[c.runner_up] = max(0.0, c.margin)
+            o = _label(other.get(key))
+            if o != c.label:
+                opts[o] = min(opts.get(o, params.misread_cost), params.misread_cost)
+            if opts:
+                alts.append((sign, c, [(c.label, 0.0), *sorted(opts.items(), key=lambda kv: kv[1])]))
+    alts.sort(key=lambda a: a[2][1][1])
+    kept: list[Alt] = []
+    combos = 1
+    for a in alts:
+        if combos * len(a[2]) > params.max_readings:
+            break
+        kept.append(a)
+        combos *= len(a[2])
+    return kept
 
 
 def _label(c: CellObs | None) -> str:
