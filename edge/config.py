@@ -114,6 +114,34 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class TakeAndGoConfig:
+    enabled: bool = _f(False)
+    model_dir: str = _f("")  # default: the model shipped in vision_models/models/shelf-v1
+    evidence_dir: str = _f("")  # default: <data_dir>/evidence
+    evidence_keep: int = _f(500, **rng(0, 1_000_000))  # sessions whose JPEGs are kept on disk
+    never_opened_s: float = _f(30.0, **rng(1, 600))
+    settle_s: float = _f(4.0, **rng(0.1, 120))
+    fusion: bool = _f(True)
+    inference_threads: int = _f(1, **rng(1, 8))
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One shelf camera and the grid of cells it sees (lanes left→right, positions front→back)."""
+
+    source: str = _f("", required=True)  # device index ("0"), a file, an MJPEG/RTSP URL or a .jpg snapshot URL
+    shelf: int = _f(0, **rng(0, 63))
+    width: int = _f(640, **rng(64, 4096))
+    height: int = _f(480, **rng(48, 4096))
+    x0: int = _f(0, **rng(0, 4096))
+    y0: int = _f(0, **rng(0, 4096))
+    cell_w: int = _f(0, required=True, **rng(4, 4096))
+    cell_h: int = _f(0, required=True, **rng(4, 4096))
+    rows: int = _f(6, **rng(1, 64))
+    timeout_s: float = _f(1.0, **rng(0.05, 30))
+
+
+@dataclass(frozen=True)
 class Config:
     machine: MachineConfig
     vend_board: VendBoardConfig
@@ -123,6 +151,8 @@ class Config:
     modbus: dict[str, ModbusBusConfig] = _f({})
     sync: SyncConfig = _f(None)
     web: WebConfig = _f(None)
+    takeandgo: TakeAndGoConfig = _f(None)
+    cameras: dict[str, CameraConfig] = _f({})
     source: str = _f("", internal=True)
 
 

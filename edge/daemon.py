@@ -23,6 +23,7 @@ from edge.ledger.outbox import LedgerOutbox
 from edge.sdnotify import notify, watchdog_interval_s
 from edge.services.cloud import CommandInbox, LedgerConfigSink, standard_handlers
 from edge.services.machine import Machine
+from edge.services.plant import Plant, start_plant
 from edge.services.stock import StockService
 from edge.services.vend import VendService
 from edge.supervisor import Supervisor
@@ -34,8 +35,10 @@ log = structlog.get_logger(__name__)
 class Daemon:
     """Owns the ledger, the drivers, the services and the supervisor for one machine."""
 
-    def __init__(self, config: Config, secrets: Secrets | None = None, *, clock: SystemClock | None = None) -> None:
+    def __init__(self, config: Config, secrets: Secrets | None = None, *, clock: SystemClock | None = None,
+                 time_scale: float = 1.0) -> None:
         self.config = config
+        self.time_scale = time_scale  # simulated seconds per real second (demo scenarios); 1.0 on a machine
         self.secrets = secrets or Secrets()
         self.clock = clock or SystemClock()
         self.supervisor = Supervisor()
@@ -43,6 +46,8 @@ class Daemon:
         self.db: LedgerDB | None = None
         self.board: VendBoard | None = None
         self.sync: SyncClient | None = None
+        self.plant: Plant | None = None
+        self.takeandgo: Any = None
         self.inbox: CommandInbox | None = None
         self._stopped = asyncio.Event()
 
@@ -59,14 +64,19 @@ class Daemon:
         self.board = VendBoard(vb.port, baudrate=vb.baudrate, reply_timeout_s=vb.reply_timeout_s,
                                retries=vb.retries, vend_timeout_s=vb.vend_timeout_s)
         await self.board.start()
-        vend = VendService(db, self.board, jam_disable_after=vb.jam_disable_after)
+        self.plant = await start_plant(cfg, db, self.supervisor, board=self.board, clock=self.clock,
+                                       time_scale=self.time_scale)
+        vend = VendService(db, self.board, jam_disable_after=vb.jam_disable_after, guards=self.plant.guards())
         vend.unreconciled = len(await db.fetchall(
             "SELECT 1 FROM vend_journal WHERE state IN ('requested','unknown')"))
         self.machine = Machine(cfg.machine.id, db, self.board, vend, StockService(db))
+        self.machine.extras.update(self.plant.extras())
         async with db.tx() as tx:
             await tx.event("daemon_started", {"version": __version__})
         if cfg.sync.enabled:
             self._start_sync(db)
+        if cfg.takeandgo.enabled:
+            await self._start_takeandgo(db)
         self.supervisor.spawn("vend.reconcile", self._reconcile_loop)
         self.supervisor.spawn("vend_board.watch", self._board_watch_loop)
         self.supervisor.spawn("watchdog", self._watchdog_loop)
@@ -91,6 +101,26 @@ class Daemon:
         db.outbox_listeners.append(self.sync.notify)
         self.machine.extras["sync"] = self.sync
         self.supervisor.spawn("sync", self.sync.run)
+
+    async def _start_takeandgo(self, db: LedgerDB) -> None:
+        """Cameras + recognizer + door + shelves. A missing model disables take-and-go with an alarm;
+        classic vending keeps working."""
+        from edge.services.takeandgo_setup import build_takeandgo
+
+        assert self.machine is not None
+        self.takeandgo = await build_takeandgo(self.config, db, self.plant, self.clock)
+        self.machine.extras["takeandgo"] = self.takeandgo
+        self.supervisor.spawn("takeandgo", self.takeandgo.run)
+        if self.inbox is not None:
+            self.inbox.register("open_session", self._open_session_command)
+
+    async def _open_session_command(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        assert self.takeandgo is not None
+        limit = args.get("limit")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            raise ValueError("limit must be a non-negative integer of minor units")
+        return await self.takeandgo.open_session(str(args["session_id"]), str(args.get("customer_ref", "")),
+                                                 limit)
 
     async def _apply_settings(self, settings: Mapping[str, Any]) -> None:
         """Cloud settings go to the service that owns them; unknown keys are logged, not fatal."""
@@ -152,6 +182,10 @@ class Daemon:
             async with self.machine.vend._sale_lock:  # an in-flight vend finishes and is recorded
                 pass
         await self.supervisor.stop()
+        if self.plant:
+            await self.plant.stop()  # locks the door before anything else goes
+        if self.takeandgo is not None:
+            await self.takeandgo.close()
         if self.sync:
             await self.sync.close()
         if self.board:

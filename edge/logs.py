@@ -17,6 +17,8 @@ def setup_logging(machine_id: str, *, level: str = "info", fmt: str = "auto",
     renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     lvl = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(level=max(lvl, logging.WARNING), stream=stream, format="%(name)s %(message)s")
+    # pymodbus logs every timeout at ERROR and every frame at DEBUG; the hub counts and logs state changes
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

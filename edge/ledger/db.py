@@ -144,12 +144,20 @@ class LedgerDB:
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[Tx]:
-        """BEGIN IMMEDIATE … COMMIT, serialized. Disk-full and I/O errors surface as LedgerError."""
+        """BEGIN IMMEDIATE … COMMIT, serialized. Disk-full and I/O errors surface as LedgerError.
+
+        BEGIN, COMMIT and ROLLBACK always run to the end even when the awaiting task is cancelled
+        (aiosqlite runs them on its worker anyway): a cancelled caller never leaves a transaction open
+        on the shared connection, nor a commit whose sequence number we did not record.
+        """
         async with self._lock:
             try:
-                await self.db.execute("BEGIN IMMEDIATE")
+                await self._to_end("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise LedgerError(f"ledger unavailable: {exc}") from exc
+            except asyncio.CancelledError:
+                await self._rollback()
+                raise
             tx = Tx(self.db, self.clock, self._seq, self.cache)
             try:
                 yield tx
@@ -158,22 +166,50 @@ class LedgerDB:
                         "INSERT INTO meta(key, value) VALUES ('seq', ?) "
                         "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(tx._seq),))
                 crash_point("ledger.mid_transaction")
-                await self.db.execute("COMMIT")
-                self._seq = tx._seq
-                for key in tx.invalidated:
-                    self.cache.pop(key, None)
-                if tx.wrote_outbox:
-                    for listener in self.outbox_listeners:
-                        listener()
             except BaseException as exc:
                 self.cache.clear()  # a rolled-back writer may have invalidated entries already
-                try:
-                    await self.db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    log.error("ledger_rollback_failed")
+                await self._rollback()
                 if isinstance(exc, sqlite3.Error):
                     raise LedgerError(f"ledger write failed: {exc}") from exc
                 raise
+            committed = False
+            try:
+                await self._to_end("COMMIT")
+                committed = True
+            except asyncio.CancelledError:
+                committed = not self.db.in_transaction  # the COMMIT ran to the end
+                raise
+            except sqlite3.Error as exc:
+                self.cache.clear()
+                await self._rollback()
+                raise LedgerError(f"ledger commit failed: {exc}") from exc
+            finally:
+                if committed:
+                    self._committed(tx)
+
+    def _committed(self, tx: Tx) -> None:
+        self._seq = tx._seq
+        for key in tx.invalidated:
+            self.cache.pop(key, None)
+        if tx.wrote_outbox:
+            for listener in self.outbox_listeners:
+                listener()
+
+    async def _to_end(self, sql: str) -> None:
+        """Run a statement that must not be abandoned half-way by a cancellation."""
+        fut = asyncio.ensure_future(self.db.execute(sql))
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            await fut
+            raise
+
+    async def _rollback(self) -> None:
+        try:
+            if self.db.in_transaction:
+                await self._to_end("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.error("ledger_rollback_failed", error=str(exc))
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         """Read committed data (outside any transaction)."""

@@ -88,3 +88,26 @@ async def test_write_error_surfaces_as_ledger_error(db):
     async with db.tx() as tx:
         await tx.event("after", {})
     assert isinstance(await db.fetchone("SELECT 1"), sqlite3.Row)
+
+
+async def test_cancelled_writer_never_leaves_a_transaction_open(db):
+    import asyncio
+
+    started = asyncio.Event()
+
+    async def writer():
+        async with db.tx() as tx:
+            await tx.event("half", {})
+            started.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(writer())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not db.db.in_transaction
+    async with db.tx() as tx:  # the connection is usable and the half-written event is gone
+        await tx.event("whole", {})
+    kinds = [r["kind"] for r in await db.fetchall("SELECT kind FROM events")]
+    assert "half" not in kinds and "whole" in kinds

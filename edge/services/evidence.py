@@ -1,0 +1,116 @@
+"""Capturing what the cameras and scales saw, and keeping it (bounded) for human review."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import pathlib
+import shutil
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cv2
+import structlog
+
+from drivers.errors import DeviceError
+from edge.core.fusion import CellObs
+from vision_models.types import CellRoi
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ShelfView:
+    """One camera's cells for one moment: None when the camera (or the model) failed."""
+
+    shelf: int
+    cells: list[CellObs] | None
+    error: str | None = None
+
+
+def grid_rois(slots: list[str], x0: int, y0: int, cell_w: int, cell_h: int, rows: int) -> list[CellRoi]:
+    """Cells of a top-down shelf camera: lanes left→right, position 0 at the front (image bottom)."""
+    return [CellRoi(slot, pos, x0 + i * cell_w, y0 + (rows - 1 - pos) * cell_h, cell_w, cell_h)
+            for i, slot in enumerate(slots) for pos in range(rows)]
+
+
+class Capturer:
+    """Snapshots every shelf camera at once and runs the recognizer off the loop."""
+
+    def __init__(self, cameras: dict[int, Any], rois: dict[int, list[CellRoi]], recognizer: Any,
+                 executor: concurrent.futures.Executor) -> None:
+        self.cameras = cameras
+        self.rois = rois
+        self.recognizer = recognizer
+        self.executor = executor
+
+    async def capture(self, shelves: list[int]) -> tuple[dict[int, ShelfView], dict[int, Any]]:
+        """({shelf: cells}, {shelf: image}) for every shelf; a failed camera gives cells None."""
+        results = await asyncio.gather(*(self._one(s) for s in shelves))
+        return {s: v for s, (v, _) in zip(shelves, results, strict=True)}, \
+               {s: img for s, (_, img) in zip(shelves, results, strict=True) if img is not None}
+
+    async def _one(self, shelf: int) -> tuple[ShelfView, Any]:
+        cam = self.cameras.get(shelf)
+        if cam is None or self.recognizer is None:
+            return ShelfView(shelf, None, "no camera" if cam is None else "no model"), None
+        try:
+            frame = await cam.snapshot()
+        except DeviceError as exc:
+            log.warning("camera_failed", shelf=shelf, error=str(exc))
+            return ShelfView(shelf, None, str(exc)), None
+        loop = asyncio.get_running_loop()
+        dets = await loop.run_in_executor(self.executor, self.recognizer.recognize, frame.image, self.rois[shelf])
+        cells = [CellObs(d.slot_id, d.position, d.label, float(d.score), d.runner_up, float(d.runner_up_score))
+                 for d in dets]
+        return ShelfView(shelf, cells), frame.image
+
+
+def cells_to_json(view: ShelfView) -> dict[str, Any]:
+    return {"shelf": view.shelf, "error": view.error,
+            "cells": None if view.cells is None else [asdict(c) for c in view.cells]}
+
+
+def cells_from_json(doc: dict[str, Any]) -> ShelfView:
+    cells = doc.get("cells")
+    return ShelfView(int(doc["shelf"]), None if cells is None else [CellObs(**c) for c in cells], doc.get("error"))
+
+
+class EvidenceStore:
+    """JPEGs and a JSON summary per session under `root/<session_id>/`; only the newest `keep` stay."""
+
+    def __init__(self, root: str, keep: int, executor: concurrent.futures.Executor) -> None:
+        self.root = pathlib.Path(root)
+        self.keep = keep
+        self.executor = executor
+
+    async def save_images(self, session_id: str, tag: str, images: dict[int, Any]) -> list[str]:
+        if not images or self.keep == 0:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._write, session_id, tag, images)
+
+    def _write(self, session_id: str, tag: str, images: dict[int, Any]) -> list[str]:
+        d = self.root / session_id
+        d.mkdir(parents=True, exist_ok=True)
+        out = []
+        for shelf, img in images.items():
+            p = d / f"{tag}_shelf{shelf}.jpg"
+            cv2.imwrite(str(p), img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+            out.append(str(p))
+        return out
+
+    async def save_summary(self, session_id: str, summary: dict[str, Any]) -> None:
+        if self.keep == 0:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self._summary, session_id, summary)
+
+    def _summary(self, session_id: str, summary: dict[str, Any]) -> None:
+        d = self.root / session_id
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "summary.json").write_text(json.dumps(summary, default=str, indent=1))
+        sessions = sorted((p for p in self.root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in sessions[:-self.keep] if len(sessions) > self.keep else []:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,292 @@
+"""Take-and-go: authorize → before → unlock → open → close → lock → settle → after → decide → order.
+
+The pure state machine (`edge.core.session`) says what to do next; this service does it, persists
+the session at every step (a restart resumes from the ledger with the stored *before* evidence) and
+turns the fusion decision into an order. Never charges for something not taken: in doubt → review.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from drivers.errors import DeviceError
+from edge.clock import SystemClock
+from edge.config import TakeAndGoConfig
+from edge.core.catalog import Money, Planogram
+from edge.core.errors import SaleRefused
+from edge.core.fusion import Decision, ShelfObservation, decide
+from edge.core.session import Effect, Event, Session, Timeouts, step
+from edge.crashpoints import crash_point
+from edge.ledger import repo
+from edge.ledger.db import LedgerDB
+from edge.services.evidence import Capturer, EvidenceStore, cells_from_json, cells_to_json
+
+log = structlog.get_logger(__name__)
+
+
+class TakeAndGoService:
+    """One session at a time. Door and shelf events arrive on a queue; `run()` is the only actor."""
+
+    def __init__(self, db: LedgerDB, door: Any, shelves: Any, capturer: Capturer, evidence: EvidenceStore,
+                 cfg: TakeAndGoConfig, *, open_too_long_s: float, clock: SystemClock | None = None,
+                 disabled_reason: str = "") -> None:
+        self.db, self.door, self.shelves, self.capturer, self.evidence = db, door, shelves, capturer, evidence
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.timeouts = Timeouts(never_opened_s=cfg.never_opened_s, open_too_long_s=open_too_long_s,
+                                 settle_s=cfg.settle_s)
+        self.disabled_reason = disabled_reason
+        self.session: Session | None = None
+        self.data: dict[str, Any] = {}
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.last_latency_ms: float | None = None
+        self.counters = Counter[str]()
+        self.executor: Any = None  # owned pool for cameras/inference, shut down by close()
+        door.on_opened(lambda _e: self.events.put_nowait(Event("door_opened")))
+        door.on_closed(lambda _e: self.events.put_nowait(Event("door_closed")))
+
+    @property
+    def enabled(self) -> bool:
+        return not self.disabled_reason
+
+    async def open_session(self, session_id: str, customer_ref: str, limit_amount: int | None,
+                           *, offline: bool = False, actor: str = "cloud") -> dict[str, Any]:
+        """Authorize a session (cloud command, offline token or technician test). Returns its row."""
+        if not self.enabled:
+            raise SaleRefused("takeandgo_disabled", self.disabled_reason)
+        if self.session is not None and not self.session.final:
+            raise SaleRefused("session_active", self.session.session_id)
+        if await self.db.fetchone("SELECT 1 FROM sessions WHERE session_id=?", (session_id,)):
+            raise SaleRefused("duplicate_session", session_id)
+        planogram = await repo.current_planogram(self.db)
+        if planogram is None or not planogram.shelves():
+            raise SaleRefused("no_shelves", "the planogram has no take-and-go lanes")
+        s = Session(session_id, customer_ref, limit_amount, planogram.currency, offline=offline,
+                    entered_at=self.clock.monotonic(), timeouts=self.timeouts)
+        self.session, self.data = s, {"actor": actor, "shelves": planogram.shelves()}
+        await self._persist(event="session_authorized")
+        await self.events.put(Event("start"))
+        log.info("session_authorized", session_id=session_id, customer=customer_ref, limit=limit_amount,
+                 offline=offline)
+        return {"session_id": session_id, "state": s.state}
+
+    async def run(self) -> None:
+        """Consume events and tick the timers (supervised task `takeandgo`)."""
+        await self.recover()
+        while True:
+            try:
+                async with asyncio.timeout(0.5):
+                    ev = await self.events.get()
+            except TimeoutError:
+                ev = Event("tick")
+            await self.feed(ev)
+
+    async def feed(self, ev: Event) -> None:
+        todo = [ev]
+        while todo and self.session is not None:
+            s, effects = step(self.session, todo.pop(0), self.clock.monotonic())
+            changed = s.state != self.session.state
+            self.session = s
+            if changed:
+                await self._persist()
+            for eff in effects:
+                nxt = await self._do(eff)
+                if nxt is not None:
+                    todo.append(nxt)
+
+    async def _do(self, eff: Effect) -> Event | None:
+        try:
+            handler = {"capture_before": self._capture_before, "unlock": self._unlock, "lock": self._lock,
+                       "alarm": self._alarm, "settle_and_capture_after": self._after, "decide": self._decide,
+                       "finish": self._finish}[eff.kind]
+            return await handler(eff)
+        except (DeviceError, TimeoutError, OSError) as exc:
+            log.error("session_effect_failed", effect=eff.kind, error=str(exc))
+            return Event("failed", f"{eff.kind}: {exc}")
+
+    async def _capture_before(self, _eff: Effect) -> Event:
+        shelves = self.data["shelves"]
+        grams = {k: v.grams for k, v in self.shelves.snapshot().items()}
+        if any(grams.get(k) is None for k in shelves):
+            grams.update({k: g for k, g in (await self.shelves.wait_stable(2.0, fresh=False)).items()})
+        views, images = await self.capturer.capture(shelves)
+        assert self.session is not None
+        await self.evidence.save_images(self.session.session_id, "before", images)
+        self.data["before"] = {str(k): cells_to_json(v) for k, v in views.items()}
+        self.data["before_g"] = {str(k): grams.get(k) for k in shelves}
+        return Event("before_captured")
+
+    async def _unlock(self, _eff: Effect) -> Event:
+        assert self.session is not None
+        self.session = replace(self.session, state="unlocking")
+        await self._persist(event="session_unlocking")  # journaled before the command leaves
+        await self.door.unlock(None, f"session {self.session.session_id}", actor=self.data.get("actor", ""))
+        crash_point("session.after_unlock")
+        return Event("unlocked")
+
+    async def _lock(self, _eff: Effect) -> None:
+        await self.door.lock()
+
+    async def _alarm(self, eff: Effect) -> None:
+        assert self.session is not None
+        async with self.db.tx() as tx:
+            await repo.raise_alarm(tx, f"{eff.detail}:{self.session.session_id}", eff.detail,
+                                   f"session {self.session.session_id}: {eff.detail}",
+                                   data={"session_id": self.session.session_id})
+
+    async def _after(self, _eff: Effect) -> Event:
+        self.data["closed_at"] = time.perf_counter()
+        # the cameras need no settling: capture while the scales settle (a window of quiet samples)
+        grams, (views, images) = await asyncio.gather(self.shelves.wait_stable(self.cfg.settle_s, fresh=False),
+                                                      self.capturer.capture(self.data["shelves"]))
+        assert self.session is not None
+        self.data["after"] = {str(k): cells_to_json(v) for k, v in views.items()}
+        self.data["after_g"] = {str(k): grams.get(k) for k in self.data["shelves"]}
+        self._after_images = images
+        return Event("after_ready")
+
+    def observations(self) -> list[ShelfObservation]:
+        obs = []
+        for k in self.data["shelves"]:
+            b, a = cells_from_json(self.data["before"][str(k)]), cells_from_json(self.data["after"][str(k)])
+            bg, ag = self.data["before_g"].get(str(k)), self.data["after_g"].get(str(k))
+            delta = None if (bg is None or ag is None or not self.cfg.fusion) else ag - bg
+            obs.append(ShelfObservation(k, b.cells, a.cells, delta))
+        return obs
+
+    async def _decide(self, _eff: Effect) -> Event:
+        assert self.session is not None
+        planogram = await repo.current_planogram(self.db)
+        assert planogram is not None
+        s = self.session
+        limit = Money(s.limit_amount, s.currency) if s.limit_amount is not None else None
+        decision = decide(self.observations(), planogram, limit=limit)
+        crash_point("session.before_order")
+        await self._order(decision, planogram)
+        if "closed_at" in self.data:
+            self.last_latency_ms = (time.perf_counter() - self.data["closed_at"]) * 1000
+        self.data["decision"] = {"status": decision.status, "taken": decision.taken, "moves": decision.moves,
+                                 "confidence": decision.confidence, "reasons": decision.reasons}
+        asyncio.get_running_loop().create_task(self._keep_evidence(decision))
+        return Event("decided", decision.status)
+
+    async def _order(self, d: Decision, planogram: Planogram) -> None:
+        """One transaction: the order (charged or for review), stock per lane, moved items."""
+        assert self.session is not None
+        s = self.session
+        lanes = lane_drops(self.data, d.taken, planogram)
+        async with self.db.tx() as tx:
+            if d.status != "nothing_taken":
+                status = "completed" if d.status == "charge" else "needs_review"
+                lines = [{"sku_id": sku, "slot_id": slot, "qty": n, "unit_price": planogram.skus[sku].price.amount}
+                         for (slot, sku), n in sorted(lanes.items())]
+                total = d.total.amount if d.total else 0
+                await repo.insert_order(tx, s.session_id, kind="takeandgo", status="pending", total=total,
+                                        currency=s.currency, payment_ref=s.customer_ref, session_id=s.session_id,
+                                        offline=s.offline, lines=lines)
+                if status == "completed":
+                    for (slot, _sku), n in lanes.items():
+                        await repo.change_stock(tx, slot, -n, "takeandgo", order_id=s.session_id)
+                await repo.finish_order(tx, s.session_id, status, reason=";".join(d.reasons)[:500])
+            for sku, src, dst in d.moves:
+                await repo.change_stock(tx, src, -1, "misplaced_move", sku_id_moved=sku, to=dst)
+                await repo.change_stock(tx, dst, +1, "misplaced_move", sku_id_moved=sku, frm=src)
+            await tx.event("session_decided", {"session_id": s.session_id, "status": d.status,
+                                               "taken": d.taken, "confidence": round(d.confidence, 3)})
+        self.counters[d.status] += 1
+
+    async def _keep_evidence(self, d: Decision) -> None:
+        assert self.session is not None
+        sid = self.session.session_id
+        await self.evidence.save_images(sid, "after", getattr(self, "_after_images", {}))
+        await self.evidence.save_summary(sid, {"session_id": sid, "decision": self.data.get("decision"),
+                                               "before_g": self.data.get("before_g"),
+                                               "after_g": self.data.get("after_g")})
+
+    async def _finish(self, eff: Effect) -> None:
+        assert self.session is not None
+        await self._persist(event="session_finished", detail={"state": eff.detail})
+        log.info("session_finished", session_id=self.session.session_id, state=self.session.state,
+                 outcome=self.session.outcome)
+
+    async def _persist(self, *, event: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
+        s = self.session
+        assert s is not None
+        doc = json.dumps({**self.data, "outcome": s.outcome, "opened": s.opened_at is not None}, default=str)
+        async with self.db.tx() as tx:
+            await tx.execute(
+                "INSERT INTO sessions(session_id, state, customer_ref, limit_amount, currency, offline, data,"
+                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(session_id) DO UPDATE SET"
+                " state=excluded.state, data=excluded.data, updated_at=excluded.updated_at",
+                (s.session_id, s.state, s.customer_ref, s.limit_amount, s.currency, int(s.offline), doc,
+                 tx.now, tx.now))
+            if event:
+                await tx.event(event, {"session_id": s.session_id, "state": s.state, **(detail or {})})
+
+    async def recover(self) -> None:
+        """Resume an unfinished session after a restart from what the ledger holds — never re-unlock."""
+        row = await self.db.fetchone("SELECT * FROM sessions WHERE state NOT IN ('charged','needs_review','void')"
+                                     " ORDER BY created_at DESC LIMIT 1")
+        if row is None:
+            return
+        data = json.loads(row["data"])
+        s = Session(row["session_id"], row["customer_ref"], row["limit_amount"], row["currency"],
+                    offline=bool(row["offline"]), state=row["state"], entered_at=self.clock.monotonic(),
+                    timeouts=self.timeouts)
+        self.session, self.data = s, {k: v for k, v in data.items() if k not in ("outcome", "opened")}
+        log.warning("session_recovering", session_id=s.session_id, state=s.state)
+        if s.state == "authorized" or "before" not in self.data:  # the door was never unlocked
+            await self.feed(Event("failed", "restart_before_unlock"))
+            return
+        # the door may have been opened while we were down: lock it and judge the shelves as they are now
+        self.session = replace(s, state="open", opened_at=self.clock.monotonic())
+        await self.feed(Event("door_closed"))
+
+    async def close(self) -> None:
+        for cam in self.capturer.cameras.values():
+            await cam.close()
+        executor = getattr(self, "executor", None)
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def status(self) -> dict[str, Any]:
+        s = self.session
+        return {"enabled": self.enabled, "disabled_reason": self.disabled_reason,
+                "session": None if s is None else {"session_id": s.session_id, "state": s.state,
+                                                   "outcome": s.outcome},
+                "counters": dict(self.counters), "last_latency_ms": self.last_latency_ms}
+
+
+def lane_drops(data: Mapping[str, Any], taken: Mapping[str, int], planogram: Planogram) -> dict[tuple[str, str], int]:
+    """Attribute each taken SKU to the lanes it visibly left (else its home lanes): {(slot, sku): n}."""
+    drop: Counter[tuple[str, str]] = Counter()
+    for k, before in data.get("before", {}).items():
+        b, a = cells_from_json(before), cells_from_json(data.get("after", {}).get(k, before))
+        if b.cells is None or a.cells is None:
+            continue
+        cb = Counter((c.slot_id, c.label) for c in b.cells)
+        ca = Counter((c.slot_id, c.label) for c in a.cells)
+        for key, n in cb.items():
+            if n > ca.get(key, 0):
+                drop[key] = n - ca.get(key, 0)
+    out: Counter[tuple[str, str]] = Counter()
+    for sku, n in taken.items():
+        for (slot, label), d in sorted(drop.items()):
+            if label == sku and n > 0:
+                use = min(n, d)
+                out[(slot, sku)] += use
+                n -= use
+        homes = [sl.slot_id for sl in planogram.slots.values() if sl.sku_id == sku and sl.shelf is not None]
+        if n > 0:
+            out[(homes[0] if homes else next(iter(planogram.slots)), sku)] += n
+    return dict(out)
+
+

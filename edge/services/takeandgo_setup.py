@@ -1,0 +1,82 @@
+"""Build the take-and-go service from config: cameras, ROIs, recognizer, evidence store.
+
+Kept apart from the daemon so that onnxruntime and OpenCV are imported only on machines that sell
+take-and-go (a spiral-only machine stays small).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import pathlib
+from typing import Any
+
+import structlog
+
+from drivers.camera import Camera
+from edge.clock import SystemClock
+from edge.config import Config
+from edge.ledger import repo
+from edge.ledger.db import LedgerDB
+from edge.services.evidence import Capturer, EvidenceStore, grid_rois
+from edge.services.takeandgo import TakeAndGoService
+from vision_models.recognizer import Recognizer
+from vision_models.types import CellRoi, ModelError
+
+log = structlog.get_logger(__name__)
+DEFAULT_MODEL = pathlib.Path(__file__).resolve().parents[2] / "vision_models" / "models" / "shelf-v1"
+
+
+async def build_takeandgo(config: Config, db: LedgerDB, plant: Any, clock: SystemClock) -> TakeAndGoService:
+    tg = config.takeandgo
+    executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="takeandgo")
+    problems: list[str] = []
+    recognizer = None
+    try:
+        recognizer = Recognizer.load(tg.model_dir or DEFAULT_MODEL, threads=tg.inference_threads)
+    except ModelError as exc:
+        problems.append(f"model unavailable: {exc}")
+    door = getattr(plant, "door", None)
+    shelves = getattr(plant, "shelves", None)
+    if door is None:
+        problems.append("no door service (door.source)")
+    if shelves is None:
+        problems.append("no weight shelves (a Modbus device with role = \"weight_shelves\")")
+    cameras, rois = await _cameras(config, db, executor)
+    evidence_dir = tg.evidence_dir or str(pathlib.Path(config.machine.data_dir) / "evidence")
+    svc = TakeAndGoService(db, door or _NoDoor(), shelves, Capturer(cameras, rois, recognizer, executor),
+                           EvidenceStore(evidence_dir, tg.evidence_keep, executor), tg,
+                           open_too_long_s=config.door.open_too_long_s, clock=clock,
+                           disabled_reason="; ".join(problems))
+    svc.executor = executor
+    if problems:
+        async with db.tx() as tx:
+            await repo.raise_alarm(tx, "takeandgo_disabled", "takeandgo_disabled",
+                                   "take-and-go disabled: " + "; ".join(problems), severity="critical",
+                                   data={"problems": problems})
+        log.error("takeandgo_disabled", problems=problems)
+    else:
+        async with db.tx() as tx:
+            await repo.clear_alarm(tx, "takeandgo_disabled", "model and devices available")
+    return svc
+
+
+async def _cameras(config: Config, db: LedgerDB,
+                   executor: concurrent.futures.Executor) -> tuple[dict[int, Camera], dict[int, list[CellRoi]]]:
+    planogram = await repo.current_planogram(db)
+    cameras: dict[int, Camera] = {}
+    rois: dict[int, list[CellRoi]] = {}
+    for name, cc in config.cameras.items():
+        source: int | str = int(cc.source) if cc.source.isdigit() else cc.source
+        cameras[cc.shelf] = Camera(name, source, width=cc.width, height=cc.height, timeout_s=cc.timeout_s,
+                                   executor=executor)
+        slots = [s.slot_id for s in planogram.slots_on_shelf(cc.shelf)] if planogram else []
+        rois[cc.shelf] = grid_rois(slots, cc.x0, cc.y0, cc.cell_w, cc.cell_h, cc.rows)
+    return cameras, rois
+
+
+class _NoDoor:
+    """Stands in when no door is configured: the service is disabled and never unlocks."""
+
+    def on_opened(self, cb: Any) -> None: ...
+
+    def on_closed(self, cb: Any) -> None: ...
