@@ -142,7 +142,7 @@ class LoadCell:
     tare and calibration factor, and a stability flag from the spread of recent samples."""
 
     def __init__(self, true_grams: Callable[[], float], *, seed: int = 0, dead_load_g: float = 1500.0,
-                 noise_g: float = 0.3, drift_g_per_sqrt_h: float = 0.5, settle_s: float = 0.4,
+                 noise_g: float = 0.3, drift_g_per_sqrt_h: float = 0.5, settle_s: float = 0.15,
                  window: int = 5, stable_band_g: float = 2.0, gain_error: float = 0.0) -> None:
         self._true = true_grams
         self._rng = random.Random(seed)

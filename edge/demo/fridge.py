@@ -21,7 +21,7 @@ from edge.core.errors import SaleRefused
 from edge.daemon import Daemon
 from edge.demo.setup import write_config
 from edge.ledger import repo
-from edge.services.plant import Plant, start_plant
+from edge.services.plant import Plant
 from hw_sim.modbus import SimModbusPlant
 from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import FridgeWorld, load_demo_planogram
@@ -38,13 +38,13 @@ class PlantClock(ManualClock):
         self._sim = sim_clock
 
     def wall(self) -> float:
-        return self._wall + self._sim.now()
+        return self._wall + float(self._sim.now())
 
     def monotonic(self) -> float:
-        return self._mono + self._sim.now()
+        return self._mono + float(self._sim.now())
 
 
-def plant_config(link: str, *, poll_s: float, extra: str = "") -> str:
+def plant_config(link: str, *, poll_s: float, restock_grace_s: float = 3600, extra: str = "") -> str:
     """Config sections for the Modbus bus, the I/O-module door and demo temperature limits."""
     dev = f'poll_interval_s = {poll_s}\noffline_after = 3'
     return f"""
@@ -55,13 +55,13 @@ open_too_long_s = 300
 
 [temperature]
 setpoint_c = 4.0
-high_alarm_c = 7.0
+high_alarm_c = 6.0
 high_alarm_delay_s = 600
 low_alarm_c = -1.0
 hysteresis_c = 1.0
 food_safety_limit_c = 5.0
 food_safety_max_s = 1800
-restock_grace_s = 3600
+restock_grace_s = {restock_grace_s}
 
 [modbus.bus0]
 serial_port = "{link}"
@@ -112,14 +112,14 @@ class FridgeRig:
             await asyncio.sleep(step_s)
 
     async def stop(self) -> None:
-        await self.plant.stop()
-        await self.daemon.stop()
+        await self.daemon.stop()  # stops the plant too (door locked first)
         await self.board_sim.stop()
         await self.sim.close()
 
 
 async def start_fridge_rig(state_dir: str, *, speed: float = 2000.0, seed: int = 1, poll_s: float = 0.03,
-                           wire_timing: bool = False, fill: bool = True) -> FridgeRig:
+                           wire_timing: bool = False, fill: bool = True,
+                           restock_grace_s: float = 3600) -> FridgeRig:
     """Start the Modbus plant (RTU on a pty), the vend board (pty), the daemon and `start_plant`."""
     root = pathlib.Path(state_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -131,16 +131,13 @@ async def start_fridge_rig(state_dir: str, *, speed: float = 2000.0, seed: int =
     board_sim = SimVendBoard(dict(spiral), speed=speed, seed=seed)
     board_link = await board_sim.serve_pty(str(root / "ttyVEND"))
     clock = PlantClock(sim.clock)
-    cfg = load_config(write_config(root, board_port=board_link, extra=plant_config(link, poll_s=poll_s)))
-    daemon = Daemon(cfg, clock=clock)
-    machine = await daemon.start()
-    assert daemon.db is not None
-    plant = await start_plant(cfg, daemon.db, daemon.supervisor, board=daemon.board, clock=clock,
-                              time_scale=speed)
-    machine.vend.guards.extend(plant.guards())  # the daemon wiring does this at construction
-    machine.extras.update(plant.extras())
-    if plant.door is not None:
-        plant.door.tick_s = 0.01
+    cfg = load_config(write_config(root, board_port=board_link, extra=plant_config(link, poll_s=poll_s,
+                                                                           restock_grace_s=restock_grace_s)))
+    daemon = Daemon(cfg, clock=clock, time_scale=speed)  # the daemon calls start_plant (door, guards)
+    await daemon.start()
+    plant = daemon.plant
+    assert plant is not None and daemon.machine is not None
+    machine = daemon.machine
     await daemon.board.wait_connected(5.0)  # type: ignore[union-attr]
     if fill:
         await machine.restock(None, None, actor="demo")
@@ -175,7 +172,10 @@ async def _door_visit(rig: FridgeRig, open_s: float) -> bool:
 async def _script(rig: FridgeRig, t0: float, tally: dict[str, Any]) -> None:
     temp = rig.plant.temperature
     assert temp is not None
-    at = lambda h: rig.until(t0 + h * HOUR)  # noqa: E731
+
+    async def at(hours: float) -> None:
+        await rig.until(t0 + hours * HOUR)
+
     await at(0.5)
     for slot in ("D3", "A1"):
         await _sell(rig, slot, tally)

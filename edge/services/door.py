@@ -126,6 +126,7 @@ class Door:
         self._changes: asyncio.Queue[tuple[bool | None, bool | None]] = asyncio.Queue(maxsize=1000)
         self._listeners: dict[str, list[Callable[[DoorEvent], None]]] = {"opened": [], "closed": []}
         self._relock: asyncio.Task[None] | None = None
+        self._start_failures = 0
         self.safe = False  # locked and state read at least once since start
         self.counters = {"unlocks": 0, "openings": 0, "unlock_failures": 0}
         backend.on_change(self._on_change)
@@ -187,8 +188,12 @@ class Door:
             await self.lock()
             closed, locked = await self.backend.read()
         except (DeviceError, TimeoutError) as exc:
-            log.warning("door_lock_on_start_failed", error=str(exc))  # `run` retries every tick
+            # `run` retries every tick: say it once, then quietly until it works
+            (log.debug if self._start_failures else log.warning)("door_lock_on_start_failed", error=str(exc))
+            self._start_failures += 1
             return
+        if self._start_failures:
+            log.info("door_locked_after_retry", attempts=self._start_failures + 1)
         self._apply(closed, locked, initial=True)
         self.safe = True
 

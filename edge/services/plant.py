@@ -21,6 +21,7 @@ from drivers.modbus import ModbusDevice, ModbusHub, RegisterMap
 from edge.clock import SystemClock
 from edge.config import Config, ModbusBusConfig, ModbusDeviceConfig
 from edge.core.alarms import DeviceOfflineRule, RuleState, SensorRule
+from edge.core.shelves import StableSpec
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
 from edge.services.door import Door, IoModuleDoor, VendBoardDoor
@@ -173,7 +174,8 @@ async def start_plant(config: Config, db: LedgerDB, supervisor: Supervisor, *, b
                                                stuck_after_s=stuck_after_s)
         await plant.temperature.load()
     if "weight_shelves" in by_role:
-        plant.shelves = WeightShelves(by_role["weight_shelves"], clock=clock)
+        spec = StableSpec(window_s=StableSpec().window_s * time_scale)  # the window is in clock seconds
+        plant.shelves = WeightShelves(by_role["weight_shelves"], clock=clock, spec=spec)
     plant.door = _build_door(config, db, board, by_role, clock, time_scale)
     await plant.watch.load()
     for hub in hubs.values():
@@ -201,4 +203,5 @@ def _build_door(config: Config, db: LedgerDB, board: Any, by_role: dict[str, Mod
         backend = VendBoardDoor(board)
     else:
         return None
-    return Door(db, backend, config.door, clock=clock, time_scale=time_scale)
+    tick_s = max(0.005, min(0.5, 20.0 / time_scale))  # check open-too-long every <= 20 clock seconds
+    return Door(db, backend, config.door, clock=clock, time_scale=time_scale, tick_s=tick_s)
