@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     user.add_argument("name", nargs="?")
     user.add_argument("--role", choices=["technician", "viewer"], default="technician")
     user.add_argument("--config", default="/etc/vendedge/vendedge.toml")
+    user.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     return p
 
 

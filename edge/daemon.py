@@ -47,6 +47,7 @@ class Daemon:
         self.board: VendBoard | None = None
         self.sync: SyncClient | None = None
         self.plant: Plant | None = None
+        self.web_runner: Any = None
         self.takeandgo: Any = None
         self.inbox: CommandInbox | None = None
         self._stopped = asyncio.Event()
@@ -77,6 +78,10 @@ class Daemon:
             self._start_sync(db)
         if cfg.takeandgo.enabled:
             await self._start_takeandgo(db)
+        if cfg.web.enabled:
+            from edge.web.app import start_web
+
+            self.web_runner = await start_web(self.machine, cfg.web, self.secrets)
         self.supervisor.spawn("vend.reconcile", self._reconcile_loop)
         self.supervisor.spawn("vend_board.watch", self._board_watch_loop)
         self.supervisor.spawn("watchdog", self._watchdog_loop)
@@ -88,13 +93,18 @@ class Daemon:
     def _start_sync(self, db: LedgerDB) -> None:
         """Outbox pusher, config puller and command inbox, one supervised task running all three loops."""
         assert self.machine is not None
-        if not self.secrets.machine_secret:
-            raise ConfigError("secrets.machine_secret", "", "a per-machine secret when sync.enabled = true")
+        try:
+            secret = bytes.fromhex(self.secrets.machine_secret)
+        except ValueError:
+            secret = b""
+        if len(secret) < 16:
+            raise ConfigError("secrets.machine_secret", "<hidden>",
+                              "a hex string of at least 16 bytes when sync.enabled = true")
         inbox = CommandInbox(db)
         for name, handler in standard_handlers(self.machine).items():
             inbox.register(name, handler)
         self.inbox = inbox
-        self.sync = SyncClient(self.config.sync.url, self.config.machine.id, self.secrets.machine_secret.encode(),
+        self.sync = SyncClient(self.config.sync.url, self.config.machine.id, secret,
                                LedgerOutbox(db), LedgerConfigSink(db, self._apply_settings), inbox,
                                batch_max_records=self.config.sync.batch_max_records,
                                poll_wait_s=self.config.sync.poll_wait_s, ca_file=self.config.sync.ca_file or None)
@@ -181,6 +191,8 @@ class Daemon:
             self.machine.mode = "stopping"
             async with self.machine.vend._sale_lock:  # an in-flight vend finishes and is recorded
                 pass
+        if self.web_runner is not None:
+            await self.web_runner.cleanup()
         await self.supervisor.stop()
         if self.plant:
             await self.plant.stop()  # locks the door before anything else goes

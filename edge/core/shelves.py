@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class StableSpec:
-    window_s: float = 1.0
+    window_s: float = 0.6  # 3+ samples at a 0.2 s poll; long enough to see a hand resting on the tray
     min_samples: int = 3
     max_std_g: float = 1.5
     max_spread_g: float = 5.0

@@ -25,7 +25,8 @@ class DemoRig:
         await self.sim.stop()
 
 
-def write_config(state_dir: pathlib.Path, *, board_port: str, extra: str = "") -> pathlib.Path:
+def write_config(state_dir: pathlib.Path, *, board_port: str, extra: str = "",
+                 web_port: int | None = None) -> pathlib.Path:
     planogram = state_dir / "planogram.json"
     if not planogram.exists():
         planogram.write_text(json.dumps(load_demo_planogram()))
@@ -45,6 +46,10 @@ reply_timeout_s = 0.3
 retries = 3
 vend_timeout_s = 10
 jam_disable_after = 3
+
+[web]
+enabled = {'true' if web_port is not None else 'false'}
+port = {web_port or 0}
 {extra}
 """)
     return cfg

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from edge.clock import SystemClock
 from edge.core.errors import EdgeError
 from edge.ledger.db import LedgerDB, Tx
 
@@ -90,7 +91,7 @@ def lock_seconds(failures: int) -> float:
     """How long an account stays locked after `failures` consecutive failures (0 below the limit)."""
     if failures < MAX_FAILURES:
         return 0.0
-    return min(LOCK_MAX_S, LOCK_BASE_S * 2 ** (failures - MAX_FAILURES))
+    return float(min(LOCK_MAX_S, LOCK_BASE_S * 2.0 ** (failures - MAX_FAILURES)))
 
 
 def check_new_password(password: str) -> None:
@@ -111,11 +112,12 @@ async def audit(tx: Tx, actor: str, action: str, outcome: str = "ok", **detail: 
 class UserStore:
     """Accounts and sessions in the ledger (tables `users`, `web_sessions`)."""
 
-    def __init__(self, db: LedgerDB) -> None:
+    def __init__(self, db: LedgerDB, clock: SystemClock | None = None) -> None:
         self.db = db
+        self.clock = clock or db.clock  # a sped-up demo clock may be swapped for wall time here
 
     def _now(self) -> float:
-        return self.db.clock.wall()
+        return self.clock.wall()
 
     async def add(self, name: str, role: str, password: str, *, actor: str = "cli") -> User:
         if role not in ROLES:

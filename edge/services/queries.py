@@ -22,12 +22,13 @@ import inspect
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
 from drivers.errors import DeviceError
+from edge.clock import SystemClock
 from edge.core.errors import SaleRefused
 from edge.ledger import repo
 from edge.ledger.users import UserStore, audit
@@ -38,6 +39,7 @@ log = structlog.get_logger(__name__)
 DOOR_CACHE_S = 2.0        # the board is asked at most this often; unsolicited changes update at once
 EVENTS_PAGE_MAX = 200
 LOW_FRACTION = 0.25       # a slot at or below a quarter of its capacity is "low"
+READ_CACHE_S = 1.0        # how stale a page may be (actions invalidate at once)
 
 
 class NotAvailable(SaleRefused):
@@ -54,12 +56,13 @@ async def _maybe_await(value: Any) -> Any:
 class Queries:
     """One per web app: read models with small caches, and the audited technician actions."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, *, session_clock: SystemClock | None = None) -> None:
         self.m = machine
-        self.users = UserStore(machine.db)
+        self.users = UserStore(machine.db, session_clock)
         self._door: dict[str, Any] | None = None
         self._door_at = 0.0
         self._door_lock = asyncio.Lock()
+        self._cache: dict[tuple[Any, ...], tuple[float, asyncio.Future[Any]]] = {}
         on_event: Callable[[Callable[[Any], None]], None] | None = getattr(machine.board, "on_event", None)
         if on_event is not None:
             on_event(self._on_door)
@@ -77,8 +80,29 @@ class Queries:
         self._door_at = time.monotonic()
 
     async def audit(self, actor: str, action: str, outcome: str = "ok", **detail: Any) -> None:
+        self.invalidate()
         async with self.m.db.tx() as tx:
             await audit(tx, actor, action, outcome, **detail)
+
+    def invalidate(self) -> None:
+        """Forget cached read models (after an action, so the next page shows its effect)."""
+        self._cache.clear()
+
+    async def _cached(self, key: tuple[Any, ...], factory: Callable[[], Awaitable[Any]]) -> Any:
+        """Read models are shared for READ_CACHE_S: fifty phones polling cost one set of queries, and the
+        loop stays free for sales. Concurrent misses wait for the same computation."""
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return await asyncio.shield(hit[1])
+        fut: asyncio.Future[Any] = asyncio.ensure_future(factory())
+        self._cache[key] = (now + READ_CACHE_S, fut)
+        try:
+            return await asyncio.shield(fut)
+        except Exception:
+            if self._cache.get(key, (0, None))[1] is fut:
+                del self._cache[key]
+            raise
 
     # ---- dashboard ---------------------------------------------------------------------------
 
@@ -121,7 +145,9 @@ class Queries:
             "SELECT SUM(acked_at IS NULL AND parked_reason IS NULL) AS backlog, "
             "SUM(parked_reason IS NOT NULL) AS parked, MAX(acked_at) AS last_ack FROM outbox")
         svc = self.m.extras.get("sync")
-        return {"enabled": svc is not None, "online": bool(getattr(svc, "online", False)),
+        online = bool(getattr(svc, "online", False))
+        return {"enabled": svc is not None, "online": online,
+                "state": "not configured" if svc is None else ("online" if online else "offline"),
                 "backlog": int(row["backlog"] or 0) if row else 0, "parked": int(row["parked"] or 0) if row else 0,
                 "last_ack": row["last_ack"] if row else None}
 
@@ -129,15 +155,19 @@ class Queries:
         """Each device with connection state and error counters (board first, then optional services)."""
         b = self.m.board
         out = [{"name": "vend_board", "online": bool(getattr(b, "connected", False)),
-                "counters": dict(getattr(b, "counters", {})), "seen_s_ago": _board_seen_ago(b)}]
+                "counters": dict(getattr(b, "counters", {})), "seen_s_ago": _board_seen_ago(b), "points": {}}]
         for name, svc in sorted(self.m.extras.items()):
             for dev_name, dev in _devices_of(name, svc):
                 seen = getattr(dev, "last_seen", None)  # drivers stamp it with time.monotonic()
                 out.append({"name": dev_name, "online": _online(dev), "counters": dict(getattr(dev, "counters", {})),
-                            "seen_s_ago": round(time.monotonic() - seen, 1) if isinstance(seen, float) else None})
+                            "seen_s_ago": round(time.monotonic() - seen, 1) if isinstance(seen, float) else None,
+                            "points": _plain(getattr(dev, "values", {}))})
         return out
 
     async def dashboard(self) -> dict[str, Any]:
+        return await self._cached(("dashboard",), self._dashboard)  # type: ignore[no-any-return]
+
+    async def _dashboard(self) -> dict[str, Any]:
         status = await self.m.status()
         sales = await self.sales_summary(self.today())
         return {**status, "door": await self.door(), "temperature": self.temperature(max_points=96),
@@ -147,6 +177,9 @@ class Queries:
     # ---- stock and sales ---------------------------------------------------------------------
 
     async def stock(self) -> list[dict[str, Any]]:
+        return await self._cached(("stock",), self._stock)  # type: ignore[no-any-return]
+
+    async def _stock(self) -> list[dict[str, Any]]:
         planogram = await repo.current_planogram(self.m.db)
         rows = await repo.stock(self.m.db)
         out = []
@@ -182,10 +215,14 @@ class Queries:
             "SUM(CASE WHEN status='completed' THEN total_amount ELSE 0 END) AS revenue, "
             "SUM(status='failed') AS failed FROM orders WHERE created_at >= ? AND created_at < ?", (lo, hi))
         due = await self.m.db.fetchone("SELECT COUNT(*) AS n FROM orders WHERE refund_due=1")
+        assert row is not None  # an aggregate always answers one row
         return {"day": day, "orders": row["n"] or 0, "sold": row["sold"] or 0, "revenue": row["revenue"] or 0,
                 "failed": row["failed"] or 0, "refunds_due": due["n"] if due else 0}
 
     async def sales(self, day: str) -> dict[str, Any]:
+        return await self._cached(("sales", day), lambda: self._sales(day))  # type: ignore[no-any-return]
+
+    async def _sales(self, day: str) -> dict[str, Any]:
         refunds = await self.m.db.fetchall("SELECT * FROM orders WHERE refund_due=1 ORDER BY seq DESC LIMIT 200")
         return {"summary": await self.sales_summary(day), "orders": await self.orders(day, day, limit=500),
                 "failed": await self.orders(day, day, where="AND status='failed'", limit=200),
@@ -213,6 +250,10 @@ class Queries:
     async def events(self, kind: str = "", page: int = 1, per_page: int = 50) -> dict[str, Any]:
         per_page = max(1, min(EVENTS_PAGE_MAX, per_page))
         page = max(1, page)
+        return await self._cached(("events", kind, page, per_page),  # type: ignore[no-any-return]
+                                  lambda: self._events(kind, page, per_page))
+
+    async def _events(self, kind: str, page: int, per_page: int) -> dict[str, Any]:
         where, args = ("WHERE kind=?", [kind]) if kind else ("", [])
         total = await self.m.db.fetchone(f"SELECT COUNT(*) AS n FROM events {where}", args)
         rows = await self.m.db.fetchall(f"SELECT event_id, seq, at, kind, severity, source, data FROM events {where} "
@@ -233,6 +274,7 @@ class Queries:
 
     def capabilities(self) -> dict[str, bool]:
         return {"door": _has(self.m.extras.get("door"), "unlock"), "tare": _has(self.m.extras.get("shelves"), "tare"),
+                "registers": bool(_devices_of("plant", self.m.extras.get("plant"))),
                 "food_safety": self._food_safety() is not None, "temperature": self.temperature(60) is not None,
                 "takeandgo": "takeandgo" in self.m.extras}
 
@@ -245,10 +287,13 @@ class Queries:
 
     async def test_vend(self, actor: str, slot_id: str) -> dict[str, Any]:
         await self.audit(actor, "test_vend", slot_id=slot_id)  # before: the motor may run even if we crash
-        return await self.m.test_vend(slot_id, actor)
+        try:
+            return await self.m.test_vend(slot_id, actor)
+        finally:
+            self.invalidate()
 
     async def unlock_door(self, actor: str, ms: int) -> str:
-        door = self.m.extras.get("door")
+        door: Any = self.m.extras.get("door")
         if not _has(door, "unlock"):
             raise NotAvailable("door service")
         await self.audit(actor, "unlock_door", ms=ms)
@@ -256,10 +301,11 @@ class Queries:
             await door.unlock(ms, "technician", actor=actor)
         except (DeviceError, TimeoutError) as exc:
             raise SaleRefused("device_error", str(exc)) from exc
+        self.invalidate()
         return "unlocked"
 
     async def tare(self, actor: str, shelf: int | None) -> Any:
-        shelves = self.m.extras.get("shelves")
+        shelves: Any = self.m.extras.get("shelves")
         if not _has(shelves, "tare"):
             raise NotAvailable("weight shelves")
         targets = [shelf] if shelf is not None else sorted(getattr(shelves, "shelves", []))
@@ -271,6 +317,7 @@ class Queries:
                 await shelves.tare(k)
         except (DeviceError, TimeoutError, KeyError) as exc:
             raise SaleRefused("device_error", f"tare failed: {exc}") from exc
+        self.invalidate()
         return f"tared {targets}"
 
     async def clear_lockout(self, actor: str) -> Any:
@@ -278,12 +325,34 @@ class Queries:
         if fs is None:
             raise NotAvailable("food-safety service")
         cleared = bool(await fs.clear_lockout(actor))
+        self.invalidate()
         await self.audit(actor, "clear_food_safety_lockout", cleared=cleared)
         return "cleared" if cleared else "no lockout was active"
+
+    async def read_registers(self, actor: str, device: str) -> dict[str, Any]:
+        """One out-of-band read of every point of a Modbus device (`read_now`), for the technician."""
+        devs = dict(_devices_of("plant", self.m.extras.get("plant")))
+        dev = devs.get(device)
+        if dev is None or not callable(getattr(dev, "read_now", None)):
+            raise NotAvailable(f"register reads for {device!r}")
+        await self.audit(actor, "read_registers", device=device)
+        try:
+            async with asyncio.timeout(3.0):
+                return _plain(await dev.read_now())
+        except (DeviceError, TimeoutError) as exc:
+            raise SaleRefused("device_error", f"{device}: {type(exc).__name__} {exc}") from exc
 
     def _food_safety(self) -> Any:
         svc = self.m.extras.get("temperature")
         return svc if _has(svc, "clear_lockout") else None
+
+
+def _plain(values: Any) -> dict[str, Any]:
+    """Register values as JSON-safe scalars."""
+    out: dict[str, Any] = {}
+    for k, v in dict(values or {}).items():
+        out[str(k)] = v if isinstance(v, (bool, int, str)) or v is None else _num(v)
+    return out
 
 
 def _has(obj: Any, method: str) -> bool:
@@ -314,6 +383,8 @@ def _board_seen_ago(dev: Any) -> float | None:
 
 def _devices_of(name: str, svc: Any) -> list[tuple[str, Any]]:
     """A service may expose `devices` ({name: device}) or be a device itself (has online/connected)."""
+    if svc is None:
+        return []
     devs = getattr(svc, "devices", None)
     if isinstance(devs, dict):
         return [(f"{name}.{k}", v) for k, v in devs.items()]

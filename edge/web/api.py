@@ -14,13 +14,14 @@ from aiohttp import web
 from edge.core.errors import LedgerError, SaleRefused
 from edge.services.queries import Queries
 from edge.web.auth import api_login, json_error, logout, session_of, technician
+from edge.web.keys import HUB, QUERIES
 from edge.web.views import orders_csv
 
 PREFIX = "/api/v1"
 
 
 def _q(request: web.Request) -> Queries:
-    q: Queries = request.app["queries"]
+    q: Queries = request.app[QUERIES]
     return q
 
 
@@ -47,7 +48,7 @@ async def _run(request: web.Request, coro: Awaitable[Any]) -> web.Response:
         return json_error(status, exc.reason, exc.detail)
     except LedgerError as exc:
         return json_error(503, "ledger", str(exc))
-    request.app["hub"].poke()
+    request.app[HUB].poke()
     return web.json_response({"ok": True, "result": result})
 
 
@@ -147,6 +148,16 @@ async def clear_lockout(request: web.Request) -> web.Response:
     return await _run(request, _q(request).clear_lockout(session_of(request).user.name))
 
 
+@technician
+async def read_registers(request: web.Request) -> web.Response:
+    body = await _body(request)
+    if (bad := _need_confirm(body)) is not None:
+        return bad
+    if not isinstance(body.get("device"), str):
+        return json_error(400, "bad_request", "device required (a name from GET /api/v1/devices)")
+    return await _run(request, _q(request).read_registers(session_of(request).user.name, body["device"]))
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_post(f"{PREFIX}/login", api_login)
@@ -163,4 +174,5 @@ def add_routes(app: web.Application) -> None:
     r.add_post(f"{PREFIX}/devices/unlock", unlock)
     r.add_post(f"{PREFIX}/devices/tare", tare)
     r.add_post(f"{PREFIX}/devices/clear-lockout", clear_lockout)
+    r.add_post(f"{PREFIX}/devices/read-registers", read_registers)
     r.add_get(f"{PREFIX}/orders.csv", orders_csv)

@@ -8,6 +8,7 @@ file system.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.resources
 import mimetypes
@@ -18,13 +19,16 @@ import jinja2
 import structlog
 from aiohttp import web
 
+from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
 from edge.services.machine import Machine
 from edge.services.queries import Queries
 from edge.web import api, auth, metrics, sse, views
+from edge.web.keys import FLASH, HUB, JINJA, METRICS_TOKEN, QUERIES, STATIC, STATS
 
 log = structlog.get_logger(__name__)
 
+MAX_IN_FLIGHT = 2  # concurrent requests being worked on (a machine has 2 cores and sales come first)
 MAX_BODY = 64 * 1024  # forms and JSON here are tiny; anything larger is refused with 413
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
@@ -50,7 +54,7 @@ def _load_static() -> dict[str, tuple[bytes, str, str]]:
 @auth.public
 async def static(request: web.Request) -> web.Response:
     """GET /static/{name}: only names from the shipped list; anything else (traversal included) is 404."""
-    item = request.app["static"].get(request.match_info["name"])
+    item = request.app[STATIC].get(request.match_info["name"])
     if item is None:
         raise web.HTTPNotFound(text="not found")
     body, ctype, etag = item
@@ -67,7 +71,7 @@ async def healthz(request: web.Request) -> web.Response:
 @web.middleware
 async def guard_middleware(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
     """Outermost: body limit before anything reads, JSON errors for the API, status counters."""
-    stats: Counter[str] = request.app["stats"]["responses"]
+    stats: Counter[str] = request.app[STATS]["responses"]
     if request.content_length is not None and request.content_length > MAX_BODY:
         stats["4xx"] += 1
         return _error(request, 413, "too_large", f"request body over {MAX_BODY} bytes")
@@ -80,6 +84,21 @@ async def guard_middleware(request: web.Request, handler: auth.Handler) -> web.S
         raise
     stats[f"{resp.status // 100}xx"] += 1
     return resp
+
+
+def limit_middleware(max_in_flight: int) -> Any:
+    """At most `max_in_flight` requests are worked on at once; the rest wait their turn without putting
+    callbacks on the loop, so a sale in progress is never queued behind a burst of page loads.
+    Live streams (which stay open) do not take a slot."""
+    sem = asyncio.Semaphore(max_in_flight)
+
+    @web.middleware
+    async def limit(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
+        if request.path == "/live":
+            return await handler(request)
+        async with sem:
+            return await handler(request)
+    return limit
 
 
 def _error(request: web.Request, status: int, code: str, detail: str) -> web.Response:
@@ -110,6 +129,7 @@ def _add_routes(app: web.Application) -> None:
     r.add_post("/devices/unlock", views.unlock_action)
     r.add_post("/devices/tare", views.tare_action)
     r.add_post("/devices/clear-lockout", views.clear_lockout_action)
+    r.add_post("/devices/read-registers", views.read_registers_action)
     r.add_get("/events", views.events_page)
     r.add_get("/export", views.export_page)
     r.add_get("/export/orders.csv", views.orders_csv)
@@ -120,20 +140,25 @@ def _add_routes(app: web.Application) -> None:
     api.add_routes(app)
 
 
-def create_app(machine: Machine, secrets: Secrets, *, live_interval_s: float = 1.0) -> web.Application:
-    """Build the app for one machine (not started). Tests use it with aiohttp's runner."""
-    app = web.Application(middlewares=[guard_middleware, auth.auth_middleware], client_max_size=MAX_BODY)
-    queries = Queries(machine)
+def create_app(machine: Machine, secrets: Secrets, *, live_interval_s: float = 1.0,
+               session_clock: SystemClock | None = None) -> web.Application:
+    """Build the app for one machine (not started). Tests use it with aiohttp's runner.
+
+    `session_clock` times logins and sessions (default: the ledger's clock); a sped-up demo passes wall time.
+    """
+    app = web.Application(middlewares=[guard_middleware, limit_middleware(MAX_IN_FLIGHT), auth.auth_middleware],
+                          client_max_size=MAX_BODY)
+    queries = Queries(machine, session_clock=session_clock)
     hub = sse.Hub(queries, live_interval_s)
-    app["queries"], app["hub"], app["flash"] = queries, hub, {}
-    app["metrics_token"] = secrets.metrics_token
-    app["static"] = _load_static()
-    app["stats"] = {"responses": Counter(), "sse_clients": lambda: len(hub.subscribers)}
+    app[QUERIES], app[HUB], app[FLASH] = queries, hub, {}
+    app[METRICS_TOKEN] = secrets.metrics_token
+    app[STATIC] = _load_static()
+    app[STATS] = {"responses": Counter(), "sse_clients": lambda: len(hub.subscribers)}
     env = jinja2.Environment(loader=jinja2.PackageLoader("edge.web", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
     env.filters["money"] = views.money
-    env.globals["static_url"] = lambda name: f"/static/{name}?v={app['static'][name][2]}"
-    app["jinja"] = env
+    env.globals["static_url"] = lambda name: f"/static/{name}?v={app[STATIC][name][2]}"
+    app[JINJA] = env
     _add_routes(app)
     app.on_response_prepare.append(_security_headers)
 
@@ -147,9 +172,11 @@ def create_app(machine: Machine, secrets: Secrets, *, live_interval_s: float = 1
     return app
 
 
-async def start_web(machine: Machine, web_cfg: WebConfig, secrets: Secrets) -> web.AppRunner:
-    """Serve the app on web_cfg.host:web_cfg.port; returns the runner (`await runner.cleanup()` to stop)."""
-    runner = web.AppRunner(create_app(machine, secrets), access_log=None, shutdown_timeout=2.0)
+async def start_web(machine: Machine, web_cfg: WebConfig, secrets: Secrets, **app_options: Any) -> web.AppRunner:
+    """Serve the app on web_cfg.host:web_cfg.port; returns the runner (`await runner.cleanup()` to stop).
+
+    `app_options` go to `create_app` (live_interval_s, session_clock)."""
+    runner = web.AppRunner(create_app(machine, secrets, **app_options), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, web_cfg.host, web_cfg.port)
     await site.start()

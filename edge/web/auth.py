@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from edge.ledger.users import SESSION_TTL_S, AuthError, WebSession
+from edge.web.keys import QUERIES, SESSION, TOKEN, USER_NAME
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +62,7 @@ def json_error(status: int, code: str, detail: str = "", **extra: Any) -> web.Re
 
 def refuse(request: web.Request, status: int, code: str, detail: str) -> web.StreamResponse:
     log.warning("web_request_refused", path=request.path, method=request.method, status=status, code=code,
-                user=request.get("user_name", ""))
+                user=request.get(USER_NAME, ""))
     if is_api(request):
         return json_error(status, code, detail)
     if status == 401:
@@ -89,10 +90,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if level == "public":
         return await handler(request)
     token = request.cookies.get(SESSION_COOKIE, "")
-    sess = await request.app["queries"].users.session(token)
+    sess = await request.app[QUERIES].users.session(token)
     if sess is None:
         return refuse(request, 401, "login_required", "log in first")
-    request["session"], request["session_token"], request["user_name"] = sess, token, sess.user.name
+    request[SESSION], request[TOKEN], request[USER_NAME] = sess, token, sess.user.name
     if request.method not in SAFE_METHODS:
         sent = await csrf_token_of(request)
         if not sent or not hmac.compare_digest(sent.encode(), sess.csrf.encode()):
@@ -103,7 +104,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def session_of(request: web.Request) -> WebSession:
-    sess: WebSession = request["session"]
+    sess: WebSession = request[SESSION]
     return sess
 
 
@@ -141,7 +142,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if not sent or not hmac.compare_digest(sent.encode(), cookie.encode()):
         return refuse(request, 403, "csrf", "the login form expired; reload the page")
     try:
-        user = await request.app["queries"].users.authenticate(str(form.get("name", "")),
+        user = await request.app[QUERIES].users.authenticate(str(form.get("name", "")),
                                                                str(form.get("password", "")))
     except AuthError as exc:
         msg = (f"Account locked after repeated failures. Try again in {int(exc.retry_after_s) + 1} s."
@@ -149,7 +150,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         resp = render(request, "login.html", {"login_csrf": cookie, "next": nxt, "error": msg},
                       status=429 if exc.reason == "locked" else 401)
         return resp
-    token, _ = await request.app["queries"].users.create_session(user)
+    token, _ = await request.app[QUERIES].users.create_session(user)
     resp = redirect(nxt)
     set_session_cookie(request, resp, token)
     resp.del_cookie(LOGIN_COOKIE, path="/login")
@@ -157,7 +158,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    await request.app["queries"].users.end_session(request["session_token"], request["user_name"])
+    await request.app[QUERIES].users.end_session(request[TOKEN], request[USER_NAME])
     resp: web.StreamResponse = (web.json_response({"ok": True}) if is_api(request) else redirect("/login"))
     resp.del_cookie(SESSION_COOKIE, path="/")
     return resp
@@ -177,12 +178,12 @@ async def api_login(request: web.Request) -> web.StreamResponse:
     except (ValueError, KeyError, TypeError):
         return json_error(400, "bad_request", "expected {name, password}")
     try:
-        user = await request.app["queries"].users.authenticate(name, password)
+        user = await request.app[QUERIES].users.authenticate(name, password)
     except AuthError as exc:
         if exc.reason == "locked":
             return json_error(429, "locked", "account locked", retry_after_s=round(exc.retry_after_s, 1))
         return json_error(401, "bad_credentials", "wrong name or password")
-    token, sess = await request.app["queries"].users.create_session(user)
+    token, sess = await request.app[QUERIES].users.create_session(user)
     resp = web.json_response({"user": user.name, "role": user.role, "csrf": sess.csrf})
     set_session_cookie(request, resp, token)
     return resp

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from edge.services.queries import Queries
 from edge.web.auth import public
+from edge.web.keys import METRICS_TOKEN, QUERIES, STATS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -89,11 +90,11 @@ async def render(q: Queries, web_stats: dict[str, Any]) -> str:
 @public
 async def metrics(request: web.Request) -> web.Response:
     """Bearer-token check here (not the session middleware): Prometheus has no cookie jar."""
-    token: str = request.app["metrics_token"]
+    token: str = request.app[METRICS_TOKEN]
     if not token:
         return web.Response(status=404, text="metrics disabled: set metrics_token in the secrets file")
     sent = request.headers.get("Authorization", "")
     if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
         return web.Response(status=401, text="bearer token required", headers={"WWW-Authenticate": "Bearer"})
-    body = await render(request.app["queries"], request.app["stats"])
+    body = await render(request.app[QUERIES], request.app[STATS])
     return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})

@@ -93,6 +93,9 @@ class Hub:
                 _offer(sub, snap)
 
 
+HUB = web.AppKey("hub", Hub)
+
+
 def _offer(sub: asyncio.Queue[str | None], item: str | None) -> None:
     if sub.full():
         with contextlib.suppress(asyncio.QueueEmpty):
@@ -102,7 +105,8 @@ def _offer(sub: asyncio.Queue[str | None], item: str | None) -> None:
 
 async def live(request: web.Request) -> web.StreamResponse:
     """GET /live: `event: snapshot` with the dashboard JSON whenever it changes; comments as heartbeat."""
-    hub: Hub = request.app["hub"]
+    hub: Hub = request.app[HUB]
+    token = request.cookies.get("vendedge_session", "")
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
@@ -114,6 +118,8 @@ async def live(request: web.Request) -> web.StreamResponse:
                     item = await sub.get()
             except TimeoutError:
                 item = ""
+                if await hub.q.users.session(token) is None:
+                    break  # logged out or expired: the stream ends with the session
             if item is None:
                 break
             chunk = f"event: snapshot\ndata: {item}\n\n" if item else ": keep-alive\n\n"

@@ -14,6 +14,7 @@ from aiohttp import web
 from edge.core.errors import LedgerError, SaleRefused
 from edge.services.queries import Queries
 from edge.web.auth import redirect, session_of, technician
+from edge.web.keys import FLASH, HUB, JINJA, QUERIES, SESSION, TOKEN, USER_NAME
 
 log = structlog.get_logger(__name__)
 
@@ -23,22 +24,22 @@ CHART_W, CHART_H = 600, 160
 
 
 def q_of(request: web.Request) -> Queries:
-    q: Queries = request.app["queries"]
+    q: Queries = request.app[QUERIES]
     return q
 
 
 def render(request: web.Request, template: str, ctx: dict[str, Any] | None = None, *,
            status: int = 200) -> web.Response:
-    sess = request.get("session")
-    flash = request.app["flash"].pop(request.get("session_token", ""), None) if sess else None
+    sess = request.get(SESSION)
+    flash = request.app[FLASH].pop(request.get(TOKEN, ""), None) if sess else None
     base = {"user": sess.user if sess else None, "csrf": sess.csrf if sess else "", "nav": NAV,
-            "path": request.path, "flash": flash, "machine_id": request.app["queries"].m.machine_id}
-    text = request.app["jinja"].get_template(template).render(**base, **(ctx or {}))
+            "path": request.path, "flash": flash, "machine_id": request.app[QUERIES].m.machine_id}
+    text = request.app[JINJA].get_template(template).render(**base, **(ctx or {}))
     return web.Response(text=text, content_type="text/html", status=status)
 
 
 def flash(request: web.Request, level: str, text: str) -> None:
-    request.app["flash"][request["session_token"]] = (level, text)
+    request.app[FLASH][request[TOKEN]] = (level, text)
 
 
 def money(amount: int | None, currency: str = "") -> str:
@@ -127,7 +128,7 @@ async def orders_csv(request: web.Request) -> web.Response:
     except ValueError:
         raise web.HTTPBadRequest(text="start/end must be ISO dates, start <= end, at most 366 days") from None
     body = await q.orders_csv(start, end)
-    await q.audit(request["user_name"], "export_orders", start=start, end=end)
+    await q.audit(request[USER_NAME], "export_orders", start=start, end=end)
     return web.Response(text=body, content_type="text/csv", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="orders_{start}_{end}.csv"'})
 
@@ -149,7 +150,7 @@ async def _act(request: web.Request, back: str, what: str, coro: Any) -> web.Res
     except (LedgerError, ValueError) as exc:
         flash(request, "error", f"{what}: failed: {exc}")
         return redirect(back)
-    request.app["hub"].poke()
+    request.app[HUB].poke()
     flash(request, "ok", f"{what}: {result}")
     return redirect(back)
 
@@ -224,3 +225,15 @@ async def clear_lockout_action(request: web.Request) -> web.Response:
 
 async def _fmt(coro: Any, fmt: Any) -> str:
     return str(fmt(await coro))
+
+
+@technician
+async def read_registers_action(request: web.Request) -> web.Response:
+    form = await _form(request)
+    device = form.get("device", "")
+    if not _confirmed(form) or not device:
+        flash(request, "error", "read registers: choose a device and tick the confirmation box")
+        return redirect("/devices")
+    result = q_of(request).read_registers(session_of(request).user.name, device)
+    return await _act(request, "/devices", f"registers of {device}",
+                      _fmt(result, lambda v: ", ".join(f"{k}={x}" for k, x in v.items())))

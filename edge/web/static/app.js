@@ -11,7 +11,6 @@
     if (value === undefined || value === null) return "–";
     if (path === "door") return (value.closed ? "closed" : "OPEN") + ", " + (value.locked ? "locked" : "unlocked");
     if (path === "temperature.compressor_on") return value ? "on" : "off";
-    if (path === "sync.online") return value ? "online" : "offline";
     return String(value);
   }
 
