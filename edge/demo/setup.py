@@ -26,7 +26,7 @@ class DemoRig:
 
 
 def write_config(state_dir: pathlib.Path, *, board_port: str, extra: str = "",
-                 web_port: int | None = None) -> pathlib.Path:
+                 web_port: int | None = None, secrets_file: str = "") -> pathlib.Path:
     planogram = state_dir / "planogram.json"
     if not planogram.exists():
         planogram.write_text(json.dumps(load_demo_planogram()))
@@ -36,6 +36,7 @@ def write_config(state_dir: pathlib.Path, *, board_port: str, extra: str = "",
 id = "demo-0001"
 data_dir = "{state_dir / 'data'}"
 planogram_file = "{planogram}"
+secrets_file = "{secrets_file}"
 
 [logging]
 level = "warning"

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.config import load_config
+from edge.config import load_config, load_secrets
 from edge.daemon import Daemon
 from edge.demo.fridge import plant_config
 from edge.demo.setup import write_config
@@ -66,7 +66,8 @@ timeout_s = 2.0
 
 
 async def start_takeandgo_rig(state_dir: str, *, seed: int = 1, extra: str = "", model_dir: str = "",
-                              fusion: bool = True) -> TakeAndGoRig:
+                              fusion: bool = True, web_port: int | None = None,
+                              secrets_file: str = "") -> TakeAndGoRig:
     root = pathlib.Path(state_dir)
     root.mkdir(parents=True, exist_ok=True)
     doc = load_demo_planogram()
@@ -87,10 +88,11 @@ settle_s = 3.0
 fusion = {'true' if fusion else 'false'}
 {f'model_dir = "{model_dir}"' if model_dir else ''}
 """
-    cfg = write_config(root, board_port=board_link,
+    cfg = write_config(root, board_port=board_link, web_port=web_port, secrets_file=secrets_file,
                        extra=plant_config(link, poll_s=0.05).replace("timeout_s = 0.05", "timeout_s = 0.3")
                        + tg + camera_config(renderers, cameras) + extra)
-    daemon = Daemon(load_config(cfg))
+    config = load_config(cfg)
+    daemon = Daemon(config, load_secrets(secrets_file) if secrets_file else None)
     machine = await daemon.start()
     await daemon.board.wait_connected(5.0)  # type: ignore[union-attr]
     await machine.restock(None, None, actor="demo")  # the world starts full, so does the ledger
@@ -106,7 +108,8 @@ async def wait_for(pred: Any, timeout_s: float, step_s: float = 0.02) -> bool:
 
 async def shop(rig: TakeAndGoRig, rng: random.Random, *, kind: str | None = None,
                session_id: str | None = None, limit: int | None = None,
-               actions: list[Any] | None = None) -> tuple[dict[str, Any], Truth | None]:
+               actions: list[Any] | None = None, linger_s: float = 0.0,
+               conditions: dict[str, Any] | None = None) -> tuple[dict[str, Any], Truth | None]:
     """One customer: authorize, wait for the unlock, open, act, close; returns (session row, truth)."""
     svc = rig.service
     sid = session_id or uuid.uuid4().hex[:12]
@@ -120,6 +123,10 @@ async def shop(rig: TakeAndGoRig, rng: random.Random, *, kind: str | None = None
         truth: Truth | None = apply(rig.world, Scenario(kind or "scripted", actions))
     else:
         truth = apply(rig.world, generate(rig.world, rng, kind=kind))
+    if conditions:  # light and hands as the cameras will see them at close
+        for k in rig.world.shelves():
+            rig.cameras.set_conditions(f"shelf{k}", **conditions)
+    await asyncio.sleep(linger_s)  # a real shopper looks at the item before closing the door
     rig.plant_sim.close_door()
     db = rig.daemon.db
     assert db is not None

@@ -33,6 +33,22 @@
     if (range) range.textContent = lo.toFixed(1) + "…" + hi.toFixed(1) + " °C";
   }
 
+  function drawAlarms(alarms) {
+    var ul = document.getElementById("alarms");
+    if (!ul || !alarms) return;
+    ul.textContent = "";  // built with text nodes only: alarm messages are data, never markup
+    if (!alarms.length) {
+      var none = document.createElement("li"); none.className = "muted"; none.textContent = "none";
+      ul.appendChild(none); return;
+    }
+    alarms.forEach(function (a) {
+      var li = document.createElement("li");
+      li.className = "sev-" + String(a.severity || "info").replace(/[^a-z]/g, "");
+      li.textContent = (a.raised_at || "") + " · " + (a.kind || "") + " · " + (a.message || "");
+      ul.appendChild(li);
+    });
+  }
+
   function apply(snap) {
     document.querySelectorAll("[data-live]").forEach(function (el) {
       if (el === document.body) return;
@@ -48,6 +64,7 @@
       var box = el.closest(".slot");
       if (box) box.classList.toggle("low", !!s[2]);
     });
+    drawAlarms(snap.alarms);
     drawChart(snap.temperature);
     document.body.dataset.liveTicks = String((+document.body.dataset.liveTicks || 0) + 1);
   }

@@ -1,0 +1,116 @@
+"""`vendedge demo` (interactive): every part running locally, with simulated customers, until Ctrl-C.
+
+Simulated vend board + Modbus plant (fridge, scales, door) + shelf cameras, the daemon, the
+reference cloud it syncs with, and the diagnostics page. Prints where to look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import signal
+import sys
+import tempfile
+from typing import Any
+
+import aiohttp
+
+from edge.core.errors import SaleRefused
+from edge.demo.takeandgo import TakeAndGoRig, shop, start_takeandgo_rig
+from edge.ledger.users import UserStore
+from edge.web.app import bound_port
+from hw_sim.world import load_demo_planogram
+from sync.refcloud.server import serve as serve_cloud
+
+ADMIN = "/admin/machines"
+
+
+async def start_cloud(state_dir: str, admin_token: str, secret_hex: str, machine_id: str) -> tuple[Any, int]:
+    """The reference cloud on a free loopback port, with this machine registered and its planogram."""
+    runner = await serve_cloud("127.0.0.1", 0, os.path.join(state_dir, "refcloud.sqlite3"), admin_token)
+    port = int(runner.addresses[0][1])
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    base = f"http://127.0.0.1:{port}{ADMIN}"
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(base, json={"machine_id": machine_id, "secret_hex": secret_hex}) as r:
+            r.raise_for_status()
+        async with http.put(f"{base}/{machine_id}/config", json=load_demo_planogram()) as r:
+            r.raise_for_status()
+    return runner, port
+
+
+def sync_config(state_dir: str, port: int, secret_hex: str) -> str:
+    secrets_file = os.path.join(state_dir, "secrets.toml")
+    with open(os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(f'machine_secret = "{secret_hex}"\n')
+    return f"""
+[sync]
+enabled = true
+url = "http://127.0.0.1:{port}"
+poll_wait_s = 5
+"""
+
+
+async def customers(rig: TakeAndGoRig, stop: asyncio.Event, seed: int) -> None:
+    """A shopper every few seconds: spiral purchases and take-and-go sessions, with restocking."""
+    rng = random.Random(seed)
+    machine = rig.daemon.machine
+    assert machine is not None
+    spiral = sorted(rig.board_sim.stock)
+    n = 0
+    while not stop.is_set():
+        n += 1
+        try:
+            if n % 3:
+                slot = rng.choice(spiral)
+                order = await machine.sell(slot, f"card:demo-{n}")
+                print(f"  classic vend {slot}: {order['status']}", flush=True)
+            else:
+                row, truth = await shop(rig, rng, linger_s=1.5)
+                print(f"  take-and-go {row['session_id']}: {row['state']} (took {dict(truth.removed) if truth else {}})",
+                      flush=True)
+        except SaleRefused as exc:
+            print(f"  sale refused: {exc.reason}", flush=True)
+            if exc.reason in ("sold_out", "slot_disabled"):
+                filled = await machine.restock(None, None, actor="demo-technician")
+                rig.board_sim.stock.update({s: filled[s] for s in spiral})
+                for slot in rig.world.lanes:
+                    rig.world.restock(slot)
+        except (TimeoutError, AssertionError) as exc:
+            print(f"  customer gave up: {exc!r}", flush=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=rng.uniform(4, 9))
+
+
+async def interactive(state_dir: str, *, web_port: int = 8080, seed: int = 1) -> int:
+    state_dir = state_dir or tempfile.mkdtemp(prefix="vendedge-demo-")
+    admin_token, secret_hex, machine_id = secrets.token_hex(16), secrets.token_hex(32), "demo-0001"
+    cloud, cloud_port = await start_cloud(state_dir, admin_token, secret_hex, machine_id)
+    extra = sync_config(state_dir, cloud_port, secret_hex)
+    rig = await start_takeandgo_rig(state_dir, seed=seed, extra=extra, web_port=web_port,
+                                    secrets_file=os.path.join(state_dir, "secrets.toml"))
+    assert rig.daemon.db is not None
+    password = secrets.token_urlsafe(12)
+    await UserStore(rig.daemon.db).add("tech", "technician", password, actor="demo")
+    port = bound_port(rig.daemon.web_runner)
+    print(f"""
+vendedge demo is running (state in {state_dir})
+  diagnostics page  http://127.0.0.1:{port}/      user: tech   password: {password}
+  reference cloud   http://127.0.0.1:{cloud_port}/fleet   admin token: {admin_token}
+  shelf cameras     {rig.cameras.url('shelf0', 'mjpg')} (shelf0..shelf3)
+Simulated customers shop every few seconds. Ctrl-C to stop.
+""", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await customers(rig, stop, seed)
+    finally:
+        await rig.stop()
+        await cloud.cleanup()
+    print("demo stopped", file=sys.stderr)
+    return 0
