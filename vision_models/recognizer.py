@@ -1,0 +1,154 @@
+"""Shelf-cell recognizer: a small CNN embeds each cell crop; cosine similarity to per-label
+prototypes (the gallery) names it. One onnxruntime run per frame, CPU only.
+
+The daemon calls `recognize` in its bounded executor (it blocks for a few milliseconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import structlog
+
+from vision_models.enroll import Gallery, prototype
+from vision_models.preprocess import crop_cells, resize_square, to_tensor
+from vision_models.types import EMPTY, CellDetection, CellRoi, ModelError
+
+log = structlog.get_logger(__name__)
+
+MODEL_FILE, CARD_FILE, GALLERY_FILE = "model.onnx", "model_card.json", "gallery.npz"
+DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "shelf-v1"
+_REQUIRED = ("name", "version", "input", "normalization", "labels", "embedding_dim", "similarity_scale")
+
+
+def _read_card(path: Path) -> dict[str, Any]:
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read model card {path}: {exc}") from exc
+    if not isinstance(card, dict):
+        raise ModelError(f"model card {path} is not a JSON object")
+    missing = [k for k in _REQUIRED if k not in card]
+    if missing:
+        raise ModelError(f"model card {path} lacks {missing}")
+    norm, inp = card["normalization"], card["input"]
+    try:
+        ok = (int(inp["size"]) > 0 and len(norm["mean"]) == 3 and len(norm["std"]) == 3
+              and all(float(s) > 0 for s in norm["std"]) and float(card["similarity_scale"]) > 0)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"model card {path}: bad input/normalization: {exc}") from exc
+    if not ok:
+        raise ModelError(f"model card {path}: bad input size, normalization or similarity_scale")
+    return card
+
+
+def _open_session(path: Path, card: dict[str, Any], threads: int) -> ort.InferenceSession:
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read model {path}: {exc}") from exc
+    want = card.get("onnx", {}).get("sha256")
+    if want and hashlib.sha256(blob).hexdigest() != want:
+        raise ModelError(f"model {path} does not match the sha256 in its card (corrupt or swapped)")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(blob, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises bare pybind classes (InvalidProtobuf, Fail, ...)
+        raise ModelError(f"onnxruntime cannot load {path}: {type(exc).__name__}: {exc}") from exc
+
+
+class Recognizer:
+    """Names what lies in each shelf cell. Build with `Recognizer.load(model_dir)`."""
+
+    def __init__(self, session: ort.InferenceSession, card: dict[str, Any], gallery: Gallery) -> None:
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self.card = card
+        self.size = int(card["input"]["size"])
+        self.scale = float(card["similarity_scale"])
+        self._gallery = gallery
+
+    @classmethod
+    def load(cls, model_dir: str | Path, *, threads: int = 1) -> Recognizer:
+        """Read model.onnx + model_card.json + gallery.npz and run one warm-up inference.
+
+        Raises ModelError when any file is missing or corrupt or they disagree with each other.
+        """
+        d = Path(model_dir)
+        card = _read_card(d / CARD_FILE)
+        session = _open_session(d / MODEL_FILE, card, threads)
+        gallery = Gallery.load(d / GALLERY_FILE)
+        if gallery.dim != int(card["embedding_dim"]):
+            raise ModelError(f"gallery dim {gallery.dim} != card embedding_dim {card['embedding_dim']}")
+        rec = cls(session, card, gallery)
+        t0 = time.perf_counter()
+        probe = rec._embed_batch(np.zeros((2, rec.size, rec.size, 3), np.uint8))
+        if probe.shape != (2, gallery.dim) or not np.all(np.isfinite(probe)):
+            raise ModelError(f"warm-up inference gave shape {probe.shape}, expected (2, {gallery.dim})")
+        log.info("recognizer_loaded", model=card["name"], version=card["version"], labels=len(rec.labels),
+                 threads=threads, warmup_ms=round((time.perf_counter() - t0) * 1000, 1))
+        return rec
+
+    @property
+    def labels(self) -> list[str]:
+        """The gallery labels (sku ids plus "empty"), including enrolled ones."""
+        return list(self._gallery.snapshot()[0])
+
+    def _embed_batch(self, crops: np.ndarray) -> np.ndarray:
+        try:
+            (emb,) = self._session.run(None, {self._input: to_tensor(crops, self.card["normalization"])})
+        except Exception as exc:  # onnxruntime's pybind errors have no common base but Exception
+            raise ModelError(f"inference failed: {type(exc).__name__}: {exc}") from exc
+        emb = np.asarray(emb, np.float32)
+        out: np.ndarray = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-6)
+        return out
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """L2-normalized embeddings (N x D) of BGR images framed like a cell's square centre crop."""
+        if not images:
+            return np.zeros((0, self._gallery.dim), np.float32)
+        return self._embed_batch(np.stack([resize_square(im, self.size) for im in images]))
+
+    def recognize(self, frame: np.ndarray, rois: Sequence[CellRoi]) -> list[CellDetection]:
+        """Best label and runner-up for every ROI of one frame (one batched inference)."""
+        if not rois:
+            return []
+        emb = self._embed_batch(crop_cells(frame, rois, self.size))
+        labels, protos = self._gallery.snapshot()
+        logits = (emb @ protos.T) * self.scale
+        logits -= logits.max(axis=1, keepdims=True)
+        prob = np.exp(logits)
+        prob /= prob.sum(axis=1, keepdims=True)
+        top2 = np.argsort(-prob, axis=1)[:, :2]
+        out = []
+        for roi, (a, b), p in zip(rois, top2, prob, strict=True):
+            out.append(CellDetection(roi.slot_id, roi.position, labels[a], float(p[a]),
+                                     labels[b] if len(labels) > 1 else EMPTY,
+                                     float(p[b]) if len(labels) > 1 else 0.0))
+        return out
+
+    def enroll(self, sku_id: str, images: Sequence[np.ndarray]) -> None:
+        """Add (or replace) the prototype of `sku_id` from a few reference crops; no retraining.
+
+        Images are BGR, framed like a cell's centred square (e.g. `render_item` or a cell crop).
+        """
+        if not sku_id or sku_id == EMPTY:
+            raise ValueError(f"cannot enroll label {sku_id!r}")
+        if not images:
+            raise ValueError("enroll needs at least one reference image")
+        self._gallery.put(sku_id, prototype(self.embed(images)))
+        log.info("sku_enrolled", sku=sku_id, images=len(images), labels=len(self.labels))
+
+    def save_gallery(self, path: str | Path) -> None:
+        """Write the gallery (with enrolled SKUs) atomically, e.g. over the model dir's gallery.npz."""
+        self._gallery.save(path)

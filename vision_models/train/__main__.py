@@ -1,0 +1,7 @@
+"""`python -m vision_models.train`: see vision_models/train/train.py."""
+
+import sys
+
+from vision_models.train.train import main
+
+sys.exit(main())
