@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import pathlib
 import signal
@@ -24,6 +25,7 @@ from edge.sdnotify import notify, watchdog_interval_s
 from edge.services.cloud import CommandInbox, LedgerConfigSink, standard_handlers
 from edge.services.machine import Machine
 from edge.services.plant import Plant, start_plant
+from edge.services.retention import Retention, RetentionPolicy
 from edge.services.stock import StockService
 from edge.services.vend import VendService
 from edge.supervisor import Supervisor
@@ -82,6 +84,9 @@ class Daemon:
             from edge.web.app import start_web
 
             self.web_runner = await start_web(self.machine, cfg.web, self.secrets)
+        self.retention = Retention(db, RetentionPolicy(retention_days=cfg.sync.retention_days,
+                                                       budget_mb=cfg.sync.ledger_budget_mb), self.clock)
+        self.supervisor.spawn("ledger.retention", self.retention.run)
         self.supervisor.spawn("vend.reconcile", self._reconcile_loop)
         self.supervisor.spawn("vend_board.watch", self._board_watch_loop)
         self.supervisor.spawn("watchdog", self._watchdog_loop)
@@ -107,7 +112,8 @@ class Daemon:
         self.sync = SyncClient(self.config.sync.url, self.config.machine.id, secret,
                                LedgerOutbox(db), LedgerConfigSink(db, self._apply_settings), inbox,
                                batch_max_records=self.config.sync.batch_max_records,
-                               poll_wait_s=self.config.sync.poll_wait_s, ca_file=self.config.sync.ca_file or None)
+                               poll_wait_s=self.config.sync.poll_wait_s, ca_file=self.config.sync.ca_file or None,
+                               config_interval_s=self.config.sync.config_interval_s)
         db.outbox_listeners.append(self.sync.notify)
         self.machine.extras["sync"] = self.sync
         self.supervisor.spawn("sync", self.sync.run)
@@ -145,8 +151,8 @@ class Daemon:
         if await repo.current_planogram(db) is not None or not self.config.machine.planogram_file:
             return
         planogram = Planogram.from_doc(json.loads(pathlib.Path(self.config.machine.planogram_file).read_text()))
-        async with db.tx() as tx:
-            await repo.apply_planogram(tx, planogram, "seed_file")
+        async with db.tx() as tx:  # version 0: any version the cloud sends replaces it
+            await repo.apply_planogram(tx, dataclasses.replace(planogram, version=0), "seed_file")
 
     async def _reconcile_loop(self) -> None:
         """Settle unknown vend outcomes whenever the board is reachable; sales wait until it is done."""

@@ -211,6 +211,14 @@ class LedgerDB:
         except sqlite3.Error as exc:
             log.error("ledger_rollback_failed", error=str(exc))
 
+    async def checkpoint(self) -> bool:
+        """`PRAGMA wal_checkpoint(TRUNCATE)` between transactions; True when the WAL was emptied
+        (False when a reader still held an old snapshot — the next pass tries again)."""
+        async with self._lock:  # no transaction may be open on the connection
+            async with self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+                row = await cur.fetchone()
+        return not (row and row[0])
+
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         """Read committed data (outside any transaction)."""
         async with (self.ro or self.db).execute(sql, tuple(params)) as cur:
