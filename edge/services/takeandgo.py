@@ -114,10 +114,10 @@ class TakeAndGoService:
 
     async def _capture_before(self, _eff: Effect) -> Event:
         shelves = self.data["shelves"]
-        grams = {k: v.grams for k, v in self.shelves.snapshot().items()}
-        if any(grams.get(k) is None for k in shelves):
-            grams.update({k: g for k, g in (await self.shelves.wait_stable(2.0, fresh=False)).items()})
-        views, images = await self.capturer.capture(shelves)
+        # readings taken after the authorization only: a restock or a bump a moment ago must not leak
+        # a stale "stable" value into the before weight (the scale settles while the cameras shoot)
+        grams, (views, images) = await asyncio.gather(self.shelves.wait_stable(self.cfg.settle_s, fresh=True),
+                                                      self.capturer.capture(shelves))
         assert self.session is not None
         await self.evidence.save_images(self.session.session_id, "before", images)
         self.data["before"] = {str(k): cells_to_json(v) for k, v in views.items()}
