@@ -1,0 +1,130 @@
+"""Take-and-go end to end: simulated Modbus plant (door, scales), rendered shelf cameras over HTTP,
+the real ONNX recognizer, the daemon and its ledger."""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import pytest
+
+from edge.config import load_config
+from edge.core.errors import SaleRefused
+from edge.daemon import Daemon
+from edge.demo.takeandgo import shop, start_takeandgo_rig, wait_for
+from edge.ledger import repo
+from vision_models import DEFAULT_MODEL_DIR
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+async def rig(tmp_path):
+    r = await start_takeandgo_rig(str(tmp_path), seed=3)
+    yield r
+    await r.stop()
+
+
+async def order_of(rig, session_id):
+    rows = await rig.daemon.db.fetchall(
+        "SELECT o.status, o.total_amount, l.sku_id, l.slot_id, l.qty FROM orders o "
+        "JOIN order_lines l USING(order_id) WHERE o.order_id=?", (session_id,))
+    return [dict(r) for r in rows]
+
+
+async def counts(rig):
+    return {k: v.count for k, v in (await repo.stock(rig.daemon.db)).items() if k[0] in "FGHI"}
+
+
+async def test_normal_basket_is_charged_and_stock_follows(rig):
+    before = await counts(rig)
+    row, truth = await shop(rig, random.Random(0), session_id="s-normal", linger_s=1.0,
+                            actions=[("take", "F1"), ("take", "G3")])
+    assert row["state"] == "charged"
+    lines = await order_of(rig, "s-normal")
+    assert sorted((r["sku_id"], r["slot_id"], r["qty"]) for r in lines) == [("cola", "F1", 1), ("tea_peach", "G3", 1)]
+    assert lines[0]["status"] == "completed" and lines[0]["total_amount"] == 180 + 190
+    after = await counts(rig)
+    assert after["F1"] == before["F1"] - 1 and after["G3"] == before["G3"] - 1
+    assert rig.plant_sim.io.locked  # locked again after the door closed
+
+
+async def test_empty_basket_and_put_back_charge_nothing(rig):
+    before = await counts(rig)
+    row, _ = await shop(rig, random.Random(0), session_id="s-empty", linger_s=0.8, actions=[])
+    assert row["state"] == "void"
+    row, _ = await shop(rig, random.Random(0), session_id="s-back", linger_s=1.0,
+                        actions=[("take", "F2"), ("put", "F2", "cola_zero")])
+    assert row["state"] == "void"
+    assert await order_of(rig, "s-empty") == [] and await order_of(rig, "s-back") == []
+    assert await counts(rig) == before
+
+
+async def test_misplaced_return_moves_stock_without_charge(rig):
+    rig.world.take("F3")  # room in the orange lane for a can put back in the wrong place
+    await rig.daemon.machine.restock("F3", 5, actor="tech")
+    before = await counts(rig)
+    row, _ = await shop(rig, random.Random(0), session_id="s-move", linger_s=1.0,
+                        actions=[("take", "F1"), ("put", "F3", "cola")])
+    assert row["state"] == "void"  # nothing left the fridge
+    assert await order_of(rig, "s-move") == []
+    after = await counts(rig)
+    assert after["F1"] == before["F1"] - 1 and after["F3"] == before["F3"] + 1
+
+
+async def test_look_alike_pair_is_told_apart(rig):
+    row, _ = await shop(rig, random.Random(0), session_id="s-alike", linger_s=1.0,
+                        actions=[("take", "F2"), ("take", "I2")])
+    assert row["state"] == "charged"
+    assert sorted(r["sku_id"] for r in await order_of(rig, "s-alike")) == ["cola_zero", "yogurt_van"]
+
+
+async def test_dead_camera_falls_back_to_weight_or_review(rig):
+    rig.cameras.fail("shelf0", "dead")
+    row, _ = await shop(rig, random.Random(0), session_id="s-ambig", linger_s=1.0, actions=[("take", "F1")])
+    assert row["state"] == "needs_review"  # cola, cola zero, orange, lemon weigh the same: never guess
+    lines = await order_of(rig, "s-ambig")
+    assert {r["status"] for r in lines} <= {"needs_review"}
+    row, _ = await shop(rig, random.Random(0), session_id="s-unique", linger_s=1.0, actions=[("take", "F5")])
+    assert row["state"] == "charged"  # the energy drink is the only 275 g item on that shelf
+    assert [r["sku_id"] for r in await order_of(rig, "s-unique")] == ["energy"]
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+async def test_broken_model_disables_takeandgo_but_not_vending(tmp_path, damage):
+    model = tmp_path / "model"
+    if damage == "corrupt":
+        shutil.copytree(DEFAULT_MODEL_DIR, model)
+        (model / "model.onnx").write_bytes(b"\x08\x01garbage")
+    rig = await start_takeandgo_rig(str(tmp_path / "state"), model_dir=str(model))
+    try:
+        svc = rig.service
+        assert not svc.enabled and "model" in svc.disabled_reason
+        alarms = {a["alarm_key"]: a for a in await repo.active_alarms(rig.daemon.db)}
+        assert alarms["takeandgo_disabled"]["severity"] == "critical"
+        with pytest.raises(SaleRefused) as refused:
+            await svc.open_session("s-x", "cust", None)
+        assert refused.value.reason == "takeandgo_disabled"
+        assert rig.plant_sim.io.locked
+        assert (await rig.daemon.machine.sell("A1", "card:1"))["status"] == "completed"
+    finally:
+        await rig.stop()
+
+
+async def test_restart_mid_session_resumes_and_charges_once(rig):
+    svc = rig.service
+    await svc.open_session("s-restart", "cust", None)
+    await wait_for(lambda: not rig.plant_sim.io.locked, 10.0)
+    assert rig.plant_sim.open_door()
+    await wait_for(lambda: svc.session.state == "open", 5.0)
+    rig.world.take("H1")  # a ham sandwich leaves while the daemon goes down
+    await rig.daemon.stop()
+    rig.plant_sim.close_door()
+    rig.daemon = Daemon(load_config(rig.root / "vendedge.toml"))
+    await rig.daemon.start()
+    svc = rig.service
+    await wait_for(lambda: svc.session is not None and svc.session.final, 20.0)
+    assert svc.session.state == "charged"
+    lines = await order_of(rig, "s-restart")
+    assert [(r["sku_id"], r["qty"]) for r in lines] == [("sandwich_ham", 1)]
+    assert rig.plant_sim.io.locked
