@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -113,6 +114,12 @@ class _Capture:
         self.cap: Any = None
         self.opens = 0
         self.dropped = 0
+        self._cond = threading.Condition()
+        self._latest: tuple[np.ndarray, float] | None = None
+        self._taken = False
+        self._error: DeviceError | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def _open(self) -> Any:
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.timeout_ms]
@@ -129,28 +136,58 @@ class _Capture:
         return cap
 
     def read(self) -> tuple[np.ndarray, float]:
-        if self.cap is None:
-            self.cap = self._open()
         if not self.live:
+            if self.cap is None:
+                self.cap = self._open()
             return self._read_file()
-        t = 0.0
-        for n in range(self.max_grabs):
-            t0 = time.monotonic()
-            ok = self.cap.grab()
-            t = time.monotonic()
-            if not ok:
-                self.release()
-                if t - t0 >= self.timeout_ms / 1000 * 0.9:
-                    raise DeviceTimeout("no frame from stream before the read timeout")
-                raise DeviceDisconnected("stream ended")
-            if t - t0 >= self.fresh_grab_s:
-                break  # this grab waited for the camera: the buffer is drained, the frame is live
-            if n:
-                self.dropped += 1
-        ok, image = self.cap.retrieve()
-        if not ok or image is None:
-            raise ProtocolError("frame could not be decoded")
-        return image, t
+        return self._read_live()
+
+    def _read_live(self) -> tuple[np.ndarray, float]:
+        """A frame decoded after this call began, from the reader thread that drains the stream.
+
+        A live source buffers frames (the MJPEG socket, the V4L2 queue); guessing freshness from
+        grab timings fails under load. One thread per stream reads continuously, so the newest
+        decoded frame is never older than one frame interval, and we wait for one newer than `asked`.
+        """
+        asked = time.monotonic()
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._error = None
+                self._thread = threading.Thread(target=self._pump, name=f"camera-reader-{self.source}",
+                                                daemon=True)
+                self._thread.start()
+            ok = self._cond.wait_for(lambda: self._error is not None or (self._latest is not None
+                                                                          and self._latest[1] > asked),
+                                     timeout=self.timeout_ms / 1000)
+            if self._error is not None:
+                raise self._error
+            if not ok or self._latest is None:
+                raise DeviceTimeout("no frame from stream before the read timeout")
+            self._taken = True
+            return self._latest
+
+    def _pump(self) -> None:
+        try:
+            cap = self._open()
+        except DeviceError as exc:
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+            return
+        try:
+            while not self._stop.is_set():
+                ok, image = cap.read()
+                with self._cond:
+                    if not ok or image is None:
+                        self._error = DeviceDisconnected("stream ended or timed out")
+                        self._cond.notify_all()
+                        return
+                    if self._latest is not None and not self._taken:
+                        self.dropped += 1  # decoded but nobody asked for it: the stream stays drained
+                    self._latest, self._taken = (image, time.monotonic()), False
+                    self._cond.notify_all()
+        finally:
+            cap.release()
 
     def _read_file(self) -> tuple[np.ndarray, float]:
         ok, image = self.cap.read()
@@ -165,6 +202,12 @@ class _Capture:
         if self.cap is not None:
             self.cap.release()
             self.cap = None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout_ms / 1000 + 1)
+            self._thread = None
+        self._stop = threading.Event()
+        self._latest = None
 
 
 async def _settle(fut: concurrent.futures.Future[Any] | None) -> None:
