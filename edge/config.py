@@ -143,6 +143,19 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class OfflineAuthConfig:
+    """Offline take-and-go authorization with cloud-signed QR tokens (docs/protocols/offline-token.md)."""
+
+    enabled: bool = _f(False)
+    public_keys: dict[str, str] = _f({})  # key id -> base64 of the raw 32-byte Ed25519 public key
+    scanner_source: str = _f("")  # camera source of the QR scanner (as in [cameras.*].source)
+    fleet: str = _f("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$")  # accept fleet:<name> tokens
+    scan_interval_s: float = _f(0.25, **rng(0.02, 60))
+    max_token_bytes: int = _f(1024, **rng(128, 4096))
+    clock_skew_s: float = _f(60.0, **rng(0, 3600))
+
+
+@dataclass(frozen=True)
 class Config:
     machine: MachineConfig
     vend_board: VendBoardConfig
@@ -154,6 +167,7 @@ class Config:
     web: WebConfig = _f(None)
     takeandgo: TakeAndGoConfig = _f(None)
     cameras: dict[str, CameraConfig] = _f({})
+    offline_auth: OfflineAuthConfig = _f(None)
     source: str = _f("", internal=True)
 
 

@@ -80,6 +80,11 @@ class Daemon:
             self._start_sync(db)
         if cfg.takeandgo.enabled:
             await self._start_takeandgo(db)
+        if cfg.offline_auth.enabled:
+            from edge.services.offline_auth import start_offline_auth
+
+            self.machine.extras["offline_auth"] = await start_offline_auth(cfg, db, self.machine, self.supervisor,
+                                                                           self.inbox)
         if cfg.web.enabled:
             from edge.web.app import start_web
 

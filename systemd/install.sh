@@ -10,7 +10,7 @@ install -m 0644 "$SRC/systemd/vendedge.tmpfiles.conf" /usr/lib/tmpfiles.d/vended
 install -m 0644 "$SRC/systemd/99-vendedge.rules" /etc/udev/rules.d/99-vendedge.rules
 systemd-sysusers && systemd-tmpfiles --create
 [ -e /etc/vendedge/vendedge.toml ] || install -m 0640 -g vendedge "$SRC/systemd/vendedge.toml.example" /etc/vendedge/vendedge.toml
-[ -e /etc/vendedge/secrets.toml ] || { umask 077; printf 'machine_secret = "%s"\n' "$(head -c 32 /dev/urandom | base64)" > /etc/vendedge/secrets.toml; chown vendedge /etc/vendedge/secrets.toml; }
+[ -e /etc/vendedge/secrets.toml ] || { umask 077; printf 'machine_secret = "%s"\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" > /etc/vendedge/secrets.toml; chown vendedge /etc/vendedge/secrets.toml; }
 install -m 0644 "$SRC/systemd/vendedge.service" /etc/systemd/system/vendedge.service
 udevadm control --reload && udevadm trigger
 /opt/vendedge/.venv/bin/vendedge check-config --config /etc/vendedge/vendedge.toml

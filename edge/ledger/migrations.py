@@ -59,4 +59,9 @@ CREATE TABLE sessions (
     data TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE token_nonces (nonce TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 """),
+    (3, """
+CREATE TABLE token_revocations (
+    kind TEXT NOT NULL CHECK (kind IN ('customer', 'kid')), value TEXT NOT NULL,
+    revoked_at TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (kind, value));
+"""),
 ]

@@ -11,6 +11,7 @@ import binascii
 import hmac
 import json
 import re
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from edge.core.catalog import CatalogInvalid, Planogram
+from edge.core.offline_token import VERSION, TokenRejected, encode, validate_payload
 from sync.refcloud.app import (
     ADMIN_TOKEN,
     CLOCK,
@@ -33,6 +35,8 @@ from sync.refcloud.app import (
 log = structlog.get_logger(__name__)
 MACHINE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 PROTECTED = ("/admin", "/fleet")
+DEFAULT_TOKEN_TTL_S = 900
+MAX_TOKEN_TTL_S = 7 * 86400
 
 
 def _token_ok(request: web.Request) -> bool:
@@ -195,10 +199,93 @@ def _view(method_name: str) -> Handler:
     return view
 
 
+async def token_key(request: web.Request) -> web.Response:
+    """GET /admin/token-key → {alg, kid, public_key, keys}: the offline-token verification keys."""
+    doc = await run_db(request.app, request.app[STORE].token_public_keys, request.app[CLOCK]())
+    return web.json_response(doc)
+
+
+def _token_request(body: Any, machine_id: str, default_currency: str) -> dict[str, Any]:
+    """Validate POST /tokens body → {scope, cust, limit, cur, ttl}; raises ValueError with a reason."""
+    if not isinstance(body, dict):
+        raise ValueError("body must be an object")
+    scope_kind = body.get("scope", "machine")
+    if scope_kind == "machine":
+        scope = f"machine:{machine_id}"
+    elif scope_kind == "fleet" and isinstance(body.get("fleet"), str) and MACHINE_ID_RE.match(body["fleet"]):
+        scope = f"fleet:{body['fleet']}"
+    else:
+        raise ValueError("scope must be 'machine' or 'fleet' (with a fleet name)")
+    ttl = body.get("ttl_s", DEFAULT_TOKEN_TTL_S)
+    if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TOKEN_TTL_S:
+        raise ValueError(f"ttl_s must be a number 1..{MAX_TOKEN_TTL_S}")
+    return {"scope": scope, "cust": body.get("customer_ref"), "limit": body.get("limit"),
+            "cur": body.get("currency", default_currency), "ttl": ttl}
+
+
 async def issue_token(request: web.Request) -> web.Response:
-    """Reserved for offline tokens (Ed25519, issue 8)."""
-    _machine(request)
-    return error(501, "not_implemented", reason="offline tokens arrive with issue 8")
+    """POST /admin/machines/{id}/tokens {customer_ref, limit, currency?, ttl_s?, scope?, fleet?}
+    → 201 {token, kid, claims}: an Ed25519-signed offline token (docs/protocols/offline-token.md)."""
+    machine_id = _machine(request)
+    app = request.app
+    cfg = await run_db(app, app[STORE].config, machine_id)
+    try:
+        req = _token_request(await _json(request), machine_id, (cfg[1].get("currency") if cfg else None) or "EUR")
+    except ValueError as exc:
+        return error(400, "bad_request", reason=str(exc))
+    now = int(app[CLOCK]())
+    kid, key = await run_db(app, app[STORE].token_key, float(now))
+    try:
+        claims = validate_payload({"v": VERSION, "kid": kid, "scope": req["scope"], "cust": req["cust"],
+                                   "limit": req["limit"], "cur": req["cur"], "iat": now,
+                                   "exp": now + int(req["ttl"]), "nonce": secrets.token_urlsafe(16)})
+    except TokenRejected as exc:
+        return error(400, "bad_request", reason=exc.detail)
+    if await run_db(app, app[STORE].is_revoked, claims.customer_ref, kid):
+        return error(409, "revoked", reason=f"customer {claims.customer_ref} is revoked")
+    token = encode(claims, key.sign)
+    await run_db(app, app[STORE].record_token, claims.to_payload())
+    log.info("offline_token_issued", machine_id=machine_id, scope=claims.scope, kid=kid,
+             customer=claims.customer_ref, limit=claims.limit, expires_at=claims.expires_at)
+    return web.json_response({"token": token, "kid": kid, "claims": claims.to_payload()}, status=201)
+
+
+def _string_list(body: Mapping[str, Any], key: str) -> list[str]:
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and 1 <= len(v) <= 128 for v in value):
+        raise ValueError(f"{key} must be a list of strings of 1..128 characters")
+    return value
+
+
+async def revoke_tokens(request: web.Request) -> web.Response:
+    """POST /admin/token-revocations {customers?, kids?, machine_ids?, reason?} → 201 {commands}.
+    Recorded in the cloud (no new tokens for them) and queued as a `revoke` command — signed per
+    machine like every command — to the listed machines, or to every registered machine."""
+    app = request.app
+    known: dict[str, bytes] = app[SECRETS]
+    body = await _json(request)
+    try:
+        if not isinstance(body, dict):
+            raise ValueError("body must be an object")
+        customers, kids = _string_list(body, "customers"), _string_list(body, "kids")
+        machines = _string_list(body, "machine_ids") or sorted(known)
+    except ValueError as exc:
+        return error(400, "bad_request", reason=str(exc))
+    unknown = [m for m in machines if m not in known]
+    if not customers and not kids or unknown:
+        return error(400, "bad_request", reason=f"unknown machines {unknown}" if unknown
+                     else "customers and/or kids required")
+    reason = str(body.get("reason", ""))[:200]
+    now = app[CLOCK]()
+    await run_db(app, app[STORE].revoke_tokens, customers, kids, reason, now)
+    args = {"customers": customers, "kids": kids, "reason": reason}
+    commands = {}
+    for machine_id in machines:
+        commands[machine_id] = await run_db(app, app[STORE].enqueue_command, machine_id, "revoke", args,
+                                            iso(now), None, None)
+        wake(app, machine_id)
+    log.info("offline_tokens_revoked", customers=len(customers), kids=len(kids), machines=len(machines))
+    return web.json_response({"commands": commands}, status=201)
 
 
 def add_routes(app: web.Application) -> None:
@@ -211,8 +298,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{m}/commands", enqueue_command)
     app.router.add_get(f"{m}/commands", _view("commands"))
     app.router.add_get(f"{m}/orders", _view("orders"))
+    app.router.add_get(f"{m}/offline-orders", _view("offline_orders"))
     app.router.add_get(f"{m}/records", _view("records_summary"))
     app.router.add_get(f"{m}/record_ids", _view("record_ids"))
     app.router.add_get(f"{m}/stock", _view("stock"))
     app.router.add_get(f"{m}/alarms", _view("alarms"))
     app.router.add_post(f"{m}/tokens", issue_token)
+    app.router.add_get("/admin/token-key", token_key)
+    app.router.add_post("/admin/token-revocations", revoke_tokens)

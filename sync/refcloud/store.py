@@ -6,12 +6,16 @@ are derived views, updated in the same transaction as the record that feeds them
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
 import sqlite3
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.core.ports import OutboxRecord
 
@@ -41,6 +45,16 @@ CREATE TABLE IF NOT EXISTS commands (
   issued_at TEXT NOT NULL, expires_at TEXT, expires_ts REAL, state TEXT NOT NULL,
   deliveries INTEGER NOT NULL DEFAULT 0, result_status TEXT, result_detail TEXT, result_at REAL);
 CREATE INDEX IF NOT EXISTS commands_pending ON commands (machine_id, state);
+CREATE TABLE IF NOT EXISTS token_keys (
+  kid TEXT PRIMARY KEY, private_hex TEXT NOT NULL, public_b64 TEXT NOT NULL, created_at REAL NOT NULL,
+  active INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS issued_tokens (
+  nonce TEXT PRIMARY KEY, kid TEXT NOT NULL, scope TEXT NOT NULL, customer_ref TEXT NOT NULL,
+  limit_amount INTEGER NOT NULL, currency TEXT NOT NULL, issued_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS token_revocations (
+  kind TEXT NOT NULL, value TEXT NOT NULL, revoked_at REAL NOT NULL, reason TEXT NOT NULL,
+  PRIMARY KEY (kind, value));
 """
 
 
@@ -156,6 +170,16 @@ class Store:
                 agg["revenue"] += line["qty"] * line["unit_price"]
         return {"count": count, "total": total, "by_sku": by_sku}
 
+    def offline_orders(self, machine_id: str) -> dict[str, Any]:
+        """Orders the machine authorized offline (signed QR tokens): count, total, ids and customers."""
+        rows = self._db.execute(
+            "SELECT o.order_id, o.total, json_extract(r.payload, '$.payment_ref') FROM orders o "
+            "JOIN records r ON r.machine_id = o.machine_id AND r.record_id = o.record_id "
+            "WHERE o.machine_id = ? AND json_extract(r.payload, '$.offline') = 1 ORDER BY r.seq",
+            (machine_id,)).fetchall()
+        return {"count": len(rows), "total": sum(r[1] for r in rows),
+                "orders": [{"order_id": o, "total": t, "customer_ref": c} for o, t, c in rows]}
+
     def stock(self, machine_id: str) -> dict[str, int]:
         rows = self._db.execute("SELECT slot_id, qty FROM stock WHERE machine_id = ? "
                                 "ORDER BY slot_id", (machine_id,))
@@ -231,6 +255,44 @@ class Store:
         return [{"command_id": c, "name": n, "args": json.loads(a), "state": s, "deliveries": d,
                  "result_status": rs, "result_detail": json.loads(rd) if rd else None}
                 for c, n, a, s, d, rs, rd in rows]
+
+    # offline tokens ---------------------------------------------------------------------------
+    def token_key(self, now: float) -> tuple[str, Ed25519PrivateKey]:
+        """The active fleet signing key (kid, key); generated on first use and kept in the store."""
+        row = self._db.execute("SELECT kid, private_hex FROM token_keys WHERE active = 1 "
+                               "ORDER BY created_at DESC LIMIT 1").fetchone()
+        if row is not None:
+            return row[0], Ed25519PrivateKey.from_private_bytes(bytes.fromhex(row[1]))
+        key = Ed25519PrivateKey.generate()
+        public = key.public_key().public_bytes_raw()
+        kid = hashlib.sha256(public).hexdigest()[:12]
+        self._db.execute("INSERT INTO token_keys VALUES (?, ?, ?, ?, 1)",
+                         (kid, key.private_bytes_raw().hex(), base64.b64encode(public).decode(), now))
+        return kid, key
+
+    def token_public_keys(self, now: float) -> dict[str, Any]:
+        """{kid, public_key, keys: {kid: base64 raw public key}} — what machines put in their config."""
+        kid, _key = self.token_key(now)
+        keys = dict(self._db.execute("SELECT kid, public_b64 FROM token_keys ORDER BY created_at"))
+        return {"alg": "Ed25519", "kid": kid, "public_key": keys[kid], "keys": keys}
+
+    def record_token(self, claims: Mapping[str, Any]) -> None:
+        """Audit trail of issued tokens (nonce → who, what limit, until when)."""
+        self._db.execute("INSERT INTO issued_tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (claims["nonce"], claims["kid"], claims["scope"], claims["cust"], claims["limit"],
+                          claims["cur"], claims["iat"], claims["exp"]))
+
+    def revoke_tokens(self, customers: Iterable[str], kids: Iterable[str], reason: str,
+                      now: float) -> None:
+        with _tx(self._db):
+            self._db.executemany(
+                "INSERT OR IGNORE INTO token_revocations VALUES (?, ?, ?, ?)",
+                [("customer", c, now, reason) for c in customers] + [("kid", k, now, reason) for k in kids])
+
+    def is_revoked(self, customer: str, kid: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM token_revocations WHERE (kind = 'customer' AND value = ?) "
+                               "OR (kind = 'kid' AND value = ?)", (customer, kid)).fetchone()
+        return row is not None
 
 
 class _tx:
