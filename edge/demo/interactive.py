@@ -19,9 +19,11 @@ from typing import Any
 import aiohttp
 
 from edge.core.errors import SaleRefused
-from edge.demo.takeandgo import TakeAndGoRig, shop, start_takeandgo_rig
+from edge.demo.takeandgo import TakeAndGoRig, shop, start_takeandgo_rig, wait_for
 from edge.ledger.users import UserStore
 from edge.web.app import bound_port
+from hw_sim.camera.server import CameraServer
+from hw_sim.phone import PhoneScreen
 from hw_sim.world import load_demo_planogram
 from sync.refcloud.server import serve as serve_cloud
 
@@ -54,7 +56,45 @@ poll_wait_s = 5
 """
 
 
-async def customers(rig: TakeAndGoRig, stop: asyncio.Event, seed: int) -> None:
+async def offline_authorization(state_dir: str, cloud_port: int, admin_token: str,
+                                phone: PhoneScreen, scanner: CameraServer) -> str:
+    """[offline_auth] with the cloud's token key and the scanner camera that films the phone."""
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin_token}"}) as http:
+        async with http.get(f"http://127.0.0.1:{cloud_port}/admin/token-key") as r:
+            key = await r.json()
+    return f"""
+[offline_auth]
+enabled = true
+public_keys = {{ "{key['kid']}" = "{key['public_key']}" }}
+scanner_source = "{scanner.url('scanner')}"
+scan_interval_s = 0.25
+"""
+
+
+async def token_shopper(rig: TakeAndGoRig, phone: PhoneScreen, cloud: tuple[int, str], rng: random.Random) -> str:
+    """A customer whose app shows a signed QR code: the machine checks it offline and opens."""
+    port, admin_token = cloud
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin_token}"}) as http:
+        url = f"http://127.0.0.1:{port}{ADMIN}/demo-0001/tokens"
+        async with http.post(url, json={"customer_ref": f"app-{rng.randint(1, 999)}", "limit": 1500}) as r:
+            token = (await r.json())["token"]
+    phone.show(token)
+    try:
+        await wait_for(lambda: not rig.plant_sim.io.locked, 10.0)
+    finally:
+        phone.clear()
+    assert rig.plant_sim.open_door()
+    slot = rng.choice([s for s, lane in rig.world.lanes.items() if lane.items])
+    rig.world.take(slot)
+    await asyncio.sleep(1.5)
+    rig.plant_sim.close_door()
+    svc = rig.service
+    await wait_for(lambda: svc.session is not None and svc.session.final, 30.0)
+    return f"offline-token session {svc.session.session_id}: {svc.session.state} (took one from {slot})"
+
+
+async def customers(rig: TakeAndGoRig, stop: asyncio.Event, seed: int,
+                    token_customer: Any = None) -> None:
     """A shopper every few seconds: spiral purchases and take-and-go sessions, with restocking."""
     rng = random.Random(seed)
     machine = rig.daemon.machine
@@ -64,7 +104,9 @@ async def customers(rig: TakeAndGoRig, stop: asyncio.Event, seed: int) -> None:
     while not stop.is_set():
         n += 1
         try:
-            if n % 3:
+            if token_customer is not None and n % 4 == 0:
+                print(f"  {await token_customer(rng)}", flush=True)
+            elif n % 3:
                 slot = rng.choice(spiral)
                 order = await machine.sell(slot, f"card:demo-{n}")
                 print(f"  classic vend {slot}: {order['status']}", flush=True)
@@ -89,7 +131,11 @@ async def interactive(state_dir: str, *, web_port: int = 8080, seed: int = 1) ->
     state_dir = state_dir or tempfile.mkdtemp(prefix="vendedge-demo-")
     admin_token, secret_hex, machine_id = secrets.token_hex(16), secrets.token_hex(32), "demo-0001"
     cloud, cloud_port = await start_cloud(state_dir, admin_token, secret_hex, machine_id)
+    phone = PhoneScreen()
+    scanner = CameraServer({"scanner": phone})
+    await scanner.start()
     extra = sync_config(state_dir, cloud_port, secret_hex)
+    extra += await offline_authorization(state_dir, cloud_port, admin_token, phone, scanner)
     rig = await start_takeandgo_rig(state_dir, seed=seed, extra=extra, web_port=web_port,
                                     secrets_file=os.path.join(state_dir, "secrets.toml"))
     assert rig.daemon.db is not None
@@ -101,6 +147,7 @@ vendedge demo is running (state in {state_dir})
   diagnostics page  http://127.0.0.1:{port}/      user: tech   password: {password}
   reference cloud   http://127.0.0.1:{cloud_port}/fleet   admin token: {admin_token}
   shelf cameras     {rig.cameras.url('shelf0', 'mjpg')} (shelf0..shelf3)
+  scanner camera    {scanner.url('scanner', 'mjpg')} (customers' phones show signed QR codes here)
 Simulated customers shop every few seconds. Ctrl-C to stop.
 """, flush=True)
     stop = asyncio.Event()
@@ -108,9 +155,11 @@ Simulated customers shop every few seconds. Ctrl-C to stop.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await customers(rig, stop, seed)
+        await customers(rig, stop, seed,
+                        lambda rng: token_shopper(rig, phone, (cloud_port, admin_token), rng))
     finally:
         await rig.stop()
+        await scanner.stop()
         await cloud.cleanup()
     print("demo stopped", file=sys.stderr)
     return 0
