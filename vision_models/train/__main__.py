@@ -1,4 +1,4 @@
-"""`python -m vision_models.train`: see vision_models/train/train.py."""
+"""`python -m vision_models.train --data DIR --out MODEL_DIR`: see vision_models/train/train.py."""
 
 import sys
 

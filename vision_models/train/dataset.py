@@ -1,112 +1,127 @@
-"""Synthetic shelf-cell data rendered by the simulator's top-down shelf camera.
+"""The training data, read from the files `python -m hw_sim.camera.dataset --out DIR` wrote.
 
-One seed = one frame: a random shelf (seed % 4), lanes filled with random products (plus
-misplaced items and gaps), random lighting, noise, jitter and hand occlusion, all drawn from
-`numpy.random.default_rng(seed)`. Training uses seeds >= 1000; tests and the held-out evaluation
-use seeds 0-999, so they never see a training frame.
-
-This is an offline tool (like `bench/`): it is the one place in `vision_models` that imports the
-simulator, because the training data *is* simulator output. The runtime recognizer never does.
+The data *is* simulator output, but `vision_models` never imports the simulator: the two steps
+meet only through the .npz/.json files in DIR (see hw_sim/camera/dataset.py for the layout).
+Arrays are loaded with `allow_pickle=False`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from hw_sim.camera.appearance import LOOKALIKE_PAIRS
-from hw_sim.camera.render import ShelfRenderer, render_item
-from hw_sim.world import FridgeWorld, load_demo_planogram
-from vision_models.preprocess import crop_cells
 from vision_models.types import EMPTY, CellRoi
 
-PLANOGRAM = load_demo_planogram()
-DEMO_SKUS: list[str] = [s["sku_id"] for s in PLANOGRAM["skus"]]
-__all__ = ["DEMO_SKUS", "LOOKALIKE_PAIRS", "build", "frame_cells", "item_images", "reference_images",
-           "render_frame"]
+FORMAT = 1  # the file layout this reader understands (meta.json "format")
+DATA_COMMAND = "python -m hw_sim.camera.dataset --out DIR --seed 1000"
 
 
-def distractor_ids(n: int) -> list[str]:
-    """Extra made-up products (hash-derived packaging) that teach the embedding to tell apart
-    packages it will only meet through enrollment. Never part of the shipped gallery."""
-    return [f"distractor_{i:03d}" for i in range(n)]
+class DataError(Exception):
+    """The data directory is missing, incomplete or was written for another layout."""
 
 
-def sample_variation(rng: np.random.Generator) -> dict[str, float | int]:
-    """Camera conditions for one frame: the ranges the model card promises."""
-    occl = 0.0 if rng.random() < 0.5 else float(rng.uniform(0.05, 0.35))
-    return {"lighting": float(rng.uniform(0.6, 1.4)), "noise": float(rng.uniform(0.0, 10.0)),
-            "occlusion": occl, "jitter_px": int(rng.integers(0, 4))}
+@dataclass(frozen=True)
+class Cells:
+    """Cell crops (uint8 N x size x size x 3, BGR) with their true labels and frame seeds."""
+
+    x: np.ndarray
+    labels: list[str]
+    frame: np.ndarray
+
+    def frames(self) -> list[slice]:
+        """The cells of each frame, in file order (a frame is one batch, as at runtime)."""
+        starts = np.flatnonzero(np.r_[True, self.frame[1:] != self.frame[:-1]])
+        ends = np.r_[starts[1:], len(self.frame)]
+        return [slice(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
 
 
-def _fill_lanes(world: FridgeWorld, shelf: int, pool: Sequence[str], rng: np.random.Generator,
-                p_demo: float) -> None:
-    for lane in world.lanes_on_shelf(shelf):
-        home = str(rng.choice(DEMO_SKUS)) if rng.random() < p_demo else str(rng.choice(pool))
-        count = int(rng.choice([2, 3, 4, 5, 6, 6, 6]))
-        items = [home] * count
-        for i in range(count):
-            if rng.random() < 0.15:  # a misplaced return
-                items[i] = str(rng.choice(DEMO_SKUS))
-        lane.items = items
+@dataclass(frozen=True)
+class HeldOut(Cells):
+    """Held-out cells plus what the card's slices need: hands in the frame, look-alike pair."""
+
+    occlusion: np.ndarray  # the frame's hand occlusion per cell (0 = no hands)
+    pair: list[str]  # "a/b" when the true label belongs to a look-alike pair, else ""
+    cells: list[tuple[str, int]]  # (slot_id, position) of each cell in its original frame
 
 
-def render_frame(seed: int, pool: Sequence[str] = (), p_demo: float = 1.0
-                 ) -> tuple[np.ndarray, list[CellRoi], list[str], dict[str, float | int]]:
-    """Render frame `seed`: (BGR frame, cell ROIs, true label per cell, camera variation)."""
-    rng = np.random.default_rng(seed)
-    world = FridgeWorld(PLANOGRAM)
-    shelf = seed % 4
-    _fill_lanes(world, shelf, list(pool) or DEMO_SKUS, rng, p_demo)
-    renderer = ShelfRenderer(world, shelf, seed=seed)
-    var = sample_variation(rng)
-    frame = renderer.render(rng=rng, **var)  # type: ignore[arg-type]
-    layout = renderer.layout()
-    snap = world.snapshot()
-    labels = [snap[c["slot_id"]][c["position"]] if c["position"] < len(snap[c["slot_id"]]) else EMPTY
-              for c in layout]
-    return frame, [CellRoi.from_dict(c) for c in layout], labels, var
+def as_strip(crops: np.ndarray, cells: list[tuple[str, int]]) -> tuple[np.ndarray, list[CellRoi]]:
+    """Lay stored crops side by side as one frame with one exact square ROI per crop, so the
+    runtime `Recognizer.recognize` can score them: its crop of such an ROI is the stored crop
+    itself, and resizing size -> size is a plain copy."""
+    n, size = len(crops), int(crops.shape[1])
+    strip = np.ascontiguousarray(crops.transpose(1, 0, 2, 3).reshape(size, n * size, 3))
+    return strip, [CellRoi(s, p, i * size, 0, size, size) for i, (s, p) in enumerate(cells)]
 
 
-def frame_cells(seed: int, size: int, pool: Sequence[str] = (), p_demo: float = 1.0
-                ) -> tuple[np.ndarray, list[str], dict[str, float | int]]:
-    """Render frame `seed` and cut its cells: (uint8 N x size x size x 3, labels, variation)."""
-    frame, rois, labels, var = render_frame(seed, pool, p_demo)
-    return crop_cells(frame, rois, size), labels, var
+class DataDir:
+    """One data directory: `meta.json` plus the .npz sets it names."""
 
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.meta: dict[str, Any] = json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"no readable {self.path}/meta.json ({exc}); run `{DATA_COMMAND}` first") from exc
+        if self.meta.get("format") != FORMAT or self.meta.get("empty") != EMPTY:
+            raise DataError(f"{self.path}/meta.json: format {self.meta.get('format')!r}, expected {FORMAT}")
 
-def build(seeds: Iterable[int], size: int, pool: Sequence[str] = (), p_demo: float = 1.0
-          ) -> tuple[np.ndarray, list[str]]:
-    """Cells of many frames stacked: (uint8 N x size x size x 3, labels)."""
-    xs, ys = [], []
-    for seed in seeds:
-        x, y, _ = frame_cells(seed, size, pool, p_demo)
-        xs.append(x)
-        ys.extend(y)
-    return np.concatenate(xs), ys
+    def _load(self, part: str) -> Any:
+        name = self.meta[part]["file"]
+        try:
+            return np.load(self.path / name, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read {self.path / name}: {exc}") from exc
 
+    @property
+    def size(self) -> int:
+        """Side of the stored crops (must equal the model's input size)."""
+        return int(self.meta["size"])
 
-def reference_images(label: str, n: int, seed: int) -> list[np.ndarray]:
-    """`n` reference views of one label for the gallery: full-lane renders under mild conditions
-    (what a technician's enrollment shots look like); "empty" gives bare-shelf cells."""
-    rng = np.random.default_rng([seed, sum(label.encode())])
-    out: list[np.ndarray] = []
-    while len(out) < n:
-        world = FridgeWorld(PLANOGRAM)
-        shelf = int(rng.integers(0, 4))
-        for lane in world.lanes_on_shelf(shelf):
-            lane.items = [] if label == EMPTY else [label] * lane.capacity
-        r = ShelfRenderer(world, shelf, seed=int(rng.integers(1000, 2**31)))
-        frame = r.render(lighting=float(rng.uniform(0.85, 1.15)), noise=3.0, rng=rng)
-        cells = r.layout()
-        for i in rng.choice(len(cells), size=min(6, n - len(out)), replace=False):
-            c = cells[int(i)]
-            out.append(frame[c["y"]:c["y"] + c["h"], c["x"]:c["x"] + c["w"]].copy())
-    return out
+    @property
+    def demo_skus(self) -> list[str]:
+        return list(self.meta["demo_skus"])
 
+    @property
+    def distractors(self) -> list[str]:
+        return list(self.meta["distractors"])
 
-def item_images(sku_id: str, n: int, size: int, seed: int) -> list[np.ndarray]:
-    """`n` single-package renders (`render_item`), the images enrollment is tested with."""
-    rng = np.random.default_rng(seed)
-    return [render_item(sku_id, size, rng) for _ in range(n)]
+    @property
+    def lookalike_pairs(self) -> list[tuple[str, str]]:
+        return [(a, b) for a, b in self.meta["lookalike_pairs"]]
+
+    def _cells(self, part: str) -> Cells:
+        z = self._load(part)
+        return Cells(z["x"], [str(v) for v in z["labels"]], z["frame"])
+
+    def train(self) -> Cells:
+        """The training cells (demo SKUs, empty and distractors)."""
+        return self._cells("train")
+
+    def calibration(self) -> Cells:
+        """The frames the softmax scale is calibrated on (training side of the seed split)."""
+        return self._cells("calibration")
+
+    def gallery_refs(self) -> dict[str, list[np.ndarray]]:
+        """Reference cell renders per gallery label (uncropped cell rectangles)."""
+        z = self._load("gallery")
+        refs = z["refs"]
+        return {str(lb): list(refs[i]) for i, lb in enumerate(z["labels"])}
+
+    def heldout(self) -> HeldOut:
+        """The held-out evaluation cells (seeds 0..N-1, never trained on)."""
+        z = self._load("heldout")
+        cells = [(str(s), int(p)) for s, p in zip(z["slot_id"], z["position"], strict=True)]
+        return HeldOut(z["x"], [str(v) for v in z["labels"]], z["frame"], z["occlusion"],
+                       [str(v) for v in z["pair"]], cells)
+
+    def latency_frames(self) -> list[tuple[np.ndarray, list[CellRoi]]]:
+        """Full frames with their cell ROIs, for timing `recognize()` end to end."""
+        z = self._load("latency")
+        frames, slots, positions, roi = z["frames"], z["slot_id"], z["position"], z["roi"]
+        return [(frames[f], [CellRoi(str(s), int(p), *(int(v) for v in r))
+                             for s, p, r in zip(slots[f], positions[f], roi[f], strict=True)])
+                for f in range(len(frames))]

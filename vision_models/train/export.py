@@ -1,7 +1,9 @@
 """Export the trained embedder to ONNX, build the gallery, evaluate, write the model card.
 
 Everything after the ONNX export goes through the runtime `Recognizer` (onnxruntime), so the
-figures in the card are what the daemon will get, not what torch got.
+figures in the card are what the daemon will get, not what torch got. The gallery references,
+calibration and held-out cells and the latency frames come from the data directory
+(`vision_models.train.dataset.DataDir`), written by `python -m hw_sim.camera.dataset`.
 """
 
 from __future__ import annotations
@@ -20,14 +22,10 @@ import torch
 
 from vision_models.enroll import Gallery, prototype
 from vision_models.recognizer import CARD_FILE, GALLERY_FILE, MODEL_FILE, Recognizer
-from vision_models.train import dataset
-from vision_models.types import EMPTY
+from vision_models.train.dataset import Cells, DataDir, HeldOut, as_strip
+from vision_models.types import EMPTY, CellRoi
 
 log = structlog.get_logger(__name__)
-
-GALLERY_REFS = 24  # reference crops per label
-GALLERY_SEED = 5000  # reference renders come from the training side of the seed split
-CALIB_SEEDS = range(3000, 3200)  # temperature calibration frames: training side, not the held-out set
 
 
 def export_onnx(model: torch.nn.Module, path: Path, input_size: int) -> None:
@@ -38,21 +36,20 @@ def export_onnx(model: torch.nn.Module, path: Path, input_size: int) -> None:
                       dynamo=False)
 
 
-def build_gallery(rec: Recognizer, labels: list[str]) -> Gallery:
-    """One prototype per label from reference renders, embedded by the runtime model."""
-    protos = [prototype(rec.embed(dataset.reference_images(lb, GALLERY_REFS, GALLERY_SEED))) for lb in labels]
+def build_gallery(rec: Recognizer, labels: list[str], refs: dict[str, list[np.ndarray]]) -> Gallery:
+    """One prototype per label from its reference renders, embedded by the runtime model."""
+    protos = [prototype(rec.embed(refs[lb])) for lb in labels]
     return Gallery(labels, np.stack(protos))
 
 
-def calibrate_scale(rec: Recognizer, gallery: Gallery, seeds: range) -> float:
+def calibrate_scale(rec: Recognizer, gallery: Gallery, cells: Cells) -> float:
     """The softmax scale that minimizes log-loss on calibration frames, so a score of 0.9 means
     right about 9 times in 10 (fusion relies on scores and runner-ups for doubtful cells)."""
     labels, protos = gallery.snapshot()
     sims, truth = [], []
-    for seed in seeds:
-        crops, names, _ = dataset.frame_cells(seed, rec.size)
-        sims.append(rec.embed(list(crops)) @ protos.T)
-        truth += [labels.index(n) for n in names]
+    for frame in cells.frames():
+        sims.append(rec.embed(list(cells.x[frame])) @ protos.T)
+        truth += [labels.index(n) for n in cells.labels[frame]]
     cos, idx = np.concatenate(sims), np.array(truth)
     best, best_nll = 16.0, np.inf
     for scale in np.geomspace(4.0, 128.0, 41):
@@ -65,40 +62,45 @@ def calibrate_scale(rec: Recognizer, gallery: Gallery, seeds: range) -> float:
     return round(best, 3)
 
 
-def evaluate(rec: Recognizer, seeds: range) -> dict[str, Any]:
-    """Cell accuracy on held-out frames (demo products only), overall and per slice."""
+def evaluate(rec: Recognizer, held: HeldOut, seeds: list[int],
+             pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Cell accuracy on held-out frames (demo products only), overall and per slice.
+
+    Each frame's stored cell crops go through `recognize` as one batch, as a live frame would."""
     right, total = Counter[str](), Counter[str]()
     confusions: Counter[str] = Counter()
-    pair_of = {s: f"{a}/{b}" for a, b in dataset.LOOKALIKE_PAIRS for s in (a, b)}
-    for seed in seeds:
-        frame, rois, truth, var = dataset.render_frame(seed)
-        for det, t in zip(rec.recognize(frame, rois), truth, strict=True):
-            keys = ["all", "occluded_frames" if var["occlusion"] > 0 else "clear_frames",
+    frames = held.frames()
+    for frame in frames:
+        strip, rois = as_strip(held.x[frame], held.cells[frame])
+        cells = zip(rec.recognize(strip, rois), held.labels[frame], held.occlusion[frame], held.pair[frame],
+                    strict=True)
+        for det, t, occlusion, pair in cells:
+            keys = ["all", "occluded_frames" if occlusion > 0 else "clear_frames",
                     "empty" if t == EMPTY else "items"]
-            if t in pair_of:
-                keys += ["lookalike", pair_of[t]]
+            if pair:
+                keys += ["lookalike", pair]
             for k in keys:
                 total[k] += 1
                 right[k] += det.label == t
             if det.label != t:
                 confusions[f"{t}->{det.label}"] += 1
     acc = {k: round(right[k] / total[k], 4) for k in total}
-    return {"heldout_seeds": [seeds.start, seeds.stop - 1], "frames": len(seeds), "cells": total["all"],
+    return {"heldout_seeds": list(seeds), "frames": len(frames), "cells": total["all"],
             "cell_accuracy": acc["all"], "lookalike_accuracy": acc.get("lookalike"),
-            "per_pair_accuracy": {f"{a}/{b}": acc.get(f"{a}/{b}") for a, b in dataset.LOOKALIKE_PAIRS},
+            "per_pair_accuracy": {f"{a}/{b}": acc.get(f"{a}/{b}") for a, b in pairs},
             "empty_accuracy": acc.get("empty"), "item_accuracy": acc.get("items"),
             "occluded_frames_accuracy": acc.get("occluded_frames"),
             "clear_frames_accuracy": acc.get("clear_frames"),
             "cells_per_slice": dict(total), "top_confusions": dict(confusions.most_common(8))}
 
 
-def measure_latency(rec: Recognizer, reps: int = 40) -> dict[str, Any]:
+def measure_latency(rec: Recognizer, frames: list[tuple[np.ndarray, list[CellRoi]]],
+                    reps: int = 40) -> dict[str, Any]:
     """recognize() wall time: one shelf (30 cells) and four shelves (4 x 30 cells) at 640x480."""
-    frames = [dataset.render_frame(s) for s in range(4)]
     per_batch, per_four = [], []
     for _ in range(reps):
         t_four = time.perf_counter()
-        for frame, rois, _, _ in frames:
+        for frame, rois in frames:
             t = time.perf_counter()
             rec.recognize(frame, rois)
             per_batch.append((time.perf_counter() - t) * 1000)
@@ -107,7 +109,8 @@ def measure_latency(rec: Recognizer, reps: int = 40) -> dict[str, Any]:
     def q(v: list[float], p: float) -> float:
         return round(float(np.percentile(v, p)), 2)
 
-    return {"frame": "640x480", "cells_per_batch": len(frames[0][1]), "threads": 1,
+    height, width = frames[0][0].shape[:2]
+    return {"frame": f"{width}x{height}", "cells_per_batch": len(frames[0][1]), "threads": 1,
             "batch_ms_p50": q(per_batch, 50), "batch_ms_p95": q(per_batch, 95),
             "four_shelves_ms_p50": q(per_four, 50), "four_shelves_ms_p95": q(per_four, 95),
             "includes": "crop + resize + normalize + onnx run + similarity"}
@@ -117,8 +120,9 @@ def _write_card(path: Path, card: dict[str, Any]) -> None:
     path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 
-def _base_card(out: Path, labels: list[str], *, input_size: int, embed_dim: int, sim_scale: float,
-               mean: np.ndarray, std: np.ndarray, train_info: dict[str, Any]) -> dict[str, Any]:
+def _base_card(out: Path, labels: list[str], gallery_meta: dict[str, Any], *, input_size: int, embed_dim: int,
+               sim_scale: float, mean: np.ndarray, std: np.ndarray,
+               train_info: dict[str, Any]) -> dict[str, Any]:
     """Card fields known before evaluation (the sha256 pins the exported model.onnx)."""
     return {
         "name": out.name, "version": "1.0.0",
@@ -132,34 +136,35 @@ def _base_card(out: Path, labels: list[str], *, input_size: int, embed_dim: int,
         "embedding_dim": embed_dim, "similarity_scale": sim_scale, "labels": labels,
         "onnx": {"file": MODEL_FILE, "opset": 17, "input": "crops", "output": "embedding",
                  "sha256": hashlib.sha256((out / MODEL_FILE).read_bytes()).hexdigest()},
-        "gallery": {"file": GALLERY_FILE, "refs_per_label": GALLERY_REFS, "ref_seed": GALLERY_SEED,
+        "gallery": {"file": GALLERY_FILE, "refs_per_label": gallery_meta["refs_per_label"],
+                    "ref_seed": gallery_meta["ref_seed"],
                     "refs": "full-lane renders, lighting 0.85-1.15, noise 3, no occlusion"},
         "training_data": train_info,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 
-def finish_model_dir(model: torch.nn.Module, out: Path, *, input_size: int, embed_dim: int, sim_scale: float,
-                     mean: np.ndarray, std: np.ndarray, train_info: dict[str, Any],
-                     eval_frames: int) -> dict[str, Any]:
+def finish_model_dir(model: torch.nn.Module, out: Path, data: DataDir, *, input_size: int, embed_dim: int,
+                     sim_scale: float, mean: np.ndarray, std: np.ndarray,
+                     train_info: dict[str, Any]) -> dict[str, Any]:
     """Write model.onnx, gallery.npz and model_card.json into `out`; returns the card."""
     out.mkdir(parents=True, exist_ok=True)
     export_onnx(model, out / MODEL_FILE, input_size)
-    labels = [*dataset.DEMO_SKUS, EMPTY]
-    card = _base_card(out, labels, input_size=input_size, embed_dim=embed_dim, sim_scale=sim_scale,
-                      mean=mean, std=std, train_info=train_info)
+    labels = [*data.demo_skus, EMPTY]
+    card = _base_card(out, labels, data.meta["gallery"], input_size=input_size, embed_dim=embed_dim,
+                      sim_scale=sim_scale, mean=mean, std=std, train_info=train_info)
     _write_card(out / CARD_FILE, card)
     Gallery([EMPTY], np.ones((1, embed_dim), np.float32)).save(out / GALLERY_FILE)  # placeholder
     rec = Recognizer.load(out, threads=1)
-    gallery = build_gallery(rec, labels)
+    gallery = build_gallery(rec, labels, data.gallery_refs())
     gallery.save(out / GALLERY_FILE)
-    card["similarity_scale"] = calibrate_scale(rec, gallery, CALIB_SEEDS)
-    card["calibration"] = {"seeds": [CALIB_SEEDS.start, CALIB_SEEDS.stop - 1], "method": "grid search of the "
+    card["similarity_scale"] = calibrate_scale(rec, gallery, data.calibration())
+    card["calibration"] = {"seeds": data.meta["calibration"]["seeds"], "method": "grid search of the "
                            "softmax scale minimizing log-loss", "train_scale": sim_scale}
     _write_card(out / CARD_FILE, card)
     rec = Recognizer.load(out, threads=1)
-    card["evaluation"] = evaluate(rec, range(0, eval_frames))
-    card["latency"] = measure_latency(rec)
+    card["evaluation"] = evaluate(rec, data.heldout(), data.meta["heldout"]["seeds"], data.lookalike_pairs)
+    card["latency"] = measure_latency(rec, data.latency_frames())
     card["files_bytes"] = {f: (out / f).stat().st_size for f in (MODEL_FILE, GALLERY_FILE)}
     _write_card(out / CARD_FILE, card)
     log.info("model_card_written", accuracy=card["evaluation"]["cell_accuracy"],

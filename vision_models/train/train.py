@@ -1,6 +1,7 @@
 """Train the shelf-cell embedding CNN on simulator renders (CPU, torch).
 
-    python -m vision_models.train --out vision_models/models/shelf-v1 --seed 1000
+    python -m hw_sim.camera.dataset --out /tmp/shelf-data --seed 1000      # step 1: render to files
+    python -m vision_models.train --data /tmp/shelf-data --out vision_models/models/shelf-v1  # step 2
 
 Loss: a cosine classifier with an additive margin (CosFace) over the demo SKUs, "empty" and a set
 of made-up distractor products; the classifier head is thrown away, only the embedding is
@@ -13,6 +14,7 @@ import argparse
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vision_models.train import dataset
+from vision_models.train.dataset import DataDir, DataError
 from vision_models.train.export import finish_model_dir
 from vision_models.types import EMPTY
 
@@ -100,46 +102,69 @@ def train_embedder(x: np.ndarray, y: np.ndarray, classes: int, *, epochs: int, s
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command line of `python -m vision_models.train`."""
     p = argparse.ArgumentParser(prog="python -m vision_models.train", description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, required=True,
+                   help="directory written by `python -m hw_sim.camera.dataset --out DIR`")
     p.add_argument("--out", type=Path, default=Path("vision_models/models/shelf-v1"))
-    p.add_argument("--seed", type=int, default=1000, help="first training seed (>= 1000)")
-    p.add_argument("--frames", type=int, default=1400, help="training frames (30 cells each)")
-    p.add_argument("--distractors", type=int, default=48)
+    p.add_argument("--seed", type=int, default=None,
+                   help="torch init and shuffle seed (default: the data's first training seed)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--eval-frames", type=int, default=400, help="held-out frames, seeds 0..N-1")
     return p.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Render, train, export, build the gallery, evaluate, write the model card."""
-    a = parse_args(argv)
-    if a.seed < 1000:
+def _open_data(path: Path) -> DataDir:
+    try:
+        data = DataDir(path)
+    except DataError as exc:
+        raise SystemExit(str(exc)) from exc
+    if data.size != INPUT_SIZE:
+        raise SystemExit(f"{path}: crops are {data.size} px but the model takes {INPUT_SIZE}; "
+                         f"render them with --size {INPUT_SIZE}")
+    if data.meta["train"]["seeds"][0] < 1000:
         raise SystemExit("training seeds must be >= 1000 (0-999 are for tests and evaluation)")
+    return data
+
+
+def _train_info(a: argparse.Namespace, data: DataDir, seed: int, cells: int,
+                train_s: float) -> dict[str, Any]:
+    """The card's `training_data`: what was rendered (from meta.json), how it was trained."""
+    train = data.meta["train"]
+    cmd = (f"python -m vision_models.train --data {a.data} --out {a.out} --epochs {a.epochs} "
+           f"--threads {a.threads}")
+    return {"description": "synthetic top-down shelf renders (hw_sim.camera.render), "
+                           "random products per lane with misplaced items and gaps; "
+                           "lighting 0.6-1.4, noise sigma 0-10, jitter 0-3 px, "
+                           "rotation +-12 deg, hand occlusion up to 35% of a cell "
+                           "on half the frames",
+            "commands": [data.meta["command"], cmd + ("" if a.seed is None else f" --seed {a.seed}")],
+            "seeds": train["seeds"], "frames": train["frames"], "cells": cells,
+            "distractor_classes": len(data.distractors), "epochs": a.epochs, "train_seed": seed,
+            "loss": f"CosFace s={SIM_SCALE} m={MARGIN}", "torch": torch.__version__,
+            "train_seconds": round(train_s, 1), "threads": a.threads}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Load the rendered data, train, export, build the gallery, evaluate, write the model card."""
+    a = parse_args(argv)
+    data = _open_data(a.data)
+    seed = data.meta["train"]["seeds"][0] if a.seed is None else a.seed
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    pool = dataset.DEMO_SKUS + dataset.distractor_ids(a.distractors)
-    train_labels = [*dataset.DEMO_SKUS, EMPTY, *dataset.distractor_ids(a.distractors)]
-    x, names = dataset.build(range(a.seed, a.seed + a.frames), INPUT_SIZE, pool, p_demo=0.6)
+    cells = data.train()
+    x, train_labels = cells.x, [*data.demo_skus, EMPTY, *data.distractors]
     index = {k: i for i, k in enumerate(train_labels)}
-    y = np.array([index[n] for n in names])
+    y = np.array([index[n] for n in cells.labels])
     mean = (x.reshape(-1, 3).mean(0) / 255.0).astype(np.float32)
     std = (x.reshape(-1, 3).std(0) / 255.0).astype(np.float32)
-    log.info("dataset_rendered", cells=len(x), frames=a.frames, s=round(time.perf_counter() - t0, 1))
-    model = train_embedder(x, y, len(train_labels), epochs=a.epochs, seed=a.seed, mean=mean, std=std)
+    log.info("dataset_loaded", data=str(a.data), cells=len(x), frames=data.meta["train"]["frames"],
+             s=round(time.perf_counter() - t0, 1))
+    model = train_embedder(x, y, len(train_labels), epochs=a.epochs, seed=seed, mean=mean, std=std)
     train_s = time.perf_counter() - t0
-    card = finish_model_dir(model, a.out, input_size=INPUT_SIZE, embed_dim=EMBED_DIM, sim_scale=SIM_SCALE,
-                            mean=mean, std=std, train_info={
-                                "description": "synthetic top-down shelf renders (hw_sim.camera.render), "
-                                               "random products per lane with misplaced items and gaps; "
-                                               "lighting 0.6-1.4, noise sigma 0-10, jitter 0-3 px, "
-                                               "rotation +-12 deg, hand occlusion up to 35% of a cell "
-                                               "on half the frames",
-                                "seeds": [a.seed, a.seed + a.frames - 1], "frames": a.frames, "cells": int(len(x)),
-                                "distractor_classes": a.distractors, "epochs": a.epochs,
-                                "loss": f"CosFace s={SIM_SCALE} m={MARGIN}", "torch": torch.__version__,
-                                "train_seconds": round(train_s, 1), "threads": a.threads},
-                            eval_frames=a.eval_frames)
+    card = finish_model_dir(model, a.out, data, input_size=INPUT_SIZE, embed_dim=EMBED_DIM,
+                            sim_scale=SIM_SCALE, mean=mean, std=std,
+                            train_info=_train_info(a, data, seed, len(x), train_s))
     log.info("model_written", out=str(a.out), accuracy=card["evaluation"]["cell_accuracy"],
              total_s=round(time.perf_counter() - t0, 1))
     return 0
