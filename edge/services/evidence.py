@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import json
 import pathlib
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -77,6 +78,10 @@ def cells_from_json(doc: dict[str, Any]) -> ShelfView:
     return ShelfView(int(doc["shelf"]), None if cells is None else [CellObs(**c) for c in cells], doc.get("error"))
 
 
+SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+IMAGE_RE = re.compile(r"^(before|after)_shelf[0-9]{1,2}\.jpg$")
+
+
 class EvidenceStore:
     """JPEGs and a JSON summary per session under `root/<session_id>/`; only the newest `keep` stay."""
 
@@ -100,6 +105,20 @@ class EvidenceStore:
             cv2.imwrite(str(p), img, [cv2.IMWRITE_JPEG_QUALITY, 80])
             out.append(str(p))
         return out
+
+    def files(self, session_id: str) -> list[str]:
+        """The session's evidence images (names only), before first."""
+        d = self.root / session_id
+        if not SESSION_RE.match(session_id) or not d.is_dir():
+            return []
+        return sorted((p.name for p in d.iterdir() if IMAGE_RE.match(p.name)), key=lambda n: (n[0] != "b", n))
+
+    def path(self, session_id: str, name: str) -> pathlib.Path | None:
+        """A stored image, or None: names are matched against fixed patterns, never joined blindly."""
+        if not SESSION_RE.match(session_id) or not IMAGE_RE.match(name):
+            return None
+        p = self.root / session_id / name
+        return p if p.is_file() else None
 
     async def save_summary(self, session_id: str, summary: dict[str, Any]) -> None:
         if self.keep == 0:

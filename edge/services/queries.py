@@ -228,6 +228,12 @@ class Queries:
                 "failed": await self.orders(day, day, where="AND status='failed'", limit=200),
                 "refunds_due": [dict(r) for r in refunds], "review_queue": await self.review_queue()}
 
+    def evidence_path(self, session_id: str, name: str) -> Any:
+        """Path of one take-and-go evidence image, or None (no service, bad name, not kept)."""
+        svc = self.machine.extras.get("takeandgo")
+        store = getattr(svc, "evidence", None)
+        return store.path(session_id, name) if store is not None else None
+
     async def review_queue(self) -> list[dict[str, Any]] | None:
         svc = self.m.extras.get("takeandgo")
         if svc is None or not hasattr(svc, "review_queue"):

@@ -250,6 +250,20 @@ class TakeAndGoService:
         self.session = replace(s, state="open", opened_at=self.clock.monotonic())
         await self.feed(Event("door_closed"))
 
+    async def review_queue(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Sessions a human must decide, newest first, with the evidence images' page URLs."""
+        rows = await self.db.fetchall("SELECT session_id, customer_ref, data, updated_at FROM sessions "
+                                      "WHERE state='needs_review' ORDER BY updated_at DESC LIMIT ?", (limit,))
+        out = []
+        for r in rows:
+            data = json.loads(r["data"])
+            decision = data.get("decision") or {}
+            out.append({"session_id": r["session_id"], "customer_ref": r["customer_ref"], "at": r["updated_at"],
+                        "reason": "; ".join(decision.get("reasons") or []) or data.get("outcome", ""),
+                        "guess": decision.get("taken") or {},
+                        "evidence": [f"/evidence/{r['session_id']}/{n}" for n in self.evidence.files(r["session_id"])]})
+        return out
+
     async def close(self) -> None:
         for cam in self.capturer.cameras.values():
             await cam.close()

@@ -125,6 +125,7 @@ def _add_routes(app: web.Application) -> None:
     r.add_post("/stock/fill-all", views.fill_all_action)
     r.add_get("/sales", views.sales_page)
     r.add_get("/devices", views.devices_page)
+    r.add_get("/evidence/{sid}/{name}", views.evidence_image)
     r.add_post("/devices/test-vend", views.test_vend_action)
     r.add_post("/devices/unlock", views.unlock_action)
     r.add_post("/devices/tare", views.tare_action)

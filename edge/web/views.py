@@ -93,6 +93,14 @@ async def sales_page(request: web.Request) -> web.Response:
     return render(request, "sales.html", {"s": await q.sales(day), "day": day})
 
 
+async def evidence_image(request: web.Request) -> web.StreamResponse:
+    """GET /evidence/{sid}/{name}: a review-queue JPEG; names are checked against fixed patterns."""
+    path = q_of(request).evidence_path(request.match_info["sid"], request.match_info["name"])
+    if path is None:
+        raise web.HTTPNotFound(text="not found")
+    return web.FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+
 async def devices_page(request: web.Request) -> web.Response:
     q = q_of(request)
     slots = [r["slot_id"] for r in await q.stock() if r["shelf"] is None]

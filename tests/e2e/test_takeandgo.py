@@ -85,6 +85,10 @@ async def test_dead_camera_falls_back_to_weight_or_review(rig):
     assert row["state"] == "needs_review"  # cola, cola zero, orange, lemon weigh the same: never guess
     lines = await order_of(rig, "s-ambig")
     assert {r["status"] for r in lines} <= {"needs_review"}
+    queue = await rig.service.review_queue()  # what the Sales page shows the reviewer
+    assert queue[0]["session_id"] == "s-ambig" and "weight" in queue[0]["reason"]
+    assert "/evidence/s-ambig/before_shelf1.jpg" in queue[0]["evidence"]
+    assert all("shelf0" not in url for url in queue[0]["evidence"])  # the dead camera left no image
     row, _ = await shop(rig, random.Random(0), session_id="s-unique", linger_s=1.0, actions=[("take", "F5")])
     assert row["state"] == "charged"  # the energy drink is the only 275 g item on that shelf
     assert [r["sku_id"] for r in await order_of(rig, "s-unique")] == ["energy"]

@@ -71,7 +71,8 @@ async def web(tmp_path):
 
 
 def concrete(path: str) -> str:
-    return path.replace("{name}", "app.css")
+    """A real URL for a route pattern: every {param} gets a plausible value."""
+    return path.replace("{sid}", "s-1").replace("{name}", "app.css")
 
 
 def action_routes(web: Web) -> list[dict]:
@@ -271,3 +272,12 @@ async def test_no_default_account_and_cli_creates_one(web, tmp_path, monkeypatch
     s, csrf = await web.login("maria", "a long enough secret")
     async with s:
         assert (await (await s.get("/api/v1/me")).json())["role"] == "technician"
+
+
+@pytest.mark.parametrize("sid, name", [("..", "before_shelf0.jpg"), ("s-1", "../../ledger.sqlite3"),
+                                       ("s-1", "summary.json"), ("s-1", "before_shelf0.jpg")])
+def test_evidence_route_serves_only_stored_review_images(sid, name):
+    from edge.services.evidence import EvidenceStore
+
+    store = EvidenceStore("/nonexistent-evidence-root", 10, None)  # type: ignore[arg-type]
+    assert store.path(sid, name) is None  # bad names never reach the file system; missing ones are None
