@@ -30,6 +30,12 @@ log = structlog.get_logger(__name__)
 MIN_POLL_INTERVAL_S = 1.0
 NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, json.JSONDecodeError,
                   UnicodeDecodeError, protocol.ProtocolInvalid)
+# the peer closed a kept-alive connection as we reused it: not a sign that the cloud is down
+STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+class LinkDown(SyncError):
+    """The cloud could not be reached or did not answer (as opposed to an answer we refuse)."""
 
 
 class Backoff:
@@ -91,6 +97,7 @@ class SyncClient:
         self._ssl = self._ssl_context(base_url, ca_file, client_cert)
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
+        self._link_up = asyncio.Event()  # set when the link comes back: loops in backoff retry now
         self._offset = 0.0  # server clock - local clock, learnt from stale_timestamp answers
         self._refused_version: int | None = None
         self._online = False
@@ -229,6 +236,10 @@ class SyncClient:
         while True:
             try:
                 await step()
+            except LinkDown as exc:
+                self._link_failed(name, exc)
+                await self._backoff_sleep(backoff.next())
+                continue
             except SyncError as exc:
                 self._link_failed(name, exc)
                 await asyncio.sleep(backoff.next())
@@ -239,6 +250,16 @@ class SyncClient:
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
+
+    async def _backoff_sleep(self, delay: float) -> None:
+        """Back off after a network failure, but retry at once when another loop reaches the cloud
+        again: one loop's bad luck (or the outage that just ended) must not keep the others offline
+        for up to `backoff_max_s`."""
+        try:
+            async with asyncio.timeout(delay):
+                await self._link_up.wait()
+        except TimeoutError:
+            pass
 
     # commands ----------------------------------------------------------------------------------
     async def _handle_command(self, obj: Mapping[str, Any]) -> CommandResult:
@@ -279,13 +300,16 @@ class SyncClient:
                        timeout: float | None = None) -> tuple[int, Mapping[str, str], bytes]:
         """One signed request (re-signed once after a clock-skew answer)."""
         wire, encoding = await self._encode(body)
-        for attempt in range(2):
+        def signed() -> dict[str, str]:
             headers = signing.request_headers(self.machine_id, self._secret, method, path_qs, body,
                                               now=self._now())
             headers["X-Backlog"] = str(self._backlog)
             headers.update(encoding)
             headers.update(extra_headers or {})
-            status, resp_headers, data = await self._send(method, path_qs, wire, headers,
+            return headers
+
+        for attempt in range(2):
+            status, resp_headers, data = await self._send(method, path_qs, wire, signed,
                                                           timeout or self._timeout)
             if status != 401:
                 self._link_ok()
@@ -307,15 +331,35 @@ class SyncClient:
                   else await asyncio.to_thread(gzip.compress, body, 1))
         return packed, {"Content-Type": "application/json", "Content-Encoding": "gzip"}
 
-    async def _send(self, method: str, path_qs: str, wire: bytes, headers: Mapping[str, str],
+    async def _send(self, method: str, path_qs: str, wire: bytes, signed: Any,
                     timeout: float) -> tuple[int, Mapping[str, str], bytes]:
+        """One HTTP exchange (`signed()` makes fresh signed headers). A kept-alive connection that
+        the peer (proxy, load balancer, cloud) closed while it sat in the pool fails at once with
+        ServerDisconnected / connection reset: that is retried immediately, re-signed (new nonce),
+        on another connection instead of counting as an outage. Safe because every request of
+        the protocol is idempotent: records by record_id, results by command_id, and commands
+        are redelivered until their result is posted."""
         try:
             async with asyncio.timeout(timeout):
-                async with self._get_session().request(method, self._base + path_qs, data=wire,
-                                                       headers=headers) as resp:
-                    return resp.status, resp.headers, await resp.read()
+                for attempt in range(2):
+                    try:
+                        return await self._exchange(method, path_qs, wire, signed())
+                    except aiohttp.ClientConnectorError:
+                        raise  # a fresh connection failed: the cloud is unreachable
+                    except STALE_CONNECTION_ERRORS as exc:
+                        if attempt:
+                            raise
+                        log.debug("sync_request_retry_after_disconnect", method=method,
+                                  path=path_qs.split("?")[0], error=f"{type(exc).__name__}: {exc}")
+                raise AssertionError("unreachable")
         except NETWORK_ERRORS as exc:
-            raise SyncError(f"{method} {path_qs.split('?')[0]}: {type(exc).__name__}: {exc}") from exc
+            raise LinkDown(f"{method} {path_qs.split('?')[0]}: {type(exc).__name__}: {exc}") from exc
+
+    async def _exchange(self, method: str, path_qs: str, wire: bytes,
+                        headers: Mapping[str, str]) -> tuple[int, Mapping[str, str], bytes]:
+        async with self._get_session().request(method, self._base + path_qs, data=wire,
+                                               headers=headers) as resp:
+            return resp.status, resp.headers, await resp.read()
 
     def _parse(self, fn: Any, data: bytes) -> Any:
         try:
@@ -345,6 +389,8 @@ class SyncClient:
     def _link_ok(self) -> None:
         if not self._online:
             log.info("cloud_link_up", machine_id=self.machine_id)
+            self._link_up.set()  # wake the loops sleeping in backoff
+            self._link_up = asyncio.Event()
         self._online = True
 
     def _link_failed(self, loop: str, exc: Exception) -> None:
