@@ -390,3 +390,28 @@ async def test_https_with_pinned_ca_works_and_an_unknown_ca_is_refused(tmp_path:
         assert await outbox.backlog() == 0
     finally:
         await runner.cleanup()
+
+
+async def test_push_resumes_within_a_second_or_two_after_an_outage(cloud: Cloud) -> None:
+    """A record queued while the network is down reaches the cloud soon after it returns: loops that
+    backed off wake as soon as any loop finds the link up (production backoff, not the test's)."""
+    async with FlakyProxy("127.0.0.1", cloud.port) as proxy:
+        outbox = MemoryOutbox()
+        sync = client(f"http://127.0.0.1:{proxy.port}", cloud.secret, outbox, backoff_base_s=0.5,
+                      backoff_max_s=60, poll_wait_s=1)
+        task = asyncio.create_task(sync.run())
+        try:
+            await asyncio.sleep(0.5)
+            proxy.drop_rate = 1.0
+            outbox.add(*make_records(1))
+            sync.notify()
+            await asyncio.sleep(5)  # long enough for the push loop's backoff to grow past 4 s
+            assert not await cloud.record_ids()
+            proxy.drop_rate = 0.0
+            t0 = time.monotonic()
+            await until(lambda: _empty(outbox), timeout=30)
+            assert time.monotonic() - t0 < 3.0
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert len(await cloud.record_ids()) == 1
