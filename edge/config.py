@@ -7,6 +7,7 @@ sits next to the value it guards (Klipper's habit). `load_config(path)` is the o
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 import stat
@@ -255,6 +256,8 @@ def _scalar(typ: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(key, value, "a number")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(key, value, "a finite number")
     elif typ is str and not isinstance(value, str):
         raise ConfigError(key, value, "a string")
     lo, hi = meta.get("min"), meta.get("max")

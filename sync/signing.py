@@ -45,7 +45,7 @@ def verify_request(secret: bytes, method: str, path_qs: str, timestamp: str, non
                    body: bytes, signature: str) -> bool:
     """Constant-time check of a request signature."""
     expected = sign_request(secret, method, path_qs, timestamp, nonce, body)
-    return hmac.compare_digest(expected, signature.strip().lower())
+    return _same(expected, signature)
 
 
 def new_nonce() -> str:
@@ -82,7 +82,7 @@ def verify_command(secret: bytes, command: Mapping[str, Any]) -> bool:
     signature = command.get("signature")
     if not isinstance(signature, str):
         return False
-    return hmac.compare_digest(sign_command(secret, command), signature.strip().lower())
+    return _same(sign_command(secret, command), signature)
 
 
 class NonceCache:
@@ -114,3 +114,10 @@ class NonceCache:
             if expires > now:
                 break
             del seen[nonce]
+
+
+def _same(expected_hex: str, given: Any) -> bool:
+    """Constant-time compare; anything that is not a printable-ASCII string simply does not match."""
+    if not isinstance(given, str) or not given.isascii():
+        return False
+    return hmac.compare_digest(expected_hex.encode(), given.strip().lower().encode())

@@ -154,15 +154,22 @@ class RegisterMap:
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any], source: str = "<memory>") -> RegisterMap:
         """Build from a parsed TOML document ({'device': {...}, 'point': [...]})."""
-        device = dict(doc.get("device", {}))
         unknown = set(doc) - {"device", "point"}
         if unknown:
             raise MapError(source, None, f"unknown top-level keys {sorted(unknown)}; allowed: device, point")
-        points = [_point_from_doc(p, source, i) for i, p in enumerate(doc.get("point", []))]
+        raw_device, raw_points = doc.get("device", {}), doc.get("point", [])
+        if not isinstance(raw_device, Mapping):
+            raise MapError(source, None, "[device] must be a table")
+        if not isinstance(raw_points, list):
+            raise MapError(source, None, "[[point]] must be an array of tables")
+        points = [_point_from_doc(p, source, i) for i, p in enumerate(raw_points)]
         if not points:
             raise MapError(source, None, "no [[point]] entries")
-        name = str(device.get("name", pathlib.Path(source).stem))
-        return cls(name, points, max_gap=int(device.get("max_gap", 0)), source=source)
+        max_gap = raw_device.get("max_gap", 0)
+        if not isinstance(max_gap, int) or isinstance(max_gap, bool) or not 0 <= max_gap <= 125:
+            raise MapError(source, None, f"device.max_gap must be an integer 0..125, got {max_gap!r}")
+        name = str(raw_device.get("name", pathlib.Path(source).stem))
+        return cls(name, points, max_gap=max_gap, source=source)
 
     @classmethod
     def load(cls, path: str | pathlib.Path) -> RegisterMap:
@@ -238,9 +245,12 @@ def _point_from_doc(raw: Any, source: str, index: int) -> Point:
         rng = (float(rng[0]), float(rng[1]))
     if not isinstance(raw["address"], int) or isinstance(raw["address"], bool):
         raise MapError(source, name, f"address must be an integer, got {raw['address']!r}")
+    scale = raw.get("scale", 1.0)
+    if not isinstance(scale, int | float) or isinstance(scale, bool) or scale == 0 or scale != scale:
+        raise MapError(source, name, f"scale must be a non-zero number, got {scale!r}")
     return Point(name=name, table=table, address=raw["address"],
                  type=str(raw.get("type", "bool" if table in BIT_TABLES else "u16")),
-                 scale=float(raw.get("scale", 1.0)), unit=str(raw.get("unit", "")),
+                 scale=float(scale), unit=str(raw.get("unit", "")),
                  word_order=str(raw.get("word_order", "big")), writable=bool(raw.get("writable", False)),
                  range=rng, description=str(raw.get("description", "")))
 

@@ -75,6 +75,7 @@ class VendBoard:
             ("frames_sent", "frames_received", "crc_errors", "garbage_bytes", "timeouts", "retries",
              "reconnects", "disconnects", "unmatched"), 0)
         self.frame_log: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=FRAME_LOG_LEN)
+        self.on_frame_sent: Callable[[Frame], None] | None = None  # e.g. the reliability harness' crash point
         self._reader = FrameReader()
         self._seen = (0, 0)  # reader counts already added to self.counters
         self._link: Link | None = None
@@ -208,6 +209,8 @@ class VendBoard:
         link.write(raw)
         self.counters["frames_sent"] += 1
         self.frame_log.append((time.time(), "tx", raw.hex()))
+        if self.on_frame_sent is not None:
+            self.on_frame_sent(msg)
 
     async def _request(self, msg: Frame) -> Frame:
         """Send and await the reply with the same seq; resend the SAME frame on timeout/bad_frame."""

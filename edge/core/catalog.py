@@ -152,6 +152,8 @@ def _field(d: Any, key: str, typ: type, where: str) -> Any:
 
 def _sku(d: Any, currency: str, i: int) -> Sku:
     where = f"skus[{i}]"
+    if not isinstance(d, Mapping):
+        raise CatalogInvalid(f"{where} must be an object")
     price = _field(d, "price", int, where)
     if price < 0 or price > 10_000_00:
         raise CatalogInvalid(f"{where}.price must be 0..1000000 minor units, got {price}")
@@ -168,6 +170,8 @@ def _sku(d: Any, currency: str, i: int) -> Sku:
 
 def _slot(d: Any, i: int) -> Slot:
     where = f"slots[{i}]"
+    if not isinstance(d, Mapping):
+        raise CatalogInvalid(f"{where} must be an object")
     shelf = _field(d, "shelf", int, where) if d.get("shelf") is not None else None
     lane = _field(d, "lane", int, where) if "lane" in d else 0
     return Slot(slot_id=_field(d, "slot_id", str, where), sku_id=_field(d, "sku_id", str, where),

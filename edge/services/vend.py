@@ -9,9 +9,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from drivers.errors import DeviceDisconnected, DeviceError, DeviceTimeout
+from drivers.errors import DeviceError
 from drivers.vend_board import VendOutcome, VendQuery, VendRefused, VendResult
-from edge.core.errors import SaleRefused
+from drivers.vend_board.codec import VendReq
+from edge.core.errors import LedgerError, SaleRefused
 from edge.crashpoints import crash_point
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB, Tx
@@ -44,6 +45,8 @@ class VendService:
         self.guards = guards or []
         self._sale_lock = asyncio.Lock()  # one motor at a time, as the board demands
         self.unreconciled = 0
+        if hasattr(board, "on_frame_sent"):  # a power cut right after the VEND frame left the port
+            board.on_frame_sent = lambda frame: crash_point("vend.after_send") if isinstance(frame, VendReq) else None
 
     async def sell(self, slot_id: str, payment_ref: str = "", *, test: bool = False,
                    actor: str = "") -> dict[str, Any]:
@@ -53,16 +56,22 @@ class VendService:
             crash_point("vend.after_journal")
             try:
                 result = await self.board.vend(slot_id, seq)
-            except (DeviceTimeout, DeviceDisconnected) as exc:
-                # We cannot know whether the motor ran: leave the entry for reconciliation, never resend.
-                return await self._mark_unknown(order_id, seq, exc)
             except VendRefused as exc:
                 if exc.reason != "bad_slot":  # busy/bad_frame: the motor did not start, but ask to be sure
                     return await self._mark_unknown(order_id, seq, exc)
                 result = VendResult(seq, slot_id, VendOutcome.BAD_SLOT, 0)
+            except DeviceError as exc:
+                # timeout, unplug, garbage: we cannot know whether the motor ran — reconcile, never resend
+                return await self._mark_unknown(order_id, seq, exc)
             crash_point("vend.before_result")
-            async with self.db.tx() as tx:
-                return await self._record(tx, seq, result.outcome)
+            try:
+                async with self.db.tx() as tx:
+                    return await self._record(tx, seq, result.outcome)
+            except LedgerError:
+                # the item may have fallen but its result cannot be written (disk full): the entry stays
+                # open, sales stop until it is settled from the board once the ledger takes writes again
+                self.unreconciled += 1
+                raise
 
     async def _journal(self, slot_id: str, payment_ref: str, test: bool, actor: str) -> tuple[str, int]:
         if self.unreconciled:
@@ -97,12 +106,12 @@ class VendService:
         return order_id, seq
 
     async def _mark_unknown(self, order_id: str, seq: int, exc: DeviceError) -> dict[str, Any]:
+        self.unreconciled += 1  # first: even if the ledger cannot take this write, no sale goes on
         async with self.db.tx() as tx:
             await tx.execute("UPDATE vend_journal SET state='unknown', updated_at=? WHERE board_seq=?", (tx.now, seq))
             await tx.event("vend_outcome_unknown", {"order_id": order_id, "seq": seq, "error": str(exc)},
                            severity="warning")
             doc = await repo.order_doc(tx, order_id)
-        self.unreconciled += 1
         log.warning("vend_outcome_unknown", order_id=order_id, seq=seq, error=str(exc))
         return doc
 
