@@ -30,6 +30,12 @@ class StockService:
                 (slot_id,) if slot_id else ())
             if not rows:
                 raise SaleRefused("unknown_slot", str(slot_id))
+            # a vend whose outcome is not known yet would be subtracted again from the new count
+            open_vend = await tx.fetchone(
+                "SELECT slot_id FROM vend_journal WHERE state IN ('requested','unknown')"
+                + (" AND slot_id=?" if slot_id else "") + " LIMIT 1", (slot_id,) if slot_id else ())
+            if open_vend is not None:
+                raise SaleRefused("reconciling", f"slot {open_vend['slot_id']} has a vend being reconciled")
             for r in rows:
                 target = r["capacity"] if count is None else count
                 if target < 0 or target > r["capacity"]:

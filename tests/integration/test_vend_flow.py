@@ -186,3 +186,20 @@ def test_bad_config_exits_nonzero_naming_the_key(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert "vend_board.retries" in out.stderr and "99" in out.stderr
+
+
+async def test_restock_waits_while_a_vend_outcome_is_unknown(rig):
+    """Restocking over a vend whose outcome is unknown would count that item twice once it settles."""
+    await rig.sim.unplug()
+    await asyncio.sleep(0.3)
+    rig.daemon.machine.vend.unreconciled = 0  # as if the board dropped mid-vend: force a journal row open
+    async with rig.daemon.db.tx() as tx:
+        await tx.execute("INSERT INTO orders(order_id, kind, status, total_amount, currency, created_at, "
+                         "updated_at, seq) VALUES ('o-x','vend','pending',180,'EUR','t','t',1)")
+        await tx.execute("INSERT INTO vend_journal(order_id, slot_id, board_seq, state, created_at, updated_at) "
+                         "VALUES ('o-x','A1',999,'unknown','t','t')")
+    with pytest.raises(SaleRefused) as refused:
+        await rig.daemon.machine.restock("A1", None, actor="tech")
+    assert refused.value.reason == "reconciling"
+    assert (await rig.daemon.machine.restock("B1", None, actor="tech")) == {"B1": 8}  # other slots are fine
+    await rig.sim.replug()
