@@ -1,6 +1,6 @@
 """Bench `soak`: a simulated week at accelerated time against the real daemon process.
 
-The daemon runs in a subprocess with an injected manual clock (tests/reliability/daemon_proc.py,
+The daemon runs in a subprocess with an injected manual clock (tests/support/run_daemon.py,
 VENDEDGE_MANUAL_CLOCK=1); every session moves it forward by week/sessions, so ledger timestamps span
 seven days and outbox compaction (`Retention.run_once` → `LedgerOutbox.compact`, retention 1 day)
 really deletes. Sessions are sales from random spiral slots plus a restock whenever one is sold out;

@@ -121,7 +121,7 @@ class CloudThread:
 
 
 class DaemonProc:
-    """`python -m tests.reliability.daemon_proc CONFIG` with a reader thread, so no read blocks forever."""
+    """`python -m tests.support.run_daemon CONFIG` with a reader thread, so no read blocks forever."""
 
     def __init__(self, cfg: pathlib.Path, *, crash_at: str | None = None, log_path: pathlib.Path,
                  env: dict[str, str] | None = None) -> None:
@@ -130,7 +130,7 @@ class DaemonProc:
         if crash_at:
             env["VENDEDGE_CRASH_AT"] = crash_at
         self._log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.daemon_proc", str(cfg)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.run_daemon", str(cfg)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                      text=True, cwd=ROOT, env=env)
         self._lines: queue.Queue[str | None] = queue.Queue()

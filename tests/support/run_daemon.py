@@ -1,10 +1,12 @@
 """Run the real daemon in a subprocess with a line-based control channel on stdin (tests only).
 
     python -m tests.support.run_daemon CONFIG
-stdin lines (each answer is one JSON line on stdout):
-  `sell SLOT`, `restock [SLOT]` (no slot: every slot to capacity), `status`, `wait_reconciled`,
+stdin lines (each answer is one JSON line on stdout; the first is {"ready": true}):
+  `sell SLOT`, `restock [SLOT [COUNT]]` (no slot: every slot to capacity), `status`, `wait_reconciled`,
   `sync_status` (the sync client's status), `backlog` ({"backlog", "parked"} from the ledger
-  outbox), `pull_config` (run the config puller now, as its next tick would), `quit`.
+  outbox), `pull_config` (run the config puller now, as its next tick would), and for the
+  reliability harness `wait_synced [S]`, `planogram`, `quiet`, `arm POINT[:N]`, `advance SECONDS`
+  (with VENDEDGE_MANUAL_CLOCK=1), `retention`, `stats`; `quit` ends it.
 A crash point (VENDEDGE_CRASH_AT) or SIGKILL ends it like a power cut. The secrets file named by
 `machine.secrets_file` is loaded as `vendedge run` does.
 
@@ -14,16 +16,21 @@ Tests drive it with `DaemonProcess` (asyncio) and write a syncing config with `w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import pathlib
 import signal
 import sys
+import time
 from typing import IO, Any
 
+from edge import crashpoints
+from edge.clock import ManualClock
 from edge.config import load_config, load_secrets
-from edge.core.errors import SaleRefused
+from edge.core.errors import EdgeError, SaleRefused
 from edge.daemon import Daemon
+from edge.ledger import repo
 from edge.ledger.outbox import LedgerOutbox
 from edge.logs import setup_logging
 from edge.services.machine import Machine
@@ -56,22 +63,88 @@ async def _sync_command(daemon: Daemon, cmd: str) -> dict[str, Any]:
 async def _answer(daemon: Daemon, machine: Machine, cmd: str, arg: str) -> Any:
     if cmd == "sell":
         return await machine.sell(arg, "card:test")
-    if cmd == "restock":
-        return await machine.restock(arg or None, None, "test")
+    if cmd == "restock":  # `restock` fills every slot, `restock A1` one slot, `restock A1 3` sets a count
+        slot, _, count = arg.partition(" ")
+        return await machine.restock(slot or None, int(count) if count else None, "test")
     if cmd == "wait_reconciled":
         return await _wait_reconciled(daemon, machine)
     if cmd == "status":
         return await machine.status()
     if cmd in ("sync_status", "backlog", "pull_config"):
         return await _sync_command(daemon, cmd)
-    return None
+    return await _harness_command(daemon, cmd, arg)
+
+
+async def _until(predicate: Any, timeout_s: float, step_s: float = 0.05) -> bool:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not await predicate():
+                await asyncio.sleep(step_s)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _harness_command(daemon: Daemon, cmd: str, arg: str) -> Any:
+    machine = daemon.machine
+    assert machine is not None and daemon.board is not None and daemon.db is not None
+    if cmd == "wait_synced":
+        sync = daemon.sync
+        if sync is None:
+            return {"backlog": None}
+        sync.notify()
+
+        async def drained() -> bool:
+            row = await daemon.db.fetchone(  # type: ignore[union-attr]
+                "SELECT COUNT(*) AS n FROM outbox WHERE acked_at IS NULL AND parked_reason IS NULL")
+            return row is not None and row["n"] == 0
+        await _until(drained, float(arg or 15), 0.1)
+        row = await daemon.db.fetchone("SELECT COUNT(*) AS n FROM outbox WHERE acked_at IS NULL")
+        return {"backlog": row["n"] if row else None}
+    if cmd == "planogram":
+        p = await repo.current_planogram(daemon.db)
+        return {"version": p.version if p else None,
+                "prices": {k: s.price.amount for k, s in p.skus.items()} if p else {}}
+    if cmd == "quiet":  # wait until no transaction has committed for a while (start-up work done)
+        last, still = -1, 0.0
+        while still < 0.3:
+            seq = daemon.db._seq
+            still = still + 0.05 if seq == last else 0.0
+            last = seq
+            await asyncio.sleep(0.05)
+        return {"seq": last}
+    if cmd == "advance":  # accelerated time (VENDEDGE_MANUAL_CLOCK=1): move the injected clock
+        assert isinstance(daemon.clock, ManualClock), "start with VENDEDGE_MANUAL_CLOCK=1"
+        daemon.clock.advance(float(arg))
+        return {"now": daemon.clock.now_iso()}
+    if cmd == "retention":
+        report = await daemon.retention.run_once()
+        return dataclasses.asdict(report)
+    if cmd == "stats":
+        return _stats()
+    if cmd == "arm":
+        crashpoints.arm(arg)
+        return {"armed": arg}
+    raise ValueError(f"unknown command {cmd!r}")
+
+
+def _stats() -> dict[str, Any]:
+    """What a soak watches: resident memory, open file descriptors, live asyncio tasks."""
+    rss_kb = 0
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss_kb = int(line.split()[1])
+    return {"rss_kb": rss_kb, "fds": len(os.listdir("/proc/self/fd")), "tasks": len(asyncio.all_tasks())}
+
+
 
 
 async def main(config_path: str) -> None:
     cfg = load_config(config_path)
-    setup_logging(cfg.machine.id, level="warning", fmt="json")
+    setup_logging(cfg.machine.id, level="warning", fmt="json", stream=sys.stderr)
     secrets = load_secrets(cfg.machine.secrets_file) if cfg.machine.secrets_file else None
-    daemon = Daemon(cfg, secrets)
+    clock = ManualClock(start=time.time()) if os.environ.get("VENDEDGE_MANUAL_CLOCK") else None
+    daemon = Daemon(cfg, secrets, clock=clock)
     machine = await daemon.start()
     await daemon.board.wait_connected(10)  # type: ignore[union-attr]
     loop = asyncio.get_running_loop()
@@ -80,12 +153,14 @@ async def main(config_path: str) -> None:
     print(json.dumps({"ready": True}), flush=True)
     while line := (await reader.readline()).decode().strip():
         cmd, _, arg = line.partition(" ")
+        if cmd == "quit":
+            break
         try:
             out = await _answer(daemon, machine, cmd, arg.strip())
         except SaleRefused as exc:
             out = {"refused": exc.reason}
-        if out is None:
-            break
+        except (EdgeError, ValueError) as exc:
+            out = {"error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(out, default=str), flush=True)
     await daemon.stop()
 
