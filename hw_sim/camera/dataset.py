@@ -75,13 +75,28 @@ def _fill_lanes(world: FridgeWorld, shelf: int, pool: Sequence[str], rng: np.ran
         lane.items = items
 
 
-def render_frame(seed: int, pool: Sequence[str] = (), p_demo: float = 1.0
+def _fill_lookalike_lanes(world: FridgeWorld, shelf: int, rng: np.random.Generator) -> None:
+    """Hard-example lanes: each lane holds one member of a look-alike pair, with the partner
+    mixed in (30 % of the items), gaps as usual — what the model confuses most, seen side by side."""
+    partner = {a: b for p in LOOKALIKE_PAIRS for a, b in (p, p[::-1])}
+    members = sorted(partner)
+    for lane in world.lanes_on_shelf(shelf):
+        home = str(rng.choice(members))
+        count = int(rng.choice([2, 3, 4, 5, 6, 6, 6]))
+        lane.items = [partner[home] if rng.random() < 0.3 else home for _ in range(count)]
+
+
+def render_frame(seed: int, pool: Sequence[str] = (), p_demo: float = 1.0, lookalike: bool = False
                  ) -> tuple[np.ndarray, list[dict[str, Any]], list[str], dict[str, float | int]]:
-    """Render frame `seed`: (BGR frame, cell layout dicts, true label per cell, camera variation)."""
+    """Render frame `seed`: (BGR frame, cell layout dicts, true label per cell, camera variation).
+    `lookalike` fills every lane with look-alike pairs (hard examples for training)."""
     rng = np.random.default_rng(seed)
     world = FridgeWorld(PLANOGRAM)
     shelf = seed % 4
-    _fill_lanes(world, shelf, list(pool) or DEMO_SKUS, rng, p_demo)
+    if lookalike:
+        _fill_lookalike_lanes(world, shelf, rng)
+    else:
+        _fill_lanes(world, shelf, list(pool) or DEMO_SKUS, rng, p_demo)
     renderer = ShelfRenderer(world, shelf, seed=seed)
     var = sample_variation(rng)
     frame = renderer.render(rng=rng, **var)  # type: ignore[arg-type]
@@ -107,19 +122,20 @@ def cell_crops(frame: np.ndarray, layout: Sequence[dict[str, Any]], size: int) -
     return out
 
 
-def frame_cells(seed: int, size: int, pool: Sequence[str] = (), p_demo: float = 1.0
+def frame_cells(seed: int, size: int, pool: Sequence[str] = (), p_demo: float = 1.0, lookalike: bool = False
                 ) -> tuple[np.ndarray, list[str], dict[str, float | int]]:
     """Render frame `seed` and cut its cells: (uint8 N x size x size x 3, labels, variation)."""
-    frame, layout, labels, var = render_frame(seed, pool, p_demo)
+    frame, layout, labels, var = render_frame(seed, pool, p_demo, lookalike)
     return cell_crops(frame, layout, size), labels, var
 
 
-def build(seeds: Iterable[int], size: int, pool: Sequence[str] = (), p_demo: float = 1.0
-          ) -> tuple[np.ndarray, list[str], list[int]]:
-    """Cells of many frames stacked: (uint8 N x size x size x 3, labels, seed per cell)."""
+def build(seeds: Iterable[int], size: int, pool: Sequence[str] = (), p_demo: float = 1.0,
+          lookalike_seeds: Iterable[int] = ()) -> tuple[np.ndarray, list[str], list[int]]:
+    """Cells of many frames stacked: (uint8 N x size x size x 3, labels, seed per cell);
+    `lookalike_seeds` are extra frames whose lanes hold only look-alike pairs."""
     xs, ys, fs = [], [], []
-    for seed in seeds:
-        x, y, _ = frame_cells(seed, size, pool, p_demo)
+    for seed, hard in [*((s, False) for s in seeds), *((s, True) for s in lookalike_seeds)]:
+        x, y, _ = frame_cells(seed, size, pool, p_demo, hard)
         xs.append(x)
         ys.extend(y)
         fs.extend([seed] * len(y))
@@ -155,8 +171,9 @@ def _seeds(first: int, n: int) -> list[int]:
     return [first, first + n - 1]
 
 
-def _write_cells(path: Path, seeds: range, size: int, pool: Sequence[str] = (), p_demo: float = 1.0) -> int:
-    x, labels, frames = build(seeds, size, pool, p_demo)
+def _write_cells(path: Path, seeds: range, size: int, pool: Sequence[str] = (), p_demo: float = 1.0,
+                 lookalike_seeds: range = range(0)) -> int:
+    x, labels, frames = build(seeds, size, pool, p_demo, lookalike_seeds)
     np.savez(path, x=x, labels=np.array(labels), frame=np.array(frames, np.int32))
     return len(labels)
 
@@ -200,8 +217,10 @@ def write_dataset(out: Path, a: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     distractors = distractor_ids(a.distractors)
     train_seeds = range(a.seed, a.seed + a.frames)
-    n_train = _write_cells(out / "train.npz", train_seeds, a.size, DEMO_SKUS + distractors, p_demo=0.6)
-    log.info("train_cells_written", cells=n_train, frames=a.frames)
+    hard_seeds = range(a.seed + a.frames, a.seed + a.frames + a.lookalike_frames)
+    n_train = _write_cells(out / "train.npz", train_seeds, a.size, DEMO_SKUS + distractors, p_demo=0.6,
+                           lookalike_seeds=hard_seeds)
+    log.info("train_cells_written", cells=n_train, frames=a.frames, lookalike_frames=a.lookalike_frames)
     gallery_labels = [*DEMO_SKUS, EMPTY]
     _write_gallery(out / "gallery_refs.npz", gallery_labels, a.gallery_refs, a.gallery_seed)
     n_calib = _write_cells(out / "calib.npz", range(a.calib_seed, a.calib_seed + a.calib_frames), a.size)
@@ -211,8 +230,9 @@ def write_dataset(out: Path, a: argparse.Namespace) -> dict[str, Any]:
         "format": FORMAT, "generator": "hw_sim.camera.dataset", "command": _command(a), "size": a.size,
         "empty": EMPTY, "demo_skus": DEMO_SKUS, "distractors": distractors,
         "lookalike_pairs": [list(p) for p in LOOKALIKE_PAIRS],
-        "train": {"file": "train.npz", "seeds": _seeds(a.seed, a.frames), "frames": a.frames,
-                  "cells": n_train, "p_demo": 0.6, "pool": "demo_skus + distractors"},
+        "train": {"file": "train.npz", "seeds": _seeds(a.seed, a.frames + a.lookalike_frames),
+                  "frames": a.frames + a.lookalike_frames, "cells": n_train, "p_demo": 0.6,
+                  "pool": "demo_skus + distractors", "lookalike_frames": a.lookalike_frames},
         "gallery": {"file": "gallery_refs.npz", "labels": gallery_labels, "refs_per_label": a.gallery_refs,
                     "ref_seed": a.gallery_seed},
         "calibration": {"file": "calib.npz", "seeds": _seeds(a.calib_seed, a.calib_frames),
@@ -230,7 +250,8 @@ def _command(a: argparse.Namespace) -> str:
     return (f"python -m hw_sim.camera.dataset --out {a.out} --seed {a.seed} --frames {a.frames} "
             f"--distractors {a.distractors} --size {a.size} --gallery-seed {a.gallery_seed} "
             f"--gallery-refs {a.gallery_refs} --calib-seed {a.calib_seed} --calib-frames {a.calib_frames} "
-            f"--eval-frames {a.eval_frames} --latency-frames {a.latency_frames}")
+            f"--eval-frames {a.eval_frames} --latency-frames {a.latency_frames}"
+            + (f" --lookalike-frames {a.lookalike_frames}" if a.lookalike_frames else ""))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -248,7 +269,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--calib-frames", type=int, default=200)
     p.add_argument("--eval-frames", type=int, default=400, help="held-out frames, seeds 0..N-1 (<= 1000)")
     p.add_argument("--latency-frames", type=int, default=4, help="full frames kept for the latency figure")
+    p.add_argument("--lookalike-frames", type=int, default=0,
+                   help="extra training frames (seeds after the --frames ones) whose lanes hold only "
+                        "look-alike pairs, partner mixed in: hard examples")
     a = p.parse_args(argv)
+    train_end = a.seed + a.frames + a.lookalike_frames
+    if a.lookalike_frames < 0 or (a.seed < a.calib_seed + a.calib_frames and a.calib_seed < train_end):
+        p.error("--lookalike-frames must be >= 0 and training seeds must not overlap calibration seeds")
     if a.seed < 1000 or a.calib_seed < 1000:
         p.error("training and calibration seeds must be >= 1000 (0-999 are for tests and evaluation)")
     if not 0 < a.eval_frames <= 1000 or not 0 < a.latency_frames <= a.eval_frames:

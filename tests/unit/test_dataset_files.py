@@ -84,3 +84,23 @@ def test_training_seeds_below_1000_and_missing_data_are_refused(tmp_path: Path) 
     assert not (tmp_path / "d").exists()
     with pytest.raises(DataError, match="hw_sim.camera.dataset"):
         DataDir(tmp_path)
+
+
+def test_lookalike_frames_add_hard_examples_after_the_ordinary_ones(tmp_path: Path) -> None:
+    """`--lookalike-frames 2`: two more training frames (the next seeds) whose products are only
+    look-alike pairs, both members side by side; the ordinary frames stay byte for byte the same."""
+    out = tmp_path / "d"
+    assert dataset_main(["--out", str(out), "--seed", "1000", *SMALL, "--lookalike-frames", "2"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["train"]["seeds"] == [1000, 1003] and meta["train"]["lookalike_frames"] == 2
+    assert meta["command"].endswith("--lookalike-frames 2")
+    train = np.load(out / "train.npz", allow_pickle=False)
+    assert list(train["frame"]) == [1000] * 30 + [1001] * 30 + [1002] * 30 + [1003] * 30
+    x, labels, _ = build(range(1000, 1002), 40, DEMO_SKUS + distractor_ids(3), p_demo=0.6)
+    assert np.array_equal(train["x"][:60], x) and list(train["labels"][:60]) == labels
+    twins = {s for pair in meta["lookalike_pairs"] for s in pair}
+    hard = set(train["labels"][60:]) - {EMPTY}
+    assert hard <= twins and len(hard) >= 4
+    assert any({a, b} <= hard for a, b in meta["lookalike_pairs"])  # partners in the same frames
+    with pytest.raises(SystemExit):  # training frames running into the calibration seeds
+        dataset_main(["--out", str(tmp_path / "e"), "--seed", "1000", *SMALL, "--lookalike-frames", "2000"])

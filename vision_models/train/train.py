@@ -52,16 +52,27 @@ class Embedder(nn.Module):
 
 
 class CosFaceHead(nn.Module):
-    """Logits = s * (cos(theta) - m on the true class): tight, well-separated clusters."""
+    """Logits = s * (cos(theta) - m on the true class): tight, well-separated clusters.
 
-    def __init__(self, dim: int, classes: int) -> None:
+    `partner[c]` is the look-alike partner class of c (-1 if none); with `pair_margin` > 0 the
+    partner's logit is raised by that much for samples of c, so a look-alike must beat its twin
+    by m + pair_margin in cosine (a stricter margin exactly where the mistakes are)."""
+
+    def __init__(self, dim: int, classes: int, partner: torch.Tensor | None = None,
+                 pair_margin: float = 0.0) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(classes, dim) * 0.1)
+        self.partner = torch.full((classes,), -1, dtype=torch.long) if partner is None else partner
+        self.pair_margin = pair_margin
 
     def forward(self, emb: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         cos = emb @ F.normalize(self.weight, dim=1).T
         if y is not None:
             cos = cos - MARGIN * F.one_hot(y, cos.shape[1])
+            if self.pair_margin > 0:
+                twin = self.partner[y]
+                has = twin >= 0
+                cos = cos + self.pair_margin * F.one_hot(twin.clamp(min=0), cos.shape[1]) * has[:, None]
         return SIM_SCALE * cos
 
 
@@ -71,10 +82,13 @@ def _tensor(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
 
 
 def train_embedder(x: np.ndarray, y: np.ndarray, classes: int, *, epochs: int, seed: int,
-                   mean: np.ndarray, std: np.ndarray, batch: int = 128) -> Embedder:
-    """Fit the embedder with a CosFace head; random 180-degree turns (a package put back reversed)."""
+                   mean: np.ndarray, std: np.ndarray, batch: int = 128,
+                   partner: np.ndarray | None = None, pair_margin: float = 0.0) -> Embedder:
+    """Fit the embedder with a CosFace head (plus the look-alike pair margin, see CosFaceHead);
+    random 180-degree turns (a package put back reversed)."""
     torch.manual_seed(seed)
-    model, head = Embedder(), CosFaceHead(EMBED_DIM, classes)
+    twin = None if partner is None else torch.from_numpy(partner.astype(np.int64))
+    model, head = Embedder(), CosFaceHead(EMBED_DIM, classes, twin, pair_margin)
     opt = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=3e-3, weight_decay=1e-4)
     steps = epochs * ((len(x) + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
@@ -111,6 +125,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="torch init and shuffle seed (default: the data's first training seed)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pair-margin", type=float, default=0.0,
+                   help="extra cosine margin between look-alike partners (0 = plain CosFace)")
     return p.parse_args(argv)
 
 
@@ -132,16 +148,21 @@ def _train_info(a: argparse.Namespace, data: DataDir, seed: int, cells: int,
     """The card's `training_data`: what was rendered (from meta.json), how it was trained."""
     train = data.meta["train"]
     cmd = (f"python -m vision_models.train --data {a.data} --out {a.out} --epochs {a.epochs} "
-           f"--threads {a.threads}")
+           f"--threads {a.threads}" + (f" --pair-margin {a.pair_margin}" if a.pair_margin else ""))
+    loss = f"CosFace s={SIM_SCALE} m={MARGIN}" + (
+        f", look-alike partner margin {a.pair_margin}" if a.pair_margin else "")
+    hard = int(train.get("lookalike_frames", 0))
     return {"description": "synthetic top-down shelf renders (hw_sim.camera.render), "
                            "random products per lane with misplaced items and gaps; "
                            "lighting 0.6-1.4, noise sigma 0-10, jitter 0-3 px, "
                            "rotation +-12 deg, hand occlusion up to 35% of a cell "
-                           "on half the frames",
+                           "on half the frames"
+                           + (f"; plus {hard} hard-example frames whose lanes hold only look-alike "
+                              "pairs with the partner mixed in (30% of items)" if hard else ""),
             "commands": [data.meta["command"], cmd + ("" if a.seed is None else f" --seed {a.seed}")],
             "seeds": train["seeds"], "frames": train["frames"], "cells": cells,
             "distractor_classes": len(data.distractors), "epochs": a.epochs, "train_seed": seed,
-            "loss": f"CosFace s={SIM_SCALE} m={MARGIN}", "torch": torch.__version__,
+            "loss": loss, "torch": torch.__version__,
             "train_seconds": round(train_s, 1), "threads": a.threads}
 
 
@@ -160,7 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     std = (x.reshape(-1, 3).std(0) / 255.0).astype(np.float32)
     log.info("dataset_loaded", data=str(a.data), cells=len(x), frames=data.meta["train"]["frames"],
              s=round(time.perf_counter() - t0, 1))
-    model = train_embedder(x, y, len(train_labels), epochs=a.epochs, seed=seed, mean=mean, std=std)
+    partner = np.full(len(train_labels), -1)
+    for p, q in data.lookalike_pairs:
+        partner[index[p]], partner[index[q]] = index[q], index[p]
+    model = train_embedder(x, y, len(train_labels), epochs=a.epochs, seed=seed, mean=mean, std=std,
+                           partner=partner, pair_margin=a.pair_margin)
     train_s = time.perf_counter() - t0
     card = finish_model_dir(model, a.out, data, input_size=INPUT_SIZE, embed_dim=EMBED_DIM,
                             sim_scale=SIM_SCALE, mean=mean, std=std,
