@@ -4,7 +4,8 @@ and the machine is whole again — nothing lost, nothing done twice, door locked
 Adding a crash point is one line in CASES: the point, the workload that reaches it, and what the
 customer's order must look like after the restart. A point in edge.crashpoints.POINTS that no module
 calls yet is skipped as "not reached yet"; once a module calls it, its case runs (or fails loudly if
-it has no workload).
+it has no workload). Take-and-go points (`takeandgo=True`) run on `tg_rig.TakeAndGoRig` (Modbus plant +
+shelf cameras in a thread) with the session checks of `test_power_cut_mid_session_charges_at_most_once`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,21 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from edge.crashpoints import EXIT_CODE, POINTS
 from edge.ledger.migrations import MIGRATIONS
-from tests.reliability.harness import Rig, called_points, check_invariants, make_rig, reached_points
+from tests.reliability.harness import (
+    DaemonProc,
+    Rig,
+    called_points,
+    check_invariants,
+    make_rig,
+    reached_points,
+)
+from tests.reliability.tg_rig import TakeAndGoRig, ledger_view
 
 pytestmark = pytest.mark.timeout(90)
 SLOT = "A1"
@@ -80,18 +90,52 @@ def _die_migrating(rig: Rig, spec: str) -> int:
     return rc
 
 
-TAKEANDGO_PENDING = ("the harness does not yet run the take-and-go simulators (Modbus plant + shelf cameras, "
-                     "edge.demo.takeandgo) beside a daemon subprocess")
+TG_SESSION, TG_SLOT, TG_SKU = "s-cut", "F5", "energy"  # the only 275 g item on shelf 0
+
+
+def _customer_takes_one(rig: TakeAndGoRig) -> None:
+    """The customer opens the (unlocked) door, takes the front item of TG_SLOT and closes."""
+    assert rig.sims.call(rig.sims.plant.open_door), "door did not open although unlocked"
+    time.sleep(0.3)  # the I/O module is polled: a live daemon sees the door open
+    assert rig.sims.call(rig.sims.world.take, TG_SLOT) == TG_SKU
+    time.sleep(0.5)  # a real shopper looks at the item before closing the door
+    rig.sims.call(rig.sims.plant.close_door)
+
+
+def _start_session(rig: TakeAndGoRig, spec: str) -> DaemonProc:
+    d = rig.start_daemon()
+    assert d.ask("restock") is not None
+    assert "seq" in (d.ask("quiet") or {})
+    assert d.ask(f"arm {spec}") == {"armed": spec}
+    d.send(f"open_session {TG_SESSION}")  # its answer may or may not beat the crash
+    return d
+
+
+def _die_after_unlock(rig: TakeAndGoRig, spec: str) -> int:
+    """The daemon dies the moment the door unlocks; the customer shops while it is down."""
+    rc = _start_session(rig, spec).wait(20)
+    assert not rig.sims.locked(), "the crash came before the unlock"
+    _customer_takes_one(rig)
+    return rc
+
+
+def _die_before_order(rig: TakeAndGoRig, spec: str) -> int:
+    """The customer shops normally; the daemon dies after deciding, before the order is written."""
+    d = _start_session(rig, spec)
+    rig.wait_unlocked()
+    _customer_takes_one(rig)
+    return d.wait(20)
 
 
 @dataclass(frozen=True)
 class Case:
     point: str  # a name in POINTS, or "sigkill.*" for a kill from outside
-    workload: Callable[[Rig, str], int] | None
+    workload: Callable[[Any, str], int] | None  # (Rig, spec), or (TakeAndGoRig, spec) when takeandgo
     nth: int = 1
     sync: bool = False
     first_order: str | None = None  # status of the customer's order after the restart; "absent": none
     pending: str = ""  # why a point the daemon reaches has no workload yet (shown as the skip reason)
+    takeandgo: bool = False  # runs on the take-and-go rig (Modbus plant, cameras) and its own checks
 
     @property
     def spec(self) -> str:
@@ -112,9 +156,11 @@ CASES = [
     Case("sync.mid_ack", _die_acking, sync=True, first_order="completed"),
     Case("config.mid_apply", _die_applying_config, sync=True),
     Case("migration.mid", _die_migrating),
-    Case("session.after_unlock", None, pending=TAKEANDGO_PENDING),
-    Case("session.before_order", None, pending=TAKEANDGO_PENDING),
+    Case("session.after_unlock", _die_after_unlock, takeandgo=True),
+    Case("session.before_order", _die_before_order, takeandgo=True),
 ]
+VEND_CASES = [c for c in CASES if not c.takeandgo]
+TG_CASES = [c for c in CASES if c.takeandgo]
 
 
 def test_every_crash_point_has_a_case_and_every_called_point_is_declared() -> None:
@@ -146,7 +192,7 @@ def _first_order(rig: Rig) -> str:
     return row[0] if row else "absent"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", VEND_CASES, ids=[c.id for c in VEND_CASES])
 def test_power_cut_at_crash_point_leaves_a_whole_machine(case: Case, rig_factory) -> None:  # type: ignore[no-untyped-def]
     if not case.point.startswith("sigkill.") and case.point not in reached_points():
         pytest.skip("not reached yet")
@@ -176,3 +222,36 @@ def test_power_cut_at_crash_point_leaves_a_whole_machine(case: Case, rig_factory
         assert d.ask("wait_synced") == {"backlog": 0}
     assert d.quit() == 0
     assert check_invariants(rig) == []
+
+
+@pytest.mark.parametrize("case", TG_CASES, ids=[c.id for c in TG_CASES])
+def test_power_cut_mid_session_charges_at_most_once(case: Case, tmp_path: pathlib.Path) -> None:
+    """Take-and-go: the daemon dies mid-session, the customer takes one item, the daemon restarts
+    without the point: the session is recovered to a final state, the door is locked, and there is
+    exactly one order — for the item taken, or for review — never two, never for something else."""
+    if case.point not in reached_points():
+        pytest.skip("not reached yet")
+    rig = TakeAndGoRig(tmp_path)
+    try:
+        assert case.workload is not None
+        rc = case.workload(rig, case.spec)
+        assert rc in (EXIT_CODE, -9), f"expected a power cut at {case.spec}, exit code {rc}\n{rig.log_tail()}"
+        d = rig.start_daemon()
+        row = rig.wait_final(TG_SESSION)
+        assert rig.sims.locked(), "the door is unlocked after the recovered session"
+        assert d.quit() == 0
+        view = ledger_view(rig.db_path, TG_SESSION, TG_SLOT)
+        assert view["integrity"] == "ok"
+        assert len(view["orders"]) == 1, view  # never charged twice
+        order = view["orders"][0]
+        left = rig.sims.lane_count(TG_SLOT)
+        assert left == 5
+        if order["status"] == "completed":
+            assert row["state"] == "charged"
+            assert view["lines"] == [{"slot_id": TG_SLOT, "sku_id": TG_SKU, "qty": 1}]  # what was taken
+            assert view["stock"] == left  # ledger stock == what the lane holds
+        else:  # in doubt: a human decides; the stock is left for the reviewer to settle
+            assert (order["status"], row["state"]) == ("needs_review", "needs_review"), (order, row)
+            assert view["stock"] == left + 1
+    finally:
+        rig.stop()

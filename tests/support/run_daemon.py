@@ -6,7 +6,9 @@ stdin lines (each answer is one JSON line on stdout; the first is {"ready": true
   `sync_status` (the sync client's status), `backlog` ({"backlog", "parked"} from the ledger
   outbox), `pull_config` (run the config puller now, as its next tick would), and for the
   reliability harness `wait_synced [S]`, `planogram`, `quiet`, `arm POINT[:N]`, `advance SECONDS`
-  (with VENDEDGE_MANUAL_CLOCK=1), `retention`, `stats`; `quit` ends it.
+  (with VENDEDGE_MANUAL_CLOCK=1), `retention`, `stats`; with `[takeandgo]` on, `open_session ID`
+  (authorize a session for customer "cust", no limit), `session ID` (its sessions-table row, or
+  null) and `alarms` (the active alarm keys); `quit` ends it.
 A crash point (VENDEDGE_CRASH_AT) or SIGKILL ends it like a power cut. The secrets file named by
 `machine.secrets_file` is loaded as `vendedge run` does.
 
@@ -125,7 +127,19 @@ async def _harness_command(daemon: Daemon, cmd: str, arg: str) -> Any:
     if cmd == "arm":
         crashpoints.arm(arg)
         return {"armed": arg}
+    if cmd in ("open_session", "session", "alarms"):
+        return await _takeandgo_command(daemon, cmd, arg)
     raise ValueError(f"unknown command {cmd!r}")
+
+
+async def _takeandgo_command(daemon: Daemon, cmd: str, arg: str) -> Any:
+    assert daemon.machine is not None and daemon.db is not None
+    if cmd == "alarms":
+        return {"alarms": sorted(a["alarm_key"] for a in await repo.active_alarms(daemon.db))}
+    if cmd == "open_session":
+        return await daemon.machine.extras["takeandgo"].open_session(arg, "cust", None)
+    row = await daemon.db.fetchone("SELECT * FROM sessions WHERE session_id=?", (arg,))
+    return dict(row) if row is not None else None
 
 
 def _stats() -> dict[str, Any]:

@@ -1,0 +1,176 @@
+"""Take-and-go simulators for the subprocess harness: the Modbus plant (door, scales, fridge) on a pty,
+the shelf cameras over HTTP and the vend board on a pty, all in ONE background thread with its own
+asyncio loop, next to a daemon subprocess (`tests.support.run_daemon`). The config is built exactly as
+`edge.demo.takeandgo.start_takeandgo_rig` builds it.
+
+    sims = TakeAndGoSims(root).start()
+    cfg = sims.write_config()
+    sims.call(sims.plant.open_door)     # thread-safe: runs on the simulators' loop
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edge.demo.fridge import plant_config
+from edge.demo.setup import write_config
+from edge.demo.takeandgo import camera_config
+from hw_sim.camera.render import ShelfRenderer
+from hw_sim.camera.server import CameraServer
+from hw_sim.modbus import SimModbusPlant
+from hw_sim.vend_board import SimVendBoard
+from hw_sim.world import FridgeWorld, load_demo_planogram
+from tests.reliability.harness import DaemonProc
+
+TAKEANDGO = """
+[takeandgo]
+enabled = true
+never_opened_s = 20
+settle_s = 3.0
+"""
+FINAL = ("charged", "needs_review", "void")
+
+
+class TakeAndGoSims:
+    """World + Modbus plant + cameras + vend board served from one thread and loop."""
+
+    def __init__(self, root: pathlib.Path, *, seed: int = 1) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        doc = load_demo_planogram()
+        self.world = FridgeWorld(doc)
+        self.plant = SimModbusPlant(self.world, speed=1.0, seed=seed, wire_timing=False)
+        spiral = {s["slot_id"]: s["capacity"] for s in doc["slots"] if s.get("shelf") is None}
+        self.board = SimVendBoard(spiral, speed=50.0, seed=seed)
+        self.renderers = {k: ShelfRenderer(self.world, k, seed=seed) for k in self.world.shelves()}
+        self.cameras = CameraServer({f"shelf{k}": r for k, r in self.renderers.items()})
+        self.modbus_link = self.board_link = ""
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sim.takeandgo", daemon=True)
+
+    def start(self, timeout_s: float = 10.0) -> TakeAndGoSims:
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise TimeoutError("take-and-go simulators did not start")
+        if self._error is not None:
+            self.stop()
+            raise self._error
+        return self
+
+    async def _serve(self) -> None:
+        self.modbus_link = await self.plant.serve_rtu(str(self.root / "ttyMODBUS"))
+        self.board_link = await self.board.serve_pty(str(self.root / "ttyVEND"))
+        await self.cameras.start()
+
+    async def _close(self) -> None:
+        await self.cameras.stop()
+        await self.board.stop()
+        await self.plant.close()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        except Exception as exc:  # handed to the starting thread, which raises it
+            self._error = exc
+        self._ready.set()
+        if self._error is None:
+            self._loop.run_forever()
+        self._loop.run_until_complete(self._close())
+        self._loop.close()
+
+    def call(self, fn: Callable[..., Any], *args: Any, timeout_s: float = 5.0) -> Any:
+        """Run `fn(*args)` (plain or async) on the simulators' loop; returns its result."""
+        async def invoke() -> Any:
+            result = fn(*args)
+            return await result if asyncio.iscoroutine(result) else result
+        return asyncio.run_coroutine_threadsafe(invoke(), self._loop).result(timeout_s)
+
+    def locked(self) -> bool:
+        return bool(self.call(lambda: self.plant.io.locked))
+
+    def lane_count(self, slot: str) -> int:
+        return int(self.call(lambda: len(self.world.lanes[slot].items)))
+
+    def write_config(self, extra: str = "") -> pathlib.Path:
+        """The daemon config `start_takeandgo_rig` writes (fast Modbus polling, 0.3 s timeout)."""
+        plant = plant_config(self.modbus_link, poll_s=0.05).replace("timeout_s = 0.05", "timeout_s = 0.3")
+        return write_config(self.root, board_port=self.board_link,
+                            extra=plant + TAKEANDGO + camera_config(self.renderers, self.cameras) + extra)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout_s)
+
+
+def ledger_view(db_path: pathlib.Path, session_id: str, slot: str) -> dict[str, Any]:
+    """What the ledger file says about one session: its orders and lines, the lane's stock, integrity."""
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        orders = [dict(zip(("order_id", "status", "total"), r, strict=True)) for r in con.execute(
+            "SELECT order_id, status, total_amount FROM orders WHERE session_id=?", (session_id,))]
+        lines = [dict(zip(("slot_id", "sku_id", "qty"), r, strict=True)) for r in con.execute(
+            "SELECT l.slot_id, l.sku_id, l.qty FROM order_lines l JOIN orders o USING(order_id) "
+            "WHERE o.session_id=?", (session_id,))]
+        stock = con.execute("SELECT count FROM stock WHERE slot_id=?", (slot,)).fetchone()
+        return {"orders": orders, "lines": lines, "stock": stock[0] if stock else None,
+                "integrity": con.execute("PRAGMA integrity_check").fetchone()[0]}
+    finally:
+        con.close()
+
+
+class TakeAndGoRig:
+    """The simulators above plus a daemon subprocess on their config (restartable)."""
+
+    def __init__(self, root: pathlib.Path, *, seed: int = 1) -> None:
+        self.root = root
+        self.sims = TakeAndGoSims(root, seed=seed).start()
+        self.cfg = self.sims.write_config()
+        self.daemon: DaemonProc | None = None
+
+    @property
+    def db_path(self) -> pathlib.Path:
+        return self.root / "data" / "ledger.sqlite3"
+
+    def start_daemon(self, crash_at: str | None = None) -> DaemonProc:
+        self.daemon = DaemonProc(self.cfg, crash_at=crash_at, log_path=self.root / "daemon.log")
+        if not self.daemon.ready():
+            raise AssertionError(f"daemon did not start:\n{self.log_tail()}")
+        return self.daemon
+
+    def wait_final(self, session_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
+        """Poll the daemon until the session is charged, needs_review or void; returns its row."""
+        assert self.daemon is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            row = self.daemon.ask(f"session {session_id}") or {}
+            if row.get("state") in FINAL:
+                return row
+            time.sleep(0.1)
+        raise AssertionError(f"session {session_id} not final in {timeout_s}s: {row}\n{self.log_tail()}")
+
+    def wait_unlocked(self, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.sims.locked():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the door was never unlocked\n{self.log_tail()}")
+            time.sleep(0.02)
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.root / "daemon.log"
+        return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.daemon is not None and self.daemon.proc.poll() is None:
+            self.daemon.kill()
+            self.daemon.wait()
+        self.sims.stop()
