@@ -27,7 +27,7 @@ from edge.core.session import Effect, Event, Session, Timeouts, step
 from edge.crashpoints import crash_point
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
-from edge.services.evidence import Capturer, EvidenceStore, cells_from_json, cells_to_json
+from edge.services.evidence import Capturer, EvidenceStore, ShelfView, cells_from_json, cells_to_json
 
 log = structlog.get_logger(__name__)
 
@@ -119,6 +119,7 @@ class TakeAndGoService:
         grams, (views, images) = await asyncio.gather(self.shelves.wait_stable(self.cfg.settle_s, fresh=True),
                                                       self.capturer.capture(shelves))
         assert self.session is not None
+        await self._camera_alarms(views)
         await self.evidence.save_images(self.session.session_id, "before", images)
         self.data["before"] = {str(k): cells_to_json(v) for k, v in views.items()}
         self.data["before_g"] = {str(k): grams.get(k) for k in shelves}
@@ -148,10 +149,23 @@ class TakeAndGoService:
         grams, (views, images) = await asyncio.gather(self.shelves.wait_stable(self.cfg.settle_s, fresh=False),
                                                       self.capturer.capture(self.data["shelves"]))
         assert self.session is not None
+        await self._camera_alarms(views)
         self.data["after"] = {str(k): cells_to_json(v) for k, v in views.items()}
         self.data["after_g"] = {str(k): grams.get(k) for k in self.data["shelves"]}
         self._after_images = images
         return Event("after_ready")
+
+    async def _camera_alarms(self, views: Mapping[int, ShelfView]) -> None:
+        """A shelf camera that fails is an alarm (raised once, cleared when it sees again): sessions
+        on that shelf fall back to weight only and go to review when the weight is ambiguous."""
+        async with self.db.tx() as tx:
+            for shelf, view in views.items():
+                key = f"device_offline:camera.shelf{shelf}"
+                if view.cells is None and view.error and view.error != "no model":
+                    await repo.raise_alarm(tx, key, "device_offline", f"shelf {shelf} camera: {view.error}",
+                                           data={"device": f"camera.shelf{shelf}", "error": view.error[:200]})
+                elif view.cells is not None:
+                    await repo.clear_alarm(tx, key, "camera sees again")
 
     def observations(self) -> list[ShelfObservation]:
         obs = []

@@ -89,9 +89,15 @@ async def test_dead_camera_falls_back_to_weight_or_review(rig):
     assert queue[0]["session_id"] == "s-ambig" and "weight" in queue[0]["reason"]
     assert "/evidence/s-ambig/before_shelf1.jpg" in queue[0]["evidence"]
     assert all("shelf0" not in url for url in queue[0]["evidence"])  # the dead camera left no image
+    alarms = {a["alarm_key"]: a for a in await repo.active_alarms(rig.daemon.db)}
+    assert alarms["device_offline:camera.shelf0"]["severity"] == "warning"
     row, _ = await shop(rig, random.Random(0), session_id="s-unique", linger_s=1.0, actions=[("take", "F5")])
     assert row["state"] == "charged"  # the energy drink is the only 275 g item on that shelf
     assert [r["sku_id"] for r in await order_of(rig, "s-unique")] == ["energy"]
+    rig.cameras.heal("shelf0")
+    row, _ = await shop(rig, random.Random(0), session_id="s-healed", linger_s=1.0, actions=[])
+    assert row["state"] == "void"
+    assert "device_offline:camera.shelf0" not in {a["alarm_key"] for a in await repo.active_alarms(rig.daemon.db)}
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
