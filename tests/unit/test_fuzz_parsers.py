@@ -4,7 +4,7 @@ documented error and nothing else — never a crash with a stray TypeError/KeyEr
 Covered here: config files (`load_config`, `build`), sync payloads and commands (`sync.protocol`,
 `sync.signing.verify_command`), catalog/planogram documents (`Planogram.from_doc`) and Modbus
 register maps (`RegisterMap.from_doc`/`load`). The vend board frame decoder is fuzzed in
-tests/unit/test_vend_codec.py; web forms and JSON API bodies are fuzzed with the web layer.
+tests/unit/test_vend_codec.py; web forms and JSON API bodies in tests/e2e/test_web_fuzz.py.
 """
 
 from __future__ import annotations
