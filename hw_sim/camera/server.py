@@ -144,12 +144,17 @@ class CameraServer:
                 async with asyncio.timeout(0.1):
                     await self._stopping.wait()
 
-    async def _snapshot(self, request: web.Request) -> web.StreamResponse:
+    def _answering_feed(self, request: web.Request) -> _Feed:
+        """The camera a request names, unless it does not exist (404) or is dead (503)."""
         feed = self._feeds.get(request.match_info["name"])
         if feed is None:
             raise web.HTTPNotFound(text="no such camera")
         if feed.fault == "dead":
             raise web.HTTPServiceUnavailable(text="camera offline")
+        return feed
+
+    async def _snapshot(self, request: web.Request) -> web.StreamResponse:
+        feed = self._answering_feed(request)
         if feed.fault == "frozen":
             await self._hang(feed)
             if self._stopping.is_set():
@@ -158,11 +163,7 @@ class CameraServer:
         return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
-        feed = self._feeds.get(request.match_info["name"])
-        if feed is None:
-            raise web.HTTPNotFound(text="no such camera")
-        if feed.fault == "dead":
-            raise web.HTTPServiceUnavailable(text="camera offline")
+        feed = self._answering_feed(request)
         resp = web.StreamResponse(headers={
             "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}", "Cache-Control": "no-store"})
         await resp.prepare(request)
