@@ -64,3 +64,12 @@ def test_secrets_must_be_owner_only(tmp_path):
         load_secrets(p)
     os.chmod(p, 0o600)
     assert load_secrets(p).machine_secret == "s3cret"
+
+
+def test_shipped_example_config_is_valid():
+    import pathlib
+
+    example = pathlib.Path(__file__).resolve().parents[2] / "systemd" / "vendedge.toml.example"
+    cfg = load_config(example)
+    assert cfg.machine.id == "vm-0001" and cfg.door.source == "io_module"
+    assert cfg.cameras["shelf0"].rows == 6 and not cfg.takeandgo.enabled
