@@ -39,6 +39,7 @@ from drivers.vend_board.codec import (
     encode,
 )
 from hw_sim.serial_link import Peer, PtyPort, TcpPort
+from hw_sim.threaded import call_in_loop
 
 log = structlog.get_logger(__name__)
 
@@ -358,10 +359,7 @@ class SimThread:
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout_s: float = 5.0) -> Any:
         """Run ``fn(*args)`` (plain or async) on the sim's loop, thread-safely; returns its result."""
-        async def invoke() -> Any:
-            result = fn(*args)
-            return await result if asyncio.iscoroutine(result) else result
-        return asyncio.run_coroutine_threadsafe(invoke(), self._loop).result(timeout_s)
+        return call_in_loop(self._loop, fn, *args, timeout_s=timeout_s)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         if self._thread.is_alive():

@@ -229,8 +229,7 @@ class Rig:
         return doc
 
     def log_tail(self, lines: int = 30) -> str:
-        path = self.root / "daemon.log"
-        return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else ""
+        return log_tail(self.root, lines)
 
     def stop(self) -> None:
         if self.daemon is not None and self.daemon.proc.poll() is None:
@@ -330,3 +329,9 @@ def _cloud_violations(cloud: CloudThread, led: dict[str, Any], compacted: int) -
     if any(n > 1 for n in finals.values()):
         bad.append("an order reached the cloud with two final states")
     return bad
+
+
+def log_tail(root: pathlib.Path, lines: int = 30) -> str:
+    """The end of a daemon subprocess's log (`root/daemon.log`), for assertion messages."""
+    path = root / "daemon.log"
+    return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else ""

@@ -24,9 +24,10 @@ from edge.demo.takeandgo import camera_config
 from hw_sim.camera.render import ShelfRenderer
 from hw_sim.camera.server import CameraServer
 from hw_sim.modbus import SimModbusPlant
+from hw_sim.threaded import call_in_loop
 from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import FridgeWorld, load_demo_planogram
-from tests.reliability.harness import DaemonProc
+from tests.reliability.harness import DaemonProc, log_tail
 
 TAKEANDGO = """
 [takeandgo]
@@ -89,10 +90,7 @@ class TakeAndGoSims:
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout_s: float = 5.0) -> Any:
         """Run `fn(*args)` (plain or async) on the simulators' loop; returns its result."""
-        async def invoke() -> Any:
-            result = fn(*args)
-            return await result if asyncio.iscoroutine(result) else result
-        return asyncio.run_coroutine_threadsafe(invoke(), self._loop).result(timeout_s)
+        return call_in_loop(self._loop, fn, *args, timeout_s=timeout_s)
 
     def locked(self) -> bool:
         return bool(self.call(lambda: self.plant.io.locked))
@@ -166,8 +164,7 @@ class TakeAndGoRig:
             time.sleep(0.02)
 
     def log_tail(self, lines: int = 30) -> str:
-        path = self.root / "daemon.log"
-        return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else ""
+        return log_tail(self.root, lines)
 
     def stop(self) -> None:
         if self.daemon is not None and self.daemon.proc.poll() is None:
