@@ -82,6 +82,8 @@ async def test_cloud_500_hang_and_slow_sales_continue_backlog_grows_then_drains(
                 t0 = time.monotonic()
                 assert (await rig.machine.sell(f"D{i % 6 + 1}", f"card:{i}"))["status"] == "completed"
                 sale_s.append(time.monotonic() - t0)
+                if i in (3, 7):  # each fault really met the sync client before the next one starts
+                    await rig.wait_for(lambda m=mode: proxy.seen[m] >= 1, timeout_s=20, what=f"a {mode} answer")
                 if i == 7:  # after 500s and hangs: nothing of the 8 sales reached the cloud
                     assert await _backlog(rig) >= 8
                     assert not [r for r in await cloud.record_ids() if r.startswith("order-")]
