@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +37,7 @@ from drivers.vend_board.codec import (
     encode,
 )
 from hw_sim.serial_link import Peer, PtyPort, TcpPort
-from hw_sim.threaded import call_in_loop
+from hw_sim.threaded import LoopThread
 
 log = structlog.get_logger(__name__)
 
@@ -328,43 +326,26 @@ class SimVendBoard:
             self._send(peer, msg)
 
 
-class SimThread:
+class SimThread(LoopThread):
     """A SimVendBoard running in its own thread and loop, for talking to a daemon subprocess."""
+
+    name = "sim.vend_board"
 
     def __init__(self, sim: SimVendBoard, link_path: str | None, host: str, port: int) -> None:
         self.sim = sim
         self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(link_path, host, port),
-                                        name="sim.vend_board", daemon=True)
+        self._where = (link_path, host, port)
+        super().__init__()
 
-    def _run(self, link_path: str | None, host: str, port: int) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            if link_path is not None:
-                self.url = self._loop.run_until_complete(self.sim.serve_pty(link_path))
-            else:
-                port = self._loop.run_until_complete(self.sim.serve_tcp(host, port))
-                self.url = f"socket://{host}:{port}"
-        except Exception as exc:  # handed to the starting thread, which raises it
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self.sim.stop())
-        self._loop.close()
+    async def _serve(self) -> None:
+        link_path, host, port = self._where
+        if link_path is not None:
+            self.url = await self.sim.serve_pty(link_path)
+        else:
+            self.url = f"socket://{host}:{await self.sim.serve_tcp(host, port)}"
 
-    def call(self, fn: Callable[..., Any], *args: Any, timeout_s: float = 5.0) -> Any:
-        """Run ``fn(*args)`` (plain or async) on the sim's loop, thread-safely; returns its result."""
-        return call_in_loop(self._loop, fn, *args, timeout_s=timeout_s)
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout_s)
+    async def _close(self) -> None:
+        await self.sim.stop()
 
 
 def run_in_thread(sim: SimVendBoard, *, link_path: str | None = None, host: str = "127.0.0.1",
@@ -375,10 +356,5 @@ def run_in_thread(sim: SimVendBoard, *, link_path: str | None = None, host: str 
     fault API and ``.stop()``.
     """
     handle = SimThread(sim, link_path, host, port)
-    handle._thread.start()
-    if not handle._ready.wait(timeout_s):
-        raise TimeoutError("simulated vend board did not start")
-    if handle._error is not None:
-        handle.stop()
-        raise handle._error
+    handle.start(timeout_s)
     return handle

@@ -14,7 +14,6 @@ The invariants (`check_invariants`), read from the ledger file, the simulator an
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pathlib
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.demo.setup import write_config
+from hw_sim.threaded import LoopThread
 from hw_sim.vend_board import SimThread, SimVendBoard, run_in_thread
 from hw_sim.world import load_demo_planogram
 
@@ -63,33 +63,31 @@ def reached_points() -> set[str]:
             if module.startswith(always) or module in root}
 
 
-class CloudThread:
+class CloudThread(LoopThread):
     """The reference cloud (`sync.refcloud.serve`) on 127.0.0.1 in its own thread and loop."""
+
+    name = "refcloud"
 
     def __init__(self, db_path: str) -> None:
         self.db_path = db_path
         self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="refcloud", daemon=True)
+        self._runner: Any = None
+        super().__init__()
 
-    def start(self) -> CloudThread:
-        self._thread.start()
-        if not self._ready.wait(10) or not self.port:
-            raise RuntimeError("reference cloud did not start")
+    def start(self, timeout_s: float = 10.0) -> CloudThread:  # type: ignore[override]
+        super().start(timeout_s)
         self.register(MACHINE_ID, bytes.fromhex(SECRET))
         return self
 
-    def _run(self) -> None:
+    async def _serve(self) -> None:
         from sync.refcloud import serve
 
-        asyncio.set_event_loop(self._loop)
-        runner = self._loop.run_until_complete(serve("127.0.0.1", 0, self.db_path, TOKEN, shutdown_timeout=0.5))
-        self.port = runner.addresses[0][1]
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-        self._loop.close()
+        self._runner = await serve("127.0.0.1", 0, self.db_path, TOKEN, shutdown_timeout=0.5)
+        self.port = self._runner.addresses[0][1]
+
+    async def _close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     @property
     def url(self) -> str:
@@ -114,10 +112,6 @@ class CloudThread:
     def record_ids(self, machine_id: str = MACHINE_ID) -> list[str]:
         return list(self.admin("GET", f"/admin/machines/{machine_id}/record_ids")[1]["record_ids"])
 
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
 
 
 class DaemonProc:

@@ -10,12 +10,9 @@ asyncio loop, next to a daemon subprocess (`tests.support.run_daemon`). The conf
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
 import sqlite3
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from edge.demo.fridge import plant_config
@@ -24,7 +21,7 @@ from edge.demo.takeandgo import camera_config
 from hw_sim.camera.render import ShelfRenderer
 from hw_sim.camera.server import CameraServer
 from hw_sim.modbus import SimModbusPlant
-from hw_sim.threaded import call_in_loop
+from hw_sim.threaded import LoopThread
 from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import FridgeWorld, load_demo_planogram
 from tests.reliability.harness import DaemonProc, log_tail
@@ -38,8 +35,10 @@ settle_s = 3.0
 FINAL = ("charged", "needs_review", "void")
 
 
-class TakeAndGoSims:
+class TakeAndGoSims(LoopThread):
     """World + Modbus plant + cameras + vend board served from one thread and loop."""
+
+    name = "sim.takeandgo"
 
     def __init__(self, root: pathlib.Path, *, seed: int = 1) -> None:
         self.root = root
@@ -52,18 +51,10 @@ class TakeAndGoSims:
         self.renderers = {k: ShelfRenderer(self.world, k, seed=seed) for k in self.world.shelves()}
         self.cameras = CameraServer({f"shelf{k}": r for k, r in self.renderers.items()})
         self.modbus_link = self.board_link = ""
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="sim.takeandgo", daemon=True)
+        super().__init__()
 
-    def start(self, timeout_s: float = 10.0) -> TakeAndGoSims:
-        self._thread.start()
-        if not self._ready.wait(timeout_s):
-            raise TimeoutError("take-and-go simulators did not start")
-        if self._error is not None:
-            self.stop()
-            raise self._error
+    def start(self, timeout_s: float = 10.0) -> TakeAndGoSims:  # type: ignore[override]
+        super().start(timeout_s)
         return self
 
     async def _serve(self) -> None:
@@ -76,22 +67,6 @@ class TakeAndGoSims:
         await self.board.stop()
         await self.plant.close()
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._serve())
-        except Exception as exc:  # handed to the starting thread, which raises it
-            self._error = exc
-        self._ready.set()
-        if self._error is None:
-            self._loop.run_forever()
-        self._loop.run_until_complete(self._close())
-        self._loop.close()
-
-    def call(self, fn: Callable[..., Any], *args: Any, timeout_s: float = 5.0) -> Any:
-        """Run `fn(*args)` (plain or async) on the simulators' loop; returns its result."""
-        return call_in_loop(self._loop, fn, *args, timeout_s=timeout_s)
-
     def locked(self) -> bool:
         return bool(self.call(lambda: self.plant.io.locked))
 
@@ -103,11 +78,6 @@ class TakeAndGoSims:
         plant = plant_config(self.modbus_link, poll_s=0.05).replace("timeout_s = 0.05", "timeout_s = 0.3")
         return write_config(self.root, board_port=self.board_link,
                             extra=plant + TAKEANDGO + camera_config(self.renderers, self.cameras) + extra)
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout_s)
 
 
 def ledger_view(db_path: pathlib.Path, session_id: str, slot: str) -> dict[str, Any]:
