@@ -50,6 +50,10 @@ class TakeAndGoService:
         self.last_latency_ms: float | None = None
         self.counters = Counter[str]()
         self.executor: Any = None  # owned pool for cameras/inference, shut down by close()
+        # held while events are processed and while a session is opened: a new session never
+        # replaces the one whose last effects (persist, log) are still being carried out
+        self._turn = asyncio.Lock()
+        self._writing: set[asyncio.Task[None]] = set()  # evidence being written
         door.on_opened(lambda _e: self.events.put_nowait(Event("door_opened")))
         door.on_closed(lambda _e: self.events.put_nowait(Event("door_closed")))
 
@@ -62,6 +66,13 @@ class TakeAndGoService:
         """Authorize a session (cloud command, offline token or technician test). Returns its row."""
         if not self.enabled:
             raise SaleRefused("takeandgo_disabled", self.disabled_reason)
+        if self.session is not None and not self.session.final:  # answered at once, not after the turn
+            raise SaleRefused("session_active", self.session.session_id)
+        async with self._turn:
+            return await self._open(session_id, customer_ref, limit_amount, offline=offline, actor=actor)
+
+    async def _open(self, session_id: str, customer_ref: str, limit_amount: int | None,
+                    *, offline: bool, actor: str) -> dict[str, Any]:
         if self.session is not None and not self.session.final:
             raise SaleRefused("session_active", self.session.session_id)
         if await self.db.fetchone("SELECT 1 FROM sessions WHERE session_id=?", (session_id,)):
@@ -90,6 +101,10 @@ class TakeAndGoService:
             await self.feed(ev)
 
     async def feed(self, ev: Event) -> None:
+        async with self._turn:
+            await self._feed(ev)
+
+    async def _feed(self, ev: Event) -> None:
         todo = [ev]
         while todo and self.session is not None:
             s, effects = step(self.session, todo.pop(0), self.clock.monotonic())
@@ -189,7 +204,13 @@ class TakeAndGoService:
             self.last_latency_ms = (time.perf_counter() - self.data["closed_at"]) * 1000
         self.data["decision"] = {"status": decision.status, "taken": decision.taken, "moves": decision.moves,
                                  "confidence": decision.confidence, "reasons": decision.reasons}
-        asyncio.get_running_loop().create_task(self._keep_evidence(decision))
+        summary = {"session_id": s.session_id, "decision": self.data["decision"],
+                   "before_g": self.data.get("before_g"), "after_g": self.data.get("after_g"),
+                   "shelves": {str(k): v for k, v in decision.evidence.items()}}
+        task = asyncio.get_running_loop().create_task(
+            self._keep_evidence(s.session_id, summary, getattr(self, "_after_images", {})))
+        self._writing.add(task)  # a reference, so the task is not collected; close() waits for it
+        task.add_done_callback(self._writing.discard)
         return Event("decided", decision.status)
 
     async def _order(self, d: Decision, planogram: Planogram) -> None:
@@ -217,19 +238,17 @@ class TakeAndGoService:
                                                "taken": d.taken, "confidence": round(d.confidence, 3)})
         self.counters[d.status] += 1
 
-    async def _keep_evidence(self, d: Decision) -> None:
-        assert self.session is not None
-        sid = self.session.session_id
-        await self.evidence.save_images(sid, "after", getattr(self, "_after_images", {}))
-        await self.evidence.save_summary(sid, {"session_id": sid, "decision": self.data.get("decision"),
-                                               "before_g": self.data.get("before_g"),
-                                               "after_g": self.data.get("after_g")})
+    async def _keep_evidence(self, sid: str, summary: dict[str, Any], images: Mapping[int, Any]) -> None:
+        """Off the critical path; takes everything it writes as arguments (by the time it runs,
+        the next customer's session may already be open)."""
+        await self.evidence.save_images(sid, "after", images)
+        await self.evidence.save_summary(sid, summary)
 
     async def _finish(self, eff: Effect) -> None:
-        assert self.session is not None
+        s = self.session
+        assert s is not None
         await self._persist(event="session_finished", detail={"state": eff.detail})
-        log.info("session_finished", session_id=self.session.session_id, state=self.session.state,
-                 outcome=self.session.outcome)
+        log.info("session_finished", session_id=s.session_id, state=s.state, outcome=s.outcome)
 
     async def _persist(self, *, event: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
         s = self.session
@@ -279,6 +298,11 @@ class TakeAndGoService:
         return out
 
     async def close(self) -> None:
+        if self._writing:  # let the last evidence reach the disk, within reason
+            _done, pending = await asyncio.wait(set(self._writing), timeout=5.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         for cam in self.capturer.cameras.values():
             await cam.close()
         executor = getattr(self, "executor", None)

@@ -3,6 +3,8 @@ the real ONNX recognizer, the daemon and its ledger."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 import shutil
 
@@ -138,3 +140,24 @@ async def test_restart_mid_session_resumes_and_charges_once(rig):
     lines = await order_of(rig, "s-restart")
     assert [(r["sku_id"], r["qty"]) for r in lines] == [("sandwich_ham", 1)]
     assert rig.plant_sim.io.locked
+
+
+async def test_evidence_is_filed_under_its_own_session_when_the_next_customer_is_quick(rig):
+    """Evidence is written off the critical path; the next session may open before it is done."""
+    store = rig.service.evidence
+    slow_save = store.save_images
+
+    async def save_images(session_id, tag, images):
+        if tag == "after":
+            await asyncio.sleep(1.0)  # a slow SD card
+        return await slow_save(session_id, tag, images)
+
+    store.save_images = save_images
+    first, _ = await shop(rig, random.Random(0), session_id="s-first", linger_s=1.0, actions=[("take", "H5")])
+    await shop(rig, random.Random(0), session_id="s-second", linger_s=0.5, actions=[])
+    summary = store.root / "s-first" / "summary.json"
+    await wait_for(summary.exists, 10.0)
+    doc = json.loads(summary.read_text())
+    assert doc["session_id"] == "s-first" and doc["decision"] == json.loads(first["data"])["decision"]
+    assert doc["decision"]["taken"] == {"milk": 1} and "2" in doc["shelves"]  # the reviewer sees each shelf's case
+    assert {n for n in store.files("s-first") if n.startswith("after_")}  # its own after frames
