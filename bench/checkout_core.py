@@ -59,7 +59,7 @@ def _weigh(world: FridgeWorld, rng: random.Random) -> dict[int, float]:
 def _observe(rec: Recognizer, frames: dict[int, np.ndarray], rois: dict[int, list[CellRoi]]) -> dict[int, list[CellObs]]:
     out = {}
     for shelf, frame in frames.items():
-        out[shelf] = [CellObs(d.slot_id, d.position, d.label, d.score, d.runner_up, d.runner_up_score)
+        out[shelf] = [CellObs(d.slot_id, d.position, d.label, d.score, d.runner_up, d.runner_up_score, d.similarity)
                       for d in rec.recognize(frame, rois[shelf])]
     return out
 

@@ -125,16 +125,17 @@ class Recognizer:
             return []
         emb = self._embed_batch(crop_cells(frame, rois, self.size))
         labels, protos = self._gallery.snapshot()
-        logits = (emb @ protos.T) * self.scale
+        cosine = emb @ protos.T
+        logits = cosine * self.scale
         logits -= logits.max(axis=1, keepdims=True)
         prob = np.exp(logits)
         prob /= prob.sum(axis=1, keepdims=True)
         top2 = np.argsort(-prob, axis=1)[:, :2]
         out = []
-        for roi, (a, b), p in zip(rois, top2, prob, strict=True):
+        for roi, (a, b), p, cos in zip(rois, top2, prob, cosine, strict=True):
             out.append(CellDetection(roi.slot_id, roi.position, labels[a], float(p[a]),
                                      labels[b] if len(labels) > 1 else EMPTY,
-                                     float(p[b]) if len(labels) > 1 else 0.0))
+                                     float(p[b]) if len(labels) > 1 else 0.0, round(float(cos[a]), 4)))
         return out
 
     def enroll(self, sku_id: str, images: Sequence[np.ndarray]) -> None:

@@ -28,7 +28,12 @@ class CellRoi:
 
 @dataclass(frozen=True)
 class CellDetection:
-    """What the recognizer sees in one cell: a sku id or "empty", with its score and runner-up."""
+    """What the recognizer sees in one cell: a sku id or "empty", with its score and runner-up.
+
+    `similarity` is the cosine between the cell's embedding and its label's prototype: how much
+    the cell looks like *any* known package at all. The softmax `score` saturates (0.999 on a can
+    half under a hand); the similarity does not, so it tells a clean view (about 0.97-1.0) from a
+    doubtful one (below about 0.8), see the model card's "reliability" section."""
 
     slot_id: str
     position: int
@@ -36,6 +41,7 @@ class CellDetection:
     score: float
     runner_up: str
     runner_up_score: float
+    similarity: float = 1.0
 
 
 class ModelError(Exception):

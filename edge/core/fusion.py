@@ -44,6 +44,7 @@ class CellObs:
     score: float
     runner_up: str = EMPTY
     runner_up_score: float = 0.0
+    quality: float = 1.0  # how much the cell looks like a known package at all (recognizer similarity)
 
     @property
     def margin(self) -> float:
@@ -74,7 +75,9 @@ class FusionParams:
     weight_soft: float = 0.1
     min_confidence: float = 0.55  # above misread_cost: one frame disagreeing on a look-alike -> review
     max_cost: float = 1.0
-    vision_only_min_confidence: float = 0.5  # bench: ~1% false charges; see docs/take-and-go.md
+    vision_only_min_confidence: float = 0.5  # bench: ~0.6% false charges; see docs/take-and-go.md
+    min_quality: float = 0.85  # below: a product reading is doubtful (a hand, glare); clean views >= 0.96
+    doubtful_cost: float = 0.6  # believing a doubtful cell against a clear view of the same cell
 
 
 @dataclass(frozen=True)
@@ -143,9 +146,13 @@ def decide_shelf(obs: ShelfObservation, planogram: Planogram, params: FusionPara
     if not has_vision:
         return _weight_only(obs, planogram, params)
     readings, pool = _readings(obs, planogram, params)
-    if obs.weight_delta_g is None:
-        return _vision_only(obs, readings, params)
-    return _fused(obs, planogram, readings, pool, params)
+    d = _vision_only(obs, readings, params) if obs.weight_delta_g is None else \
+        _fused(obs, planogram, readings, pool, params)
+    doubtful = [f"{when}:{c.slot_id}/{c.position}" for when, cells in (("before", obs.before), ("after", obs.after))
+                for c in cells or () if _doubtful(c, params)]
+    if doubtful:  # for the reviewer: the cells the cameras saw poorly
+        d.evidence["doubtful_cells"] = doubtful
+    return d
 
 
 def _shelf(obs: ShelfObservation, status: Status, taken: dict[str, int], moves: list[Move], conf: float,
@@ -176,8 +183,8 @@ def _readings(obs: ShelfObservation, planogram: Planogram,
         d = dict(delta)
         cost = 0.0
         for (sign, c, _), (label, c_cost) in zip(alts, choice, strict=True):
+            cost += c_cost
             if label != c.label:
-                cost += c_cost
                 _bump(d, c.slot_id, c.label, -sign)
                 _bump(d, c.slot_id, label, sign)
         basket, added, moves = _net(d)
@@ -194,21 +201,29 @@ def _alternatives(before: Mapping[tuple[str, int], CellObs], after: Mapping[tupl
                   changed: set[str], params: FusionParams) -> list[Alt]:
     """Other plausible labels of cells in changed lanes: the runner-up of a low-margin cell (cost =
     margin), and, for a cell whose label differs between the frames, the other frame's label
-    (cost `misread_cost`: a hand or glare made one frame wrong). Cheapest first, bounded."""
+    (cost `misread_cost`: a hand or glare made one frame wrong). A *doubtful* cell (quality below
+    `min_quality`) facing a clear view of the same cell in the other frame is read as that clear
+    view by default; its own label, its runner-up and "empty" stay possible at `doubtful_cost`
+    each, so the scale can still overrule. Default reading first, then cheapest; bounded."""
     alts: list[Alt] = []
     for sign, cells, other in ((1, before, after), (-1, after, before)):
         for key, c in cells.items():
             if c.slot_id not in changed:
                 continue
+            oc = other.get(key)
+            o = _label(oc)
+            if o != c.label and _doubtful(c, params) and oc is not None and not _doubtful(oc, params):
+                doubt = {lab: params.doubtful_cost for lab in (c.label, c.runner_up, EMPTY) if lab != o}
+                alts.append((sign, c, [(o, 0.0), *doubt.items()]))
+                continue
             opts: dict[str, float] = {}
             if c.margin < params.uncertain_margin and c.runner_up != c.label:
                 opts[c.runner_up] = max(0.0, c.margin)
-            o = _label(other.get(key))
-            if o != c.label:
+            if o != c.label and not (oc is not None and _doubtful(oc, params) and not _doubtful(c, params)):
                 opts[o] = min(opts.get(o, params.misread_cost), params.misread_cost)
             if opts:
                 alts.append((sign, c, [(c.label, 0.0), *sorted(opts.items(), key=lambda kv: kv[1])]))
-    alts.sort(key=lambda a: a[2][1][1])
+    alts.sort(key=lambda a: -1.0 if a[2][0][0] != a[1].label else a[2][1][1])  # doubtful cells first
     kept: list[Alt] = []
     combos = 1
     for a in alts:
@@ -217,6 +232,12 @@ def _alternatives(before: Mapping[tuple[str, int], CellObs], after: Mapping[tupl
         kept.append(a)
         combos *= len(a[2])
     return kept
+
+
+def _doubtful(c: CellObs, params: FusionParams) -> bool:
+    """A product read on a poor view: a hand can hide the label that tells look-alikes apart, but
+    it covers too little of a cell to make a bare shelf look like a package (or the reverse)."""
+    return c.label != EMPTY and c.quality < params.min_quality
 
 
 def _label(c: CellObs | None) -> str:

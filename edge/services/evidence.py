@@ -63,8 +63,8 @@ class Capturer:
             return ShelfView(shelf, None, str(exc)), None
         loop = asyncio.get_running_loop()
         dets = await loop.run_in_executor(self.executor, self.recognizer.recognize, frame.image, self.rois[shelf])
-        cells = [CellObs(d.slot_id, d.position, d.label, float(d.score), d.runner_up, float(d.runner_up_score))
-                 for d in dets]
+        cells = [CellObs(d.slot_id, d.position, d.label, float(d.score), d.runner_up, float(d.runner_up_score),
+                         float(d.similarity)) for d in dets]
         return ShelfView(shelf, cells), frame.image
 
 

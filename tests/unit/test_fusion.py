@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ SHELF_OF = {s.slot_id: s.shelf for s in PLAN.slots.values() if s.shelf is not No
 WEIGHT = {k: s.weight_g for k, s in PLAN.skus.items()}
 
 Lanes = Mapping[str, list[str]]
-Unsure = Mapping[tuple[str, int], tuple[str, float, str, float]]
+Unsure = Mapping[tuple[str, int], tuple[Any, ...]]  # (label, score, runner_up, runner_up_score[, quality])
 
 
 def full() -> dict[str, list[str]]:
@@ -30,8 +31,8 @@ def cells(lanes: Lanes, shelf: int, unsure: Unsure | None = None) -> list[CellOb
             continue
         for pos in range(6):
             label = items[pos] if pos < len(items) else EMPTY
-            lab, sc, ru, rs = (unsure or {}).get((slot, pos), (label, 0.95, EMPTY, 0.03))
-            out.append(CellObs(slot, pos, lab, sc, ru, rs))
+            lab, sc, ru, rs, *q = (unsure or {}).get((slot, pos), (label, 0.95, EMPTY, 0.03))
+            out.append(CellObs(slot, pos, lab, sc, ru, rs, *q))
     return out
 
 
@@ -192,3 +193,49 @@ def test_item_misread_under_a_hand_with_unchanged_weight_charges_nothing() -> No
     d = decide(observe(before, after, unsure_after={("I1", 2): ("salad", 0.9, "yogurt_straw", 0.05)}), PLAN)
     assert d.status == "nothing_taken"
     assert d.taken == {}
+
+
+# A hand over a can can hide the dot that tells yogurt_straw from yogurt_van: the softmax still says
+# 0.999, but the cell looks like no known package (quality well below a clean view's ~0.97).
+
+def test_doubtful_look_alike_misread_yields_to_the_clear_frame() -> None:
+    before = full()
+    after = take(before, "I1")  # one yogurt_straw (150 g, as yogurt_van)
+    ua = {("I2", 0): ("yogurt_straw", 0.999, "milk", 0.0, 0.62)}  # a van under a hand
+    d = decide(observe(before, after, unsure_after=ua), PLAN)
+    assert (d.status, d.taken) == ("charge", {"yogurt_straw": 1})
+
+
+def test_clear_look_alike_disagreement_still_goes_to_review() -> None:
+    before = full()
+    after = take(before, "I1")
+    ua = {("I2", 0): ("yogurt_straw", 0.999, "milk", 0.0, 0.99)}  # both frames look clean: who is right?
+    d = decide(observe(before, after, unsure_after=ua), PLAN)
+    assert d.status == "needs_review"
+
+
+def test_doubtful_misreads_on_an_untouched_shelf_charge_nothing() -> None:
+    before = full()
+    after = {k: list(v) for k, v in before.items()}
+    ua = {("I1", 2): ("yogurt_van", 0.9, "sandwich_ham", 0.05, 0.51),
+          ("I2", 0): ("yogurt_straw", 0.56, "yogurt_van", 0.2, 0.41)}  # together they look like a swap
+    d = decide(observe(before, after, unsure_after=ua), PLAN)
+    assert (d.status, d.taken, d.moves) == ("nothing_taken", {}, [])
+
+
+def test_doubtful_before_frame_yields_to_a_clear_after_frame() -> None:
+    before = full()
+    after = take(before, "I2")  # one yogurt_van
+    ub = {("I1", 3): ("yogurt_van", 0.97, "yogurt_straw", 0.02, 0.55)}  # glare on the before frame
+    d = decide(observe(before, after, unsure_before=ub), PLAN)
+    assert (d.status, d.taken) == ("charge", {"yogurt_van": 1})
+
+
+def test_a_doubtful_empty_cell_is_not_overruled() -> None:
+    """A hand covers too little of a cell to make a package look like bare shelf: a doubtful
+    "empty" keeps its own reading, and the weight confirms the take."""
+    before = full()
+    after = take(before, "I2")
+    ua = {("I2", 5): (EMPTY, 0.99, "gum", 0.0, 0.6)}
+    d = decide(observe(before, after, unsure_after=ua), PLAN)
+    assert (d.status, d.taken) == ("charge", {"yogurt_van": 1})

@@ -172,3 +172,17 @@ def test_roi_outside_the_frame_is_refused(rec: Recognizer) -> None:
     assert rec.recognize(frame, []) == []
     with pytest.raises(ValueError, match="outside"):
         rec.recognize(frame, [CellRoi("F1", 0, 700, 10, 100, 70)])
+
+
+def test_similarity_tells_a_clean_view_from_a_hand_over_the_cells(rec: Recognizer) -> None:
+    """The softmax score saturates under a hand; the similarity to the label's prototype does not,
+    and fusion relies on it (FusionParams.min_quality) to doubt a product read on a poor view."""
+    world = _scene(13)
+    r = ShelfRenderer(world, 3, seed=13)
+    rois = [CellRoi.from_dict(c) for c in r.layout()]
+    clean = rec.recognize(r.render(rng=np.random.default_rng(13), occlusion=0.0), rois)
+    hands = rec.recognize(r.render(rng=np.random.default_rng(13), occlusion=0.35), rois)
+    assert min(d.similarity for d in clean) > 0.9
+    assert all(-1.0 <= d.similarity <= 1.0 for d in hands)
+    assert np.median([d.similarity for d in hands]) < np.median([d.similarity for d in clean])
+    assert min(d.similarity for d in hands) < 0.85  # some cells really are in doubt
