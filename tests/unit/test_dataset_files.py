@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,19 @@ def test_lookalike_frames_add_hard_examples_after_the_ordinary_ones(tmp_path: Pa
     assert any({a, b} <= hard for a, b in meta["lookalike_pairs"])  # partners in the same frames
     with pytest.raises(SystemExit):  # training frames running into the calibration seeds
         dataset_main(["--out", str(tmp_path / "e"), "--seed", "1000", *SMALL, "--lookalike-frames", "2000"])
+
+
+def test_evaluate_cli_rewrites_the_cards_evaluation_with_reliability(data_dir: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    done = subprocess.run([sys.executable, "-m", "vision_models.train.evaluate", "--data", str(data_dir),
+                           "--model", str(model)], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    card = json.loads((model / "model_card.json").read_text())
+    ev = card["evaluation"]
+    assert ev["heldout_seeds"] == [0, 1] and ev["cells"] == 60 and json.loads(done.stdout) == ev
+    rel = ev["reliability"]
+    right = [g for k, g in rel["similarity"].items() if k.startswith("right_") and g is not None]
+    assert rel["doubt_below"] == 0.85 and sum(g["n"] for g in right) == 60 - (rel["similarity"]["wrong"] or {"n": 0})["n"]
+    assert all(0.5 < g["p50"] <= 1.0 for g in right)
+    assert card["labels"] == json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())["labels"]

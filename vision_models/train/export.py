@@ -12,7 +12,6 @@ import datetime as dt
 import hashlib
 import json
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ import torch
 
 from vision_models.enroll import Gallery, prototype
 from vision_models.recognizer import CARD_FILE, GALLERY_FILE, MODEL_FILE, Recognizer
-from vision_models.train.dataset import Cells, DataDir, HeldOut, as_strip
+from vision_models.train.dataset import Cells, DataDir
+from vision_models.train.evaluate import evaluate
 from vision_models.types import EMPTY, CellRoi
 
 log = structlog.get_logger(__name__)
@@ -60,38 +60,6 @@ def calibrate_scale(rec: Recognizer, gallery: Gallery, cells: Cells) -> float:
             best, best_nll = float(scale), nll
     log.info("scale_calibrated", scale=round(best, 2), nll=round(best_nll, 5), cells=len(idx))
     return round(best, 3)
-
-
-def evaluate(rec: Recognizer, held: HeldOut, seeds: list[int],
-             pairs: list[tuple[str, str]]) -> dict[str, Any]:
-    """Cell accuracy on held-out frames (demo products only), overall and per slice.
-
-    Each frame's stored cell crops go through `recognize` as one batch, as a live frame would."""
-    right, total = Counter[str](), Counter[str]()
-    confusions: Counter[str] = Counter()
-    frames = held.frames()
-    for frame in frames:
-        strip, rois = as_strip(held.x[frame], held.cells[frame])
-        cells = zip(rec.recognize(strip, rois), held.labels[frame], held.occlusion[frame], held.pair[frame],
-                    strict=True)
-        for det, t, occlusion, pair in cells:
-            keys = ["all", "occluded_frames" if occlusion > 0 else "clear_frames",
-                    "empty" if t == EMPTY else "items"]
-            if pair:
-                keys += ["lookalike", pair]
-            for k in keys:
-                total[k] += 1
-                right[k] += det.label == t
-            if det.label != t:
-                confusions[f"{t}->{det.label}"] += 1
-    acc = {k: round(right[k] / total[k], 4) for k in total}
-    return {"heldout_seeds": list(seeds), "frames": len(frames), "cells": total["all"],
-            "cell_accuracy": acc["all"], "lookalike_accuracy": acc.get("lookalike"),
-            "per_pair_accuracy": {f"{a}/{b}": acc.get(f"{a}/{b}") for a, b in pairs},
-            "empty_accuracy": acc.get("empty"), "item_accuracy": acc.get("items"),
-            "occluded_frames_accuracy": acc.get("occluded_frames"),
-            "clear_frames_accuracy": acc.get("clear_frames"),
-            "cells_per_slice": dict(total), "top_confusions": dict(confusions.most_common(8))}
 
 
 def measure_latency(rec: Recognizer, frames: list[tuple[np.ndarray, list[CellRoi]]],
