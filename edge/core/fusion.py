@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge.core.catalog import Money, Planogram, Sku
@@ -77,7 +77,10 @@ class FusionParams:
     max_cost: float = 1.0
     vision_only_min_confidence: float = 0.5  # bench: ~0.6% false charges; see docs/take-and-go.md
     min_quality: float = 0.85  # below: a product reading is doubtful (a hand, glare); clean views >= 0.96
-    doubtful_cost: float = 0.6  # believing a doubtful cell against a clear view of the same cell
+    doubtful_cost: float = 0.4  # believing a doubtful cell against a clear view of the same cell
+    clear_quality: float = 0.95  # both views at least this clean: a disagreement is a real change
+    clear_misread_cost: float = 1.0  # ... so calling one of them a misread costs as much as an item
+    move_cost: float = 0.5  # an item carried to another lane of the shelf: rarer than a take
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,9 @@ def decide_shelf(obs: ShelfObservation, planogram: Planogram, params: FusionPara
         return _shelf(obs, "needs_review", {}, [], 0.0, ["no_evidence"], {})
     if not has_vision:
         return _weight_only(obs, planogram, params)
-    readings, pool = _readings(obs, planogram, params)
+    # doubting a cell hands the decision to the scale: without one, every cell is read as seen
+    readings, pool = _readings(obs, planogram, params if obs.weight_delta_g is not None
+                               else replace(params, min_quality=-1.0))
     d = _vision_only(obs, readings, params) if obs.weight_delta_g is None else \
         _fused(obs, planogram, readings, pool, params)
     doubtful = [f"{when}:{c.slot_id}/{c.position}" for when, cells in (("before", obs.before), ("after", obs.after))
@@ -188,7 +193,7 @@ def _readings(obs: ShelfObservation, planogram: Planogram,
                 _bump(d, c.slot_id, c.label, -sign)
                 _bump(d, c.slot_id, label, sign)
         basket, added, moves = _net(d)
-        cost += params.added_cost * added
+        cost += params.added_cost * added + params.move_cost * len(moves)
         if basket not in out or cost < out[basket].cost:
             out[basket] = _Reading(cost, moves)
     return out, _pool(planogram, lanes, changed, before, after)
@@ -220,7 +225,9 @@ def _alternatives(before: Mapping[tuple[str, int], CellObs], after: Mapping[tupl
             if c.margin < params.uncertain_margin and c.runner_up != c.label:
                 opts[c.runner_up] = max(0.0, c.margin)
             if o != c.label and not (oc is not None and _doubtful(oc, params) and not _doubtful(c, params)):
-                opts[o] = min(opts.get(o, params.misread_cost), params.misread_cost)
+                clear = oc is not None and min(c.quality, oc.quality) >= params.clear_quality
+                cost = params.clear_misread_cost if clear else params.misread_cost
+                opts[o] = min(opts.get(o, cost), cost)
             if opts:
                 alts.append((sign, c, [(c.label, 0.0), *sorted(opts.items(), key=lambda kv: kv[1])]))
     alts.sort(key=lambda a: -1.0 if a[2][0][0] != a[1].label else a[2][1][1])  # doubtful cells first

@@ -190,9 +190,28 @@ def test_item_misread_under_a_hand_with_unchanged_weight_charges_nothing() -> No
     before = take(full(), "I1")
     after = {k: list(v) for k, v in before.items()}  # picked up, looked at, put back
     # the after frame confidently reads one yogurt as a salad (a hand over it)
-    d = decide(observe(before, after, unsure_after={("I1", 2): ("salad", 0.9, "yogurt_straw", 0.05)}), PLAN)
+    d = decide(observe(before, after, unsure_after={("I1", 2): ("salad", 0.9, "yogurt_straw", 0.05, 0.6)}), PLAN)
     assert d.status == "nothing_taken"
     assert d.taken == {}
+
+
+def test_clear_views_that_disagree_while_the_scale_stays_put_go_to_review() -> None:
+    before = take(full(), "I1")
+    after = {k: list(v) for k, v in before.items()}
+    # two clean views, one says yogurt, the other salad, and the weight did not move: who knows
+    d = decide(observe(before, after, unsure_after={("I1", 2): ("salad", 0.9, "yogurt_straw", 0.05, 0.99)}), PLAN)
+    assert d.status == "needs_review" and "shelf3:vision_weight_disagree" in d.reasons
+
+
+def test_an_item_taken_from_the_front_shifts_its_lane_and_is_charged() -> None:
+    """Lanes feed forward: taking a misplaced orange from the front of the cola lane moves every
+    cola one cell forward. Two clean views that disagree cell by cell are a real change."""
+    before = full()
+    before["F1"] = ["orange", *before["F1"][1:]]
+    after = take(before, "F1")
+    d = decide(observe(before, after, unsure_before={("F1", p): (lab, 1.0, "empty", 0.0, 0.99)
+                                                     for p, lab in enumerate(before["F1"])}), PLAN)
+    assert (d.status, d.taken) == ("charge", {"orange": 1})
 
 
 # A hand over a can can hide the dot that tells yogurt_straw from yogurt_van: the softmax still says
