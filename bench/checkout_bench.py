@@ -10,6 +10,7 @@ without the scales (vision only) — the "without weight fusion" figure.
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import tempfile
@@ -47,6 +48,7 @@ async def run_daemon(sessions: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     outcomes: Counter[str] = Counter()
     latencies: list[float] = []
+    misses: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         rig = await start_takeandgo_rig(d, seed=seed)
@@ -58,9 +60,13 @@ async def run_daemon(sessions: int, seed: int) -> dict[str, Any]:
                     rig.cameras.set_conditions(f"shelf{k}", **_conditions(rng, after=False))
                 row, truth = await shop(rig, rng, session_id=f"bench-{seed}-{i}", linger_s=1.3,
                                         conditions=_conditions(rng, after=True))
-                import json
-
-                outcomes[_score(json.loads(row["data"]).get("decision"), truth.removed if truth else Counter())] += 1
+                decision = json.loads(row["data"]).get("decision")
+                removed = truth.removed if truth else Counter()
+                outcome = _score(decision, removed)
+                outcomes[outcome] += 1
+                if outcome != "exact" and len(misses) < 20:  # what a tester looks at first
+                    misses.append({"session": i, "outcome": outcome, "truth": dict(+removed),
+                                   "taken": (decision or {}).get("taken"), "reasons": (decision or {}).get("reasons")})
                 if rig.service.last_latency_ms is not None:
                     latencies.append(rig.service.last_latency_ms)
         finally:
@@ -72,7 +78,7 @@ async def run_daemon(sessions: int, seed: int) -> dict[str, Any]:
             "review_rate": round(outcomes["review"] / n, 4), "missed_rate": round(outcomes["missed"] / n, 4),
             "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
             "latency_p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None,
-            "wall_s": round(time.perf_counter() - t0, 1)}
+            "wall_s": round(time.perf_counter() - t0, 1), "not_exact": misses}
 
 
 async def run(sessions: int, seed: int) -> dict[str, Any]:
