@@ -44,14 +44,14 @@ def _score(decision: dict[str, Any] | None, truth: Counter[str]) -> str:
     return "exact" if taken == dict(+truth) else "false_charge"
 
 
-async def run_daemon(sessions: int, seed: int) -> dict[str, Any]:
+async def run_daemon(sessions: int, seed: int, *, fusion: bool = True) -> dict[str, Any]:
     rng = random.Random(seed)
     outcomes: Counter[str] = Counter()
     latencies: list[float] = []
     misses: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        rig = await start_takeandgo_rig(d, seed=seed)
+        rig = await start_takeandgo_rig(d, seed=seed, fusion=fusion)
         try:
             for i in range(sessions):
                 if i % 8 == 0:
@@ -81,10 +81,14 @@ async def run_daemon(sessions: int, seed: int) -> dict[str, Any]:
             "wall_s": round(time.perf_counter() - t0, 1), "not_exact": misses}
 
 
-async def run(sessions: int, seed: int) -> dict[str, Any]:
+async def run(sessions: int, seed: int, *, vision_only_daemon: bool = False) -> dict[str, Any]:
+    """Fused through the daemon, plus both modes at component level; `vision_only_daemon` also
+    runs the same sessions through a daemon whose config says `fusion = false` (twice the time)."""
     from bench.checkout_core import run as component
 
     result = await run_daemon(sessions, seed)
+    if vision_only_daemon:
+        result["vision_only_daemon"] = await run_daemon(sessions, seed, fusion=False)
     result["vision_only_component"] = component(sessions, seed, fusion=False)
     result["fused_component"] = component(sessions, seed, fusion=True)
     result["targets"] = {"basket_accuracy": 0.99, "vision_only_accuracy": 0.97, "false_charge_rate": 0.002,

@@ -24,6 +24,8 @@ def main() -> int:
     p.add_argument("--sessions", type=int, default=500)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--kills", type=int, default=200)
+    p.add_argument("--vision-only-daemon", action="store_true",
+                   help="checkout: also run the sessions through a daemon with fusion = false")
     args = p.parse_args()
     from edge.logs import setup_logging
 
@@ -42,7 +44,8 @@ def main() -> int:
         result = _maybe_async(run_fleet(machines=50 if args.quick else 200, quick=args.quick))
     elif args.name == "checkout":
         from bench.checkout_bench import run
-        result = _maybe_async(run(sessions=args.sessions, seed=args.seed))
+        result = _maybe_async(run(sessions=args.sessions, seed=args.seed,
+                                  vision_only_daemon=args.vision_only_daemon))
     elif args.name == "web":
         from bench.web_bench import run
         result = _maybe_async(run(quick=args.quick))
