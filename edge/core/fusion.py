@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge.core.catalog import Money, Planogram, Sku
@@ -75,7 +75,7 @@ class FusionParams:
     weight_soft: float = 0.1
     min_confidence: float = 0.55  # above misread_cost: one frame disagreeing on a look-alike -> review
     max_cost: float = 1.0
-    vision_only_min_confidence: float = 0.5  # bench: ~0.6% false charges; see docs/take-and-go.md
+    vision_only_min_confidence: float = 0.5  # bench: 0 false charges, ~2.6% review; docs/take-and-go.md
     min_quality: float = 0.85  # below: a product reading is doubtful (a hand, glare); clean views >= 0.96
     doubtful_cost: float = 0.4  # believing a doubtful cell against a clear view of the same cell
     clear_quality: float = 0.95  # both views at least this clean: a disagreement is a real change
@@ -148,9 +148,7 @@ def decide_shelf(obs: ShelfObservation, planogram: Planogram, params: FusionPara
         return _shelf(obs, "needs_review", {}, [], 0.0, ["no_evidence"], {})
     if not has_vision:
         return _weight_only(obs, planogram, params)
-    # doubting a cell hands the decision to the scale: without one, every cell is read as seen
-    readings, pool = _readings(obs, planogram, params if obs.weight_delta_g is not None
-                               else replace(params, min_quality=-1.0))
+    readings, pool = _readings(obs, planogram, params)
     d = _vision_only(obs, readings, params) if obs.weight_delta_g is None else \
         _fused(obs, planogram, readings, pool, params)
     doubtful = [f"{when}:{c.slot_id}/{c.position}" for when, cells in (("before", obs.before), ("after", obs.after))
@@ -182,7 +180,7 @@ def _readings(obs: ShelfObservation, planogram: Planogram,
     for sign, cells in ((1, before), (-1, after)):
         for c in cells.values():
             _bump(delta, c.slot_id, c.label, sign)
-    alts = _alternatives(before, after, changed, params)
+    alts = _alternatives(before, after, changed, params, scale=obs.weight_delta_g is not None)
     out: dict[Basket, _Reading] = {}
     for choice in itertools.product(*(opts for _, _, opts in alts)):
         d = dict(delta)
@@ -203,13 +201,16 @@ Alt = tuple[int, CellObs, list[tuple[str, float]]]  # (sign: +1 before / -1 afte
 
 
 def _alternatives(before: Mapping[tuple[str, int], CellObs], after: Mapping[tuple[str, int], CellObs],
-                  changed: set[str], params: FusionParams) -> list[Alt]:
+                  changed: set[str], params: FusionParams, *, scale: bool = True) -> list[Alt]:
     """Other plausible labels of cells in changed lanes: the runner-up of a low-margin cell (cost =
     margin), and, for a cell whose label differs between the frames, the other frame's label
     (cost `misread_cost`: a hand or glare made one frame wrong). A *doubtful* cell (quality below
     `min_quality`) facing a clear view of the same cell in the other frame is read as that clear
     view by default; its own label, its runner-up and "empty" stay possible at `doubtful_cost`
-    each, so the scale can still overrule. Default reading first, then cheapest; bounded."""
+    each, so the scale can still overrule. Without a scale (`scale` False) nothing could overrule:
+    a poor view (doubtful or not, "empty" too) is then only cheaper to call a misread
+    (`doubtful_cost`), which keeps the margin low and sends the basket to review. Default reading
+    first, then cheapest; bounded."""
     alts: list[Alt] = []
     for sign, cells, other in ((1, before, after), (-1, after, before)):
         for key, c in cells.items():
@@ -217,7 +218,7 @@ def _alternatives(before: Mapping[tuple[str, int], CellObs], after: Mapping[tupl
                 continue
             oc = other.get(key)
             o = _label(oc)
-            if o != c.label and _doubtful(c, params) and oc is not None and not _doubtful(oc, params):
+            if scale and o != c.label and _doubtful(c, params) and oc is not None and not _doubtful(oc, params):
                 doubt = {lab: params.doubtful_cost for lab in (c.label, c.runner_up, EMPTY) if lab != o}
                 alts.append((sign, c, [(o, 0.0), *doubt.items()]))
                 continue
@@ -227,6 +228,8 @@ def _alternatives(before: Mapping[tuple[str, int], CellObs], after: Mapping[tupl
             if o != c.label and not (oc is not None and _doubtful(oc, params) and not _doubtful(c, params)):
                 clear = oc is not None and min(c.quality, oc.quality) >= params.clear_quality
                 cost = params.clear_misread_cost if clear else params.misread_cost
+                if not scale and c.quality < params.min_quality:
+                    cost = params.doubtful_cost
                 opts[o] = min(opts.get(o, cost), cost)
             if opts:
                 alts.append((sign, c, [(c.label, 0.0), *sorted(opts.items(), key=lambda kv: kv[1])]))

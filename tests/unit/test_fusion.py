@@ -258,3 +258,15 @@ def test_a_doubtful_empty_cell_is_not_overruled() -> None:
     ua = {("I2", 5): (EMPTY, 0.99, "gum", 0.0, 0.6)}
     d = decide(observe(before, after, unsure_after=ua), PLAN)
     assert (d.status, d.taken) == ("charge", {"yogurt_van": 1})
+
+
+def test_scale_offline_and_a_package_under_a_hand_read_empty_goes_to_review() -> None:
+    """Without a scale nothing can tell a hand over a milk carton from a milk taken."""
+    before = full()
+    after = {k: list(v) for k, v in before.items()}
+    ua = {("H5", 2): (EMPTY, 0.35, "sandwich_ham", 0.31, 0.33)}
+    obs = [ShelfObservation(o.shelf, o.before, o.after, None) for o in observe(before, after, unsure_after=ua)]
+    d = decide(obs, PLAN)
+    assert d.status == "needs_review" and "shelf2:ambiguous" in d.reasons
+    # the same poor view with the scale on line: the weight says nothing left, so nothing is charged
+    assert decide(observe(before, after, unsure_after=ua), PLAN).status == "nothing_taken"
