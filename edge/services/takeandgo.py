@@ -240,9 +240,13 @@ class TakeAndGoService:
 
     async def _keep_evidence(self, sid: str, summary: dict[str, Any], images: Mapping[int, Any]) -> None:
         """Off the critical path; takes everything it writes as arguments (by the time it runs,
-        the next customer's session may already be open)."""
-        await self.evidence.save_images(sid, "after", images)
-        await self.evidence.save_summary(sid, summary)
+        the next customer's session may already be open). A full or failing disk costs the
+        evidence, logged, never the order (already committed)."""
+        try:
+            await self.evidence.save_images(sid, "after", dict(images))
+            await self.evidence.save_summary(sid, summary)
+        except OSError as exc:
+            log.error("evidence_not_saved", session_id=sid, error=str(exc))
 
     async def _finish(self, eff: Effect) -> None:
         s = self.session

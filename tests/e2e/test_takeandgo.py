@@ -9,6 +9,7 @@ import random
 import shutil
 
 import pytest
+import structlog.testing
 
 from edge.config import load_config
 from edge.core.errors import SaleRefused
@@ -161,3 +162,19 @@ async def test_evidence_is_filed_under_its_own_session_when_the_next_customer_is
     assert doc["session_id"] == "s-first" and doc["decision"] == json.loads(first["data"])["decision"]
     assert doc["decision"]["taken"] == {"milk": 1} and "2" in doc["shelves"]  # the reviewer sees each shelf's case
     assert {n for n in store.files("s-first") if n.startswith("after_")}  # its own after frames
+
+
+async def test_a_failing_evidence_disk_costs_the_evidence_not_the_order(rig):
+    async def disk_full(session_id, summary):
+        raise OSError(28, "No space left on device")
+
+    rig.service.evidence.save_summary = disk_full
+    with structlog.testing.capture_logs() as logs:
+        row, _ = await shop(rig, random.Random(0), session_id="s-diskfull", linger_s=1.0,
+                            actions=[("take", "H5")])
+        assert row["state"] == "charged"
+        await wait_for(lambda: not rig.service._writing, 10.0)  # the evidence task ended
+    assert [e["session_id"] for e in logs if e["event"] == "evidence_not_saved"] == ["s-diskfull"]
+    assert [r["status"] for r in await order_of(rig, "s-diskfull")] == ["completed"]
+    row, _ = await shop(rig, random.Random(0), session_id="s-after", linger_s=0.5, actions=[])
+    assert row["state"] == "void"  # the next customer is served as usual
