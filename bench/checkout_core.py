@@ -29,6 +29,7 @@ import structlog
 
 from edge.core.catalog import Planogram
 from edge.core.fusion import CellObs, Decision, ShelfObservation, decide
+from edge.services.evidence import cell_observations
 from hw_sim.camera.render import ShelfRenderer
 from hw_sim.customers import Truth, apply, generate
 from hw_sim.world import FridgeWorld, load_demo_planogram
@@ -59,8 +60,7 @@ def _weigh(world: FridgeWorld, rng: random.Random) -> dict[int, float]:
 def _observe(rec: Recognizer, frames: dict[int, np.ndarray], rois: dict[int, list[CellRoi]]) -> dict[int, list[CellObs]]:
     out = {}
     for shelf, frame in frames.items():
-        out[shelf] = [CellObs(d.slot_id, d.position, d.label, d.score, d.runner_up, d.runner_up_score, d.similarity)
-                      for d in rec.recognize(frame, rois[shelf])]
+        out[shelf] = cell_observations(rec.recognize(frame, rois[shelf]))
     return out
 
 

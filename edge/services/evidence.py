@@ -8,6 +8,7 @@ import json
 import pathlib
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import structlog
 
 from drivers.errors import DeviceError
 from edge.core.fusion import CellObs
-from vision_models.types import CellRoi
+from vision_models.types import CellDetection, CellRoi
 
 log = structlog.get_logger(__name__)
 
@@ -63,9 +64,13 @@ class Capturer:
             return ShelfView(shelf, None, str(exc)), None
         loop = asyncio.get_running_loop()
         dets = await loop.run_in_executor(self.executor, self.recognizer.recognize, frame.image, self.rois[shelf])
-        cells = [CellObs(d.slot_id, d.position, d.label, float(d.score), d.runner_up, float(d.runner_up_score),
-                         float(d.similarity)) for d in dets]
-        return ShelfView(shelf, cells), frame.image
+        return ShelfView(shelf, cell_observations(dets)), frame.image
+
+
+def cell_observations(dets: Sequence[CellDetection]) -> list[CellObs]:
+    """The recognizer's detections as fusion's cell observations (similarity -> quality)."""
+    return [CellObs(d.slot_id, d.position, d.label, float(d.score), d.runner_up, float(d.runner_up_score),
+                    float(d.similarity)) for d in dets]
 
 
 def cells_to_json(view: ShelfView) -> dict[str, Any]:
