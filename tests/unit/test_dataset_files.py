@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.core.fusion import FusionParams
 from hw_sim.camera.dataset import DEMO_SKUS, build, distractor_ids, render_frame
 from hw_sim.camera.dataset import main as dataset_main
 from vision_models import DEFAULT_MODEL_DIR, EMPTY, CellRoi, Recognizer
@@ -118,6 +119,6 @@ def test_evaluate_cli_rewrites_the_cards_evaluation_with_reliability(data_dir: P
     assert ev["heldout_seeds"] == [0, 1] and ev["cells"] == 60 and json.loads(done.stdout) == ev
     rel = ev["reliability"]
     right = [g for k, g in rel["similarity"].items() if k.startswith("right_") and g is not None]
-    assert rel["doubt_below"] == 0.85 and sum(g["n"] for g in right) == 60 - (rel["similarity"]["wrong"] or {"n": 0})["n"]
+    assert rel["doubt_below"] == FusionParams().min_quality == 0.85 and sum(g["n"] for g in right) == 60 - (rel["similarity"]["wrong"] or {"n": 0})["n"]
     assert all(0.5 < g["p50"] <= 1.0 for g in right)
     assert card["labels"] == json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())["labels"]
