@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 sysdeps:
-	@command -v socat >/dev/null && test -x /usr/bin/chromium || \
-	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq socat chromium >/dev/null)
+	@command -v socat >/dev/null && test -x /usr/bin/chromium && test -x /usr/bin/promtool || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq socat chromium prometheus >/dev/null)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edge drivers sync hw_sim vision_models tests bench
