@@ -158,6 +158,13 @@ class LedgerDB:
             except asyncio.CancelledError:
                 await self._rollback()
                 raise
+            try:
+                # another process (`vendedge user add`) may have written since our last commit: the counter
+                # is read under the write lock BEGIN IMMEDIATE holds, so allocation is atomic across processes
+                self._seq = await self._stored_seq()
+            except BaseException:
+                await self._rollback()
+                raise
             tx = Tx(self.db, self.clock, self._seq, self.cache)
             try:
                 yield tx
@@ -186,6 +193,11 @@ class LedgerDB:
             finally:
                 if committed:
                     self._committed(tx)
+
+    async def _stored_seq(self) -> int:
+        async with self.db.execute("SELECT value FROM meta WHERE key='seq'") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     def _committed(self, tx: Tx) -> None:
         self._seq = tx._seq
