@@ -10,7 +10,7 @@ reported as not available instead of failing:
 - ``extras["shelves"]``: ``async tare(shelf: int)``, ``shelves`` (the shelf numbers)
 - ``extras["plant"]``: ``devices: {name: device}`` (each with ``online``, ``last_seen``, ``counters``)
 - ``extras["takeandgo"]``: ``review_queue() -> list[dict]`` (items may carry ``evidence`` URLs)
-- ``extras["sync"]``: ``online: bool``
+- ``extras["sync"]``: ``status -> {"online": bool, ...}`` (the `SyncClient` property)
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 DOOR_CACHE_S = 2.0        # the board is asked at most this often; unsolicited changes update at once
 EVENTS_PAGE_MAX = 200
+EVENTS_PAGE_LAST = 10**9  # pages past this are empty anyway; keeps (page - 1) * per_page inside int64
 LOW_FRACTION = 0.25       # a slot at or below a quarter of its capacity is "low"
 READ_CACHE_S = 1.0        # how stale a page may be (actions invalidate at once)
 
@@ -145,7 +146,7 @@ class Queries:
             "SELECT SUM(acked_at IS NULL AND parked_reason IS NULL) AS backlog, "
             "SUM(parked_reason IS NOT NULL) AS parked, MAX(acked_at) AS last_ack FROM outbox")
         svc = self.m.extras.get("sync")
-        online = bool(getattr(svc, "online", False))
+        online = _sync_online(svc)
         return {"enabled": svc is not None, "online": online,
                 "state": "not configured" if svc is None else ("online" if online else "offline"),
                 "backlog": int(row["backlog"] or 0) if row else 0, "parked": int(row["parked"] or 0) if row else 0,
@@ -230,7 +231,7 @@ class Queries:
 
     def evidence_path(self, session_id: str, name: str) -> Any:
         """Path of one take-and-go evidence image, or None (no service, bad name, not kept)."""
-        svc = self.machine.extras.get("takeandgo")
+        svc = self.m.extras.get("takeandgo")
         store = getattr(svc, "evidence", None)
         return store.path(session_id, name) if store is not None else None
 
@@ -255,7 +256,7 @@ class Queries:
 
     async def events(self, kind: str = "", page: int = 1, per_page: int = 50) -> dict[str, Any]:
         per_page = max(1, min(EVENTS_PAGE_MAX, per_page))
-        page = max(1, page)
+        page = max(1, min(EVENTS_PAGE_LAST, page))  # SQLite's OFFSET is a signed 64-bit integer
         return await self._cached(("events", kind, page, per_page),  # type: ignore[no-any-return]
                                   lambda: self._events(kind, page, per_page))
 
@@ -287,6 +288,8 @@ class Queries:
     # ---- actions (each audited) --------------------------------------------------------------
 
     async def restock(self, actor: str, slot_id: str | None, count: int | None) -> dict[str, int]:
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise SaleRefused("bad_input", f"count must be a whole number >= 0 (got {count!r})")
         result = await self.m.restock(slot_id, count, actor)
         await self.audit(actor, "restock", slot_id=slot_id or "*", count=count, slots=len(result))
         return result
@@ -353,6 +356,14 @@ class Queries:
         return svc if _has(svc, "clear_lockout") else None
 
 
+def money(amount: int | None, currency: str = "") -> str:
+    """Minor units as the page shows them: 1234 -> "12.34 EUR" (the live stream uses the same text)."""
+    if amount is None:
+        return "–"
+    sign = "-" if amount < 0 else ""
+    return f"{sign}{abs(amount) // 100}.{abs(amount) % 100:02d} {currency}".strip()
+
+
 def _plain(values: Any) -> dict[str, Any]:
     """Register values as JSON-safe scalars."""
     out: dict[str, Any] = {}
@@ -371,6 +382,12 @@ def _num(v: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return round(f, 2) if f == f else None  # NaN -> None
+
+
+def _sync_online(svc: Any) -> bool:
+    """The sync client's link state: `SyncClient.status["online"]` (a property returning a dict)."""
+    st = getattr(svc, "status", None) if svc is not None else None
+    return bool(st.get("online", False)) if isinstance(st, dict) else False
 
 
 def _online(dev: Any) -> bool:
@@ -405,7 +422,9 @@ def _day_bounds(start: str, end: str) -> tuple[str, str]:
     b = dt.date.fromisoformat(end)
     if b < a:
         raise ValueError("end before start")
-    return f"{a.isoformat()}T00:00:00", f"{(b + dt.timedelta(days=1)).isoformat()}T00:00:00"
+    # 9999-12-31 has no next day: its end is a string after every stored timestamp of that day
+    hi = f"{(b + dt.timedelta(days=1)).isoformat()}T00:00:00" if b < dt.date.max else f"{b.isoformat()}T99"
+    return f"{a.isoformat()}T00:00:00", hi
 
 
 def _csv_safe(text: str) -> str:

@@ -101,8 +101,9 @@ async def devices(request: web.Request) -> web.Response:
 async def restock(request: web.Request) -> web.Response:
     body = await _body(request)
     slot, count = body.get("slot_id"), body.get("count")
-    if not (slot is None or isinstance(slot, str)) or not (count is None or isinstance(count, int)):
-        return json_error(400, "bad_request", "slot_id: string or null (all); count: integer or null (capacity)")
+    count_ok = count is None or (isinstance(count, int) and not isinstance(count, bool) and count >= 0)
+    if not (slot is None or isinstance(slot, str)) or not count_ok:
+        return json_error(400, "bad_request", "slot_id: string or null (all); count: integer >= 0 or null (capacity)")
     if slot is None and body.get("confirm") is not True:
         return json_error(400, "confirm_required", 'filling every slot needs "confirm": true')
     return await _run(request, _q(request).restock(session_of(request).user.name, slot, count))

@@ -22,7 +22,7 @@ from aiohttp import web
 from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
 from edge.services.machine import Machine
-from edge.services.queries import Queries
+from edge.services.queries import Queries, money
 from edge.web import api, auth, metrics, sse, views
 from edge.web.keys import FLASH, HUB, JINJA, METRICS_TOKEN, QUERIES, STATIC, STATS
 
@@ -110,6 +110,7 @@ def _error(request: web.Request, status: int, code: str, detail: str) -> web.Res
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     for k, v in SECURITY_HEADERS.items():
         response.headers.setdefault(k, v)
+    response.headers["Server"] = "vendedge"  # no framework name or version for a scanner to match
     if not request.path.startswith("/static/"):
         response.headers.setdefault("Cache-Control", "no-store")
 
@@ -157,7 +158,7 @@ def create_app(machine: Machine, secrets: Secrets, *, live_interval_s: float = 1
     app[STATS] = {"responses": Counter(), "sse_clients": lambda: len(hub.subscribers)}
     env = jinja2.Environment(loader=jinja2.PackageLoader("edge.web", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
-    env.filters["money"] = views.money
+    env.filters["money"] = money
     env.globals["static_url"] = lambda name: f"/static/{name}?v={app[STATIC][name][2]}"
     app[JINJA] = env
     _add_routes(app)

@@ -11,7 +11,9 @@ The login form itself is protected by a double-submit token (cookie + form field
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
+import socket
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -82,8 +84,37 @@ async def csrf_token_of(request: web.Request) -> str:
     return ""
 
 
+def host_allowed(host: str) -> bool:
+    """The Host header names this machine: an IP literal, localhost, a `.local` name or its own hostname.
+    Anything else is a name an attacker controls (DNS rebinding) and is refused."""
+    name = urllib.parse.urlsplit("//" + host).hostname if host else None
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    own = socket.gethostname().lower()
+    return name in ("localhost", own, f"{own}.local") or name.endswith(".localhost")
+
+
+def origin_allowed(request: web.Request) -> bool:
+    """A state-changing request either sends no Origin (old clients, curl) or this very origin.
+    `Origin: null` (sandboxed frames, data: URLs, some redirects) is never this origin."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return origin == f"{request.scheme}://{request.host}" or (
+        request.headers.get("X-Forwarded-Proto") == "https" and origin == f"https://{request.host}")
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not host_allowed(request.host):
+        return refuse(request, 421, "bad_host", "the Host header does not name this machine")
+    if request.method not in SAFE_METHODS and not origin_allowed(request):
+        return refuse(request, 403, "bad_origin", "cross-site request refused")
     if request.match_info.http_exception is not None:
         raise request.match_info.http_exception  # unknown path or method: 404/405 for everyone
     level = level_of(request.match_info.handler)
@@ -118,7 +149,11 @@ def set_session_cookie(request: web.Request, resp: web.StreamResponse, token: st
 
 
 def _safe_next(nxt: str) -> str:
-    return nxt if nxt.startswith("/") and not nxt.startswith("//") and "\\" not in nxt else "/"
+    """Only a same-site path: one leading slash, then printable ASCII without spaces or backslashes
+    (browsers drop tabs and newlines, so `/\t/host` would become `//host`)."""
+    ok = (nxt.startswith("/") and not nxt.startswith("//") and "\\" not in nxt
+          and all(33 <= ord(c) < 127 for c in nxt))
+    return nxt if ok else "/"
 
 
 @public

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from edge.services.queries import Queries
+from edge.services.queries import Queries, money
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +67,7 @@ class Hub:
         stock = {r["slot_id"]: [r["count"], r["capacity"], r["low"]] for r in await self.q.stock()}
         return {"machine_id": d["machine_id"], "mode": d["mode"], "uptime_s": d["uptime_s"], "door": d["door"],
                 "temperature": d["temperature"], "sync": d["sync"], "alarms": d["alarms"],
+                "revenue_text": money(d["sales_today"]["revenue"]), "unreconciled_vends": d["unreconciled_vends"],
                 "devices": d["devices"], "sales_today": d["sales_today"], "lockouts": len(d["lockouts"]),
                 "low_stock": d["low_stock"], "stock": stock}
 
@@ -118,10 +119,8 @@ async def live(request: web.Request) -> web.StreamResponse:
                     item = await sub.get()
             except TimeoutError:
                 item = ""
-                if await hub.q.users.session(token) is None:
-                    break  # logged out or expired: the stream ends with the session
-            if item is None:
-                break
+            if item is None or await hub.q.users.session(token) is None:
+                break  # shutting down, or logged out / expired: the stream ends with the session
             chunk = f"event: snapshot\ndata: {item}\n\n" if item else ": keep-alive\n\n"
             async with asyncio.timeout(WRITE_TIMEOUT_S):
                 await resp.write(chunk.encode())

@@ -42,11 +42,6 @@ def flash(request: web.Request, level: str, text: str) -> None:
     request.app[FLASH][request[TOKEN]] = (level, text)
 
 
-def money(amount: int | None, currency: str = "") -> str:
-    if amount is None:
-        return "–"
-    sign = "-" if amount < 0 else ""
-    return f"{sign}{abs(amount) // 100}.{abs(amount) % 100:02d} {currency}".strip()
 
 
 def chart(points: list[list[Any]] | None) -> dict[str, Any]:
@@ -174,7 +169,10 @@ async def restock_action(request: web.Request) -> web.Response:
     if not slot:
         flash(request, "error", "restock: choose a slot")
         return redirect("/stock")
-    count = int(raw) if raw.isdigit() else None
+    if raw and not (raw.isascii() and raw.isdigit()):
+        flash(request, "error", f"restock {slot}: count must be a whole number >= 0, or empty for capacity")
+        return redirect("/stock")
+    count = int(raw) if raw else None
     result = q_of(request).restock(session_of(request).user.name, slot, count)
     return await _act(request, "/stock", f"restock {slot}", _fmt(result, lambda r: f"now {r.get(slot)}"))
 
@@ -228,7 +226,7 @@ async def clear_lockout_action(request: web.Request) -> web.Response:
         flash(request, "error", "clear lockout: tick the confirmation box")
         return redirect("/devices")
     result = q_of(request).clear_lockout(session_of(request).user.name)
-    return await _act(request, "/devices", "clear food-safety lockout", _fmt(result, lambda _: "cleared"))
+    return await _act(request, "/devices", "clear food-safety lockout", _fmt(result, str))
 
 
 async def _fmt(coro: Any, fmt: Any) -> str:

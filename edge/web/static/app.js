@@ -49,6 +49,27 @@
     });
   }
 
+  function cell(text, cls) {
+    var td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; return td;
+  }
+
+  function drawDevices(devices) {
+    var body = document.getElementById("devices-body");
+    if (!body || !devices) return;
+    body.textContent = "";  // text nodes only: device names and counters are data, never markup
+    devices.forEach(function (dev) {
+      var tr = document.createElement("tr");
+      tr.dataset.device = dev.name;
+      var counters = Object.keys(dev.counters || {}).filter(function (k) { return dev.counters[k]; })
+        .map(function (k) { return k + "=" + dev.counters[k]; }).join(" ");
+      tr.appendChild(cell(dev.name));
+      tr.appendChild(cell(dev.online ? "online" : "offline", dev.online ? "ok" : "bad"));
+      tr.appendChild(cell(dev.seen_s_ago == null ? "–" : String(dev.seen_s_ago)));
+      tr.appendChild(cell(counters || "none", "small"));
+      body.appendChild(tr);
+    });
+  }
+
   function apply(snap) {
     document.querySelectorAll("[data-live]").forEach(function (el) {
       if (el === document.body) return;
@@ -65,6 +86,7 @@
       if (box) box.classList.toggle("low", !!s[2]);
     });
     drawAlarms(snap.alarms);
+    drawDevices(snap.devices);
     drawChart(snap.temperature);
     document.body.dataset.liveTicks = String((+document.body.dataset.liveTicks || 0) + 1);
   }
