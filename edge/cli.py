@@ -4,32 +4,57 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from edge.core.errors import ConfigError
+from edge.core.errors import ConfigError, EdgeError
+
+DEFAULT_CONFIG = "/etc/vendedge/vendedge.toml"
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=os.environ.get("VENDEDGE_CONFIG", DEFAULT_CONFIG), metavar="FILE",
+                   help="the machine's TOML config (default: $VENDEDGE_CONFIG, else %(default)s)")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from edge import __version__
+
     p = argparse.ArgumentParser(prog="vendedge", description="vending machine edge controller")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="run the daemon (what systemd starts)")
-    run.add_argument("--config", default="/etc/vendedge/vendedge.toml")
-    chk = sub.add_parser("check-config", help="validate a config file and exit")
-    chk.add_argument("--config", default="/etc/vendedge/vendedge.toml")
-    demo = sub.add_parser("demo", help="simulator + daemon (+ cloud + web page), all local")
-    demo.add_argument("--scenario", choices=["interactive", "classic-vend", "fridge-day"], default="interactive")
-    demo.add_argument("--customers", type=int, default=40)
-    demo.add_argument("--seed", type=int, default=1)
+    p.add_argument("--version", action="version", version=f"vendedge {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the daemon (what systemd starts)",
+                         description="Run the daemon until SIGTERM/SIGINT. Exits 2 on a config error, "
+                                     "1 when start-up fails.")
+    _config_arg(run)
+    chk = sub.add_parser("check-config", help="validate a config file (and its secrets file) and exit",
+                         description="Validate exactly as `run` does. Exit 0 when ok, 2 with the error.")
+    _config_arg(chk)
+    demo = sub.add_parser("demo", help="simulator + daemon (+ cloud + web page), all local",
+                          description="Everything in one process. Interactive until Ctrl-C, or a headless "
+                                      "scenario that prints a summary.")
+    demo.add_argument("--scenario", choices=["interactive", "classic-vend", "fridge-day"], default="interactive",
+                      help="what to run (default: %(default)s)")
+    demo.add_argument("--customers", type=int, default=40, help="customers in classic-vend (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     demo.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
-    demo.add_argument("--dir", default="", help="state directory (default: a new temp dir)")
-    demo.add_argument("--web-port", type=int, default=8080)
-    sub.add_parser("refcloud", help="run the reference cloud server", add_help=False)
-    user = sub.add_parser("user", help="technician accounts")
-    user.add_argument("action", choices=["add", "list", "remove"])
-    user.add_argument("name", nargs="?")
-    user.add_argument("--role", choices=["technician", "viewer"], default="technician")
-    user.add_argument("--config", default="/etc/vendedge/vendedge.toml")
+    demo.add_argument("--dir", "--state", "--keep-state", dest="dir", default="", metavar="DIR",
+                      help="state directory, kept afterwards (default: a temp dir removed on exit)")
+    demo.add_argument("--web-port", type=int, default=8080,
+                      help="diagnostics page port on 127.0.0.1 (default: %(default)s; 0 = any free port)")
+    sub.add_parser("refcloud", help="run the reference cloud server (see `vendedge refcloud --help`)",
+                   add_help=False)
+    user = sub.add_parser("user", help="diagnostics-page accounts: add, list, remove",
+                          description="Accounts live in the machine's ledger (machine.data_dir of --config). "
+                                      "There is no default password; it is asked twice on a terminal.")
+    user.add_argument("action", choices=["add", "list", "remove"], help="what to do")
+    user.add_argument("name", nargs="?", help="account name (add, remove)")
+    user.add_argument("--role", choices=["technician", "viewer"], default="technician",
+                      help="technician may act, viewer only reads (default: %(default)s)")
+    _config_arg(user)
     user.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     return p
 
@@ -45,9 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "run":
             return _run(args.config)
         if args.cmd == "check-config":
-            from edge.config import load_config
+            from edge.config import load_all
 
-            cfg = load_config(args.config)
+            cfg, _ = load_all(args.config)
             print(f"ok: {cfg.source} (machine {cfg.machine.id})")
             return 0
         if args.cmd == "demo":
@@ -59,20 +84,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return user_command(args)
     except ConfigError as exc:
-        print(f"vendedge: {exc}", file=sys.stderr)
+        hint = ""
+        if exc.key == "<file>" and not os.path.exists(str(exc.value)):
+            hint = " (pass --config FILE or set VENDEDGE_CONFIG)"
+        print(f"vendedge: {exc}{hint}", file=sys.stderr)
         return 2
     return 2
 
 
 def _run(config_path: str) -> int:
-    from edge.config import load_config, load_secrets
+    from edge.config import load_all
     from edge.daemon import Daemon
     from edge.logs import setup_logging
 
-    cfg = load_config(config_path)
-    secrets = load_secrets(cfg.machine.secrets_file) if cfg.machine.secrets_file else None
+    cfg, secrets = load_all(config_path)
     setup_logging(cfg.machine.id, level=cfg.logging.level, fmt=cfg.logging.format)
-    asyncio.run(Daemon(cfg, secrets).run_forever())
+    return asyncio.run(_serve(Daemon(cfg, secrets)))
+
+
+async def _serve(daemon: Any) -> int:
+    """Start, wait for SIGTERM/SIGINT, stop. A start-up failure stops what did start and exits 1 at once
+    (a half-started daemon would keep the process alive on its ledger threads)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await daemon.start()
+    except (EdgeError, OSError) as exc:
+        print(f"vendedge: start-up failed: {exc}", file=sys.stderr)
+        await daemon.stop()
+        return 2 if isinstance(exc, ConfigError) else 1
+    await stop.wait()
+    await daemon.stop()
     return 0
 
 

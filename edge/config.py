@@ -7,13 +7,16 @@ sits next to the value it guards (Klipper's habit). `load_config(path)` is the o
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import pathlib
+import re
 import stat
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,28 +181,77 @@ class Secrets:
     metrics_token: str = _f("")
 
 
+def _read_toml(p: pathlib.Path, key: str) -> dict[str, Any]:
+    """Parse one TOML file; every way it can be unreadable is a ConfigError naming the file."""
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(key, str(p), "an existing TOML file") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(key, str(p), "a TOML file (this path is a directory)") from exc
+    except PermissionError as exc:
+        raise ConfigError(key, str(p), "a file this user may read") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(key, str(p), f"a UTF-8 text file (byte {exc.start} is not UTF-8)") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(key, str(p), f"valid TOML ({exc})") from exc
+    except OSError as exc:
+        raise ConfigError(key, str(p), f"a readable file ({exc.strerror})") from exc
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate the TOML file; raise ConfigError naming the key, value and what is allowed."""
     p = pathlib.Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError("<file>", str(p), "an existing TOML file") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("<file>", str(p), f"valid TOML ({exc})") from exc
-    cfg = build(Config, raw, "")
+    cfg = build(Config, _read_toml(p, "<file>"), "")
     return dataclasses.replace(cfg, source=str(p))
 
 
 def load_secrets(path: str | os.PathLike[str]) -> Secrets:
-    """Secrets live apart from the config, readable by the owner only (mode 0600)."""
+    """Secrets live apart from the config, readable by the owner only (mode 0600). A configured
+    secrets file that is missing is an error: a silently empty secret fails later and less clearly."""
     p = pathlib.Path(path)
     if not p.exists():
-        return Secrets()
-    mode = stat.S_IMODE(p.stat().st_mode)
-    if mode & 0o077:
-        raise ConfigError("secrets_file", f"{p} mode {mode:o}", "a file with mode 0600 (owner only)")
-    return build(Secrets, tomllib.loads(p.read_text(encoding="utf-8")), "secrets")
+        raise ConfigError("machine.secrets_file", str(p), "an existing TOML file (mode 0600)")
+    if p.is_file():
+        mode = stat.S_IMODE(p.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigError("machine.secrets_file", f"{p} mode {mode:o}", "a file with mode 0600 (owner only)")
+    return build(Secrets, _read_toml(p, "machine.secrets_file"), "secrets")
+
+
+def load_all(path: str | os.PathLike[str]) -> tuple[Config, Secrets]:
+    """Config + secrets + the rules that span keys: what `check-config` and `run` both use."""
+    cfg = load_config(path)
+    secrets = load_secrets(cfg.machine.secrets_file) if cfg.machine.secrets_file else Secrets()
+    validate(cfg, secrets)
+    return cfg, secrets
+
+
+def validate(cfg: Config, secrets: Secrets) -> None:
+    """Cross-key rules (one key's meaning depends on another's), checked before anything starts."""
+    if not cfg.sync.enabled:
+        return
+    url = cfg.sync.url
+    if not re.match(r"^https?://[^/]", url):
+        raise ConfigError("sync.url", url, "an http(s):// URL when sync.enabled = true")
+    if not url.startswith("https://") and not _loopback(url):
+        raise ConfigError("sync.url", url, "https:// (plain http only on loopback)")
+    try:
+        secret = bytes.fromhex(secrets.machine_secret)
+    except ValueError:
+        secret = b""
+    if len(secret) < 16:
+        where = cfg.machine.secrets_file or "(no machine.secrets_file configured)"
+        raise ConfigError("secrets.machine_secret", "<hidden>",
+                          f"a hex string of at least 16 bytes in {where} when sync.enabled = true")
+
+
+def _loopback(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def build(cls: Any, table: Any, where: str) -> Any:
@@ -244,8 +296,6 @@ def _convert(typ: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
 
 
 def _scalar(typ: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
-    import re
-
     if typ is bool:
         if not isinstance(value, bool):
             raise ConfigError(key, value, "true or false")
