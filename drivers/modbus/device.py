@@ -63,7 +63,9 @@ class ModbusDevice:
         self._subscribers.append(cb)
 
     async def read_now(self) -> dict[str, Value]:
-        """One out-of-band read of every point (through the hub lock); raises a DeviceError on failure."""
+        """One out-of-band read of every point (through the hub lock); raises a DeviceError on failure.
+        It counts as a poll, so `ok` never exceeds `polls` (the counters /metrics exports)."""
+        self.counters["polls"] += 1
         values = await self._hub.read_device(self)
         self._poll_succeeded(values, time.monotonic(), scheduled=False)
         return dict(values)

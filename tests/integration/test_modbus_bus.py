@@ -81,6 +81,7 @@ async def test_setpoint_write_is_verified_by_read_back(bus):
     await fridge.write("setpoint_c", 6.5)
     assert plant.fridge.setpoint_c == 6.5 and fridge.values["setpoint_c"] == 6.5
     assert (await fridge.read_now())["setpoint_c"] == 6.5
+    assert fridge.counters["ok"] <= fridge.counters["polls"]  # an out-of-band read is a poll too
     with pytest.raises(ValueError, match="outside allowed range"):
         await fridge.write("setpoint_c", 30.0)
     plant.stick_sensor("setpoint_c")  # firmware ignores the write: read-back shows the old value
