@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, TextIO
 
@@ -13,8 +14,12 @@ def setup_logging(machine_id: str, *, level: str = "info", fmt: str = "auto",
                   stream: TextIO | None = None) -> None:
     """Configure structlog once for the process. Every record carries `machine_id`."""
     stream = stream or sys.stderr
-    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
-    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    tty = stream.isatty()
+    use_json = fmt == "json" or (fmt == "auto" and not tty)
+    # colours only for a person at a terminal, and never when NO_COLOR is set (https://no-color.org)
+    colors = tty and not os.environ.get("NO_COLOR")
+    renderer: Any = (structlog.processors.JSONRenderer() if use_json
+                     else structlog.dev.ConsoleRenderer(colors=colors))
     lvl = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(level=max(lvl, logging.WARNING), stream=stream, format="%(name)s %(message)s")
     # pymodbus logs every timeout at ERROR and every frame at DEBUG; the hub counts and logs state changes
