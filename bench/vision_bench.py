@@ -1,0 +1,96 @@
+"""Vision benchmark on never-seen products: `python bench/run.py vision --novel`.
+
+Products come from `bench.novel.generator` (its own drawing style, evaluation only). Each is
+enrolled from 3 reference views through `Recognizer.enroll` into the shipped gallery (so the demo
+SKUs compete too); every test view is classified as one cell through `Recognizer.recognize`.
+
+A read is *doubted* when fusion would doubt it: similarity below `FusionParams.min_quality`, or
+(`doubt="margin"`) also when the best-vs-second cosine margin is below the model card's
+`doubt.min_margin`. `wrong_trusted_rate` = wrong and not doubted / all reads;
+`doubted_correct_rate` = doubted / correct reads.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.novel.generator import make_catalogue, render_view
+from edge.core.fusion import FusionParams
+from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer
+
+VIEW = 64  # px, the side of a rendered view (a 640x480 shelf camera cell is about this size)
+
+
+def _margin(det: Any, scale: float) -> float:
+    """Best-vs-second cosine margin, recovered from the softmax scores (log ratio / scale)."""
+    if det.runner_up_score <= 0:
+        return 1.0
+    return math.log(max(det.score, 1e-12) / max(det.runner_up_score, 1e-12)) / scale
+
+
+def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, seed: int = 1,
+        model_dir: str | Path = DEFAULT_MODEL_DIR) -> dict[str, Any]:
+    rec = Recognizer.load(model_dir, threads=1)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cat = make_catalogue(products, pairs, seed=900_000 + seed)
+    rng = np.random.default_rng(seed)
+    for d in cat:
+        rec.enroll(d.sku_id, [render_view(d, VIEW, rng, hard=False) for _ in range(refs)])
+    min_q = FusionParams().min_quality
+    min_margin = float(rec.card.get("doubt", {}).get("min_margin", 0.0))
+    roi = [CellRoi("X1", 0, 0, 0, VIEW, VIEW)]
+    n = correct = pair_n = pair_ok = wrong_trusted = doubted_correct = 0
+    wrong_trusted_sim = doubted_sim = 0
+    times: list[float] = []
+    for d in cat:
+        for _ in range(tests):
+            img = render_view(d, VIEW, rng, hard=True)
+            t0 = time.perf_counter()
+            (det,) = rec.recognize(img, roi)
+            times.append(time.perf_counter() - t0)
+            ok = det.label == d.sku_id
+            doubt_sim = det.similarity < min_q
+            doubted = doubt_sim or _margin(det, rec.scale) < min_margin
+            n += 1
+            correct += ok
+            if d.partner:
+                pair_n += 1
+                pair_ok += ok
+            wrong_trusted += (not ok) and not doubted
+            wrong_trusted_sim += (not ok) and not doubt_sim
+            doubted_correct += ok and doubted
+            doubted_sim += ok and doubt_sim
+    # batch latency: 16 cells of one frame in one inference (a shelf camera's cells)
+    frame = np.concatenate([render_view(cat[i], VIEW, rng, hard=True) for i in range(16)], axis=1)
+    rois = [CellRoi("X1", i, i * VIEW, 0, VIEW, VIEW) for i in range(16)]
+    batch = []
+    for _ in range(60):
+        t0 = time.perf_counter()
+        rec.recognize(frame, rois)
+        batch.append(time.perf_counter() - t0)
+    model = Path(model_dir) / "model.onnx"
+    return {
+        "model": f"{rec.card['name']} {rec.card['version']}",
+        "products": products, "lookalike_pairs": pairs, "refs": refs, "reads": n,
+        "novel_top1": round(correct / n, 4),
+        "novel_lookalike_top1": round(pair_ok / max(1, pair_n), 4),
+        "wrong_trusted_rate": round(wrong_trusted / n, 4),
+        "doubted_correct_rate": round(doubted_correct / max(1, correct), 4),
+        "similarity_only": {"wrong_trusted_rate": round(wrong_trusted_sim / n, 4),
+                            "doubted_correct_rate": round(doubted_sim / max(1, correct), 4)},
+        "doubt": {"min_quality": min_q, "min_margin": min_margin},
+        "embed_ms_p95": round(float(np.percentile(batch, 95)) * 1000, 2),
+        "embed_ms_p95_batch": 16,
+        "cell_ms_p95": round(float(np.percentile(times, 95)) * 1000, 2),
+        "model_mb": round(model.stat().st_size / 1e6, 3),
+        "rss_mb_model_loaded": round(rss_mb, 1),
+        "rss_note": "max RSS of this bench process right after Recognizer.load (not the daemon)",
+        "targets": {"novel_top1": 0.97, "novel_lookalike_top1": 0.93, "wrong_trusted_rate": 0.001,
+                    "doubted_correct_rate": 0.05, "model_mb": 8, "rss_mb": 150},
+    }
