@@ -64,4 +64,12 @@ CREATE TABLE token_revocations (
     kind TEXT NOT NULL CHECK (kind IN ('customer', 'kid')), value TEXT NOT NULL,
     revoked_at TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (kind, value));
 """),
+    (4, """
+CREATE TABLE dex_reads (
+    read_id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, at TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('interim', 'all')), last_event_id INTEGER NOT NULL,
+    actor TEXT NOT NULL DEFAULT '', text TEXT NOT NULL);
+CREATE TABLE dex_read_orders (
+    order_id TEXT PRIMARY KEY REFERENCES orders(order_id), read_id INTEGER NOT NULL REFERENCES dex_reads(read_id));
+"""),
 ]
