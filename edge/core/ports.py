@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 # Outbox priorities: lower drains first. Orders and alarms must never wait behind telemetry.
-PRIORITY = {"order": 0, "alarm": 0, "command_result": 1, "stock": 1, "audit": 2, "event": 2,
+PRIORITY = {"order": 0, "alarm": 0, "command_result": 1, "stock": 1, "audit": 2, "event": 2, "dex_read": 2,
             "telemetry": 5}
 
 
