@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     user.add_argument("--role", choices=["technician", "viewer"], default="technician",
                       help="technician may act, viewer only reads (default: %(default)s)")
     _config_arg(user)
+    dex = sub.add_parser("dex", help="print a DEX/EVA-DTS audit read of the ledger (docs/protocols/dex.md)",
+                         description="Print one DEX (EVA-DTS) read to stdout; it is recorded in the ledger and "
+                                     "queued for the cloud. --interim also resets the interim counters.")
+    mode = dex.add_mutually_exclusive_group()
+    mode.add_argument("--interim", action="store_true", help="interim read: reset the interim counters")
+    mode.add_argument("--all", action="store_true", help="read without reset (the default)")
+    _config_arg(dex)
     user.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     return p
 
@@ -79,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from edge.demo import run_demo
 
             return run_demo(args)
+        if args.cmd == "dex":
+            sys.stdout.write(asyncio.run(_dex(args.config, interim=args.interim)))
+            return 0
         if args.cmd == "user":
             from edge.web.users import user_command
 
@@ -90,6 +100,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vendedge: {exc}{hint}", file=sys.stderr)
         return 2
     return 2
+
+
+async def _dex(config_path: str, *, interim: bool) -> str:
+    """Open the machine's ledger (the daemon may be running: WAL, one writer between processes), read once."""
+    import pathlib
+
+    from edge.config import load_config
+    from edge.ledger.db import LedgerDB
+    from edge.services.dex import DexService
+
+    cfg = load_config(config_path)
+    path = pathlib.Path(cfg.machine.data_dir) / "ledger.sqlite3"
+    if not path.is_file():
+        raise ConfigError("machine.data_dir", cfg.machine.data_dir, "a directory holding the machine's ledger")
+    db = await LedgerDB.open(str(path))
+    try:
+        service = DexService.for_machine(db, cfg.machine.id, cfg.machine.currency)
+        return (await service.read(interim=interim, actor="cli")).text
+    finally:
+        await db.close()
 
 
 def _run(config_path: str) -> int:
