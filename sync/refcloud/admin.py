@@ -26,6 +26,7 @@ from sync.refcloud.app import (
     SECRETS,
     STORE,
     Handler,
+    bad_json,
     error,
     iso,
     run_db,
@@ -37,6 +38,7 @@ MACHINE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 PROTECTED = ("/admin", "/fleet")
 DEFAULT_TOKEN_TTL_S = 900
 MAX_TOKEN_TTL_S = 7 * 86400
+MAX_COMMAND_TTL_S = 365 * 86400
 
 
 def _token_ok(request: web.Request) -> bool:
@@ -49,7 +51,11 @@ def _token_ok(request: web.Request) -> bool:
             return False
     elif scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(value.encode(), request.app[ADMIN_TOKEN].encode())
+    try:  # aiohttp keeps non-UTF-8 header bytes as surrogates, which .encode() refuses
+        given = value.encode()
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(given, request.app[ADMIN_TOKEN].encode())
 
 
 @web.middleware
@@ -64,9 +70,8 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
 async def _json(request: web.Request) -> Any:
     try:
         return await request.json()
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"error": "bad_json", "reason": str(exc)}),
-                                 content_type="application/json") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise bad_json(exc) from exc
 
 
 def _machine(request: web.Request) -> str:
@@ -178,8 +183,10 @@ async def enqueue_command(request: web.Request) -> web.Response:
         return error(400, "bad_request", reason="name required")
     args = body.get("args", {})
     ttl = body.get("ttl_s")
-    if not isinstance(args, dict) or (ttl is not None and not isinstance(ttl, int | float)):
-        return error(400, "bad_request", reason="args must be an object, ttl_s a number")
+    if not isinstance(args, dict) or (ttl is not None and (
+            not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 < ttl <= MAX_COMMAND_TTL_S)):
+        return error(400, "bad_request",
+                     reason=f"args must be an object, ttl_s a number in (0, {MAX_COMMAND_TTL_S}]")
     now = request.app[CLOCK]()
     expires_ts = now + ttl if ttl is not None else None
     command_id = await run_db(request.app, request.app[STORE].enqueue_command, machine_id,

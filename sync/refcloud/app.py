@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,10 @@ CLOSING = web.AppKey("closing", asyncio.Event)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 MACHINE = web.RequestKey("machine_id", str)
 BODY = web.RequestKey("body", bytes)
+MAX_BODY_BYTES = 8 * 1024 * 1024  # decompressed; the client's batches are <= 1 MB
+INT64_MAX = 2**63 - 1  # SQLite INTEGER; larger numbers are refused at the edge, never stored
+TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")  # ASCII digits only: "²".isdigit() is True
+BACKLOG_RE = re.compile(r"[0-9]{1,18}")
 
 
 async def run_db(app: web.Application, fn: Callable[..., T], *args: Any) -> T:
@@ -57,9 +62,27 @@ def _reject(request: web.Request, code: str, **fields: Any) -> web.Response:
     return error(401, code, **fields)
 
 
+async def _read_body(request: web.Request) -> bytes | web.Response:
+    """The (decompressed) body, at most MAX_BODY_BYTES; a corrupt or oversized body is a 4xx."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return error(413, "body_too_large", max_bytes=MAX_BODY_BYTES)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, "body_too_large", max_bytes=MAX_BODY_BYTES)
+    except Exception as exc:  # noqa: BLE001 - aiohttp raises parser errors (bad gzip/deflate) here
+        log.warning("machine_body_unreadable", path=request.path, error=repr(exc)[:200])
+        return error(400, "bad_body", reason="body could not be read or decompressed")
+
+
 @web.middleware
 async def machine_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Check the HMAC signature, timestamp window and nonce of every /v1 request."""
+    """Check the HMAC signature, timestamp window and nonce of every /v1 request.
+
+    An unknown path or method is answered (404/405) before any authentication."""
+    routing_error = request.match_info.http_exception
+    if routing_error is not None:
+        raise routing_error
     if not request.path.startswith(protocol.API_PREFIX + "/"):
         return await handler(request)
     app = request.app
@@ -71,18 +94,24 @@ async def machine_auth(request: web.Request, handler: Handler) -> web.StreamResp
     ts_text = request.headers.get(signing.HEADER_TIMESTAMP, "")
     nonce = request.headers.get(signing.HEADER_NONCE, "")
     signature = request.headers.get(signing.HEADER_SIGNATURE, "")
-    if not ts_text.isdigit() or not nonce or not signature:
+    if not TIMESTAMP_RE.fullmatch(ts_text) or not nonce or not signature:
         return _reject(request, "missing_auth_headers")
     if abs(now - int(ts_text)) > signing.TIMESTAMP_WINDOW_S:
         return _reject(request, "stale_timestamp", server_time=int(now))
-    body = await request.read()
+    # The signature covers the uncompressed body (docs/protocols/sync.md), so the body is read
+    # here — only after the cheap header checks, bounded, and a corrupt one is a 400.
+    body = await _read_body(request)
+    if isinstance(body, web.Response):
+        return body
     if not signing.verify_request(secret, request.method, request.raw_path, ts_text, nonce, body,
                                   signature):
         return _reject(request, "bad_signature")
     if not app[NONCES].check_and_add(machine_id, nonce, now):
         return _reject(request, "replayed_nonce")
     backlog = request.headers.get("X-Backlog", "")
-    await run_db(app, app[STORE].seen, machine_id, now, int(backlog) if backlog.isdigit() else None)
+    if backlog and not BACKLOG_RE.fullmatch(backlog):
+        return error(400, "bad_request", reason="X-Backlog must be a non-negative integer (< 10^18)")
+    await run_db(app, app[STORE].seen, machine_id, now, int(backlog) if backlog else None)
     request[MACHINE] = machine_id
     request[BODY] = body
     return await handler(request)
@@ -91,9 +120,29 @@ async def machine_auth(request: web.Request, handler: Handler) -> web.StreamResp
 def _json_body(request: web.Request) -> Any:
     try:
         return json.loads(request[BODY] or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"error": "bad_json", "reason": str(exc)}),
-                                 content_type="application/json") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise bad_json(exc) from exc
+
+
+def bad_json(exc: Exception) -> web.HTTPBadRequest:
+    """400 bad_json for a body that is not JSON (or nested too deep to parse)."""
+    reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+    return web.HTTPBadRequest(text=json.dumps({"error": "bad_json", "reason": reason}),
+                              content_type="application/json")
+
+
+def out_of_range(obj: Any) -> bool:
+    """True when any integer inside `obj` does not fit SQLite's 64-bit INTEGER (iterative walk)."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, int) and not -INT64_MAX - 1 <= item <= INT64_MAX:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 async def push_outbox(request: web.Request) -> web.Response:
@@ -106,6 +155,8 @@ async def push_outbox(request: web.Request) -> web.Response:
     valid = []
     for obj in raw:
         try:
+            if out_of_range(obj):
+                raise protocol.ProtocolInvalid("bad_number: integers must fit 64 bits")
             record = protocol.parse_record(obj)
         except protocol.ProtocolInvalid as exc:
             acks.append({"record_id": protocol.record_id_of(obj) or "", "status": "invalid",
@@ -168,7 +219,8 @@ async def poll_commands(request: web.Request) -> web.Response:
 async def post_result(request: web.Request) -> web.Response:
     """POST /v1/machines/{id}/commands/{command_id}/result {status, detail}."""
     doc = _json_body(request)
-    if not isinstance(doc, dict) or doc.get("status") not in protocol.RESULT_STATUSES:
+    status = doc.get("status") if isinstance(doc, dict) else None
+    if not isinstance(status, str) or status not in protocol.RESULT_STATUSES:
         return error(400, "bad_request", reason="status must be one of ok|rejected|failed|duplicate")
     detail = doc.get("detail") if isinstance(doc.get("detail"), dict) else {}
     command_id = request.match_info["command_id"]
@@ -205,7 +257,7 @@ def create_app(db_path: str, *, admin_token: str,
     if len(admin_token) < 8:
         raise ValueError("admin_token must be at least 8 characters")
     app = web.Application(middlewares=[machine_auth, admin.admin_auth],
-                          client_max_size=32 * 1024 * 1024)
+                          client_max_size=MAX_BODY_BYTES)
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refcloud-db")
     app[STORE] = Store(db_path)
     app[SECRETS] = {}
