@@ -94,7 +94,7 @@ async def token_shopper(rig: TakeAndGoRig, phone: PhoneScreen, cloud: tuple[int,
 
 
 async def customers(rig: TakeAndGoRig, stop: asyncio.Event, seed: int,
-                    token_customer: Any = None) -> None:
+                    token_customer: Any = None, reminder: str = "") -> None:
     """A shopper every few seconds: spiral purchases and take-and-go sessions, with restocking."""
     rng = random.Random(seed)
     machine = rig.daemon.machine
@@ -103,6 +103,8 @@ async def customers(rig: TakeAndGoRig, stop: asyncio.Event, seed: int,
     n = 0
     while not stop.is_set():
         n += 1
+        if reminder and n % 10 == 0:  # the banner has scrolled away by now
+            print(reminder, flush=True)
         try:
             if token_customer is not None and n % 4 == 0:
                 print(f"  {await token_customer(rng)}", flush=True)
@@ -127,38 +129,61 @@ async def customers(rig: TakeAndGoRig, stop: asyncio.Event, seed: int,
             await asyncio.wait_for(stop.wait(), timeout=rng.uniform(4, 9))
 
 
-async def interactive(state_dir: str, *, web_port: int = 8080, seed: int = 1) -> int:
+async def interactive(state_dir: str, *, web_port: int = 8080, seed: int = 1, keep_state: bool = True,
+                      log_path: str = "") -> int:
+    """Run until Ctrl-C. `run_demo` sends the logs to `log_path` so the banner stays readable on screen."""
     state_dir = state_dir or tempfile.mkdtemp(prefix="vendedge-demo-")
+    return await _interactive(state_dir, web_port, seed, log_path or "(stderr)", keep_state)
+
+
+def banner(state_dir: str, port: int, password: str, cloud_port: int, admin_token: str, rig: TakeAndGoRig,
+           scanner: CameraServer, log_path: str, keep_state: bool) -> str:
+    kept = "kept after exit" if keep_state else "removed on exit; keep it with --state DIR"
+    return f"""
+vendedge demo is running — machine demo-0001 (state in {state_dir}, {kept})
+  diagnostics page  http://127.0.0.1:{port}/
+                    log in as user: tech   password: {password}
+                    (a random password made for this run only; it dies with the demo's state)
+  reference cloud   http://127.0.0.1:{cloud_port}/fleet
+                    the browser asks for a login: any user name, password = the admin token
+                    admin token: {admin_token}
+  shelf cameras     {rig.cameras.url('shelf0', 'mjpg')} (shelf0..shelf3)
+  scanner camera    {scanner.url('scanner', 'mjpg')} (customers' phones show signed QR codes here)
+  logs              {log_path}  (JSON lines: tail -f it in another terminal)
+  another account   vendedge user add NAME --config {os.path.join(state_dir, 'vendedge.toml')}
+Simulated customers shop every few seconds (below). Ctrl-C to stop.
+"""
+
+
+async def _interactive(state_dir: str, web_port: int, seed: int, log_path: str, keep_state: bool) -> int:
+    stop = asyncio.Event()  # Ctrl-C during start-up, too, ends in a clean stop rather than a traceback
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     admin_token, secret_hex, machine_id = secrets.token_hex(16), secrets.token_hex(32), "demo-0001"
     cloud, cloud_port = await start_cloud(state_dir, admin_token, secret_hex, machine_id)
     phone = PhoneScreen()
     scanner = CameraServer({"scanner": phone})
     await scanner.start()
-    extra = sync_config(state_dir, cloud_port, secret_hex)
-    extra += await offline_authorization(state_dir, cloud_port, admin_token, phone, scanner)
-    rig = await start_takeandgo_rig(state_dir, seed=seed, extra=extra, web_port=web_port,
-                                    secrets_file=os.path.join(state_dir, "secrets.toml"))
-    assert rig.daemon.db is not None
-    password = secrets.token_urlsafe(12)
-    await UserStore(rig.daemon.db).add("tech", "technician", password, actor="demo")
-    port = bound_port(rig.daemon.web_runner)
-    print(f"""
-vendedge demo is running (state in {state_dir})
-  diagnostics page  http://127.0.0.1:{port}/      user: tech   password: {password}
-  reference cloud   http://127.0.0.1:{cloud_port}/fleet   admin token: {admin_token}
-  shelf cameras     {rig.cameras.url('shelf0', 'mjpg')} (shelf0..shelf3)
-  scanner camera    {scanner.url('scanner', 'mjpg')} (customers' phones show signed QR codes here)
-Simulated customers shop every few seconds. Ctrl-C to stop.
-""", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    rig: TakeAndGoRig | None = None
     try:
+        extra = sync_config(state_dir, cloud_port, secret_hex)
+        extra += await offline_authorization(state_dir, cloud_port, admin_token, phone, scanner)
+        rig = await start_takeandgo_rig(state_dir, seed=seed, extra=extra, web_port=web_port,
+                                        secrets_file=os.path.join(state_dir, "secrets.toml"))
+        assert rig.daemon.db is not None
+        password = secrets.token_urlsafe(12)
+        await UserStore(rig.daemon.db).add("tech", "technician", password, actor="demo")
+        port = bound_port(rig.daemon.web_runner)
+        print(banner(state_dir, port, password, cloud_port, admin_token, rig, scanner, log_path, keep_state),
+              flush=True)
+        the_rig = rig
         await customers(rig, stop, seed,
-                        lambda rng: token_shopper(rig, phone, (cloud_port, admin_token), rng))
+                        lambda rng: token_shopper(the_rig, phone, (cloud_port, admin_token), rng),
+                        reminder=f"  (diagnostics page http://127.0.0.1:{port}/  user tech  password {password})")
     finally:
-        await rig.stop()
+        if rig is not None:
+            await rig.stop()  # the daemon locks the door while the plant simulator is still there
         await scanner.stop()
         await cloud.cleanup()
     print("demo stopped", file=sys.stderr)

@@ -37,7 +37,10 @@ class PtyLink:
         self._proc = await asyncio.create_subprocess_exec(
             socat, f"pty,raw,echo=0,link={self.path}", f"pty,raw,echo=0,link={self.sim_path}",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL)
+            stderr=asyncio.subprocess.DEVNULL,
+            # its own session: a terminal's Ctrl-C (SIGINT to the whole foreground group) must not take the
+            # adapter away before the daemon has locked the door on its way down
+            start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while not (os.path.exists(self.path) and os.path.exists(self.sim_path)):
             if self._proc.returncode is not None or time.monotonic() > deadline:
