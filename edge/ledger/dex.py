@@ -138,8 +138,12 @@ async def _figures(db: aiosqlite.Connection, ledger: LedgerDB, ident: Identity) 
                          f"IN ({temp_marks})", TEMPERATURE_KINDS, since,
                          f"SELECT 1 FROM alarms WHERE active = 1 AND kind IN {TEMPERATURE_KINDS!r}")
     power, outages = await _power(db, since)
+    currency = ident.currency
+    planogram = await current_planogram(ledger)
+    if not currency and planogram is not None and planogram.slots:  # the web page knows no config
+        currency = planogram.sku_for_slot(next(iter(planogram.slots))).price.currency
     figures = DexFigures(ident.machine_serial, ident.machine_model, ident.controller_id, ident.software_version,
-                         ident.currency, ident.decimals, await _selections(db, ledger),
+                         currency or "EUR", ident.decimals, await _selections(db, ledger),
                          (await _jams(db), door, temp, power), outages, int(last["n"]), _at(last["at"]))
     return figures, since, int(top)
 
