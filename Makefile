@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint sysdeps bench clean
+.PHONY: demo test lint sysdeps sysdeps-demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +16,11 @@ sysdeps:
 	@command -v socat >/dev/null && test -x /usr/bin/chromium && test -x /usr/bin/promtool || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq socat chromium prometheus >/dev/null)
 
+# the demo needs only socat (its simulated RS-485 adapter); the tests also need chromium
+sysdeps-demo:
+	@command -v socat >/dev/null || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq socat >/dev/null)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edge drivers sync hw_sim vision_models tests bench
 	$(VENV)/bin/mypy edge/core drivers/vend_board/codec.py
@@ -23,7 +28,8 @@ lint: $(STAMP)
 test: $(STAMP) sysdeps lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
-demo: $(STAMP)
+demo: $(STAMP) sysdeps-demo
+	@echo "The vendedge command is in $(VENV)/bin: '. $(VENV)/bin/activate' puts it on PATH (or run $(VENV)/bin/vendedge)."
 	$(VENV)/bin/vendedge demo
 
 bench: $(STAMP)
