@@ -12,7 +12,6 @@ A read is *doubted* when fusion would doubt it: similarity below `FusionParams.m
 
 from __future__ import annotations
 
-import math
 import resource
 import time
 from pathlib import Path
@@ -22,16 +21,9 @@ import numpy as np
 
 from bench.novel.generator import make_catalogue, render_view
 from edge.core.fusion import FusionParams
-from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer
+from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer, is_doubtful
 
 VIEW = 64  # px, the side of a rendered view (a 640x480 shelf camera cell is about this size)
-
-
-def _margin(det: Any, scale: float) -> float:
-    """Best-vs-second cosine margin, recovered from the softmax scores (log ratio / scale)."""
-    if det.runner_up_score <= 0:
-        return 1.0
-    return math.log(max(det.score, 1e-12) / max(det.runner_up_score, 1e-12)) / scale
 
 
 def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, seed: int = 1,
@@ -56,7 +48,7 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
             times.append(time.perf_counter() - t0)
             ok = det.label == d.sku_id
             doubt_sim = det.similarity < min_q
-            doubted = doubt_sim or _margin(det, rec.scale) < min_margin
+            doubted = is_doubtful(det, min_q, min_margin)
             n += 1
             correct += ok
             if d.partner:

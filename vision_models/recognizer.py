@@ -133,9 +133,10 @@ class Recognizer:
         top2 = np.argsort(-prob, axis=1)[:, :2]
         out = []
         for roi, (a, b), p, cos in zip(rois, top2, prob, cosine, strict=True):
+            two = len(labels) > 1
             out.append(CellDetection(roi.slot_id, roi.position, labels[a], float(p[a]),
-                                     labels[b] if len(labels) > 1 else EMPTY,
-                                     float(p[b]) if len(labels) > 1 else 0.0, round(float(cos[a]), 4)))
+                                     labels[b] if two else EMPTY, float(p[b]) if two else 0.0,
+                                     round(float(cos[a]), 4), round(float(cos[a] - cos[b]), 4) if two else 1.0))
         return out
 
     def enroll(self, sku_id: str, images: Sequence[np.ndarray]) -> None:

@@ -42,6 +42,14 @@ class CellDetection:
     runner_up: str
     runner_up_score: float
     similarity: float = 1.0
+    margin: float = 1.0  # cosine of the best label minus that of the runner-up (see `is_doubtful`)
+
+
+def is_doubtful(det: CellDetection, min_quality: float, min_margin: float) -> bool:
+    """A product reading to doubt: it looks little like any known package (similarity below
+    `min_quality`), or the runner-up is nearly as close (margin below `min_margin`, the model
+    card's `doubt.min_margin`: look-alikes and never-seen products). An empty cell is never doubted."""
+    return det.label != EMPTY and (det.similarity < min_quality or det.margin < min_margin)
 
 
 class ModelError(Exception):

@@ -12,7 +12,15 @@ import pytest
 from hw_sim.camera.appearance import APPEARANCES, LOOKALIKE_PAIRS
 from hw_sim.camera.render import ShelfRenderer, render_item
 from hw_sim.world import FridgeWorld, load_demo_planogram
-from vision_models import DEFAULT_MODEL_DIR, EMPTY, CellRoi, ModelError, Recognizer
+from vision_models import (
+    DEFAULT_MODEL_DIR,
+    EMPTY,
+    CellDetection,
+    CellRoi,
+    ModelError,
+    Recognizer,
+    is_doubtful,
+)
 
 PLANOGRAM = load_demo_planogram()
 NEW_SKU = "kombucha_ginger"  # not in the training set: its packaging comes from the hash fallback
@@ -186,3 +194,18 @@ def test_similarity_tells_a_clean_view_from_a_hand_over_the_cells(rec: Recognize
     assert all(-1.0 <= d.similarity <= 1.0 for d in hands)
     assert np.median([d.similarity for d in hands]) < np.median([d.similarity for d in clean])
     assert min(d.similarity for d in hands) < 0.85  # some cells really are in doubt
+
+
+def test_margin_is_the_cosine_gap_to_the_runner_up_and_doubt_uses_it(rec: Recognizer) -> None:
+    world = _scene(11)
+    cells = _shelf_cells(world, 0, 11, rec)
+    for det, _ in cells:
+        assert 0.0 <= det.margin <= 2.0
+        # the margin agrees with the softmax scores: log(p1/p2) / scale = cos1 - cos2
+        assert abs(np.log(det.score / det.runner_up_score) / rec.scale - det.margin) < 2e-3
+    product = next(d for d, _ in cells if d.label != EMPTY)
+    assert not is_doubtful(product, min_quality=0.0, min_margin=0.0)
+    assert is_doubtful(product, min_quality=0.0, min_margin=product.margin + 0.01)
+    assert is_doubtful(product, min_quality=product.similarity + 0.01, min_margin=0.0)
+    empty = CellDetection("A1", 0, EMPTY, 1.0, "cola", 0.0, 0.1, 0.0)
+    assert not is_doubtful(empty, min_quality=0.99, min_margin=0.5)

@@ -127,6 +127,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pair-margin", type=float, default=0.0,
                    help="extra cosine margin between look-alike partners (0 = plain CosFace)")
+    p.add_argument("--randomized", type=int, default=0,
+                   help="extra procedurally generated product classes (domain randomization)")
+    p.add_argument("--views", type=int, default=12, help="views per randomized class")
     return p.parse_args(argv)
 
 
@@ -148,7 +151,8 @@ def _train_info(a: argparse.Namespace, data: DataDir, seed: int, cells: int,
     """The card's `training_data`: what was rendered (from meta.json), how it was trained."""
     train = data.meta["train"]
     cmd = (f"python -m vision_models.train --data {a.data} --out {a.out} --epochs {a.epochs} "
-           f"--threads {a.threads}" + (f" --pair-margin {a.pair_margin}" if a.pair_margin else ""))
+           f"--threads {a.threads}" + (f" --pair-margin {a.pair_margin}" if a.pair_margin else "")
+           + (f" --randomized {a.randomized} --views {a.views}" if a.randomized else ""))
     loss = f"CosFace s={SIM_SCALE} m={MARGIN}" + (
         f", look-alike partner margin {a.pair_margin}" if a.pair_margin else "")
     hard = int(train.get("lookalike_frames", 0))
@@ -158,7 +162,11 @@ def _train_info(a: argparse.Namespace, data: DataDir, seed: int, cells: int,
                            "rotation +-12 deg, hand occlusion up to 35% of a cell "
                            "on half the frames"
                            + (f"; plus {hard} hard-example frames whose lanes hold only look-alike "
-                              "pairs with the partner mixed in (30% of items)" if hard else ""),
+                              "pairs with the partner mixed in (30% of items)" if hard else "")
+                           + (f"; plus {a.randomized} procedurally generated product classes x {a.views} "
+                              "views (vision_models.train.randomized: random outlines, panels, stripes, "
+                              "text, logos, look-alike pairs one mark apart, hands, glare, blur, JPEG)"
+                              if a.randomized else ""),
             "commands": [data.meta["command"], cmd + ("" if a.seed is None else f" --seed {a.seed}")],
             "seeds": train["seeds"], "frames": train["frames"], "cells": cells,
             "distractor_classes": len(data.distractors), "epochs": a.epochs, "train_seed": seed,
@@ -184,6 +192,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     partner = np.full(len(train_labels), -1)
     for p, q in data.lookalike_pairs:
         partner[index[p]], partner[index[q]] = index[q], index[p]
+    if a.randomized:
+        from vision_models.train.randomized import generate
+        rx, ry, rp = generate(a.randomized, a.views, INPUT_SIZE, seed)
+        base = len(train_labels)
+        x, y = np.concatenate([x, rx]), np.concatenate([y, ry + base])
+        partner = np.concatenate([partner, np.where(rp >= 0, rp + base, -1)])
+        train_labels = [*train_labels, *(f"rand_{k}" for k in range(a.randomized))]
+        log.info("randomized_added", classes=a.randomized, views=a.views, cells=len(rx),
+                 s=round(time.perf_counter() - t0, 1))
     model = train_embedder(x, y, len(train_labels), epochs=a.epochs, seed=seed, mean=mean, std=std,
                            partner=partner, pair_margin=a.pair_margin)
     train_s = time.perf_counter() - t0

@@ -1,0 +1,162 @@
+"""Procedurally generated product designs for metric learning (domain randomization).
+
+Each class is a random package design: outline (circle, ellipse, rectangle, rounded rectangle,
+3-8 sided polygon), body colour, label panels, stripes, text in a random Hershey font, a logo
+(star, ring, cross, triangle); half the classes come in look-alike pairs that differ only in one
+small mark. Each view varies pose, scale, lighting, background, glare, hands, blur, noise and JPEG,
+so the embedding must learn *the design*, not one renderer's look. Nothing here is used for
+evaluation (the novel-product bench has its own generator, which this module never imports).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+_S = 96  # design canvas
+_FONTS = (0, 1, 2, 3, 4, 6, 7)
+
+
+def _col(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, 3).astype(np.float32)
+
+
+def _design(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    d: dict = {"seed": seed, "shape": int(rng.integers(6)), "body": _col(rng),
+               "nside": int(rng.integers(3, 9)), "aspect": float(rng.uniform(0.55, 1.0)),
+               "ops": []}
+    for _ in range(int(rng.integers(2, 6))):
+        kind = int(rng.integers(5))
+        d["ops"].append((kind, _col(rng), rng.uniform(0, 1, 6), int(rng.integers(1 << 20))))
+    return d
+
+
+def _draw(d: dict, mark: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    img = np.zeros((_S, _S, 3), np.uint8)
+    img[:] = d["body"].astype(np.uint8)
+    c, r = _S / 2, _S * 0.45
+    mask = np.zeros((_S, _S), np.uint8)
+    sh = d["shape"]
+    if sh == 0:
+        cv2.circle(mask, (int(c), int(c)), int(r), 255, -1, cv2.LINE_AA)
+    elif sh == 1:
+        cv2.ellipse(mask, (int(c), int(c)), (int(r), int(r * d["aspect"])), 0, 0, 360, 255, -1, cv2.LINE_AA)
+    elif sh in (2, 3):
+        w = int(r * d["aspect"])
+        cv2.rectangle(mask, (int(c - w), int(c - r)), (int(c + w), int(c + r)), 255, -1)
+        if sh == 3:
+            mask = cv2.GaussianBlur(mask, (0, 0), 5)
+            mask = np.where(mask > 127, 255, 0).astype(np.uint8)
+    else:
+        ang = np.arange(d["nside"]) * 2 * np.pi / d["nside"] + d["seed"] % 7
+        pts = np.stack([c + r * np.cos(ang), c + r * np.sin(ang)], 1).astype(np.int32)
+        cv2.fillPoly(mask, [pts], 255, cv2.LINE_AA)
+    for kind, col, u, s in d["ops"]:
+        p = (u * _S).astype(int)
+        col_t = tuple(float(v) for v in col)
+        if kind == 0:  # stripes
+            for k in range(1 + s % 4):
+                y = int(p[0] * 0.6 + 20 + k * (6 + s % 9))
+                cv2.line(img, (0, y), (_S, y + int(p[1] * 0.4) - 19), col_t, 2 + s % 5)
+        elif kind == 1:  # panel
+            cv2.rectangle(img, (p[0] // 2, p[1] // 2), (p[0] // 2 + 20 + p[2] // 2, p[1] // 2 + 15 + p[3] // 3), col_t, -1)
+        elif kind == 2:  # text
+            word = "".join(chr(65 + (s >> (3 * i)) % 26) for i in range(2 + s % 4))
+            cv2.putText(img, word, (10 + p[0] // 3, 30 + p[1] // 2), _FONTS[s % len(_FONTS)],
+                        0.5 + u[2] * 0.8, col_t, 1 + s % 3, cv2.LINE_AA)
+        elif kind == 3:  # logo: ring / star / cross / triangle
+            x, y, rr = 25 + p[0] // 2, 25 + p[1] // 2, 6 + p[2] // 10
+            if s % 4 == 0:
+                cv2.circle(img, (x, y), rr, col_t, 3, cv2.LINE_AA)
+            elif s % 4 == 1:
+                a = np.arange(10) * np.pi / 5
+                rad = np.where(np.arange(10) % 2 == 0, rr, rr / 2.2)
+                cv2.fillPoly(img, [np.stack([x + rad * np.cos(a), y + rad * np.sin(a)], 1).astype(np.int32)], col_t)
+            elif s % 4 == 2:
+                cv2.line(img, (x - rr, y), (x + rr, y), col_t, 4)
+                cv2.line(img, (x, y - rr), (x, y + rr), col_t, 4)
+            else:
+                cv2.fillPoly(img, [np.array([[x, y - rr], [x - rr, y + rr], [x + rr, y + rr]], np.int32)], col_t)
+        else:  # blob / gradient wash
+            cv2.circle(img, (p[0], p[1]), 10 + p[2] // 3, col_t, -1, cv2.LINE_AA)
+    if mark is not None:
+        x, y, col, kind = mark
+        if kind == 0:
+            cv2.circle(img, (x, y), 6, col, -1, cv2.LINE_AA)
+        else:
+            cv2.rectangle(img, (x - 5, y - 5), (x + 5, y + 5), col, -1)
+    return img.astype(np.float32), mask.astype(np.float32) / 255
+
+
+def _view(img: np.ndarray, alpha: np.ndarray, out: int, rng: np.random.Generator) -> np.ndarray:
+    s = out * 2
+    bg = np.empty((s, s, 3), np.float32)
+    bg[:] = _col(rng) * rng.uniform(0.3, 1.0)
+    if rng.random() < 0.5:
+        bg += rng.standard_normal((s, 1, 1)).astype(np.float32) * rng.uniform(0, 20)
+    if rng.random() < 0.3:
+        bg += rng.standard_normal((1, s, 1)).astype(np.float32) * rng.uniform(0, 20)
+    k = s * rng.uniform(0.6, 0.95) / _S
+    m = cv2.getRotationMatrix2D((_S / 2, _S / 2), rng.uniform(-180, 180), k)
+    m[:, 2] += s / 2 - _S / 2 + rng.uniform(-0.08, 0.08, 2) * s
+    src = np.float32([[0, 0], [s, 0], [s, s], [0, s]])
+    h = cv2.getPerspectiveTransform(src, src + rng.uniform(-0.1, 0.1, (4, 2)).astype(np.float32) * s)
+    h = h @ np.vstack([m, [0, 0, 1]])
+    wp = cv2.warpPerspective(img, h, (s, s))
+    wa = cv2.warpPerspective(alpha, h, (s, s))[..., None]
+    canvas = bg * (1 - rng.uniform(0, 0.5) * cv2.GaussianBlur(wa, (0, 0), 3)[..., None]) * (1 - wa) + wp * wa
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
+    g = rng.uniform(-0.4, 0.4, 2)
+    canvas *= (rng.uniform(0.55, 1.45) + g[0] * (xx - 0.5) + g[1] * (yy - 0.5))[..., None]
+    canvas *= rng.uniform(0.85, 1.15, 3).astype(np.float32)  # white balance
+    if rng.random() < 0.5:
+        cx, cy, rr = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.04, 0.2)
+        canvas += (rng.uniform(40, 180) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * rr * rr)))[..., None]
+    if rng.random() < 0.35:  # hand / finger / other occluder
+        a = rng.uniform(0, 2 * np.pi)
+        e = (int(s / 2 + np.cos(a) * s), int(s / 2 + np.sin(a) * s))
+        t = rng.uniform(0.1, 0.35) * s
+        tip = (int(s / 2 + np.cos(a) * t), int(s / 2 + np.sin(a) * t))
+        occ = np.zeros((s, s), np.uint8)
+        cv2.line(occ, e, tip, 255, int(rng.uniform(0.08, 0.25) * s), cv2.LINE_AA)
+        oa = occ.astype(np.float32)[..., None] / 255
+        skin = np.array([rng.uniform(60, 170), rng.uniform(90, 190), rng.uniform(120, 240)], np.float32)
+        canvas = canvas * (1 - oa) + skin * oa
+    sig = rng.uniform(0, 1.6)
+    if sig > 0.3:
+        canvas = cv2.GaussianBlur(canvas, (0, 0), sig)
+    canvas += rng.standard_normal(canvas.shape).astype(np.float32) * rng.uniform(0, 10)
+    v = np.clip(canvas, 0, 255).astype(np.uint8)
+    if rng.random() < 0.6:
+        ok, enc = cv2.imencode(".jpg", v, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 95))])
+        v = cv2.imdecode(enc, cv2.IMREAD_COLOR) if ok else v
+    return cv2.resize(v, (out, out), interpolation=cv2.INTER_AREA)
+
+
+def generate(classes: int, views: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`views` crops (size x size BGR uint8) of each of `classes` random designs.
+
+    Returns (x, y, partner): class k's look-alike twin is partner[k] (-1 if none); classes come
+    in pairs (2i, 2i+1) for the first half, sharing the design and differing in one small mark.
+    """
+    rng = np.random.default_rng(seed)
+    x = np.empty((classes * views, size, size, 3), np.uint8)
+    y = np.repeat(np.arange(classes), views)
+    partner = np.full(classes, -1)
+    k = 0
+    while k < classes:
+        d = _design(int(rng.integers(1 << 40)))
+        pair = k + 1 < classes and k < classes // 2
+        if pair:
+            mx, my, kind = int(rng.integers(25, 71)), int(rng.integers(25, 71)), int(rng.integers(2))
+            c1, c2 = _col(rng), _col(rng)
+            looks = [_draw(d, (mx, my, tuple(map(float, c1)), kind)), _draw(d, (mx, my, tuple(map(float, c2)), kind))]
+            partner[k], partner[k + 1] = k + 1, k
+        else:
+            looks = [_draw(d, None)]
+        for j, (img, alpha) in enumerate(looks):
+            for v in range(views):
+                x[(k + j) * views + v] = _view(img, alpha, size, rng)
+        k += len(looks)
+    return x, y, partner
