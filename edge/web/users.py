@@ -15,6 +15,7 @@ import sys
 from edge.config import load_config
 from edge.ledger.db import LedgerDB
 from edge.ledger.users import AuthError, UserStore
+from edge.logs import setup_logging
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -51,6 +52,7 @@ def user_command(args: argparse.Namespace) -> int:
         print(f"vendedge user {args.action}: NAME is required", file=sys.stderr)
         return 2
     cfg = load_config(args.config)
+    setup_logging(cfg.machine.id, level="warning")  # the command's own output is the answer; logs only warn
     data = pathlib.Path(cfg.machine.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     try:
