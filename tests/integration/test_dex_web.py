@@ -1,0 +1,67 @@
+"""DEX download over real HTTP against the daemon + simulated board; the cloud's protocol accepts the record."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from edge.config import Secrets, WebConfig
+from edge.demo.setup import start_rig
+from edge.ledger.outbox import LedgerOutbox
+from edge.ledger.users import UserStore
+from edge.web.app import bound_port, start_web
+from sync.protocol import parse_record, record_to_wire
+from tests.integration.test_dex import check
+
+pytestmark = pytest.mark.timeout(60)
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+async def web(tmp_path):
+    rig = await start_rig(str(tmp_path), speed=200.0)
+    users = UserStore(rig.daemon.machine.db)
+    await users.add("tech", "technician", PASSWORD)
+    await users.add("view", "viewer", PASSWORD)
+    runner = await start_web(rig.daemon.machine, WebConfig(host="127.0.0.1", port=0), Secrets())
+    yield rig, f"http://127.0.0.1:{bound_port(runner)}"
+    await runner.cleanup()
+    await rig.stop()
+
+
+async def login(base: str, name: str) -> tuple[aiohttp.ClientSession, str]:
+    s = aiohttp.ClientSession(base, cookie_jar=aiohttp.CookieJar(unsafe=True))
+    r = await s.post("/api/v1/login", json={"name": name, "password": PASSWORD})
+    assert r.status == 200
+    return s, (await r.json())["csrf"]
+
+
+class Read:
+    def __init__(self, text: str, read_id: int, kind: str) -> None:
+        self.text, self.read_id, self.kind = text, read_id, kind
+
+
+async def test_download_interim_by_technician_only_and_cloud_accepts_it(web):
+    rig, base = web
+    db = rig.daemon.db
+    for slot in sorted(rig.sim.stock)[:4]:
+        await rig.daemon.machine.sell(slot, "card")
+    s, csrf = await login(base, "view")
+    async with s:
+        r = await s.get("/dex.txt")
+        assert r.status == 200 and "attachment" in r.headers["Content-Disposition"]
+        await check(db, Read(await r.text(), 1, "all"))
+        r = await s.post("/dex/interim", data={"csrf": csrf}, allow_redirects=False)
+        assert r.status == 403
+    assert (await db.fetchone("SELECT COUNT(*) AS c FROM dex_read_orders"))["c"] == 0
+    s, csrf = await login(base, "tech")
+    async with s:
+        r = await s.post("/dex/interim", data={"csrf": csrf}, allow_redirects=False)
+        assert r.status == 200
+        row = await db.fetchone("SELECT read_id FROM dex_reads WHERE kind='interim'")
+        await check(db, Read(await r.text(), row["read_id"], "interim"))
+    assert (await db.fetchone("SELECT COUNT(*) AS c FROM dex_read_orders"))["c"] == 4
+    batch = [rec for rec in await LedgerOutbox(db).fetch_batch(500, 10**7) if rec.kind == "dex_read"]
+    assert [rec.payload["kind"] for rec in batch] == ["all", "interim"]
+    for rec in batch:
+        assert parse_record(record_to_wire(rec)).kind == "dex_read"
