@@ -29,6 +29,9 @@ async def dex_all(request: web.Request) -> web.Response:
 
 @technician
 async def dex_interim(request: web.Request) -> web.Response:
+    form = await request.post()
+    if form.get("confirm") != "yes":
+        raise web.HTTPBadRequest(text="tick 'reset the interim counters' (confirm=yes) to take an interim read")
     read = await _service(request).read(interim=True, actor=request[USER_NAME])
     return _download(read.text, f"dex_{read.read_id}_interim.txt")
 

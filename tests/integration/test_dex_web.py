@@ -51,12 +51,15 @@ async def test_download_interim_by_technician_only_and_cloud_accepts_it(web):
         r = await s.get("/dex.txt")
         assert r.status == 200 and "attachment" in r.headers["Content-Disposition"]
         await check(db, Read(await r.text(), 1, "all"))
-        r = await s.post("/dex/interim", data={"csrf": csrf}, allow_redirects=False)
+        r = await s.post("/dex/interim", data={"csrf": csrf, "confirm": "yes"}, allow_redirects=False)
         assert r.status == 403
     assert (await db.fetchone("SELECT COUNT(*) AS c FROM dex_read_orders"))["c"] == 0
     s, csrf = await login(base, "tech")
     async with s:
         r = await s.post("/dex/interim", data={"csrf": csrf}, allow_redirects=False)
+        assert r.status == 400  # not confirmed: nothing reset
+        assert (await db.fetchone("SELECT COUNT(*) AS c FROM dex_reads WHERE kind='interim'"))["c"] == 0
+        r = await s.post("/dex/interim", data={"csrf": csrf, "confirm": "yes"}, allow_redirects=False)
         assert r.status == 200
         row = await db.fetchone("SELECT read_id FROM dex_reads WHERE kind='interim'")
         await check(db, Read(await r.text(), row["read_id"], "interim"))
