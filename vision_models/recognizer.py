@@ -79,15 +79,18 @@ class Recognizer:
         self._gallery = gallery
 
     @classmethod
-    def load(cls, model_dir: str | Path, *, threads: int = 1) -> Recognizer:
+    def load(cls, model_dir: str | Path, *, threads: int = 1, gallery: Gallery | None = None) -> Recognizer:
         """Read model.onnx + model_card.json + gallery.npz and run one warm-up inference.
+
+        `gallery` (e.g. from `vision_models.gallery.GalleryStore.load()`) replaces the shipped one.
 
         Raises ModelError when any file is missing or corrupt or they disagree with each other.
         """
         d = Path(model_dir)
         card = _read_card(d / CARD_FILE)
         session = _open_session(d / MODEL_FILE, card, threads)
-        gallery = Gallery.load(d / GALLERY_FILE)
+        if gallery is None:
+            gallery = Gallery.load(d / GALLERY_FILE)
         if gallery.dim != int(card["embedding_dim"]):
             raise ModelError(f"gallery dim {gallery.dim} != card embedding_dim {card['embedding_dim']}")
         rec = cls(session, card, gallery)
@@ -98,6 +101,11 @@ class Recognizer:
         log.info("recognizer_loaded", model=card["name"], version=card["version"], labels=len(rec.labels),
                  threads=threads, warmup_ms=round((time.perf_counter() - t0) * 1000, 1))
         return rec
+
+    @property
+    def gallery(self) -> Gallery:
+        """The live gallery (enrollments included), e.g. for `GalleryStore.save`."""
+        return self._gallery
 
     @property
     def labels(self) -> list[str]:

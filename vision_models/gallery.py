@@ -1,0 +1,105 @@
+"""The gallery as operator state: a versioned file in the state directory, the shipped one a seed.
+
+    store = GalleryStore(state_dir / "vision", seed=DEFAULT_MODEL_DIR / "gallery.npz")
+    gallery, version = store.load()          # the seed (version 0) until the first save
+    rec = Recognizer.load(model_dir, gallery=gallery)
+    rec.enroll("kombucha", images); store.save(rec.gallery)   # -> version 1, seed untouched
+
+Layout: `gallery.npz` (current) and `gallery.prev.npz` (the version before), each holding
+`labels`, `prototypes`, `version`. A save writes a temp file, fsyncs it, moves the current file to
+`.prev`, then renames the temp file into place: a crash at any point leaves a loadable current or
+previous version, and `load` falls back to the previous one when the current is missing or corrupt.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from vision_models.enroll import Gallery
+from vision_models.types import EMPTY, ModelError
+
+log = structlog.get_logger(__name__)
+
+CURRENT, PREVIOUS = "gallery.npz", "gallery.prev.npz"
+
+
+def missing_prototypes(planogram_skus: Iterable[str], gallery_labels: Iterable[str]) -> list[str]:
+    """The planogram SKUs the gallery cannot name (sorted, no duplicates): their lanes must go
+    weight-only or to review, and one alarm should list them."""
+    have = set(gallery_labels)
+    return sorted({s for s in planogram_skus if s and s != EMPTY and s not in have})
+
+
+def _read(path: Path) -> tuple[Gallery, int]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            labels = [str(x) for x in z["labels"]]
+            protos = np.asarray(z["prototypes"], np.float32)
+            version = int(z["version"]) if "version" in z.files else 0
+    except (OSError, KeyError, ValueError, EOFError, TypeError) as exc:
+        raise ModelError(f"cannot read gallery {path}: {exc}") from exc
+    return Gallery(labels, protos), version
+
+
+class GalleryStore:
+    """A versioned gallery in `directory`, seeded from the shipped `seed` gallery."""
+
+    def __init__(self, directory: str | Path, *, seed: str | Path) -> None:
+        self.dir = Path(directory)
+        self.seed = Path(seed)
+        self._lock = threading.Lock()
+
+    def load(self) -> tuple[Gallery, int]:
+        """(gallery, version): current, else the previous version, else the seed (version 0).
+
+        ModelError only when none of them can be read."""
+        for name in (CURRENT, PREVIOUS):
+            path = self.dir / name
+            if not path.exists():
+                continue
+            try:
+                return _read(path)
+            except ModelError as exc:
+                log.error("gallery_unreadable", path=str(path), error=str(exc))
+        gallery, _ = _read(self.seed)
+        return gallery, 0
+
+    def version(self) -> int:
+        """The version `load` would return (0 = the seed)."""
+        return self.load()[1]
+
+    def save(self, gallery: Gallery) -> int:
+        """Write `gallery` as the next version, keeping the one before; returns the new version."""
+        with self._lock:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            version = self.version() + 1
+            labels, mat = gallery.snapshot()
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".gallery-", suffix=".npz")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, labels=np.array(labels, dtype=str), prototypes=mat,
+                             version=np.array(version))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.chmod(tmp, 0o644)
+                cur = self.dir / CURRENT
+                if cur.exists():
+                    os.replace(cur, self.dir / PREVIOUS)
+                os.replace(tmp, cur)
+                dfd = os.open(self.dir, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        log.info("gallery_saved", dir=str(self.dir), version=version, labels=len(labels))
+        return version
