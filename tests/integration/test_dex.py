@@ -152,3 +152,37 @@ def test_cli_dex_help_missing_ledger_and_a_real_read(tmp_path):
     assert out.returncode == 0, out.stderr
     d = parse_dex(out.stdout.replace("\n", "\r\n").replace("\r\r", "\r"))
     assert va(d, "VA1") == ((0, 0), (0, 0)) and d["EA3"][0][0] == "1"
+
+
+async def _cli(config: str, *args: str, crash_at: str = "") -> tuple[int, str]:
+    env = {**os.environ, "VENDEDGE_CRASH_AT": crash_at}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli", "dex", "--config", config, *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                env=env)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode, out.decode() or err.decode()
+
+
+async def test_cli_killed_inside_the_interim_read_while_the_daemon_sells(rig):
+    """`vendedge dex --interim` dies (os._exit, like a power cut) inside its transaction, with the daemon
+    running: nothing is marked or queued; the next interim read counts every sale exactly once."""
+    m, db = rig.daemon.machine, rig.daemon.db
+    for slot in sorted(rig.sim.stock)[:6]:
+        await m.sell(slot, "card")
+    config = str(rig.state_dir / "vendedge.toml")
+    code, _ = await _cli(config, "--interim", crash_at="ledger.mid_transaction")
+    assert code == 137
+    for table in ("dex_reads", "dex_read_orders"):
+        assert (await db.fetchone(f"SELECT COUNT(*) AS c FROM {table}"))["c"] == 0
+    assert (await db.fetchone("SELECT COUNT(*) AS c FROM outbox WHERE kind='dex_read'"))["c"] == 0
+    await m.sell(sorted(rig.sim.stock)[0], "card")  # the daemon still writes (no lock left behind)
+    code, text = await _cli(config, "--interim")
+    assert code == 0, text
+    row = await db.fetchone("SELECT read_id FROM dex_reads")
+    d = await check(db, Read(text.replace("\n", "\r\n"), row["read_id"], "interim"))
+    assert va(d, "VA1")[1][0] == 7 == (await db.fetchone("SELECT COUNT(*) AS c FROM dex_read_orders"))["c"]
+
+
+class Read:
+    def __init__(self, text: str, read_id: int, kind: str) -> None:
+        self.text, self.read_id, self.kind = text, read_id, kind

@@ -11,7 +11,7 @@ from edge.ledger.outbox import LedgerOutbox
 from edge.ledger.users import UserStore
 from edge.web.app import bound_port, start_web
 from sync.protocol import parse_record, record_to_wire
-from tests.integration.test_dex import check
+from tests.integration.test_dex import Read, check
 
 pytestmark = pytest.mark.timeout(60)
 PASSWORD = "correct horse battery"
@@ -34,11 +34,6 @@ async def login(base: str, name: str) -> tuple[aiohttp.ClientSession, str]:
     r = await s.post("/api/v1/login", json={"name": name, "password": PASSWORD})
     assert r.status == 200
     return s, (await r.json())["csrf"]
-
-
-class Read:
-    def __init__(self, text: str, read_id: int, kind: str) -> None:
-        self.text, self.read_id, self.kind = text, read_id, kind
 
 
 async def test_download_interim_by_technician_only_and_cloud_accepts_it(web):
