@@ -79,7 +79,26 @@ async def check(db, read) -> dict[str, list[list[str]]]:
         assert va(d, tag) == (init[cls], interim[cls]), tag
     for tag, cls in (("PA2", "paid"), ("PA3", "test"), ("PA4", "free")):
         assert pa_sum(d, tag, 0) == (init[cls], interim[cls]), tag
+    await check_selections(db, d, closing)
     return d
+
+
+async def check_selections(db, d, closing: int | None) -> None:
+    """Every PA1 block: PA2/PA3/PA4 of that selection equal our per-slot SQL exactly."""
+    assert len(d["PA1"]) == len(d["PA2"]) == len(d["PA3"]) == len(d["PA4"]) == len(d["PA5"])
+    interim_cond = ("o.order_id NOT IN (SELECT order_id FROM dex_read_orders)" if closing is None else
+                    f"o.order_id IN (SELECT order_id FROM dex_read_orders WHERE read_id = {int(closing)})")
+    for i, pa1 in enumerate(d["PA1"]):
+        for tag, cond in (("PA2", "o.kind != 'test_vend' AND l.unit_price > 0"), ("PA3", "o.kind = 'test_vend'"),
+                          ("PA4", "o.kind != 'test_vend' AND l.unit_price = 0")):
+            row = await db.fetchone(
+                "SELECT COALESCE(SUM(l.qty),0) AS c, COALESCE(SUM(l.qty*l.unit_price),0) AS v, "
+                f"COALESCE(SUM(CASE WHEN {interim_cond} THEN l.qty END),0) AS ic, "
+                f"COALESCE(SUM(CASE WHEN {interim_cond} THEN l.qty*l.unit_price END),0) AS iv "
+                "FROM orders o JOIN order_lines l USING(order_id) "
+                f"WHERE o.status='completed' AND l.slot_id = ? AND {cond}", (pa1[0],))
+            e = d[tag][i]
+            assert [n(e, 0), n(e, 1), n(e, 2), n(e, 3)] == [row["c"], row["v"], row["ic"], row["iv"]], (pa1, tag)
 
 
 async def test_reads_match_ledger_and_interim_resets(rig):
