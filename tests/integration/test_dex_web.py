@@ -9,9 +9,13 @@ from edge.config import Secrets, WebConfig
 from edge.demo.setup import start_rig
 from edge.ledger.outbox import LedgerOutbox
 from edge.ledger.users import UserStore
+from edge.services.dex import DexService
 from edge.web.app import bound_port, start_web
 from sync.protocol import parse_record, record_to_wire
+from sync.refcloud import serve
+from tests.integration import test_sync_client as sc
 from tests.integration.test_dex import Read, check
+from tests.integration.test_sync_client import TOKEN
 
 pytestmark = pytest.mark.timeout(60)
 PASSWORD = "correct horse battery"
@@ -63,3 +67,29 @@ async def test_download_interim_by_technician_only_and_cloud_accepts_it(web):
     assert [rec.payload["kind"] for rec in batch] == ["all", "interim"]
     for rec in batch:
         assert parse_record(record_to_wire(rec)).kind == "dex_read"
+
+
+async def test_reads_reach_the_reference_cloud(web, tmp_path):
+    """The ledger's own outbox pushed by the real SyncClient to the real refcloud: every DEX read is stored."""
+    rig, _ = web
+    db = rig.daemon.db
+    await rig.daemon.machine.sell(sorted(rig.sim.stock)[0], "card")
+    service = DexService.for_machine(db, "m1", "EUR")
+    ids = [(await service.read(interim=flag)).record_id for flag in (False, True)]
+    runner = await serve("127.0.0.1", 0, str(tmp_path / "cloud.db"), TOKEN)
+    try:
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            cloud = sc.Cloud(runner.addresses[0][1], http, b"")
+            _, made = await cloud.admin("POST", "/admin/machines", {"machine_id": "m1"})
+            outbox = LedgerOutbox(db)
+            async with sc.SyncClient(base, "m1", bytes.fromhex(made["secret_hex"]), outbox, sc.MemoryConfig(),
+                                     sc.MemoryCommands(), backoff_base_s=0.01, backoff_max_s=0.05, poll_wait_s=0,
+                                     request_timeout_s=3) as sync:
+                while await sync.push_once():
+                    pass
+            assert await outbox.parked() == 0
+            stored = set(await cloud.record_ids())
+            assert set(ids) <= stored and all(i.startswith("dex-read-") for i in ids)
+    finally:
+        await runner.cleanup()
