@@ -16,6 +16,14 @@ DEX_VERSION = "V1/1"  # DXS04: the transmission control standard version (see do
 ISO_4217_NUMERIC = {"EUR": 978, "USD": 840, "GBP": 826, "CHF": 756, "SEK": 752, "NOK": 578, "DKK": 208,
                     "PLN": 985, "CZK": 203, "HUF": 348, "JPY": 392, "CAD": 124, "AUD": 36}
 
+ZERO_DECIMAL = frozenset({"JPY", "KRW", "ISK", "CLP", "VND"})  # ISO 4217 currencies without minor units
+
+
+def minor_units(currency: str) -> int:
+    """Decimal places of a currency's minor unit (ID401)."""
+    return 0 if currency.upper() in ZERO_DECIMAL else 2
+
+
 # EA event identifiers (EA101 / EA201); see the field table in docs/protocols/dex.md
 EVENT_CODES = {"jam": "EJJ", "door": "EGS", "temperature": "EJK", "power": "EJL"}
 

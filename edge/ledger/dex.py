@@ -16,7 +16,7 @@ from typing import Any
 
 import aiosqlite
 
-from edge.core.dex import DexFigures, EventFigure, Selection, Split, Tally, render
+from edge.core.dex import DexFigures, EventFigure, Selection, Split, Tally, minor_units, render
 from edge.ledger.db import LedgerDB, Tx
 from edge.ledger.repo import current_planogram
 
@@ -32,8 +32,8 @@ class Identity:
     machine_model: str
     controller_id: str
     software_version: str
-    currency: str
-    decimals: int = 2
+    currency: str  # "" = the planogram's currency
+    decimals: int | None = None  # None = the currency's ISO 4217 minor units
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,8 @@ async def _figures(db: aiosqlite.Connection, ledger: LedgerDB, ident: Identity) 
     if not currency and planogram is not None and planogram.slots:  # the web page knows no config
         currency = planogram.sku_for_slot(next(iter(planogram.slots))).price.currency
     figures = DexFigures(ident.machine_serial, ident.machine_model, ident.controller_id, ident.software_version,
-                         currency or "EUR", ident.decimals, await _selections(db, ledger),
+                         currency or "EUR", minor_units(currency or "EUR") if ident.decimals is None
+                         else ident.decimals, await _selections(db, ledger),
                          (await _jams(db), door, temp, power), outages, int(last["n"]), _at(last["at"]))
     return figures, since, int(top)
 

@@ -29,3 +29,12 @@ def test_separator_and_line_breaks_in_names_cannot_break_segments():
     text = render(figures(), AT)
     assert "ctl1" in text and all(line.count("*") >= 1 for line in text.split("\r\n") if line)
     assert "VA1*450*3*150*1\r\n" in text and "VA3*0*2*0*0\r\n" in text and "EA7*0*1\r\n" in text
+
+
+def test_id4_decimal_places_follow_the_currency():
+    from dataclasses import replace
+
+    from edge.core.dex import minor_units
+    assert (minor_units("JPY"), minor_units("eur")) == (0, 2)
+    text = render(replace(figures(), currency="JPY", decimals=minor_units("JPY")), AT)
+    assert "\r\nID4*0*392*JPY\r\n" in text
