@@ -33,7 +33,7 @@ MAX_BODY = 64 * 1024  # forms and JSON here are tiny; anything larger is refused
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "no-referrer", "Cross-Origin-Opener-Policy": "same-origin",
+                    "Referrer-Policy": "same-origin", "Cross-Origin-Opener-Policy": "same-origin",
                     "Permissions-Policy": "camera=(), microphone=(), geolocation=()"}
 STATIC_TYPES = {".css", ".js", ".svg", ".png", ".ico"}
 

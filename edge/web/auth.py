@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 SESSION_COOKIE = "vendedge_session"
 LOGIN_COOKIE = "vendedge_login"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+LOGIN_PATHS = {"/login", "/api/v1/login"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -111,13 +112,15 @@ def origin_allowed(request: web.Request) -> bool:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not host_allowed(request.host):
-        return refuse(request, 421, "bad_host", "the Host header does not name this machine")
-    if request.method not in SAFE_METHODS and not origin_allowed(request):
-        return refuse(request, 403, "bad_origin", "cross-site request refused")
     if request.match_info.http_exception is not None:
         raise request.match_info.http_exception  # unknown path or method: 404/405 for everyone
     level = level_of(request.match_info.handler)
+    # cookie-bearing routes and the login form: a foreign Host is DNS rebinding; token routes (/metrics)
+    # and static files carry no ambient authority, so a scraper may use any DNS name
+    if (level != "public" or request.path in LOGIN_PATHS) and not host_allowed(request.host):
+        return refuse(request, 421, "bad_host", "the Host header does not name this machine")
+    if request.method not in SAFE_METHODS and not origin_allowed(request):
+        return refuse(request, 403, "bad_origin", "cross-site request refused")
     if level == "public":
         return await handler(request)
     token = request.cookies.get(SESSION_COOKIE, "")

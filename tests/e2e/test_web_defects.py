@@ -192,6 +192,9 @@ async def test_foreign_host_and_null_origin_are_refused(web):  # noqa: F811
     async with s:
         r = await s.get("/api/v1/me", headers={"Host": "evil.example"})
         assert r.status == 421
+        r = await s.get("/metrics", headers={"Host": "machine.service.lan:8080",  # a scraper by DNS name
+                                             "Authorization": "Bearer s3cret-token"})
+        assert r.status == 200
         for origin in ("null", "http://evil.example"):
             r = await s.post("/api/v1/devices/test-vend", json={"slot_id": "B2", "confirm": True},
                              headers={"X-CSRF-Token": csrf, "Origin": origin})
