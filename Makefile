@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint sysdeps sysdeps-demo bench clean
+.PHONY: demo test lint sysdeps sysdeps-demo bench clean screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ demo: $(STAMP) sysdeps-demo
 
 bench: $(STAMP)
 	$(PY) bench/run.py vend --quick
+
+# the README's dashboard picture (tests never write into the source tree)
+screenshot: $(STAMP) sysdeps
+	$(PY) -m edge.web.screenshot docs/img/dashboard.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
