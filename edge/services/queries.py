@@ -217,7 +217,9 @@ class Queries:
             "SUM(status='failed') AS failed FROM orders WHERE created_at >= ? AND created_at < ?", (lo, hi))
         due = await self.m.db.fetchone("SELECT COUNT(*) AS n FROM orders WHERE refund_due=1")
         assert row is not None  # an aggregate always answers one row
-        return {"day": day, "orders": row["n"] or 0, "sold": row["sold"] or 0, "revenue": row["revenue"] or 0,
+        planogram = await repo.current_planogram(self.m.db)
+        currency = next((k.price.currency for k in planogram.skus.values()), "") if planogram else ""
+        return {"day": day, "currency": currency, "orders": row["n"] or 0, "sold": row["sold"] or 0, "revenue": row["revenue"] or 0,
                 "failed": row["failed"] or 0, "refunds_due": due["n"] if due else 0}
 
     async def sales(self, day: str) -> dict[str, Any]:
@@ -225,7 +227,9 @@ class Queries:
 
     async def _sales(self, day: str) -> dict[str, Any]:
         refunds = await self.m.db.fetchall("SELECT * FROM orders WHERE refund_due=1 ORDER BY seq DESC LIMIT 200")
-        return {"summary": await self.sales_summary(day), "orders": await self.orders(day, day, limit=500),
+        names = {r["sku_id"]: r["name"] for r in await self.stock()}
+        return {"summary": await self.sales_summary(day), "names": names,
+                "orders": await self.orders(day, day, limit=500),
                 "failed": await self.orders(day, day, where="AND status='failed'", limit=200),
                 "refunds_due": [dict(r) for r in refunds], "review_queue": await self.review_queue()}
 

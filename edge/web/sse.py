@@ -67,7 +67,7 @@ class Hub:
         stock = {r["slot_id"]: [r["count"], r["capacity"], r["low"]] for r in await self.q.stock()}
         return {"machine_id": d["machine_id"], "mode": d["mode"], "uptime_s": d["uptime_s"], "door": d["door"],
                 "temperature": d["temperature"], "sync": d["sync"], "alarms": d["alarms"],
-                "revenue_text": money(d["sales_today"]["revenue"]), "unreconciled_vends": d["unreconciled_vends"],
+                "revenue_text": money(d["sales_today"]["revenue"], d["sales_today"]["currency"]), "unreconciled_vends": d["unreconciled_vends"],
                 "devices": d["devices"], "sales_today": d["sales_today"], "lockouts": len(d["lockouts"]),
                 "low_stock": d["low_stock"], "stock": stock}
 

@@ -288,14 +288,15 @@ async def test_live_dashboard_moves_revenue_last_ack_and_devices(browser, classi
         page = await login(browser, base)
         problems = watch(page)
         revenue, ack = page.locator("#revenue"), page.locator("#last-ack")
-        assert await revenue.text_content() == "0.00" and await ack.text_content() == "–"
+        assert await revenue.text_content() == "0.00 EUR" and await ack.text_content() == "–"
         board = page.locator('#devices-body tr[data-device="vend_board"]')
         counters_before = await board.locator("td").nth(3).text_content()
         await machine.sell("C1", "card:live")
         await playwright_api.expect(page.locator('[data-live="sales_today.sold"]')).to_have_text("1",
                                                                                                 timeout=10_000)
         price = (await db.fetchone("SELECT total_amount FROM orders WHERE status='completed'"))["total_amount"]
-        await playwright_api.expect(revenue).to_have_text(f"{price // 100}.{price % 100:02d}", timeout=10_000)
+        await playwright_api.expect(revenue).to_have_text(f"{price // 100}.{price % 100:02d} EUR",
+                                                                 timeout=10_000)
         await playwright_api.expect(board.locator("td").nth(3)).not_to_have_text(counters_before, timeout=10_000)
         async with aiohttp_session() as http:
             r = await http.post(f"{cloud_base}/admin/machines", headers={"Authorization": "Bearer admin-token"},

@@ -237,3 +237,14 @@ async def test_audit_of_a_refused_restock_leaves_stock_alone(web):  # noqa: F811
         assert r.status == 400
     rows = await web.rig.daemon.db.fetchall("SELECT data FROM events WHERE kind='audit'")
     assert not any(json.loads(x["data"]).get("action") == "restock" for x in rows)
+
+
+async def test_sales_page_names_products_and_currency(web):  # noqa: F811
+    await web.rig.daemon.machine.sell("C1", "card:names")
+    s, _ = await web.login("view")
+    async with s:
+        page = await (await s.get("/sales")).text()
+        dash = await (await s.get("/")).text()
+    orders = page.split('id="orders"', 1)[1]
+    assert "1× Cookies (C1)" in orders.split("</table>", 1)[0], orders[:600]
+    assert " EUR</dd>" in page and " EUR</dd>" in dash  # revenue with its currency
