@@ -194,6 +194,20 @@ class Queries:
                         "low": r.count <= max(1, int(r.capacity * LOW_FRACTION))})
         return out
 
+    async def pick_list(self) -> dict[str, Any]:
+        """What to bring on the next visit: per slot, par level (the slot's capacity) minus what is in it;
+        totals per product. Disabled slots are listed too (the technician fixes and fills them)."""
+        lines = [{"slot_id": r["slot_id"], "sku_id": r["sku_id"], "name": r["name"], "count": r["count"],
+                  "par": r["capacity"], "bring": max(0, r["capacity"] - r["count"]), "disabled": r["disabled"]}
+                 for r in await self.stock()]
+        totals: dict[str, dict[str, Any]] = {}
+        for ln in lines:
+            if ln["bring"]:
+                t = totals.setdefault(ln["sku_id"], {"sku_id": ln["sku_id"], "name": ln["name"], "bring": 0})
+                t["bring"] += ln["bring"]
+        return {"lines": [ln for ln in lines if ln["bring"]], "totals": sorted(totals.values(), key=lambda t: t["name"]),
+                "items": sum(t["bring"] for t in totals.values())}
+
     async def orders(self, start: str, end: str, *, where: str = "", limit: int = 10_000) -> list[dict[str, Any]]:
         """Orders created on days start..end (UTC, inclusive), newest first, with their lines."""
         lo, hi = _day_bounds(start, end)

@@ -74,6 +74,10 @@ async def stock(request: web.Request) -> web.Response:
     return web.json_response({"slots": await _q(request).stock()})
 
 
+async def picklist(request: web.Request) -> web.Response:
+    return web.json_response(await _q(request).pick_list())
+
+
 async def sales(request: web.Request) -> web.Response:
     q = _q(request)
     try:
@@ -168,6 +172,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/temperature", temperature)
     r.add_get(f"{PREFIX}/stock", stock)
     r.add_post(f"{PREFIX}/stock/restock", restock)
+    r.add_get(f"{PREFIX}/picklist", picklist)
     r.add_get(f"{PREFIX}/sales", sales)
     r.add_get(f"{PREFIX}/events", events)
     r.add_get(f"{PREFIX}/devices", devices)

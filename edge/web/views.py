@@ -18,7 +18,7 @@ from edge.web.keys import FLASH, HUB, JINJA, QUERIES, SESSION, TOKEN, USER_NAME
 
 log = structlog.get_logger(__name__)
 
-NAV = [("/", "Dashboard"), ("/stock", "Stock"), ("/sales", "Sales"), ("/devices", "Devices"),
+NAV = [("/", "Dashboard"), ("/stock", "Stock"), ("/picklist", "Pick list"), ("/sales", "Sales"), ("/devices", "Devices"),
        ("/events", "Events"), ("/export", "Export")]
 CHART_W, CHART_H = 600, 160
 
@@ -80,6 +80,11 @@ async def stock_page(request: web.Request) -> web.Response:
         key = f"Shelf {r['shelf']}" if r["shelf"] is not None else f"Row {r['slot_id'][0]}"
         groups.setdefault(key, []).append(r)
     return render(request, "stock.html", {"groups": groups, "low": sum(r["low"] for r in rows)})
+
+
+async def picklist_page(request: web.Request) -> web.Response:
+    q = q_of(request)
+    return render(request, "picklist.html", {"p": await q.pick_list(), "today": q.today()})
 
 
 async def sales_page(request: web.Request) -> web.Response:

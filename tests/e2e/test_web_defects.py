@@ -248,3 +248,20 @@ async def test_sales_page_names_products_and_currency(web):  # noqa: F811
     orders = page.split('id="orders"', 1)[1]
     assert "1× Cookies (C1)" in orders.split("</table>", 1)[0], orders[:600]
     assert " EUR</dd>" in page and " EUR</dd>" in dash  # revenue with its currency
+
+
+async def test_pick_list_brings_each_slot_to_par(web):  # noqa: F811
+    machine = web.rig.daemon.machine
+    await machine.restock("A2", 1, actor="setup")
+    await machine.sell("C1", "card:pick")
+    stock = {r["slot_id"]: r for r in await web.app[QUERIES].stock()}
+    s, _ = await web.login("view")
+    async with s:
+        doc = await (await s.get("/api/v1/picklist")).json()
+        page = await (await s.get("/picklist")).text()
+    by_slot = {ln["slot_id"]: ln for ln in doc["lines"]}
+    assert by_slot["A2"]["bring"] == stock["A2"]["capacity"] - 1
+    assert by_slot["C1"]["bring"] == 1 and by_slot["C1"]["name"] == "Cookies"
+    assert doc["items"] == sum(r["capacity"] - r["count"] for r in stock.values())
+    assert f'<tr data-slot="C1"><td>C1</td><td>Cookies</td><td>{stock["C1"]["count"]}</td>' in page
+    assert f'id="pick-items">{doc["items"]}<' in page
