@@ -30,7 +30,7 @@ import structlog
 from drivers.errors import DeviceError
 from edge.clock import SystemClock
 from edge.core.errors import SaleRefused
-from edge.ledger import repo
+from edge.ledger import repo, reports
 from edge.ledger.users import UserStore, audit
 from edge.services.machine import Machine
 
@@ -289,6 +289,11 @@ class Queries:
                 "kinds": [k["kind"] for k in kinds],
                 "events": [{**dict(r), "data": json.loads(r["data"])} for r in rows]}
 
+    async def alarm_history(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Alarm episodes, newest first, each with a human duration ("3 h 12 min", or "active")."""
+        return [{**ep, "duration": "active" if ep["cleared_at"] is None else human_duration(ep["duration_s"])}
+                for ep in await reports.alarm_history(self.m.db, limit)]
+
     async def lockouts(self) -> list[dict[str, Any]]:
         rows = await self.m.db.fetchall("SELECT * FROM lockouts WHERE cleared_at IS NULL ORDER BY lockout_id")
         return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
@@ -372,6 +377,20 @@ class Queries:
     def _food_safety(self) -> Any:
         svc = self.m.extras.get("temperature")
         return svc if _has(svc, "clear_lockout") else None
+
+
+def human_duration(seconds: float | None) -> str:
+    """45 s, 12 min, 3 h 12 min, 2 d 5 h: what a person reads at a glance."""
+    if seconds is None:
+        return "–"
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
 def money(amount: int | None, currency: str = "") -> str:

@@ -74,6 +74,10 @@ async def stock(request: web.Request) -> web.Response:
     return web.json_response({"slots": await _q(request).stock()})
 
 
+async def alarm_history(request: web.Request) -> web.Response:
+    return web.json_response({"alarms": await _q(request).alarm_history()})
+
+
 async def picklist(request: web.Request) -> web.Response:
     return web.json_response(await _q(request).pick_list())
 
@@ -173,6 +177,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/stock", stock)
     r.add_post(f"{PREFIX}/stock/restock", restock)
     r.add_get(f"{PREFIX}/picklist", picklist)
+    r.add_get(f"{PREFIX}/alarms", alarm_history)
     r.add_get(f"{PREFIX}/sales", sales)
     r.add_get(f"{PREFIX}/events", events)
     r.add_get(f"{PREFIX}/devices", devices)

@@ -114,9 +114,10 @@ async def events_page(request: web.Request) -> web.Response:
         page = int(request.query.get("page", "1"))
     except ValueError:
         page = 1
-    ev = await q_of(request).events(request.query.get("kind", "")[:64], page, 50)
+    q = q_of(request)
+    ev = await q.events(request.query.get("kind", "")[:64], page, 50)
     pages = max(1, -(-ev["total"] // ev["per_page"]))
-    return render(request, "events.html", {"ev": ev, "pages": pages})
+    return render(request, "events.html", {"ev": ev, "pages": pages, "alarms": await q.alarm_history(50)})
 
 
 async def export_page(request: web.Request) -> web.Response:

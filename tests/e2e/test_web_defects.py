@@ -265,3 +265,26 @@ async def test_pick_list_brings_each_slot_to_par(web):  # noqa: F811
     assert doc["items"] == sum(r["capacity"] - r["count"] for r in stock.values())
     assert f'<tr data-slot="C1"><td>C1</td><td>Cookies</td><td>{stock["C1"]["count"]}</td>' in page
     assert f'id="pick-items">{doc["items"]}<' in page
+
+
+async def test_alarm_history_shows_raised_cleared_and_how_long(web):  # noqa: F811
+    from edge.ledger import repo
+    from edge.services.queries import human_duration
+
+    db = web.rig.daemon.db
+    async with db.tx() as tx:
+        await repo.raise_alarm(tx, "low_stock:Z9", "low_stock", "Z9 is low", severity="warning")
+    async with db.tx() as tx:
+        await repo.clear_alarm(tx, "low_stock:Z9", "restocked")
+    async with db.tx() as tx:
+        await repo.raise_alarm(tx, "low_stock:Z9", "low_stock", "Z9 is low again", severity="warning")
+    s, _ = await web.login("view")
+    async with s:
+        alarms = [a for a in (await (await s.get("/api/v1/alarms")).json())["alarms"] if a["alarm_key"] == "low_stock:Z9"]
+        page = await (await s.get("/events")).text()
+    assert [a["message"] for a in alarms] == ["Z9 is low again", "Z9 is low"]  # newest first, two episodes
+    assert alarms[0]["cleared_at"] is None and alarms[0]["duration"] == "active"
+    assert alarms[1]["cleared_at"] >= alarms[1]["raised_at"] and alarms[1]["duration_s"] >= 0
+    assert 'data-alarm="low_stock:Z9"' in page and '<td class="lasted">active</td>' in page
+    assert [human_duration(x) for x in (5, 125, 3 * 3600 + 720, 2 * 86400 + 5 * 3600, None)] == [
+        "5 s", "2 min", "3 h 12 min", "2 d 5 h", "–"]
