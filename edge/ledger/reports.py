@@ -1,6 +1,7 @@
 """Read-only reports for the technician page (SQL stays in the ledger package).
 
 - `alarm_history`: each alarm episode (raised, cleared, how long) from the ledger's alarm events.
+- `slot_failures`: failed vends per slot and reason (jams, no drop, …) since a day.
 """
 
 from __future__ import annotations
@@ -44,3 +45,14 @@ async def alarm_history(db: LedgerDB, limit: int = 100) -> list[dict[str, Any]]:
             a, b = _ts(ep["raised_at"]), _ts(r["at"])
             ep["duration_s"] = round(b - a, 1) if a is not None and b is not None else None
     return list(reversed(episodes))[:limit]
+
+
+async def slot_failures(db: LedgerDB, since: str) -> list[dict[str, Any]]:
+    """Failed vends per slot and reason since `since` (an ISO timestamp): {slot_id, reason, count, last_at},
+    most failures first."""
+    rows = await db.fetchall(
+        "SELECT l.slot_id AS slot_id, o.reason AS reason, COUNT(*) AS count, MAX(o.created_at) AS last_at "
+        "FROM orders o JOIN order_lines l ON l.order_id = o.order_id "
+        "WHERE o.status = 'failed' AND o.created_at >= ? GROUP BY l.slot_id, o.reason "
+        "ORDER BY count DESC, last_at DESC LIMIT 200", (since,))
+    return [dict(r) for r in rows]

@@ -294,6 +294,12 @@ class Queries:
         return [{**ep, "duration": "active" if ep["cleared_at"] is None else human_duration(ep["duration_s"])}
                 for ep in await reports.alarm_history(self.m.db, limit)]
 
+    async def slot_failures(self, days: int = 30) -> list[dict[str, Any]]:
+        """Failed vends per slot and reason over the last `days` days, with the product's name."""
+        since = (dt.date.fromisoformat(self.today()) - dt.timedelta(days=days)).isoformat()
+        names = {r["slot_id"]: r["name"] for r in await self.stock()}
+        return [{**r, "name": names.get(r["slot_id"], "")} for r in await reports.slot_failures(self.m.db, since)]
+
     async def lockouts(self) -> list[dict[str, Any]]:
         rows = await self.m.db.fetchall("SELECT * FROM lockouts WHERE cleared_at IS NULL ORDER BY lockout_id")
         return [{**dict(r), "data": json.loads(r["data"])} for r in rows]

@@ -79,7 +79,8 @@ async def stock_page(request: web.Request) -> web.Response:
     for r in rows:
         key = f"Shelf {r['shelf']}" if r["shelf"] is not None else f"Row {r['slot_id'][0]}"
         groups.setdefault(key, []).append(r)
-    return render(request, "stock.html", {"groups": groups, "low": sum(r["low"] for r in rows)})
+    return render(request, "stock.html", {"groups": groups, "low": sum(r["low"] for r in rows),
+                                          "failures": await q_of(request).slot_failures()})
 
 
 async def picklist_page(request: web.Request) -> web.Response:

@@ -288,3 +288,19 @@ async def test_alarm_history_shows_raised_cleared_and_how_long(web):  # noqa: F8
     assert 'data-alarm="low_stock:Z9"' in page and '<td class="lasted">active</td>' in page
     assert [human_duration(x) for x in (5, 125, 3 * 3600 + 720, 2 * 86400 + 5 * 3600, None)] == [
         "5 s", "2 min", "3 h 12 min", "2 d 5 h", "–"]
+
+
+async def test_stock_page_lists_jams_per_slot(web):  # noqa: F811
+    web.rig.sim.jam("B3", times=2)
+    machine = web.rig.daemon.machine
+    for _ in range(2):
+        await machine.sell("B3", "card:jam")
+    s, _ = await web.login("view")
+    async with s:
+        page = await (await s.get("/stock")).text()
+    table = page.split('id="slot-failures"', 1)[1].split("</table>", 1)[0]
+    rows = await web.rig.daemon.db.fetchall(
+        "SELECT o.reason FROM orders o JOIN order_lines l USING(order_id) WHERE l.slot_id='B3' AND o.status='failed'")
+    assert len(rows) == 2
+    assert '<tr data-slot="B3"><td>B3</td>' in table and '<td class="count">2</td>' in table
+    assert rows[0]["reason"] in table
