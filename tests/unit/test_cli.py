@@ -8,6 +8,7 @@ import pytest
 
 from edge import __version__
 from edge.cli import main
+from tests.support.logging_state import restore_logging  # noqa: F401  (autouse fixture)
 
 CFG = '[machine]\nid = "m1"\ndata_dir = "{data}"\n{secrets}\n[vend_board]\nport = "/dev/null"\n{extra}'
 SYNC = '[sync]\nenabled = true\nurl = "{url}"\n'

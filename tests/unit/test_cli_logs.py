@@ -9,6 +9,7 @@ import pty
 import structlog
 
 from edge.logs import setup_logging
+from tests.support.logging_state import restore_logging  # noqa: F401  (autouse fixture)
 
 
 def _line(stream, monkeypatch, no_color: str | None) -> str:
