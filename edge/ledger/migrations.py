@@ -72,4 +72,11 @@ CREATE TABLE dex_reads (
 CREATE TABLE dex_read_orders (
     order_id TEXT PRIMARY KEY REFERENCES orders(order_id), read_id INTEGER NOT NULL REFERENCES dex_reads(read_id));
 """),
+    (5, """
+ALTER TABLE vend_journal ADD COLUMN sent_boot INTEGER;
+ALTER TABLE vend_journal ADD COLUMN acked_boot INTEGER;
+ALTER TABLE vend_journal ADD COLUMN board_slot TEXT;
+ALTER TABLE vend_journal ADD COLUMN counted INTEGER;
+ALTER TABLE vend_journal ADD COLUMN settled_by TEXT;
+"""),
 ]
