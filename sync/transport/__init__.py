@@ -1,0 +1,1 @@
+"""Transports of the cloud link: HTTPS (`https`) and MQTT 5 (`mqtt`)."""
