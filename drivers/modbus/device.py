@@ -27,8 +27,17 @@ Subscriber = Callable[["ModbusDevice"], None]
 class ModbusDevice:
     """A slave (unit id + register map) polled by a `ModbusHub`. Create it with `hub.add_device`."""
 
-    def __init__(self, hub: ModbusHub, name: str, unit_id: int, regmap: RegisterMap, *,
-                 poll_interval_s: float = 1.0, offline_after: int = 3, max_backoff_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        hub: ModbusHub,
+        name: str,
+        unit_id: int,
+        regmap: RegisterMap,
+        *,
+        poll_interval_s: float = 1.0,
+        offline_after: int = 3,
+        max_backoff_s: float = 30.0,
+    ) -> None:
         if not 0 < unit_id < 248:
             raise ValueError(f"unit_id {unit_id} outside 1..247")
         if poll_interval_s < 0 or offline_after < 1 or max_backoff_s <= 0:
@@ -96,7 +105,9 @@ class ModbusDevice:
             self.next_due = max(self.next_due + self.poll_interval_s, started)
         if not self.online:
             self.online = True
-            self._log.info("modbus_device_online", after_failures=self.counters["timeouts"] + self.counters["errors"])
+            self._log.info(
+                "modbus_device_online", after_failures=self.counters["timeouts"] + self.counters["errors"]
+            )
         self._notify()
 
     def _poll_failed(self, exc: Exception, now: float, *, timeout: bool) -> None:

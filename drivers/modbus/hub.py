@@ -24,16 +24,30 @@ from .regmap import Block, Point, RegisterMap, Value, decode_block, decode_point
 log = structlog.get_logger(__name__)
 
 RECONNECT_MIN_S = 0.1
-_READ_FN = {"holding": "read_holding_registers", "input": "read_input_registers",
-            "coil": "read_coils", "discrete": "read_discrete_inputs"}
+_READ_FN = {
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+    "coil": "read_coils",
+    "discrete": "read_discrete_inputs",
+}
 
 
 class ModbusHub:
     """One physical bus. Create, `add_device(...)`, `await start()`; `await stop()` at shutdown."""
 
-    def __init__(self, name: str, *, serial_port: str | None = None, baudrate: int = 19200,
-                 host: str | None = None, tcp_port: int = 502, timeout_s: float = 0.3,
-                 retries: int = 1, gap_ms: float = 2.0, reconnect_max_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        serial_port: str | None = None,
+        baudrate: int = 19200,
+        host: str | None = None,
+        tcp_port: int = 502,
+        timeout_s: float = 0.3,
+        retries: int = 1,
+        gap_ms: float = 2.0,
+        reconnect_max_s: float = 5.0,
+    ) -> None:
         if (serial_port is None) == (host is None):
             raise ValueError("give exactly one of serial_port= or host=")
         self.name = name
@@ -43,9 +57,20 @@ class ModbusHub:
         self.gap_s = gap_ms / 1000.0 if serial_port else 0.0  # TCP needs no silent interval
         self.reconnect_max_s = reconnect_max_s
         self.devices: dict[str, ModbusDevice] = {}
-        self.counters: dict[str, int] = {k: 0 for k in (
-            "requests", "ok", "timeouts", "crc_errors", "exceptions", "connects", "disconnects",
-            "bytes_tx", "bytes_rx")}
+        self.counters: dict[str, int] = {
+            k: 0
+            for k in (
+                "requests",
+                "ok",
+                "timeouts",
+                "crc_errors",
+                "exceptions",
+                "connects",
+                "disconnects",
+                "bytes_tx",
+                "bytes_rx",
+            )
+        }
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -65,13 +90,28 @@ class ModbusHub:
         """Name of the running poll task (None when stopped)."""
         return self._task.get_name() if self._task is not None and not self._task.done() else None
 
-    def add_device(self, name: str, unit_id: int, regmap: RegisterMap, *, poll_interval_s: float = 1.0,
-                   offline_after: int = 3, max_backoff_s: float = 30.0) -> ModbusDevice:
+    def add_device(
+        self,
+        name: str,
+        unit_id: int,
+        regmap: RegisterMap,
+        *,
+        poll_interval_s: float = 1.0,
+        offline_after: int = 3,
+        max_backoff_s: float = 30.0,
+    ) -> ModbusDevice:
         """Register a slave; it is polled every `poll_interval_s` once the hub runs."""
         if name in self.devices:
             raise ValueError(f"bus {self.name}: device {name!r} added twice")
-        dev = ModbusDevice(self, name, unit_id, regmap, poll_interval_s=poll_interval_s,
-                           offline_after=offline_after, max_backoff_s=max_backoff_s)
+        dev = ModbusDevice(
+            self,
+            name,
+            unit_id,
+            regmap,
+            poll_interval_s=poll_interval_s,
+            offline_after=offline_after,
+            max_backoff_s=max_backoff_s,
+        )
         self.devices[name] = dev
         return dev
 
@@ -129,12 +169,25 @@ class ModbusHub:
         self._close_client()
         if self.serial_port:
             client: AsyncModbusSerialClient | AsyncModbusTcpClient = AsyncModbusSerialClient(
-                self.serial_port, baudrate=self.baudrate, timeout=self.timeout_s, retries=0,
-                reconnect_delay=0, name=f"modbus.{self.name}", trace_packet=self._trace)
+                self.serial_port,
+                baudrate=self.baudrate,
+                timeout=self.timeout_s,
+                retries=0,
+                reconnect_delay=0,
+                name=f"modbus.{self.name}",
+                trace_packet=self._trace,
+            )
         else:
             assert self.host is not None
-            client = AsyncModbusTcpClient(self.host, port=self.tcp_port, timeout=self.timeout_s, retries=0,
-                                          reconnect_delay=0, name=f"modbus.{self.name}", trace_packet=self._trace)
+            client = AsyncModbusTcpClient(
+                self.host,
+                port=self.tcp_port,
+                timeout=self.timeout_s,
+                retries=0,
+                reconnect_delay=0,
+                name=f"modbus.{self.name}",
+                trace_packet=self._trace,
+            )
         client.set_max_no_responses(1 << 30)  # a silent slave behind a gateway must not drop the link
         try:
             async with asyncio.timeout(self.timeout_s + 2.0):
@@ -144,7 +197,9 @@ class ModbusHub:
         if not ok:
             client.close()
             if not self._link_down_logged:
-                self._log.warning("modbus_connect_failed", port=self.serial_port or f"{self.host}:{self.tcp_port}")
+                self._log.warning(
+                    "modbus_connect_failed", port=self.serial_port or f"{self.host}:{self.tcp_port}"
+                )
                 self._link_down_logged = True
             return False
         self._client = client
@@ -184,9 +239,12 @@ class ModbusHub:
         """Read every block of the device's map; the first failing block ends the read."""
         values: dict[str, Value] = {}
         for block in dev.regmap.blocks:
-            rr = await self._request(dev, _READ_FN[block.table], block.start, retries=retries,
-                                     count=block.count)
-            values.update(decode_block(block, rr.bits if block.table in ("coil", "discrete") else rr.registers))
+            rr = await self._request(
+                dev, _READ_FN[block.table], block.start, retries=retries, count=block.count
+            )
+            values.update(
+                decode_block(block, rr.bits if block.table in ("coil", "discrete") else rr.registers)
+            )
         return values
 
     async def write_point(self, dev: ModbusDevice, p: Point, value: Value) -> Value:
@@ -200,14 +258,15 @@ class ModbusHub:
             await self._request(dev, "write_registers", p.address, raw)
         block = Block(p.table, p.address, p.width, (p,))
         rr = await self._request(dev, _READ_FN[p.table], p.address, count=p.width)
-        back_raw: Any = bool(rr.bits[0]) if p.is_bit else list(rr.registers[:p.width])
+        back_raw: Any = bool(rr.bits[0]) if p.is_bit else list(rr.registers[: p.width])
         if back_raw != raw:
             back = decode_point(p, back_raw)
             raise DeviceFault(f"{dev.name}.{p.name}: wrote {value} but read back {back}")
         return decode_block(block, rr.bits if p.is_bit else rr.registers)[p.name]
 
-    async def _request(self, dev: ModbusDevice, fn: str, *args: Any, retries: int | None = None,
-                       **kwargs: Any) -> Any:
+    async def _request(
+        self, dev: ModbusDevice, fn: str, *args: Any, retries: int | None = None, **kwargs: Any
+    ) -> Any:
         attempts = 1 + (self.retries if retries is None else retries)
         last: DeviceError = DeviceTimeout("no attempt")
         for _ in range(attempts):

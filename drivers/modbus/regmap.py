@@ -40,8 +40,18 @@ TYPES: dict[str, tuple[Any, int, float, float]] = {
     "f32": (_DT.FLOAT32, 2, -math.inf, math.inf),
     "bool": (None, 1, 0, 1),
 }
-_POINT_KEYS = {"name", "table", "address", "type", "scale", "unit", "word_order", "writable", "range",
-               "description"}
+_POINT_KEYS = {
+    "name",
+    "table",
+    "address",
+    "type",
+    "scale",
+    "unit",
+    "word_order",
+    "writable",
+    "range",
+    "description",
+}
 
 
 class MapError(ValueError):
@@ -131,14 +141,18 @@ def decode_block(block: Block, raw: Sequence[int] | Sequence[bool]) -> dict[str,
     out: dict[str, Value] = {}
     for p in block.points:
         off = p.address - block.start
-        out[p.name] = decode_point(p, bool(raw[off]) if p.is_bit else [int(x) for x in raw[off:off + p.width]])
+        out[p.name] = decode_point(
+            p, bool(raw[off]) if p.is_bit else [int(x) for x in raw[off : off + p.width]]
+        )
     return out
 
 
 class RegisterMap:
     """A validated set of points for one device model, plus the read plan (blocks)."""
 
-    def __init__(self, name: str, points: Iterable[Point], *, max_gap: int = 0, source: str = "<memory>") -> None:
+    def __init__(
+        self, name: str, points: Iterable[Point], *, max_gap: int = 0, source: str = "<memory>"
+    ) -> None:
         self.name = name
         self.source = source
         self.max_gap = max_gap
@@ -239,8 +253,12 @@ def _point_from_doc(raw: Any, source: str, index: int) -> Point:
     table = str(raw["table"])
     rng = raw.get("range")
     if rng is not None:
-        if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(x, int | float) for x in rng)
-                and rng[0] < rng[1]):
+        if not (
+            isinstance(rng, list)
+            and len(rng) == 2
+            and all(isinstance(x, int | float) for x in rng)
+            and rng[0] < rng[1]
+        ):
             raise MapError(source, name, f"range must be [min, max] with min < max, got {rng!r}")
         rng = (float(rng[0]), float(rng[1]))
     if not isinstance(raw["address"], int) or isinstance(raw["address"], bool):
@@ -248,11 +266,18 @@ def _point_from_doc(raw: Any, source: str, index: int) -> Point:
     scale = raw.get("scale", 1.0)
     if not isinstance(scale, int | float) or isinstance(scale, bool) or scale == 0 or scale != scale:
         raise MapError(source, name, f"scale must be a non-zero number, got {scale!r}")
-    return Point(name=name, table=table, address=raw["address"],
-                 type=str(raw.get("type", "bool" if table in BIT_TABLES else "u16")),
-                 scale=float(scale), unit=str(raw.get("unit", "")),
-                 word_order=str(raw.get("word_order", "big")), writable=bool(raw.get("writable", False)),
-                 range=rng, description=str(raw.get("description", "")))
+    return Point(
+        name=name,
+        table=table,
+        address=raw["address"],
+        type=str(raw.get("type", "bool" if table in BIT_TABLES else "u16")),
+        scale=float(scale),
+        unit=str(raw.get("unit", "")),
+        word_order=str(raw.get("word_order", "big")),
+        writable=bool(raw.get("writable", False)),
+        range=rng,
+        description=str(raw.get("description", "")),
+    )
 
 
 def _check_point(p: Point, source: str) -> None:
@@ -261,8 +286,12 @@ def _check_point(p: Point, source: str) -> None:
     if p.type not in TYPES:
         raise MapError(source, p.name, f"unknown type {p.type!r}; allowed: {list(TYPES)}")
     if (p.type == "bool") != p.is_bit:
-        raise MapError(source, p.name, f"type {p.type!r} does not fit table {p.table!r} "
-                                       "(coil/discrete hold bool; registers hold numbers)")
+        raise MapError(
+            source,
+            p.name,
+            f"type {p.type!r} does not fit table {p.table!r} "
+            "(coil/discrete hold bool; registers hold numbers)",
+        )
     if p.writable and p.table not in WRITABLE_TABLES:
         raise MapError(source, p.name, f"writable=true on read-only table {p.table!r}")
     if not 0 <= p.address <= 0xFFFF - (p.width - 1):
