@@ -30,6 +30,16 @@ _READ_FN = {
     "coil": "read_coils",
     "discrete": "read_discrete_inputs",
 }
+# the function code a correct reply to each request carries (pymodbus does not check it for us)
+_FN_CODE = {
+    "read_coils": 1,
+    "read_discrete_inputs": 2,
+    "read_holding_registers": 3,
+    "read_input_registers": 4,
+    "write_coil": 5,
+    "write_register": 6,
+    "write_registers": 16,
+}
 
 
 class ModbusHub:
@@ -64,6 +74,7 @@ class ModbusHub:
                 "ok",
                 "timeouts",
                 "crc_errors",
+                "bad_replies",
                 "exceptions",
                 "connects",
                 "disconnects",
@@ -306,5 +317,21 @@ class ModbusHub:
         if rr.isError():
             self.counters["exceptions"] += 1
             raise DeviceFault(f"{dev.name}: {fn} answered with exception code {rr.exception_code}")
+        self._check_reply(dev, fn, rr, kwargs.get("count"))
         self.counters["ok"] += 1
         return rr
+
+    def _check_reply(self, dev: ModbusDevice, fn: str, rr: Any, count: int | None) -> None:
+        """A reply with a valid CRC can still be the wrong answer (another function code, too few
+        values): a confused gateway or firmware does that. It is a ProtocolError, never values."""
+        want = _FN_CODE[fn]
+        problem = None
+        if rr.function_code != want:
+            problem = f"function code {rr.function_code} in reply to {want} ({fn})"
+        elif count is not None:
+            got = len(rr.bits) if want in (1, 2) else len(rr.registers)
+            if got < count:
+                problem = f"{got} values in reply to a read of {count}"
+        if problem is not None:
+            self.counters["bad_replies"] += 1
+            raise ProtocolError(f"{dev.name}: wrong reply: {problem}")

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pymodbus.client.mixin import ModbusClientMixin
 
+from ..errors import ProtocolError
+
 MAPS_DIR = pathlib.Path(__file__).parent / "maps"
 
 Table = Literal["holding", "input", "coil", "discrete"]
@@ -137,7 +139,14 @@ def decode_point(point: Point, raw: Sequence[int] | bool) -> Value:
 
 
 def decode_block(block: Block, raw: Sequence[int] | Sequence[bool]) -> dict[str, Value]:
-    """All points of a block from the raw values read at block.start. Pure."""
+    """All points of a block from the raw values read at block.start. Pure.
+
+    Raises ProtocolError when `raw` holds fewer values than the block spans (a short reply).
+    """
+    if len(raw) < block.count:
+        raise ProtocolError(
+            f"{block.table} block at {block.start}: {len(raw)} values, expected {block.count}"
+        )
     out: dict[str, Value] = {}
     for p in block.points:
         off = p.address - block.start
