@@ -19,11 +19,12 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("name", choices=["vend", "modbus", "sync", "fleet", "checkout", "web", "soak", "powercut", "vision"])
+    p.add_argument("name", choices=["vend", "modbus", "sync", "fleet", "checkout", "web", "soak", "powercut", "vision", "ops"])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sessions", type=int, default=500)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--kills", type=int, default=200)
+    p.add_argument("--days", type=int, default=7, help="ops: simulated days per run")
     p.add_argument("--novel", action="store_true", help="vision: never-seen products (bench/novel)")
     p.add_argument("--vision-only-daemon", action="store_true",
                    help="checkout: also run the sessions through a daemon with fusion = false")
@@ -56,6 +57,9 @@ def main() -> int:
     elif args.name == "vision":
         from bench.vision_bench import run
         result = run(seed=args.seed, tests=20 if args.quick else 40)
+    elif args.name == "ops":
+        from bench.ops_bench import run
+        result = run(days=args.days, seed=args.seed)
     else:
         from bench.powercut import run
         result = _maybe_async(run(kills=args.kills))

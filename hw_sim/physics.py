@@ -10,6 +10,11 @@ Thermal model (lumped, explicit Euler in <= 1 s substeps):
   evaporator         C_evap dT/dt = UA_evap(T_cab-T_evap) - cooling + defrost heater
 The controller is a thermostat on the cabinet probe (setpoint +- hysteresis/2) with timed
 defrost cycles; `compressor_failed` makes the compressor run without cooling.
+
+Energy: an electricity meter integrates compressor on-time x rated power, the cabinet lights and
+the evaporator fan (both also heat the cabinet). The fan runs all the time unless `fan_eco` makes
+it run with the compressor only. `refrigerant_charge` (1.0 = full) scales the cooling capacity,
+so a slow leak is `charge` falling over days. Defaults keep lights and fan at 0 W (as before).
 """
 
 from __future__ import annotations
@@ -45,6 +50,13 @@ class FridgeParams:
     defrost_heater_w: float = 300.0
     high_temp_margin_c: float = 4.0
     sensor_noise_c: float = 0.05
+    compressor_rated_w: float = 180.0  # electrical input while running (cooling_w / COP ~1.7)
+    lighting_w: float = 0.0  # LED strips inside the cabinet: electricity that ends up as heat inside
+    fan_w: float = 0.0  # evaporator fan, likewise
+
+
+MERCHANDISER = FridgeParams(lighting_w=25.0, fan_w=10.0)
+"""A glass-door merchandiser with its lights and fan modelled (energy benchmarks)."""
 
 
 class FridgePhysics:
@@ -65,6 +77,11 @@ class FridgePhysics:
         self.compressor_on = False
         self.compressor_failed = False
         self.defrost_active = False
+        self.lights_on = True
+        self.fan_eco = False
+        self.refrigerant_charge = 1.0
+        self.compressor_on_s = 0.0
+        self.energy_j = 0.0
         self.time_s = 0.0
         self._since_defrost_s = 0.0
         self._defrost_elapsed_s = 0.0
@@ -113,12 +130,25 @@ class FridgePhysics:
         q_in = (p.ua_leak_w_k + (p.ua_door_w_k if self.door_open else 0.0)) * (p.ambient_c - t_cab)
         cooling = 0.0
         if self.compressor_on and not self.compressor_failed:
-            cooling = p.cooling_w * min(1.5, max(0.0, (t_ev - p.min_evap_c) / 30.0))
+            cooling = p.cooling_w * self.refrigerant_charge * min(1.5, max(0.0, (t_ev - p.min_evap_c) / 30.0))
         heater = p.defrost_heater_w if self.defrost_active else 0.0
-        self.cabinet_c = t_cab + h * (q_in - q_evap - q_prod) / p.c_cab_j_k
+        inside = (p.lighting_w if self.lights_on else 0.0) + (p.fan_w if self.fan_running else 0.0)
+        electric = inside + heater + (p.compressor_rated_w if self.compressor_on else 0.0)
+        self.energy_j += h * electric
+        self.compressor_on_s += h if self.compressor_on else 0.0
+        self.cabinet_c = t_cab + h * (q_in + inside - q_evap - q_prod) / p.c_cab_j_k
         self.evaporator_c = t_ev + h * (q_evap - cooling + heater) / p.c_evap_j_k
         c_prod = max(self.product_heat_capacity_j_k, 1_000.0)
         self.product_c = t_pr + h * q_prod / c_prod
+
+    @property
+    def fan_running(self) -> bool:
+        """The evaporator fan: always on, or (eco) only while the compressor runs."""
+        return not self.fan_eco or self.compressor_on
+
+    @property
+    def energy_kwh(self) -> float:
+        return self.energy_j / 3.6e6
 
     def cabinet_probe_c(self) -> float:
         """What the cabinet probe reads (true temperature plus a little noise)."""
