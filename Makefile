@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 sysdeps:
-	@command -v socat >/dev/null && test -x /usr/bin/chromium && test -x /usr/bin/promtool || \
-	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq socat chromium prometheus >/dev/null)
+	@command -v socat >/dev/null && test -x /usr/bin/chromium && test -x /usr/bin/promtool && test -x /usr/sbin/mosquitto || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq socat chromium prometheus mosquitto >/dev/null)
 
 # the demo needs only socat (its simulated RS-485 adapter); the tests also need chromium
 sysdeps-demo:

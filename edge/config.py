@@ -100,8 +100,22 @@ class TemperatureConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """[sync.mqtt]: the MQTT 5 transport (docs/protocols/mqtt.md). The broker login is the machine id
+    with a password derived from the machine secret."""
+
+    url: str = _f("")  # mqtts://broker:8883 (plain mqtt:// only on loopback)
+    topic_prefix: str = _f("vendedge", pattern=r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
+    keepalive_s: int = _f(30, **rng(5, 1200))
+    session_expiry_s: int = _f(7 * 86400, **rng(60, 4294967295))
+    ca_file: str = _f("")
+    max_message_bytes: int = _f(131072, **rng(4096, 268435455))  # 128 KiB fits AWS IoT Core
+
+
+@dataclass(frozen=True)
 class SyncConfig:
     enabled: bool = _f(False)
+    transport: str = _f("https", choices=("https", "mqtt"))
     url: str = _f("")
     ca_file: str = _f("")
     batch_max_records: int = _f(500, **rng(1, 10000))
@@ -109,6 +123,7 @@ class SyncConfig:
     config_interval_s: float = _f(60.0, **rng(1, 86400))
     retention_days: float = _f(7.0, **rng(0, 3650))
     ledger_budget_mb: float = _f(512.0, **rng(1, 100000))
+    mqtt: MqttConfig = _f(None)
 
 
 @dataclass(frozen=True)
@@ -231,11 +246,14 @@ def validate(cfg: Config, secrets: Secrets) -> None:
     """Cross-key rules (one key's meaning depends on another's), checked before anything starts."""
     if not cfg.sync.enabled:
         return
-    url = cfg.sync.url
-    if not re.match(r"^https?://[^/]", url):
-        raise ConfigError("sync.url", url, "an http(s):// URL when sync.enabled = true")
-    if not url.startswith("https://") and not _loopback(url):
-        raise ConfigError("sync.url", url, "https:// (plain http only on loopback)")
+    if cfg.sync.transport == "mqtt":
+        _validate_mqtt(cfg.sync.mqtt)
+    else:
+        url = cfg.sync.url
+        if not re.match(r"^https?://[^/]", url):
+            raise ConfigError("sync.url", url, "an http(s):// URL when sync.enabled = true")
+        if not url.startswith("https://") and not _loopback(url):
+            raise ConfigError("sync.url", url, "https:// (plain http only on loopback)")
     try:
         secret = bytes.fromhex(secrets.machine_secret)
     except ValueError:
@@ -244,6 +262,14 @@ def validate(cfg: Config, secrets: Secrets) -> None:
         where = cfg.machine.secrets_file or "(no machine.secrets_file configured)"
         raise ConfigError("secrets.machine_secret", "<hidden>",
                           f"a hex string of at least 16 bytes in {where} when sync.enabled = true")
+
+
+def _validate_mqtt(m: MqttConfig) -> None:
+    """sync.transport = "mqtt": a broker URL, TLS unless the broker is on loopback."""
+    if not re.match(r"^mqtts?://[^/:]+(:[0-9]{1,5})?/?$", m.url):
+        raise ConfigError("sync.mqtt.url", m.url, "mqtts://host[:port] when sync.transport = \"mqtt\"")
+    if m.url.startswith("mqtt://") and not _loopback("http://" + m.url[len("mqtt://"):]):
+        raise ConfigError("sync.mqtt.url", m.url, "mqtts:// (plain mqtt:// only on loopback)")
 
 
 def _loopback(url: str) -> bool:

@@ -114,11 +114,19 @@ class Daemon:
         for name, handler in standard_handlers(self.machine).items():
             inbox.register(name, handler)
         self.inbox = inbox
-        self.sync = SyncClient(self.config.sync.url, self.config.machine.id, secret,
+        sc, transport, max_bytes = self.config.sync, None, 1_000_000
+        if sc.transport == "mqtt":  # docs/protocols/mqtt.md
+            from sync.transport.mqtt import MqttTransport
+
+            transport = MqttTransport(sc.mqtt.url, self.config.machine.id, secret, topic_prefix=sc.mqtt.topic_prefix,
+                                      keepalive_s=sc.mqtt.keepalive_s, session_expiry_s=sc.mqtt.session_expiry_s,
+                                      ca_file=sc.mqtt.ca_file or None)
+            max_bytes = sc.mqtt.max_message_bytes * 3 // 4  # room for the envelope and JSON escaping
+        self.sync = SyncClient(sc.url, self.config.machine.id, secret,
                                LedgerOutbox(db), LedgerConfigSink(db, self._apply_settings), inbox,
-                               batch_max_records=self.config.sync.batch_max_records,
-                               poll_wait_s=self.config.sync.poll_wait_s, ca_file=self.config.sync.ca_file or None,
-                               config_interval_s=self.config.sync.config_interval_s)
+                               batch_max_records=sc.batch_max_records, batch_max_bytes=max_bytes,
+                               poll_wait_s=sc.poll_wait_s, ca_file=sc.ca_file or None,
+                               config_interval_s=sc.config_interval_s, transport=transport)
         db.outbox_listeners.append(self.sync.notify)
         self.machine.extras["sync"] = self.sync
         self.supervisor.spawn("sync", self.sync.run)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
+from edge.core.ports import OutboxRecord
 from sync import protocol, signing
 from sync.refcloud.store import Store
 
@@ -33,6 +34,8 @@ CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 WAKEUPS: web.AppKey[dict[str, asyncio.Event]] = web.AppKey("wakeups")
 CLOSING = web.AppKey("closing", asyncio.Event)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
+# called with a machine id when its commands or config changed (the MQTT worker publishes them)
+CHANGE_LISTENERS: web.AppKey[list[Callable[[str], None]]] = web.AppKey("change_listeners")
 MACHINE = web.RequestKey("machine_id", str)
 BODY = web.RequestKey("body", bytes)
 MAX_BODY_BYTES = 8 * 1024 * 1024  # decompressed; the client's batches are <= 1 MB
@@ -151,6 +154,15 @@ async def push_outbox(request: web.Request) -> web.Response:
         raw = protocol.parse_push(_json_body(request))
     except protocol.ProtocolInvalid as exc:
         return error(400, "bad_request", reason=exc.reason)
+    acks, valid = check_records(raw)
+    statuses = await run_db(request.app, request.app[STORE].ingest, request[MACHINE], valid,
+                            request.app[CLOCK]())
+    return web.json_response({"acks": fill_acks(acks, statuses)})
+
+
+def check_records(raw: list[Any]) -> tuple[list[dict[str, Any]], list[OutboxRecord]]:
+    """Per-record validation of a push (HTTPS or MQTT): the acks so far (`status` "" for the
+    valid ones, to be filled with the store's answer) and the valid records."""
     acks: list[dict[str, Any]] = []
     valid = []
     for obj in raw:
@@ -164,12 +176,16 @@ async def push_outbox(request: web.Request) -> web.Response:
             continue
         valid.append(record)
         acks.append({"record_id": record.record_id, "status": ""})
-    statuses = iter(await run_db(request.app, request.app[STORE].ingest, request[MACHINE],
-                                 valid, request.app[CLOCK]()))
+    return acks, valid
+
+
+def fill_acks(acks: list[dict[str, Any]], statuses: list[str]) -> list[dict[str, Any]]:
+    """Put the store's stored/duplicate answers into the valid records' acks, in order."""
+    answers = iter(statuses)
     for ack in acks:
         if not ack["status"]:
-            ack["status"] = next(statuses)
-    return web.json_response({"acks": acks})
+            ack["status"] = next(answers)
+    return acks
 
 
 async def get_config(request: web.Request) -> web.Response:
@@ -185,10 +201,12 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 def wake(app: web.Application, machine_id: str) -> None:
-    """Wake a waiting long-poll of this machine."""
+    """Wake a waiting long-poll of this machine (and tell the MQTT worker, when one runs)."""
     event = app[WAKEUPS].pop(machine_id, None)
     if event is not None:
         event.set()
+    for listener in app[CHANGE_LISTENERS]:
+        listener(machine_id)
 
 
 async def poll_commands(request: web.Request) -> web.Response:
@@ -264,6 +282,7 @@ def create_app(db_path: str, *, admin_token: str,
     app[NONCES] = signing.NonceCache()
     app[CLOCK] = clock
     app[WAKEUPS] = {}
+    app[CHANGE_LISTENERS] = []
     app[CLOSING] = asyncio.Event()
     app[ADMIN_TOKEN] = admin_token
     m = "/v1/machines/{machine_id}"

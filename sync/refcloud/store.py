@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS stock (
 CREATE TABLE IF NOT EXISTS alarms (
   machine_id TEXT NOT NULL, code TEXT NOT NULL, active INTEGER NOT NULL, raised_at TEXT,
   cleared_at TEXT, detail TEXT, seq INTEGER NOT NULL, PRIMARY KEY (machine_id, code));
+CREATE TABLE IF NOT EXISTS links (
+  machine_id TEXT PRIMARY KEY, transport TEXT NOT NULL, state TEXT NOT NULL, changed_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS configs (
   machine_id TEXT PRIMARY KEY, version INTEGER NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS commands (
@@ -98,27 +100,49 @@ class Store:
             "  AND a.active), "
             " (SELECT count(*) FROM orders o WHERE o.machine_id = m.machine_id AND o.day = ?), "
             " (SELECT coalesce(sum(total), 0) FROM orders o WHERE o.machine_id = m.machine_id "
-            "  AND o.day = ?) "
-            "FROM machines m ORDER BY m.machine_id", (today, today))
+            "  AND o.day = ?), l.state "
+            "FROM machines m LEFT JOIN links l USING (machine_id) ORDER BY m.machine_id",
+            (today, today))
         keys = ("machine_id", "last_seen", "backlog", "active_alarms", "alarm_codes",
-                "orders_today", "sales_today")
+                "orders_today", "sales_today", "link")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     # ingest -----------------------------------------------------------------------------------
     def ingest(self, machine_id: str, records: Iterable[OutboxRecord], now: float) -> list[str]:
         """Store records once; returns "stored" or "duplicate" per record, in order."""
-        out = []
         with _tx(self._db):
-            for r in records:
-                cur = self._db.execute(
-                    "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (machine_id, r.record_id, r.seq, r.kind, r.created_at, r.priority,
-                     json.dumps(r.payload, separators=(",", ":")), now))
-                if cur.rowcount == 0:
-                    out.append("duplicate")
-                    continue
-                out.append("stored")
-                self._derive(machine_id, r)
+            return self._ingest(machine_id, records, now)
+
+    def ingest_many(self, batches: Iterable[tuple[str, Iterable[OutboxRecord], int | None]],
+                    now: float) -> list[list[str]]:
+        """Several machines' batches (machine_id, records, backlog) in one transaction (the MQTT
+        worker's group commit); the answers per batch, as `ingest`. Also marks each machine seen."""
+        with _tx(self._db):
+            out = []
+            for machine_id, records, backlog in batches:
+                out.append(self._ingest(machine_id, records, now))
+                self.seen(machine_id, now, backlog)
+            return out
+
+    def set_link(self, machine_id: str, transport: str, state: str, now: float) -> None:
+        """The machine's MQTT status (birth `online`, Last Will or goodbye `offline`)."""
+        self._db.execute(
+            "INSERT INTO links VALUES (?, ?, ?, ?) ON CONFLICT (machine_id) DO UPDATE SET "
+            "transport = excluded.transport, state = excluded.state, changed_at = excluded.changed_at",
+            (machine_id, transport, state, now))
+
+    def _ingest(self, machine_id: str, records: Iterable[OutboxRecord], now: float) -> list[str]:
+        out = []
+        for r in records:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (machine_id, r.record_id, r.seq, r.kind, r.created_at, r.priority,
+                 json.dumps(r.payload, separators=(",", ":")), now))
+            if cur.rowcount == 0:
+                out.append("duplicate")
+                continue
+            out.append("stored")
+            self._derive(machine_id, r)
         return out
 
     def _derive(self, machine_id: str, r: OutboxRecord) -> None:

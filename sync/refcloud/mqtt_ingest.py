@@ -1,0 +1,263 @@
+"""The reference cloud on MQTT 5 (docs/protocols/mqtt.md): ingest workers on a shared subscription
+and one control client, over the same store as the HTTPS API.
+
+- `workers` ingest clients share `$share/vendedge-ingest/{prefix}/m/+/outbox` and `…/result`: each
+  takes what is queued (up to `group_max` messages), validates every record exactly as the HTTPS
+  push does, stores the group in one transaction (idempotent by (machine, record_id)) and only then
+  publishes each batch's acks (QoS 1). A worker that dies before acking costs a re-send, never a
+  double effect.
+- The control client reads every machine's retained `status` (birth / Last Will) into the fleet
+  view and, when a machine comes online with an older config or commands are pending, (re)publishes
+  the retained config and the signed commands. Admin changes reach it through `CHANGE_LISTENERS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import structlog
+from aiohttp import web
+
+from sync import signing
+from sync.refcloud.app import CHANGE_LISTENERS, CLOCK, SECRETS, STORE, check_records, fill_acks, run_db
+from sync.transport import mqtt_wire as wire
+from sync.transport.base import Backoff
+
+log = structlog.get_logger(__name__)
+MQTT_CLOUD = web.AppKey("mqtt_cloud", object)
+
+
+@dataclass(frozen=True)
+class MqttCloudSettings:
+    """How the cloud reaches the broker (its own user, not a machine's)."""
+
+    url: str
+    password: str
+    username: str = wire.CLOUD_USER
+    prefix: str = wire.DEFAULT_PREFIX
+    workers: int = 2
+    group_max: int = 500
+    ca_file: str | None = None
+    keepalive_s: int = 30
+
+
+@dataclass
+class _Batch:
+    machine_id: str
+    batch_id: str
+    acks: list[dict[str, Any]]
+    valid: list[Any]
+    backlog: int | None
+
+
+class MqttCloud:
+    """Ingest workers + control client, started and stopped with the aiohttp app."""
+
+    def __init__(self, app: web.Application, settings: MqttCloudSettings) -> None:
+        self.app, self.s = app, settings
+        self._host, self._port, self._tls = wire.broker_address(settings.url)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._control: aiomqtt.Client | None = None
+        self._dirty: set[str] = set()
+        self._dirty_event = asyncio.Event()
+        self.stats = {
+            "batches": 0,
+            "records": 0,
+            "invalid_messages": 0,
+            "results": 0,
+            "births": 0,
+            "wills": 0,
+        }
+
+    # lifecycle ---------------------------------------------------------------------------------
+    async def start(self, _app: web.Application | None = None) -> None:
+        self.app[CHANGE_LISTENERS].append(self.changed)
+        for i in range(self.s.workers):
+            self._tasks.append(
+                asyncio.create_task(self._forever(self._ingest, i), name=f"refcloud.mqtt.ingest{i}")
+            )
+        self._tasks.append(
+            asyncio.create_task(self._forever(self._control_loop, 0), name="refcloud.mqtt.control")
+        )
+        self._tasks.append(asyncio.create_task(self._publish_changes(), name="refcloud.mqtt.publish"))
+
+    async def stop(self, _app: web.Application | None = None) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def changed(self, machine_id: str) -> None:
+        """A machine's config or commands changed: publish them (soon, from the control client)."""
+        self._dirty.add(machine_id)
+        self._dirty_event.set()
+
+    def _client(self, role: str) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            self._host,
+            self._port,
+            username=self.s.username,
+            password=self.s.password,
+            identifier=f"refcloud-{role}-{uuid.uuid4().hex[:8]}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            keepalive=self.s.keepalive_s,
+            tls_context=ssl.create_default_context(cafile=self.s.ca_file) if self._tls else None,
+        )
+
+    async def _forever(self, body: Any, index: int) -> None:
+        backoff = Backoff(0.2, 10.0, random.Random())
+        while True:
+            try:
+                await body(index, backoff)
+            except aiomqtt.MqttError as exc:
+                log.warning("refcloud_mqtt_link_down", role=body.__name__, error=str(exc))
+            except Exception:  # a bug must not end ingest: log, back off, reconnect
+                log.exception("refcloud_mqtt_worker_error", role=body.__name__)
+            await asyncio.sleep(backoff.next())
+
+    # ingest ------------------------------------------------------------------------------------
+    async def _ingest(self, index: int, backoff: Backoff) -> None:
+        async with self._client(f"ingest{index}") as client:
+            await client.subscribe(
+                [
+                    (wire.shared_filter(self.s.prefix, "outbox"), 1),
+                    (wire.shared_filter(self.s.prefix, "result"), 1),
+                ]
+            )
+            backoff.reset()
+            messages = client.messages
+            while True:
+                group = [await anext(messages)]
+                while len(messages) and len(group) < self.s.group_max:
+                    group.append(await anext(messages))
+                await self._ingest_group(client, group)
+
+    async def _ingest_group(self, client: aiomqtt.Client, group: Sequence[aiomqtt.Message]) -> None:
+        batches: list[_Batch] = []
+        results: list[tuple[str, str, str, dict[str, Any]]] = []
+        known = self.app[SECRETS]
+        for message in group:
+            try:
+                machine_id, leaf = wire.split_topic(self.s.prefix, str(message.topic))
+                if machine_id not in known:
+                    raise wire.WireInvalid(f"unknown_machine: {machine_id}")
+                payload = _bytes(message.payload)
+                if leaf == "outbox":
+                    batch_id, backlog, raw = wire.decode_batch(payload)
+                    acks, valid = check_records(raw)
+                    batches.append(_Batch(machine_id, batch_id, acks, valid, backlog))
+                elif leaf == "result":
+                    results.append((machine_id, *wire.decode_result(payload)))
+            except wire.WireInvalid as exc:
+                self.stats["invalid_messages"] += 1
+                log.warning("refcloud_mqtt_message_invalid", topic=str(message.topic), reason=str(exc))
+        now = self.app[CLOCK]()
+        store = self.app[STORE]
+        if batches:
+            answers = await run_db(
+                self.app, store.ingest_many, [(b.machine_id, b.valid, b.backlog) for b in batches], now
+            )
+            await asyncio.gather(
+                *(
+                    client.publish(
+                        wire.topic(self.s.prefix, b.machine_id, "ack"),
+                        wire.encode_acks(b.batch_id, fill_acks(b.acks, statuses), int(now)),
+                        qos=1,
+                    )
+                    for b, statuses in zip(batches, answers, strict=True)
+                )
+            )
+            self.stats["batches"] += len(batches)
+            self.stats["records"] += sum(len(b.acks) for b in batches)
+        for machine_id, command_id, status, detail in results:
+            if not await run_db(self.app, store.post_result, machine_id, command_id, status, detail, now):
+                log.warning(
+                    "refcloud_mqtt_result_unknown_command", machine_id=machine_id, command_id=command_id
+                )
+            self.stats["results"] += 1
+
+    # control -----------------------------------------------------------------------------------
+    async def _control_loop(self, _index: int, backoff: Backoff) -> None:
+        async with self._client("control") as client:
+            # not shared: the retained statuses come with the subscription, so a restarted cloud
+            # learns at once who is online (and republishes what they miss)
+            await client.subscribe(wire.topic(self.s.prefix, "+", "status"), qos=1)
+            self._control = client
+            backoff.reset()
+            self._dirty_event.set()
+            try:
+                async for message in client.messages:
+                    await self._on_status(client, message)
+            finally:
+                self._control = None
+
+    async def _on_status(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        try:
+            machine_id, _ = wire.split_topic(self.s.prefix, str(message.topic))
+            state, config_version, backlog = wire.decode_status(_bytes(message.payload))
+        except wire.WireInvalid as exc:
+            log.warning("refcloud_mqtt_status_invalid", topic=str(message.topic), reason=str(exc))
+            return
+        if machine_id not in self.app[SECRETS]:
+            return
+        now = self.app[CLOCK]()
+        await run_db(self.app, self.app[STORE].set_link, machine_id, "mqtt", state, now)
+        self.stats["births" if state == "online" else "wills"] += 1
+        log.info("machine_link", machine_id=machine_id, transport="mqtt", state=state)
+        if state == "online":
+            await run_db(self.app, self.app[STORE].seen, machine_id, now, backlog)
+            await self._publish_machine(client, machine_id, config_version)
+
+    async def _publish_changes(self) -> None:
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            client = self._control
+            if client is None:
+                continue  # set again when the control client connects
+            while self._dirty:
+                machine_id = self._dirty.pop()
+                try:
+                    await self._publish_machine(client, machine_id, None)
+                except aiomqtt.MqttError:
+                    self._dirty.add(machine_id)
+                    break
+
+    async def _publish_machine(
+        self, client: aiomqtt.Client, machine_id: str, has_version: int | None
+    ) -> None:
+        """The retained config (when the machine's is older or unknown) and every pending command,
+        signed with the machine's secret exactly as the HTTPS poll signs them."""
+        store, now = self.app[STORE], self.app[CLOCK]()
+        cfg = await run_db(self.app, store.config, machine_id)
+        if cfg is not None and (has_version is None or has_version < cfg[0]):
+            body = wire.encode_config(*cfg)
+            await client.publish(wire.topic(self.s.prefix, machine_id, "config"), body, qos=1, retain=True)
+        secret = self.app[SECRETS][machine_id]
+        for command in await run_db(self.app, store.pending_commands, machine_id, now):
+            command["signature"] = signing.sign_command(secret, command)
+            body = wire.dumps(command)
+            await client.publish(wire.topic(self.s.prefix, machine_id, "cmd"), body, qos=1)
+
+
+def _bytes(payload: Any) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return b"" if payload is None else str(payload).encode()
+
+
+def install(app: web.Application, settings: MqttCloudSettings) -> MqttCloud:
+    """Run the MQTT side with this app: started on startup, stopped on shutdown (before the store
+    closes)."""
+    cloud = MqttCloud(app, settings)
+    app[MQTT_CLOUD] = cloud
+    app.on_startup.append(cloud.start)
+    app.on_shutdown.append(cloud.stop)
+    return cloud
