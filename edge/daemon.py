@@ -89,8 +89,10 @@ class Daemon:
             from edge.web.app import start_web
 
             self.web_runner = await start_web(self.machine, cfg.web, self.secrets)
+        limit_c = cfg.temperature.food_safety_limit_c if cfg.temperature else RetentionPolicy.haccp_limit_c
         self.retention = Retention(db, RetentionPolicy(retention_days=cfg.sync.retention_days,
-                                                       budget_mb=cfg.sync.ledger_budget_mb), self.clock)
+                                                       budget_mb=cfg.sync.ledger_budget_mb,
+                                                       haccp_limit_c=limit_c), self.clock)
         self.supervisor.spawn("ledger.retention", self.retention.run)
         self.supervisor.spawn("vend.reconcile", self._reconcile_loop)
         self.supervisor.spawn("vend_board.watch", self._board_watch_loop)

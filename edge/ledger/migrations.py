@@ -79,4 +79,10 @@ ALTER TABLE vend_journal ADD COLUMN board_slot TEXT;
 ALTER TABLE vend_journal ADD COLUMN counted INTEGER;
 ALTER TABLE vend_journal ADD COLUMN settled_by TEXT;
 """),
+    (7, """
+CREATE TABLE haccp_hourly (
+    hour TEXT NOT NULL, device TEXT NOT NULL, min_c REAL NOT NULL, max_c REAL NOT NULL, mean_c REAL NOT NULL,
+    minutes INTEGER NOT NULL, minutes_above INTEGER NOT NULL, limit_c REAL NOT NULL,
+    PRIMARY KEY (hour, device));
+"""),
 ]

@@ -5,7 +5,8 @@ One pass (`Retention.run_once`) does, in order:
    not yet acked are never touched, however old: offline-first means they are still owed;
 2. prune the local `events` table to the newest `events_keep` rows (events also went to the cloud
    as outbox records, so this only bounds the diagnostics history);
-3. prune `telemetry_1min` rows older than `telemetry_days`;
+3. roll complete hours of telemetry into the HACCP log (`edge.ledger.haccp`), prune that log after
+   `haccp_days`, then prune `telemetry_1min` rows older than `telemetry_days`;
 4. measure the ledger (main file + WAL) against `budget_mb`: alarm `ledger_budget` at
    `alarm_ratio` (80 %), raised once, cleared once when it falls below `clear_ratio`;
 5. every `checkpoint_every` passes, `PRAGMA wal_checkpoint(TRUNCATE)` so the WAL does not grow.
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import structlog
 
 from edge.clock import SystemClock, iso
+from edge.ledger import haccp
 from edge.ledger.db import LedgerDB
 from edge.ledger.outbox import LedgerOutbox
 from edge.ledger.repo import clear_alarm, raise_alarm
@@ -43,6 +45,8 @@ class RetentionPolicy:
     budget_mb: float = 512.0
     events_keep: int = 200_000
     telemetry_days: float = 30.0
+    haccp_days: float = 400.0  # the HACCP hourly log (>= 90 days asked for; ~1 MB a year)
+    haccp_limit_c: float = 5.0  # the food-safety limit its "minutes above" are counted against
     alarm_ratio: float = 0.8
     clear_ratio: float = 0.75  # hysteresis: a ledger hovering at 80 % does not flap the alarm
     interval_s: float = 3600.0
@@ -90,6 +94,8 @@ class Retention:
         now = self.clock.wall()
         compacted = await self.outbox.compact(iso(now - self.policy.retention_days * DAY_S))
         events = await self._prune_events()
+        await haccp.roll_up(self.db, limit_c=self.policy.haccp_limit_c, before_iso=iso(now))
+        await haccp.prune(self.db, iso(now - self.policy.haccp_days * DAY_S))
         telemetry = await self._prune_telemetry(iso(now - self.policy.telemetry_days * DAY_S))
         self.passes += 1
         checkpointed = self.passes % max(1, self.policy.checkpoint_every) == 0

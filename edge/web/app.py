@@ -23,7 +23,7 @@ from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
 from edge.services.machine import Machine
 from edge.services.queries import Queries, money
-from edge.web import api, auth, dex, metrics, sse, views
+from edge.web import api, auth, dex, haccp, metrics, sse, views
 from edge.web.keys import FLASH, HUB, JINJA, METRICS_TOKEN, QUERIES, STATIC, STATS
 
 log = structlog.get_logger(__name__)
@@ -141,6 +141,7 @@ def _add_routes(app: web.Application) -> None:
     r.add_get("/healthz", healthz)
     r.add_get("/static/{name}", static)
     dex.add_routes(app)
+    haccp.add_routes(app)
     api.add_routes(app)
 
 

@@ -19,7 +19,7 @@ from edge.web.keys import FLASH, HUB, JINJA, QUERIES, SESSION, TOKEN, USER_NAME
 log = structlog.get_logger(__name__)
 
 NAV = [("/", "Dashboard"), ("/stock", "Stock"), ("/picklist", "Pick list"), ("/sales", "Sales"), ("/devices", "Devices"),
-       ("/events", "Events"), ("/export", "Export")]
+       ("/events", "Events"), ("/haccp", "HACCP"), ("/export", "Export")]
 CHART_W, CHART_H = 600, 160
 
 

@@ -1,0 +1,68 @@
+"""HACCP temperature log on the technician page: GET /haccp (printable) and GET /haccp.csv.
+
+`?days=N` (1..400, default 7 on the page, 90 in the CSV) picks the period ending now. Any
+logged-in user may read it: a food inspector is shown the page or handed the CSV.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from edge.clock import iso
+from edge.ledger import haccp
+from edge.web.views import q_of, render
+
+MAX_DAYS = 400
+DAY_S = 86_400.0
+DEFAULT_LIMIT_C = 5.0
+
+
+def _days(request: web.Request, default: int) -> int:
+    raw = request.query.get("days", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_DAYS:
+        raise web.HTTPBadRequest(text=f"days must be a whole number from 1 to {MAX_DAYS}")
+    return int(raw)
+
+
+async def _log(request: web.Request, days: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    m = q_of(request).m
+    temperature = m.extras.get("temperature")
+    limit_c = float(temperature.limits.limit_c) if temperature is not None else DEFAULT_LIMIT_C
+    now = m.db.clock.wall()
+    since, until = iso(now - days * DAY_S), iso(now)
+    hours = await haccp.hourly(m.db, since, until, limit_c=limit_c)
+    period = {
+        "since": since,
+        "until": until,
+        "days": days,
+        "limit_c": limit_c,
+        "lockouts": await haccp.lockouts(m.db, since, until),
+    }
+    return hours, period
+
+
+async def haccp_page(request: web.Request) -> web.Response:
+    days = _days(request, 7)
+    hours, period = await _log(request, days)
+    return render(
+        request, "haccp.html", {"hours": list(reversed(hours)), "period": period, "sum": haccp.summary(hours)}
+    )
+
+
+async def haccp_csv(request: web.Request) -> web.Response:
+    days = _days(request, 90)
+    hours, _ = await _log(request, days)
+    name = f"haccp_{q_of(request).m.machine_id}_{days}d.csv"
+    return web.Response(
+        body=haccp.to_csv(hours).encode(),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/haccp", haccp_page)
+    app.router.add_get("/haccp.csv", haccp_csv)
