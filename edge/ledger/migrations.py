@@ -79,6 +79,15 @@ ALTER TABLE vend_journal ADD COLUMN board_slot TEXT;
 ALTER TABLE vend_journal ADD COLUMN counted INTEGER;
 ALTER TABLE vend_journal ADD COLUMN settled_by TEXT;
 """),
+    (6, """
+CREATE TABLE payment_sessions (
+    payment_id TEXT PRIMARY KEY, method TEXT NOT NULL, slot_id TEXT NOT NULL, item INTEGER NOT NULL,
+    amount INTEGER NOT NULL, currency TEXT NOT NULL, scaled INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('requested', 'approved', 'capturing', 'refunding', 'denied',
+        'cancelled', 'captured', 'refunded', 'voided', 'capture_unknown')),
+    error TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL, updated_at TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX payment_sessions_state ON payment_sessions(state);
+"""),
     (7, """
 CREATE TABLE haccp_hourly (
     hour TEXT NOT NULL, device TEXT NOT NULL, min_c REAL NOT NULL, max_c REAL NOT NULL, mean_c REAL NOT NULL,
