@@ -1,0 +1,496 @@
+"""Async driver: the machine as MDB master (VMC) of one cashless reader, through a Qibixx adapter.
+
+One ``CashlessReader`` per reader. A background task POLLs the reader every ``poll_interval_s``
+(MDB wants a steady poll; unsolicited news such as BEGIN SESSION, VEND APPROVED or JUST RESET only
+arrives that way); commands share the bus with it under one lock, one line in flight at a time.
+Every response updates ``state`` (the VMC's view of the reader's MDB state) and goes to an inbox
+that the waiting calls read. The driver knows the device, not the business: who pays for what
+and when to capture is the payment service's decision. See docs/protocols/mdb.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from drivers.backoff import open_with_backoff
+from drivers.errors import DeviceDisconnected, DeviceFault, DeviceTimeout, ProtocolError
+from drivers.mdb import codec
+from drivers.mdb.codec import (
+    BeginSession,
+    Command,
+    Malfunction,
+    OutOfSequence,
+    PeripheralId,
+    PeripheralReply,
+    ReaderConfig,
+    Resp,
+    Response,
+    Simple,
+    VendApproved,
+)
+from drivers.vend_board.transport import Link, open_link
+
+log = structlog.get_logger(__name__)
+
+INBOX_LEN = 32
+
+
+class ReaderState(enum.Enum):
+    """The reader's MDB cashless state as the VMC last saw it (plus ``offline``: no answers)."""
+
+    OFFLINE = "offline"
+    INACTIVE = "inactive"
+    DISABLED = "disabled"
+    ENABLED = "enabled"
+    SESSION_IDLE = "session_idle"
+    VEND = "vend"
+
+
+class ReaderReset(DeviceFault):
+    """The reader answered JUST RESET: it restarted and every session it held is gone (nothing captured)."""
+
+
+class OutOfSequenceError(DeviceFault):
+    """The reader answered COMMAND OUT OF SEQUENCE: it is not in the state the command needs."""
+
+
+@dataclass(frozen=True)
+class VendDecision:
+    approved: bool
+    amount: int = 0  # scaled, as approved
+
+
+class CashlessReader:
+    """Async driver for an MDB cashless reader behind a Qibixx MDB-USB / Pi Hat (tty or socket://)."""
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        baudrate: int = 115200,
+        reply_timeout_s: float = 0.5,
+        poll_interval_s: float = 0.05,
+        retries: int = 2,
+        reconnect_max_s: float = 5.0,
+        vmc_level: int = 3,
+        silent_polls: int = 20,
+        vmc_id: tuple[str, str, str, int] = ("VED", "000000000001", "vendedge", 1),
+    ) -> None:
+        self._port = port
+        self._baudrate = baudrate
+        self._reply_timeout_s = reply_timeout_s
+        self._poll_interval_s = poll_interval_s
+        self._retries = retries
+        self._reconnect_max_s = reconnect_max_s
+        self._vmc_level = vmc_level
+        self._silent_limit = silent_polls
+        self._vmc_id = vmc_id
+        self.state = ReaderState.OFFLINE
+        self.last_error = ""
+        self.config: ReaderConfig | None = None
+        self.peripheral: PeripheralId | None = None
+        self.level = 1
+        self.always_idle = False
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "lines_sent",
+                "lines_received",
+                "polls",
+                "no_answer",
+                "timeouts",
+                "retries",
+                "resets_seen",
+                "garbage_bytes",
+                "protocol_errors",
+                "reconnects",
+                "disconnects",
+                "malfunctions",
+            ),
+            0,
+        )
+        self.on_state: Callable[[ReaderState, str], None] | None = None  # (state, last_error) for the UI
+        self._reader = codec.LineReader()
+        self._link: Link | None = None
+        self._connected = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._bus = asyncio.Lock()
+        self._reply: asyncio.Future[PeripheralReply] | None = None
+        self._inbox: collections.deque[Response] = collections.deque(maxlen=INBOX_LEN)
+        self._news = asyncio.Event()
+        self._silent = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rng = random.Random()
+        self._log = log.bind(device="mdb_reader", port=port)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None
+
+    @property
+    def ready(self) -> bool:
+        """Initialised and enabled (or in a session): a sale may start."""
+        return self.state in (ReaderState.ENABLED, ReaderState.SESSION_IDLE)
+
+    async def start(self) -> None:
+        """Start the reconnect and poll tasks; returns at once, even when the adapter is absent."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._connect_loop(), name="mdb.reconnect"),
+                asyncio.create_task(self._poll_loop(), name="mdb.poll"),
+            ]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
+        self._connected.clear()
+        self._fail_pending(DeviceDisconnected("mdb driver stopped"))
+        self._set_state(ReaderState.OFFLINE)
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._connected.wait()
+        except TimeoutError as exc:
+            raise DeviceDisconnected(f"mdb adapter {self._port} not connected after {timeout_s}s") from exc
+
+    async def _connect_loop(self) -> None:
+        first = True
+        while True:
+            link = await open_with_backoff(
+                lambda: open_link(
+                    self._port,
+                    self._baudrate,
+                    self._on_data,
+                    self._on_lost,
+                    timeout_s=max(self._reply_timeout_s, 1.0),
+                ),
+                log=self._log,
+                event="mdb_adapter_unavailable",
+                max_s=self._reconnect_max_s,
+                rng=self._rng,
+            )
+            self._reader = codec.LineReader()
+            self._link = link
+            if not first:
+                self.counters["reconnects"] += 1
+            self._log.info("mdb_adapter_connected", reconnect=not first)
+            first = False
+            self._lost.clear()
+            self._connected.set()
+            await self._lost.wait()
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        self._link = None
+        self._connected.clear()
+        self.counters["disconnects"] += 1
+        self._log.warning("mdb_adapter_disconnected", error=str(exc) if exc else "eof")
+        self._fail_pending(DeviceDisconnected(f"mdb adapter link {self._port} lost"))
+        self.last_error = "adapter disconnected"
+        self._set_state(ReaderState.OFFLINE)
+        self._lost.set()
+
+    def _fail_pending(self, exc: Exception) -> None:
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_exception(exc)
+        self._news.set()
+
+    def _set_state(self, state: ReaderState) -> None:
+        if state is not self.state:
+            self._log.info("mdb_reader_state", state=state.value, was=self.state.value)
+            self.state = state
+            if self.on_state is not None:
+                self.on_state(state, self.last_error)
+
+    # ---- lines in / out ----------------------------------------------------------------------
+
+    def _on_data(self, data: bytes) -> None:
+        before = self._reader.garbage_bytes
+        lines = self._reader.feed(data)
+        self.counters["garbage_bytes"] += self._reader.garbage_bytes - before
+        for line in lines:
+            self.counters["lines_received"] += 1
+            try:
+                reply = codec.decode_line(line)
+            except ProtocolError:
+                self.counters["protocol_errors"] += 1
+                continue
+            if isinstance(reply, PeripheralReply) and self._reply is not None and not self._reply.done():
+                self._reply.set_result(reply)
+            # other adapter lines (v,..., m,ACK, unsolicited notices) carry nothing the VMC role needs
+
+    async def _exchange(self, command: Command, *, retry: bool) -> PeripheralReply:
+        """One request line and its ``p,`` answer, under the bus lock held by the caller.
+
+        ``retry``: resend on no answer (only for commands that are safe to repeat, see the doc)."""
+        link = self._link
+        for attempt in range(self._retries + 1 if retry else 1):
+            if attempt:
+                self.counters["retries"] += 1
+            if link is None or self._link is not link:
+                raise DeviceDisconnected(f"mdb adapter {self._port} not connected")
+            fut: asyncio.Future[PeripheralReply] = asyncio.get_running_loop().create_future()
+            self._reply = fut
+            try:
+                link.write(codec.encode_command(command))
+                self.counters["lines_sent"] += 1
+                async with asyncio.timeout(self._reply_timeout_s):
+                    reply = await fut
+            except TimeoutError:
+                self.counters["timeouts"] += 1
+                continue
+            finally:
+                self._reply = None
+            if reply.nack:
+                self.counters["no_answer"] += 1
+                continue
+            self._silent = 0
+            if reply.data:
+                self._absorb(reply.data)
+            return reply
+        raise DeviceTimeout(f"no answer from the reader to {command.name}")
+
+    def _absorb(self, data: bytes) -> None:
+        try:
+            responses = codec.decode_responses(data, self.level)
+        except ProtocolError as exc:
+            self.counters["protocol_errors"] += 1
+            self._log.warning("mdb_bad_response", error=str(exc))
+            return
+        for resp in responses:
+            self._on_response(resp)
+
+    def _on_response(self, resp: Response) -> None:
+        """Track the reader's state from what it says; queue it for whoever waits."""
+        if isinstance(resp, Simple):
+            code = resp.code
+            if code is Resp.JUST_RESET:
+                self.counters["resets_seen"] += 1
+                if self.state in (ReaderState.SESSION_IDLE, ReaderState.VEND):
+                    self.last_error = f"reader reset during {self.state.value}"
+                self._set_state(ReaderState.INACTIVE)
+            elif code is Resp.END_SESSION or code is Resp.CANCELLED:
+                self._set_state(ReaderState.ENABLED)
+            elif code is Resp.VEND_DENIED:
+                self._set_state(ReaderState.SESSION_IDLE)
+        elif isinstance(resp, ReaderConfig):
+            self.config = resp
+            self.level = min(self._vmc_level, resp.level)
+        elif isinstance(resp, PeripheralId):
+            self.peripheral = resp
+        elif isinstance(resp, BeginSession):
+            self._set_state(ReaderState.SESSION_IDLE)
+        elif isinstance(resp, Malfunction):
+            self.counters["malfunctions"] += 1
+            self.last_error = f"reader malfunction 0x{resp.error:02X}"
+            self._log.warning("mdb_reader_malfunction", error=resp.error)
+        self._inbox.append(resp)
+        self._news.set()
+
+    async def _command(self, command: Command, *, retry: bool = False) -> PeripheralReply:
+        async with self._bus:
+            return await self._exchange(command, retry=retry)
+
+    # ---- polling -----------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await self._connected.wait()
+            try:
+                async with self._bus:
+                    self.counters["polls"] += 1
+                    await self._exchange(codec.poll(), retry=False)
+            except DeviceTimeout:
+                self._silent += 1
+                if self._silent >= self._silent_limit and self.state is not ReaderState.OFFLINE:
+                    self.last_error = f"reader silent for {self._silent} polls"
+                    self._set_state(ReaderState.OFFLINE)
+            except DeviceDisconnected:
+                pass  # the reconnect task handles it
+            await self._after_poll()
+            await asyncio.sleep(self._poll_interval_s)
+
+    async def _after_poll(self) -> None:
+        """A customer's cancel outside any vend: end the session as the reader asks."""
+        cancel = [r for r in self._inbox if isinstance(r, Simple) and r.code is Resp.SESSION_CANCEL_REQUEST]
+        if cancel and self.state is ReaderState.SESSION_IDLE:
+            for r in cancel:
+                self._inbox.remove(r)
+            try:
+                await self._command(codec.session_complete(), retry=True)
+            except DeviceTimeout as exc:
+                self._log.warning("mdb_session_cancel_failed", error=str(exc))
+
+    async def _take(
+        self,
+        kinds: tuple[type, ...],
+        timeout_s: float,
+        *,
+        codes: tuple[Resp, ...] = (),
+        reset_ok: bool = False,
+    ) -> Response:
+        """The oldest inbox response of ``kinds`` (or Simple with ``codes``); JUST RESET raises ReaderReset."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    for resp in list(self._inbox):
+                        simple = isinstance(resp, Simple)
+                        if simple and resp.code is Resp.JUST_RESET and not reset_ok:
+                            self._inbox.remove(resp)
+                            raise ReaderReset("the reader reset itself (JUST RESET)")
+                        if (simple and resp.code in codes) or (not simple and isinstance(resp, kinds)):
+                            self._inbox.remove(resp)
+                            return resp
+                    if not self.connected and self._tasks:
+                        raise DeviceDisconnected(f"mdb adapter {self._port} not connected")
+                    self._news.clear()
+                    await self._news.wait()
+        except TimeoutError as exc:
+            self.counters["timeouts"] += 1
+            raise DeviceTimeout(
+                f"reader did not send {[k.__name__ for k in kinds] or [c.name for c in codes]}"
+                f" within {timeout_s}s"
+            ) from exc
+
+    def _discard(self, stale: Callable[[Response], bool]) -> None:
+        for r in [r for r in self._inbox if stale(r)]:
+            self._inbox.remove(r)
+
+    def _check_sequence(self, command: Command) -> None:
+        oos = [r for r in self._inbox if isinstance(r, OutOfSequence)]
+        if oos:
+            for r in oos:
+                self._inbox.remove(r)
+            raise OutOfSequenceError(f"reader refused {command.name} as out of sequence")
+
+    # ---- public commands ---------------------------------------------------------------------
+
+    async def initialize(self, timeout_s: float = 10.0) -> None:
+        """RESET, SETUP (config, prices), EXPANSION REQUEST ID, Level 3 always-idle if offered, ENABLE."""
+        async with asyncio.timeout(timeout_s):
+            async with self._bus:  # no POLL in flight: a JUST RESET from before our RESET is dropped
+                self._inbox.clear()
+                await self._exchange(codec.reset(), retry=True)
+            await self._take((), timeout_s, codes=(Resp.JUST_RESET,), reset_ok=True)
+            self.level, self.always_idle = 1, False
+            await self._command(codec.setup_config(self._vmc_level), retry=True)
+            config = await self._take((ReaderConfig,), timeout_s)
+            assert isinstance(config, ReaderConfig)
+            await self._command(codec.setup_prices(0xFFFE, 0), retry=True)
+            self._set_state(ReaderState.DISABLED)
+            await self._command(codec.expansion_request_id(*self._vmc_id), retry=True)
+            pid = await self._take((PeripheralId,), timeout_s)
+            assert isinstance(pid, PeripheralId)
+            if self.level >= 3 and pid.always_idle:
+                await self._command(codec.expansion_enable_features(codec.FEATURE_ALWAYS_IDLE), retry=True)
+                self.always_idle = True
+            await self._command(codec.reader_enable(), retry=True)
+            self._set_state(ReaderState.ENABLED)
+        self._log.info(
+            "mdb_reader_ready",
+            level=self.level,
+            always_idle=self.always_idle,
+            model=pid.model,
+            manufacturer=pid.manufacturer,
+            scale=config.scale,
+            decimals=config.decimals,
+        )
+
+    async def poll_now(self) -> None:
+        """One POLL at once (e.g. before recovery decides anything: a JUST RESET or a late answer)."""
+        async with self._bus:
+            self.counters["polls"] += 1
+            await self._exchange(codec.poll(), retry=True)
+
+    async def wait_session(self, timeout_s: float) -> int:
+        """Wait for BEGIN SESSION (a card presented); returns the funds (scaled, 0xFFFF unknown)."""
+        if self.state is ReaderState.SESSION_IDLE:
+            begun = [r for r in self._inbox if isinstance(r, BeginSession)]
+            for r in begun:
+                self._inbox.remove(r)
+            return begun[-1].funds if begun else 0xFFFF
+        resp = await self._take((BeginSession,), timeout_s)
+        assert isinstance(resp, BeginSession)
+        return resp.funds
+
+    async def request_vend(self, price: int, item: int) -> None:
+        """VEND REQUEST (never resent: a lost answer raises DeviceTimeout; then ``cancel_vend``)."""
+        command = codec.vend_request(price, item)
+        self._discard(
+            lambda r: (
+                isinstance(r, VendApproved | OutOfSequence)
+                or (isinstance(r, Simple) and r.code is Resp.VEND_DENIED)
+            )
+        )
+        await self._command(command)
+        self._check_sequence(command)
+        self._set_state(ReaderState.VEND)
+
+    async def wait_decision(self, timeout_s: float) -> VendDecision:
+        """VEND APPROVED or VEND DENIED; raises ReaderReset, DeviceTimeout (then ``cancel_vend``)."""
+        resp = await self._take((VendApproved,), timeout_s, codes=(Resp.VEND_DENIED,))
+        if isinstance(resp, VendApproved):
+            return VendDecision(True, resp.amount)
+        return VendDecision(False)
+
+    async def cancel_vend(self, timeout_s: float) -> VendDecision:
+        """VEND CANCEL; the reader answers VEND DENIED — or VEND APPROVED if it approved just before."""
+        command = codec.vend_cancel()
+        await self._command(command, retry=True)
+        self._check_sequence(command)
+        return await self.wait_decision(timeout_s)
+
+    async def vend_success(self, item: int) -> bool:
+        """VEND SUCCESS: the reader captures. False when it says out of sequence (no vend open any more)."""
+        return await self._finish(codec.vend_success(item))
+
+    async def vend_failure(self) -> bool:
+        """VEND FAILURE: the reader refunds/voids. False when it says out of sequence."""
+        return await self._finish(codec.vend_failure())
+
+    async def _finish(self, command: Command) -> bool:
+        # Safe to repeat: a second one after the first got through is answered out of sequence, and
+        # the reader settles each approved vend once.
+        await self._command(command, retry=True)
+        try:
+            self._check_sequence(command)
+        except OutOfSequenceError:
+            return False
+        self._set_state(ReaderState.SESSION_IDLE)
+        return True
+
+    async def complete_session(self, timeout_s: float) -> None:
+        """SESSION COMPLETE, then wait for END SESSION (a reader without a session: out of sequence, fine)."""
+        command = codec.session_complete()
+        await self._command(command, retry=True)
+        try:
+            self._check_sequence(command)
+        except OutOfSequenceError:
+            self._set_state(ReaderState.ENABLED)
+            return
+        await self._take((), timeout_s, codes=(Resp.END_SESSION,))
+
+    async def cash_sale(self, price: int, item: int) -> None:
+        """CASH SALE: report a sale paid another way (for the reader's audit); never resent."""
+        await self._command(codec.cash_sale(price, item))
+
+    async def __aenter__(self) -> CashlessReader:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
