@@ -1,0 +1,295 @@
+"""Card payment through an MDB cashless reader, journal-first (implements ``PaymentPort``).
+
+Two rules, kept by the order of ledger writes and bus commands (docs/protocols/mdb.md):
+- never a drop without an approval recorded first: ``authorize`` returns only after the reader's
+  VEND APPROVED is committed as ``approved``;
+- never a captured payment without a confirmed drop: VEND SUCCESS leaves only when the vend flow
+  says the drop sensor saw the item fall (or, after a restart, the order is ``completed``).
+Every bus step that moves money is preceded by the state saying what is about to happen, so a
+restart (``recover``) knows what to finish: ``requested`` → cancel, ``approved`` → by the vend's
+outcome, ``capturing`` → VEND SUCCESS again, ``refunding`` → VEND FAILURE again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from drivers.errors import DeviceError, DeviceTimeout
+from drivers.mdb import CashlessReader, OutOfSequenceError, ReaderReset, ReaderState, VendDecision
+from drivers.mdb.codec import to_scaled
+from edge.core.dex import minor_units
+from edge.core.errors import SaleRefused
+from edge.core.ports import Authorization
+from edge.ledger import payments
+from edge.ledger.db import LedgerDB
+
+log = structlog.get_logger(__name__)
+
+METHOD = "mdb"
+
+
+def mdb_item(slot_id: str) -> int:
+    """The MDB item number of a spiral slot: row letter × 100 + column ('A1' → 101, 'E6' → 506)."""
+    row, col = slot_id[:1].upper(), slot_id[1:]
+    if not ("A" <= row <= "Z") or not col.isdigit() or not 0 < int(col) < 100:
+        raise ValueError(f"slot {slot_id!r} has no MDB item number (expected a letter and 1..99)")
+    return (ord(row) - 64) * 100 + int(col)
+
+
+@dataclass(frozen=True)
+class MdbPaymentConfig:
+    card_wait_s: float = 30.0  # a Level 1 reader: how long the customer has to present a card
+    approval_timeout_s: float = 30.0
+    step_timeout_s: float = 5.0  # END SESSION, VEND DENIED after a cancel, initialisation
+
+
+class MdbPayment:
+    """The payment port over one ``CashlessReader``; the ledger is the source of truth."""
+
+    def __init__(self, db: LedgerDB, reader: CashlessReader, config: MdbPaymentConfig | None = None) -> None:
+        self.db = db
+        self.reader = reader
+        self.config = config or MdbPaymentConfig()
+        self.unsettled = 0  # payments a bus failure left open; no new sale until ``recover`` closes them
+        self._resets_at: dict[str, int] = {}
+
+    # ---- PaymentPort -------------------------------------------------------------------------
+
+    async def authorize(self, slot_id: str, amount: int, currency: str) -> Authorization:
+        if self.unsettled:
+            raise SaleRefused("payment_reconciling", "an earlier card payment is not settled yet")
+        await self._ensure_ready()
+        item, scaled = self._wire_values(slot_id, amount, currency)
+        if not self.reader.always_idle:
+            try:
+                await self.reader.wait_session(self.config.card_wait_s)
+            except DeviceTimeout as exc:
+                raise SaleRefused("no_card", "no card presented in time") from exc
+            except DeviceError as exc:
+                raise SaleRefused("reader_offline", str(exc)) from exc
+        payment_id = uuid.uuid4().hex[:16]
+        async with self.db.tx() as tx:
+            await payments.open_payment(
+                tx,
+                payment_id,
+                method=METHOD,
+                slot_id=slot_id,
+                item=item,
+                amount=amount,
+                currency=currency,
+                scaled=scaled,
+            )
+        self._resets_at[payment_id] = self.reader.counters["resets_seen"]
+        decision = await self._ask(payment_id, scaled, item)
+        if not decision.approved:
+            await self._close(payment_id, "denied")
+            await self._complete_session()
+            raise SaleRefused("payment_denied", "the card reader declined")
+        async with self.db.tx() as tx:  # recorded before the caller may start a motor
+            await payments.set_payment_state(tx, payment_id, "approved")
+        log.info("payment_approved", payment_id=payment_id, slot=slot_id, amount=amount)
+        return Authorization(payment_id, METHOD, amount, currency)
+
+    async def settle(self, auth: Authorization, dispensed: bool | None) -> str:
+        row = await payments.payment(self.db, auth.payment_id)
+        if row is None or row.state not in ("approved", "capturing", "refunding"):
+            raise ValueError(f"payment {auth.payment_id} is not awaiting settlement ({row and row.state})")
+        # unknown drop (needs_count): no capture without a confirmed drop, so the reader refunds
+        capture = dispensed is True
+        error = "" if dispensed is not None else "drop_unconfirmed"
+        state = await self._finish(row, capture, error, self._resets_at.pop(auth.payment_id, None))
+        await self._complete_session()
+        await self.watch()
+        return state
+
+    async def report_cash_sale(self, slot_id: str, amount: int, currency: str) -> None:
+        try:
+            item, scaled = self._wire_values(slot_id, amount, currency)
+            await self.reader.cash_sale(scaled, item)
+        except (DeviceError, SaleRefused) as exc:  # the reader's audit misses one cash sale; ours has it
+            log.warning("mdb_cash_sale_not_reported", slot=slot_id, error=str(exc))
+            return
+        async with self.db.tx() as tx:
+            await tx.event(
+                "cash_sale_reported",
+                {"slot_id": slot_id, "amount": amount, "currency": currency, "method": METHOD},
+                sync=False,
+            )
+
+    async def recover(self) -> int:
+        """Close what a restart or a bus failure left open (before the reader is reset), then re-init."""
+        left = 0
+        try:
+            await self.reader.poll_now()  # collect a JUST RESET or a late approval first
+        except DeviceError as exc:
+            log.warning("payment_recover_deferred", error=str(exc))
+            return len(await payments.open_payments(self.db, METHOD))
+        for row in await payments.open_payments(self.db, METHOD):
+            try:
+                left += await self._recover_one(row)
+            except DeviceError as exc:
+                log.warning("payment_recover_failed", payment_id=row.payment_id, error=str(exc))
+                left += 1
+        self.unsettled = left
+        if not left:
+            try:
+                await self._complete_session()
+                await self.reader.initialize(self.config.step_timeout_s)
+            except DeviceError as exc:
+                log.warning("mdb_reader_init_failed", error=str(exc))
+        return left
+
+    async def watch(self) -> None:
+        """Set a reader up again after it restarted by itself (JUST RESET) or came back; call often."""
+        if self.unsettled or not self.reader.connected or self.reader.ready:
+            return
+        if self.reader.state in (ReaderState.SESSION_IDLE, ReaderState.VEND):
+            return
+        try:
+            await self.reader.initialize(self.config.step_timeout_s)
+        except (DeviceError, TimeoutError) as exc:
+            log.warning("mdb_reader_init_failed", error=str(exc))
+
+    def status(self) -> dict[str, Any]:
+        """What the technician page shows."""
+        r = self.reader
+        return {
+            "state": r.state.value,
+            "last_error": r.last_error,
+            "connected": r.connected,
+            "level": r.level,
+            "always_idle": r.always_idle,
+            "unsettled": self.unsettled,
+            "model": r.peripheral.model if r.peripheral else "",
+            "manufacturer": r.peripheral.manufacturer if r.peripheral else "",
+            "counters": dict(r.counters),
+        }
+
+    async def totals(self) -> dict[str, int]:
+        return await payments.payment_totals(self.db, METHOD)
+
+    # ---- steps -------------------------------------------------------------------------------
+
+    async def _ensure_ready(self) -> None:
+        if not self.reader.connected:
+            raise SaleRefused("reader_offline", "the card reader's adapter is not connected")
+        if self.reader.ready:
+            return
+        try:
+            await self.reader.initialize(self.config.step_timeout_s)
+        except (DeviceError, TimeoutError) as exc:
+            raise SaleRefused("reader_offline", f"card reader not ready: {exc}") from exc
+
+    def _wire_values(self, slot_id: str, amount: int, currency: str) -> tuple[int, int]:
+        cfg = self.reader.config
+        if cfg is None:
+            raise SaleRefused("reader_offline", "card reader not set up")
+        try:
+            scaled = to_scaled(amount, minor_units(currency), cfg.scale, cfg.decimals)
+            return mdb_item(slot_id), scaled
+        except ValueError as exc:
+            raise SaleRefused("price_not_payable", str(exc)) from exc
+
+    async def _ask(self, payment_id: str, scaled: int, item: int) -> VendDecision:
+        """VEND REQUEST and its answer. Any doubt ends in VEND CANCEL; an approval that races the cancel
+        is refunded at once; a reader that cannot be reached leaves the payment open for ``recover``."""
+        try:
+            await self.reader.request_vend(scaled, item)
+            return await self.reader.wait_decision(self.config.approval_timeout_s)
+        except ReaderReset as exc:
+            await self._close(payment_id, "voided", f"reader reset: {exc}")
+            await self.watch()
+            raise SaleRefused("reader_reset", "the card reader restarted") from exc
+        except OutOfSequenceError as exc:
+            await self._close(payment_id, "cancelled", str(exc))
+            await self._complete_session()
+            raise SaleRefused("reader_out_of_sequence", str(exc)) from exc
+        except DeviceError as exc:
+            reason = str(exc)
+        try:
+            late = await self.reader.cancel_vend(self.config.step_timeout_s)
+        except (ReaderReset, OutOfSequenceError) as exc:
+            await self._close(payment_id, "cancelled", f"{reason}; {exc}")
+            raise SaleRefused("payment_timeout", reason) from exc
+        except DeviceError as exc:
+            self.unsettled += 1
+            log.warning("payment_left_open", payment_id=payment_id, error=str(exc))
+            raise SaleRefused("payment_timeout", reason) from exc
+        if late.approved:  # approved just as we gave up: never dispense on it, give it back
+            async with self.db.tx() as tx:
+                await payments.set_payment_state(tx, payment_id, "refunding", error=reason)
+            row = await payments.payment(self.db, payment_id)
+            assert row is not None
+            await self._finish(row, False, f"{reason}; approved after cancel", None)
+        else:
+            await self._close(payment_id, "cancelled", reason)
+        await self._complete_session()
+        raise SaleRefused("payment_timeout", reason)
+
+    async def _finish(
+        self, row: payments.PaymentRow, capture: bool, error: str, resets_at: int | None
+    ) -> str:
+        """VEND SUCCESS (capture) or VEND FAILURE (refund), with the intent journaled first."""
+        intent = "capturing" if capture else "refunding"
+        repeat = row.state == intent  # an earlier attempt may have reached the reader
+        if not repeat:
+            async with self.db.tx() as tx:
+                await payments.set_payment_state(tx, row.payment_id, intent, error=error)
+        try:
+            done = await (self.reader.vend_success(row.item) if capture else self.reader.vend_failure())
+        except DeviceError as exc:
+            self.unsettled += 1
+            log.warning("payment_settle_deferred", payment_id=row.payment_id, intent=intent, error=str(exc))
+            return intent
+        reset = self.reader.state is ReaderState.INACTIVE or (
+            resets_at is not None and self.reader.counters["resets_seen"] > resets_at
+        )
+        if done or (repeat and not reset):  # out of sequence after a repeat: the earlier one got through
+            state = "captured" if capture else "refunded"
+        elif capture and repeat:
+            state = "capture_unknown"  # the reader restarted around our VEND SUCCESS: its processor knows
+        else:
+            state = "voided"  # the reader holds no approval (restarted, or gave up): nothing was taken
+            error = error or ("reader reset before settlement" if reset else "reader refused settlement")
+        await self._close(row.payment_id, state, error)
+        return state
+
+    async def _recover_one(self, row: payments.PaymentRow) -> int:
+        if row.state == "requested":  # no approval recorded, so nothing was dispensed on it
+            try:
+                late = await self.reader.cancel_vend(self.config.step_timeout_s)
+            except (ReaderReset, OutOfSequenceError):
+                late = VendDecision(False)
+            if late.approved:
+                await self._close(row.payment_id, "refunding", "approved before restart")
+                fresh = await payments.payment(self.db, row.payment_id)
+                assert fresh is not None
+                await self._finish(fresh, False, "approved before restart", None)
+            else:
+                await self._close(row.payment_id, "cancelled", "open at restart")
+            return 0
+        if row.state == "approved":
+            outcome = await payments.vend_outcome(self.db, row.ref)
+            if outcome == "unknown":
+                return 1  # the vend flow settles its journal with the board first
+            await self._finish(row, outcome == "dropped", "" if outcome != "none" else "not_dispensed", None)
+            return 0
+        await self._finish(row, row.state == "capturing", row.error, None)
+        return 0
+
+    async def _close(self, payment_id: str, state: str, error: str = "") -> None:
+        async with self.db.tx() as tx:
+            await payments.set_payment_state(tx, payment_id, state, error=error)
+        log.info("payment_closed", payment_id=payment_id, state=state, error=error)
+
+    async def _complete_session(self) -> None:
+        if self.reader.state not in (ReaderState.SESSION_IDLE, ReaderState.VEND):
+            return
+        try:
+            await self.reader.complete_session(self.config.step_timeout_s)
+        except DeviceError as exc:
+            log.warning("mdb_session_complete_failed", error=str(exc))

@@ -1,0 +1,202 @@
+"""MDB card payment at the wire: the simulated reader behind its adapter on a pty, the real driver,
+the payment service, the vend flow against the simulated board, and a real SQLite ledger.
+
+Each sale goes the way the vend flow's hook does (see docs/protocols/mdb.md, "Sale flow"):
+authorize → vend with ``payment_ref = auth.ref`` → settle with the drop sensor's verdict.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from drivers.mdb import CashlessReader, ReaderState
+from edge.core.errors import SaleRefused
+from edge.demo.setup import start_rig
+from edge.ledger import payments
+from edge.services.payment_mdb import MdbPayment, MdbPaymentConfig
+from hw_sim.mdb_reader import SimMdbReader
+
+PRICE = {"A1": 180}
+
+
+@pytest.fixture
+async def rig(tmp_path):
+    r = await start_rig(str(tmp_path), speed=200.0)
+    yield r
+    await r.stop()
+
+
+@pytest.fixture
+async def card(rig, request):
+    opts = getattr(request, "param", {})
+    sim = SimMdbReader(**opts)
+    link = await sim.serve_pty(str(rig.state_dir / "ttyMDB"))
+    reader = CashlessReader(link, poll_interval_s=0.02, reply_timeout_s=0.3)
+    await reader.start()
+    await reader.wait_connected(5)
+    pay = MdbPayment(
+        rig.daemon.db, reader, MdbPaymentConfig(card_wait_s=2, approval_timeout_s=1, step_timeout_s=2)
+    )
+    assert await pay.recover() == 0  # what the daemon does at start: close leftovers, set the reader up
+    assert reader.ready
+    yield sim, reader, pay
+    await reader.stop()
+    await sim.stop()
+
+
+async def price_of(rig, slot):
+    from edge.ledger import repo
+
+    sku = (await repo.current_planogram(rig.daemon.db)).sku_for_slot(slot)
+    return sku.price.amount, sku.price.currency
+
+
+async def paid_sale(rig, pay, sim, slot, *, tap=True):
+    """The vend flow's hook: authorize, vend, settle from the drop sensor's verdict."""
+    amount, currency = await price_of(rig, slot)
+    if tap:
+        sim.tap()
+    auth = await pay.authorize(slot, amount, currency)
+    order = await rig.daemon.machine.sell(slot, auth.ref)
+    dispensed = {"completed": True, "failed": False}.get(order["status"])
+    state = await pay.settle(auth, dispensed)
+    return auth, order, state
+
+
+async def test_approve_drop_success_captures_once(rig, card):
+    sim, reader, pay = card
+    auth, order, state = await paid_sale(rig, pay, sim, "A1")
+    assert order["status"] == "completed" and state == "captured"
+    assert rig.sim.dispensed["A1"] == 1
+    assert sim.books.captured == [(101, auth.amount)] and sim.books.open == 0
+    row = await payments.payment(rig.daemon.db, auth.payment_id)
+    assert row.state == "captured" and order["payment_ref"] == f"mdb:{auth.payment_id}"
+    assert reader.state is ReaderState.ENABLED  # session completed, END SESSION seen
+
+
+async def test_jam_fails_vend_and_reader_refunds(rig, card):
+    sim, _, pay = card
+    rig.sim.jam("B2")
+    auth, order, state = await paid_sale(rig, pay, sim, "B2")
+    assert order["status"] == "failed" and state == "refunded"
+    assert rig.sim.total_dispensed == 0
+    assert sim.books.refunded == [(202, auth.amount)] and sim.books.captured == []
+
+
+async def test_denied_card_never_reaches_the_board(rig, card):
+    sim, _, pay = card
+    sim.script("deny")
+    sim.tap()
+    amount, currency = await price_of(rig, "A2")
+    with pytest.raises(SaleRefused) as exc:
+        await pay.authorize("A2", amount, currency)
+    assert exc.value.reason == "payment_denied"
+    assert rig.sim.vend_frames_received == 0 and rig.sim.total_dispensed == 0
+    assert (await payments.payment_totals(rig.daemon.db, "mdb")) == {"denied": 1, "denied_amount": amount}
+    assert sim.books.denied == 1 and sim.books.approved == []
+
+
+async def test_no_decision_in_time_is_cancelled_without_vending(rig, card):
+    sim, _, pay = card
+    sim.script("timeout")
+    sim.tap()
+    with pytest.raises(SaleRefused) as exc:
+        await pay.authorize("A3", *await price_of(rig, "A3"))
+    assert exc.value.reason == "payment_timeout"
+    assert rig.sim.vend_frames_received == 0
+    assert (await payments.payment_totals(rig.daemon.db, "mdb")).get("cancelled") == 1
+    assert sim.books.approved == [] and sim.books.denied == 1  # VEND CANCEL answered VEND DENIED
+
+
+async def test_slow_approval_within_the_timeout_still_sells(rig, card):
+    sim, _, pay = card
+    sim.approve_delay_s = 0.6  # the approval timeout is 1 s
+    _, order, state = await paid_sale(rig, pay, sim, "C1")
+    assert order["status"] == "completed" and state == "captured"
+
+
+async def test_approval_after_the_cancel_is_refunded_and_nothing_vends(rig, card):
+    sim, _, pay = card
+    sim.approve_delay_s = 1.05  # lands between our timeout (1 s) and the cancel
+    sim.tap()
+    with pytest.raises(SaleRefused):
+        await pay.authorize("C2", *await price_of(rig, "C2"))
+    assert rig.sim.vend_frames_received == 0
+    assert sim.books.open == 0 and sim.books.captured == []
+    totals = await payments.payment_totals(rig.daemon.db, "mdb")
+    assert totals.get("refunded", 0) + totals.get("cancelled", 0) == 1
+
+
+async def test_reader_reset_mid_vend_voids_the_payment_and_never_captures(rig, card):
+    sim, reader, pay = card
+    sim.reset_after_approval_s = 0.01  # reboots while the motor runs
+    auth, order, state = await paid_sale(rig, pay, sim, "D4")
+    assert order["status"] == "completed" and rig.sim.dispensed["D4"] == 1  # the approval was recorded first
+    assert state == "voided" and sim.books.captured == [] and sim.books.voided == [(404, auth.amount)]
+    assert "reset" in reader.last_error
+    # the next customer gets a re-initialised reader
+    sim.reset_after_approval_s = None
+    _, order2, state2 = await paid_sale(rig, pay, sim, "D5")
+    assert state2 == "captured" and order2["status"] == "completed"
+
+
+async def test_reader_reset_before_approval_refuses_the_sale(rig, card):
+    sim, _, pay = card
+    sim.script("timeout")
+    sim.tap()
+    amount, currency = await price_of(rig, "E1")
+    import asyncio
+
+    task = asyncio.create_task(pay.authorize("E1", amount, currency))
+    await asyncio.sleep(0.3)
+    sim.reset_now()
+    with pytest.raises(SaleRefused) as exc:
+        await task
+    assert exc.value.reason == "reader_reset"
+    assert rig.sim.vend_frames_received == 0
+    assert (await payments.payment_totals(rig.daemon.db, "mdb")).get("voided") == 1
+
+
+async def test_no_card_presented_refuses_the_sale(rig, card):
+    _, _, pay = card
+    with pytest.raises(SaleRefused) as exc:
+        await pay.authorize("A1", *await price_of(rig, "A1"))
+    assert exc.value.reason == "no_card"
+    assert await payments.payment_totals(rig.daemon.db, "mdb") == {}
+
+
+@pytest.mark.parametrize("card", [{"level": 3, "always_idle": True}], indirect=True)
+async def test_level3_always_idle_sells_without_a_card_first(rig, card):
+    sim, reader, pay = card
+    _, order, state = await paid_sale(rig, pay, sim, "B1", tap=False)
+    assert reader.always_idle and reader.level == 3
+    assert order["status"] == "completed" and state == "captured"
+    assert "R,17,0400000020" in sim.log  # the VMC enabled the always-idle feature
+
+
+async def test_unknown_drop_never_captures(rig, card):
+    sim, _, pay = card
+    sim.tap()
+    auth = await pay.authorize("A4", *await price_of(rig, "A4"))
+    assert await pay.settle(auth, None) == "refunded"
+    assert sim.books.captured == [] and sim.books.refunded
+
+
+async def test_cash_sale_is_reported_to_the_reader(rig, card):
+    sim, _, pay = card
+    sim.tap()  # any state past set-up takes a cash sale
+    await pay.report_cash_sale("E6", 150, "EUR")
+    assert sim.books.cash_sales == [(506, 150)]
+
+
+async def test_technician_status_shows_state_and_last_error(rig, card):
+    sim, _, pay = card
+    assert pay.status()["state"] == "enabled" and pay.status()["model"] == "sim-reader"
+    sim.silence(10_000)
+    import asyncio
+
+    for _ in range(100):
+        if pay.status()["state"] == "offline":
+            break
+        await asyncio.sleep(0.05)
+    assert pay.status()["state"] == "offline" and "silent" in pay.status()["last_error"]
