@@ -70,8 +70,7 @@ class Daemon:
         self.plant = await start_plant(cfg, db, self.supervisor, board=self.board, clock=self.clock,
                                        time_scale=self.time_scale)
         vend = VendService(db, self.board, jam_disable_after=vb.jam_disable_after, guards=self.plant.guards())
-        vend.unreconciled = len(await db.fetchall(
-            "SELECT 1 FROM vend_journal WHERE state IN ('requested','unknown')"))
+        await vend.load()
         self.machine = Machine(cfg.machine.id, db, self.board, vend, StockService(db))
         self.machine.extras.update(self.plant.extras())
         async with db.tx() as tx:
@@ -170,21 +169,26 @@ class Daemon:
             await repo.apply_planogram(tx, dataclasses.replace(planogram, version=0), "seed_file")
 
     async def _reconcile_loop(self) -> None:
-        """Settle unknown vend outcomes whenever the board is reachable; sales wait until it is done."""
+        """Settle open vends whenever the board is reachable; sales wait until it is done."""
         assert self.machine and self.board
-        while True:
-            if self.machine.vend.unreconciled and self.board.connected:
-                left = await self.machine.vend.reconcile()
-                if not left:
-                    log.info("reconcile_complete")
-            await asyncio.sleep(0.5)
+        board = self.board
+        await self.machine.vend.run_reconciler(lambda: board.connected)
 
     async def _board_watch_loop(self) -> None:
         """Losing the board is a safety event: alarm once, refuse sales (VendService checks), clear on return."""
         assert self.db and self.board
-        was = True
+        was, incompatible = True, None
         while True:
             now = self.board.connected
+            if self.board.incompatible != incompatible:  # the board answers, but not as a v2 board
+                incompatible = self.board.incompatible
+                async with self.db.tx() as tx:
+                    if incompatible:
+                        await repo.raise_alarm(tx, "board_incompatible", "board_incompatible",
+                                               f"vend board refused: {incompatible}", severity="critical",
+                                               data={"device": "vend_board", "reason": incompatible})
+                    else:
+                        await repo.clear_alarm(tx, "board_incompatible", "handshake ok")
             if now != was:
                 async with self.db.tx() as tx:
                     if now:
@@ -210,8 +214,7 @@ class Daemon:
         notify("STOPPING=1")
         if self.machine:
             self.machine.mode = "stopping"
-            async with self.machine.vend._sale_lock:  # an in-flight vend finishes and is recorded
-                pass
+            await self.machine.vend.drain()  # new sales refused; an in-flight vend finishes and is recorded
         if self.web_runner is not None:
             await self.web_runner.cleanup()
         await self.supervisor.stop()

@@ -1,10 +1,14 @@
-"""A simulated spiral/motor vend board that speaks the real wire protocol over a pty or TCP.
+"""A simulated spiral/motor vend board that speaks the real wire protocol (v2) over a pty or TCP.
 
-It enforces what the driver relies on: VEND is ACKed at once and finished by an unsolicited
-VEND_DONE with the same seq; a seq already seen (last 1024) is never executed again, the board
-answers with the stored result instead (or ACK while the motor still runs); one motor at a time
-(BUSY). Faults are scripted: ``jam``, ``no_drop``, ``overcurrent``, ``garble``, ``silence``,
-``unplug``/``replug``. Imports only the driver's pure codec (see ARCHITECTURE.md).
+It enforces what the driver relies on: HELLO tells the boot id and how many vend outcomes survive
+a reset (``memory``); VEND is ACKed at once and finished by an unsolicited VEND_DONE with the same
+seq; a seq already seen is never executed again (the board answers with the stored result, or ACK
+while the motor still runs); a VEND or DOOR_UNLOCK addressed to another boot id is refused
+(NAK stale_boot); one motor at a time (BUSY). Faults are scripted: ``jam``, ``no_drop``,
+``overcurrent``, ``garble``, ``silence``, ``unplug``/``replug``, and for protocol v2 ``brownout``
+(a reset at a chosen instant of the next vend), ``power_cycle`` (a reset now), ``miswire`` (another
+slot turns and is reported) and ``bad_outcome`` (an outcome code outside the protocol).
+Imports only the driver's pure codec (see ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 import structlog
 
 from drivers.vend_board.codec import (
+    PROTOCOL_VERSION,
     Ack,
     DoorStateReply,
     DoorStateReq,
@@ -25,6 +30,8 @@ from drivers.vend_board.codec import (
     ErrorCode,
     Frame,
     FrameReader,
+    HelloReply,
+    HelloReq,
     LightReq,
     Nak,
     StatusReply,
@@ -42,25 +49,45 @@ from hw_sim.threaded import LoopThread
 log = structlog.get_logger(__name__)
 
 SEQ_MEMORY = 1024
-FIRMWARE = "simvend-1.0"
+STATUS_COUNTERS = ("vends", "duplicates", "jams", "busy", "crc_errors", "resets", "stale_boot")
+FIRMWARE = "simvend-2.0"
+# When a scripted brown-out strikes during the next vend:
+#   before_ack  the VEND arrives and the board resets before acting on it (nothing moves)
+#   after_ack   ACK sent, in_progress recorded, reset before the motor turns (nothing falls)
+#   mid_motor   reset half-way through the motor run (nothing falls)
+#   at_drop     the item falls, reset before the outcome is recorded (the board can only say interrupted)
+#   after_drop  the item falls and the outcome is recorded, reset before VEND_DONE leaves
+#   during_result  the vend finishes normally; the board resets on the next VEND_RESULT request
+BROWNOUT_POINTS = ("before_ack", "after_ack", "mid_motor", "at_drop", "after_drop", "during_result")
 
 
 @dataclass
 class _Vend:
     seq: int
-    slot: str
+    slot: str  # the slot that really turns (== asked unless miswired)
     peer: Peer
-    outcome: ErrorCode | None = None  # None while the motor runs
+    state: VendState = VendState.IN_PROGRESS
+    outcome: int | None = None
     motor_ms: int = 0
 
 
+@dataclass
+class _Brownout:
+    when: str
+    deaf_s: float
+
+
 class SimVendBoard:
-    """The board: stock per slot, motor timing (``motor_ms / speed``), door lock, fault scripts."""
+    """The board: stock per slot, motor timing (``motor_ms / speed``), door lock, fault scripts.
+
+    ``memory``: how many vend outcomes survive a reset (0: the board forgets every seq on reset).
+    """
 
     def __init__(self, stock: dict[str, int], *, motor_ms: int = 1200, speed: float = 1.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, memory: int = SEQ_MEMORY) -> None:
         self.stock: dict[str, int] = dict(stock)
         self.dispensed: dict[str, int] = dict.fromkeys(stock, 0)
+        self.dispensed_by_seq: dict[int, int] = collections.defaultdict(int)  # items that fell per VEND seq
         self.vend_frames_received = 0
         self.door_closed = True
         self.door_locked = True
@@ -68,10 +95,17 @@ class SimVendBoard:
         self.motor_ms = motor_ms
         self.last_motor_ms = 0  # simulated motor time of the last finished vend (benchmarks subtract it)
         self.speed = speed
+        self.memory = memory
         self.counters: dict[str, int] = dict.fromkeys(
-            ("vends", "duplicates", "jams", "busy", "crc_errors", "frames_in", "frames_out"), 0)
+            ("vends", "duplicates", "jams", "busy", "crc_errors", "frames_in", "frames_out", "resets",
+             "stale_boot"), 0)
         self._rng = random.Random(seed)
+        self.boot = self._new_boot()
         self._faults: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)
+        self._miswired: dict[str, str] = {}
+        self._bad_outcomes: collections.deque[int] = collections.deque()
+        self._brownouts: collections.deque[_Brownout] = collections.deque()
+        self._deaf = False
         self._garble = 0
         self._silence = 0
         self._results: collections.OrderedDict[int, _Vend] = collections.OrderedDict()
@@ -88,6 +122,9 @@ class SimVendBoard:
     @property
     def total_dispensed(self) -> int:
         return sum(self.dispensed.values())
+
+    def _new_boot(self) -> int:
+        return self._rng.randrange(1, 0xFFFF_FFFF)
 
     # ---- serving -----------------------------------------------------------------------------
 
@@ -155,6 +192,21 @@ class SimVendBoard:
         """Ignore the next ``frames`` request frames (as if they never arrived)."""
         self._silence += frames
 
+    def brownout(self, when: str, deaf_s: float = 0.8) -> None:
+        """The supply sags during the next vend: the board resets at ``when`` (see BROWNOUT_POINTS)
+        and is deaf for ``deaf_s`` board seconds before it runs again with a new boot id."""
+        if when not in BROWNOUT_POINTS:
+            raise ValueError(f"brownout point {when!r} not one of {BROWNOUT_POINTS}")
+        self._brownouts.append(_Brownout(when, deaf_s))
+
+    def miswire(self, slot: str, actual: str) -> None:
+        """Vends asked of ``slot`` turn ``actual``'s motor, and the board reports ``actual``."""
+        self._miswired[slot] = actual
+
+    def bad_outcome(self, code: int, times: int = 1) -> None:
+        """The next ``times`` finished vends report outcome ``code`` (outside 0..4: a firmware bug)."""
+        self._bad_outcomes.extend([code] * times)
+
     def open_door(self, force: bool = False) -> bool:
         """A person pulls the door; a locked door stays shut unless ``force``. Returns whether it opened."""
         if self.door_locked and not force:
@@ -175,21 +227,62 @@ class SimVendBoard:
         if changed:
             self._door_event()
 
+    # ---- resets ------------------------------------------------------------------------------
+
+    def power_cycle(self, deaf_s: float = 0.8) -> None:
+        """Reset now: the motor stops, RAM is lost (seq memory too unless ``memory``), deaf for
+        ``deaf_s`` board seconds, then a new boot id announced by an unsolicited DOOR_STATE."""
+        self.counters["resets"] += 1
+        busy, self._busy = self._busy, None
+        for task in list(self._tasks):
+            task.cancel()
+        if busy is not None and busy.state is VendState.IN_PROGRESS:
+            busy.state = VendState.INTERRUPTED
+        if self.memory == 0:
+            self._results.clear()
+        else:
+            while len(self._results) > self.memory:
+                self._results.popitem(last=False)
+        self._unlocks.clear()
+        self._deaf = True
+        log.info("sim_vend_board_reset", deaf_s=deaf_s)
+        asyncio.get_running_loop().call_later(deaf_s / self.speed, self._power_up)
+
+    def _power_up(self) -> None:
+        self._deaf = False
+        self.boot = self._new_boot()
+        self._readers.clear()
+        log.info("sim_vend_board_booted", boot=self.boot)
+        self._door_event()
+
+    def _brownout_at(self, when: str) -> bool:
+        """Pop and fire the scripted brown-out if it is due at ``when``."""
+        if self._brownouts and self._brownouts[0].when == when:
+            self.power_cycle(self._brownouts.popleft().deaf_s)
+            return True
+        return False
+
     # ---- wire --------------------------------------------------------------------------------
 
     def _on_data(self, peer: Peer, data: bytes) -> None:
+        if self._deaf:
+            return
         reader = self._readers.setdefault(id(peer), FrameReader())
         before = reader.crc_errors
         frames = reader.feed(data)
         self.counters["crc_errors"] += reader.crc_errors - before
         for frame in frames:
             self.counters["frames_in"] += 1
+            if self._deaf:
+                return
             if self._silence > 0:
                 self._silence -= 1
                 continue
             self._handle(peer, frame)
 
     def _send(self, peer: Peer, msg: Frame) -> None:
+        if self._deaf:
+            return
         raw = encode(msg)
         if self._garble > 0:
             self._garble -= 1
@@ -206,31 +299,41 @@ class SimVendBoard:
         return self._rng.randbytes(len(raw))
 
     def _handle(self, peer: Peer, frame: Frame) -> None:
+        boot = self.boot
         match frame:
             case VendReq():
                 self._on_vend(peer, frame)
             case VendResultReq(seq, target):
+                if self._brownout_at("during_result"):
+                    return
                 rec = self._results.get(target)
                 if rec is None:
-                    self._send(peer, VendResultReply(seq, target, VendState.UNKNOWN, None, None, 0))
+                    self._send(peer, VendResultReply(seq, target, VendState.UNKNOWN, None, None, 0, boot))
                 else:
-                    state = VendState.IN_PROGRESS if rec.outcome is None else VendState.DONE
-                    self._send(peer, VendResultReply(seq, target, state, rec.outcome, rec.slot, rec.motor_ms))
+                    self._send(peer, VendResultReply(seq, target, rec.state, rec.outcome,
+                                                     None if rec.outcome is None else rec.slot, rec.motor_ms, boot))
+            case HelloReq(seq):
+                self._send(peer, HelloReply(seq, PROTOCOL_VERSION, self.memory, FIRMWARE, boot))
             case StatusReq(seq):
+                counters = {k: self.counters[k] for k in STATUS_COUNTERS}  # a frame holds ≤ 128 payload bytes
                 self._send(peer, StatusReply(seq, FIRMWARE, self._busy is not None, self.door_closed,
-                                             self.door_locked, dict(self.counters)))
-            case DoorUnlockReq(seq, ms):
+                                             self.door_locked, counters, boot))
+            case DoorUnlockReq(seq, ms, to_boot):
+                if to_boot != boot:
+                    self.counters["stale_boot"] += 1
+                    self._send(peer, Nak(seq, ErrorCode.STALE_BOOT, boot))
+                    return
                 if seq not in self._unlocks:  # a retried unlock (same seq) is not a second unlock
                     self._remember(self._unlocks, seq, None)
                     self._unlock(ms)
-                self._send(peer, Ack(seq))
+                self._send(peer, Ack(seq, boot))
             case DoorStateReq(seq):
-                self._send(peer, DoorStateReply(seq, self.door_closed, self.door_locked))
+                self._send(peer, DoorStateReply(seq, self.door_closed, self.door_locked, boot))
             case LightReq(seq, on):
                 self.light_on = on
-                self._send(peer, Ack(seq))
+                self._send(peer, Ack(seq, boot))
             case _:  # a response code sent to the board
-                self._send(peer, Nak(frame.seq, ErrorCode.BAD_FRAME))
+                self._send(peer, Nak(frame.seq, ErrorCode.BAD_FRAME, boot))
 
     @staticmethod
     def _remember(table: collections.OrderedDict[int, Any], seq: int, value: Any) -> None:
@@ -242,46 +345,64 @@ class SimVendBoard:
 
     def _on_vend(self, peer: Peer, req: VendReq) -> None:
         self.vend_frames_received += 1
+        boot = self.boot
+        if req.boot != boot:
+            self.counters["stale_boot"] += 1
+            self._send(peer, Nak(req.seq, ErrorCode.STALE_BOOT, boot))
+            return
         rec = self._results.get(req.seq)
         if rec is not None:  # idempotency: never run a seq twice
             self.counters["duplicates"] += 1
             rec.peer = peer
-            if rec.outcome is None:
-                self._send(peer, Ack(req.seq))
-            else:
-                self._send(peer, VendDone(req.seq, rec.slot, rec.outcome, rec.motor_ms))
+            if rec.state is VendState.IN_PROGRESS:
+                self._send(peer, Ack(req.seq, boot))
+            elif rec.outcome is not None:
+                self._send(peer, VendDone(req.seq, rec.slot, rec.outcome, rec.motor_ms, boot))
             return
         if req.slot not in self.stock:
-            self._send(peer, Nak(req.seq, ErrorCode.BAD_SLOT))
+            self._send(peer, Nak(req.seq, ErrorCode.BAD_SLOT, boot))
             return
         if self._busy is not None:
             self.counters["busy"] += 1
-            self._send(peer, Nak(req.seq, ErrorCode.BUSY))
+            self._send(peer, Nak(req.seq, ErrorCode.BUSY, boot))
             return
-        rec = _Vend(req.seq, req.slot, peer)
-        self._remember(self._results, req.seq, rec)
+        if self._brownout_at("before_ack"):
+            return
+        rec = _Vend(req.seq, self._miswired.get(req.slot, req.slot), peer)
+        self._remember(self._results, req.seq, rec)  # recorded (and, with memory, persisted) before the motor
         self._busy = rec
-        self._send(peer, Ack(req.seq))
+        self._send(peer, Ack(req.seq, boot))
+        if self._brownout_at("after_ack"):
+            return
         task = asyncio.get_running_loop().create_task(self._run_motor(rec), name=f"sim.vend.{req.seq}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run_motor(self, rec: _Vend) -> None:
-        try:
-            outcome, run_ms = self._plan(rec.slot)
-            await asyncio.sleep(run_ms / 1000 / self.speed)
-            if outcome is ErrorCode.OK:
-                self.stock[rec.slot] -= 1
-                self.dispensed[rec.slot] += 1
-            self.counters["vends"] += 1
-            self.counters["jams"] += outcome is ErrorCode.JAM
-            rec.outcome, rec.motor_ms = outcome, run_ms
-            self.last_motor_ms = run_ms
-        finally:
-            self._busy = None
-        self._send(rec.peer, VendDone(rec.seq, rec.slot, outcome, run_ms))
+        outcome, run_ms = self._plan(rec.slot)
+        if self._brownouts and self._brownouts[0].when == "mid_motor":
+            await asyncio.sleep(run_ms / 2000 / self.speed)
+            self._brownout_at("mid_motor")
+            return
+        await asyncio.sleep(run_ms / 1000 / self.speed)
+        if outcome == ErrorCode.OK:
+            self.stock[rec.slot] -= 1
+            self.dispensed[rec.slot] += 1
+            self.dispensed_by_seq[rec.seq] += 1
+        if self._bad_outcomes:
+            outcome = self._bad_outcomes.popleft()
+        if self._brownout_at("at_drop"):
+            return
+        self._busy = None
+        self.counters["vends"] += 1
+        self.counters["jams"] += outcome == ErrorCode.JAM
+        rec.state, rec.outcome, rec.motor_ms = VendState.DONE, outcome, run_ms
+        self.last_motor_ms = run_ms
+        if self._brownout_at("after_drop"):
+            return
+        self._send(rec.peer, VendDone(rec.seq, rec.slot, outcome, run_ms, self.boot))
 
-    def _plan(self, slot: str) -> tuple[ErrorCode, int]:
+    def _plan(self, slot: str) -> tuple[int, int]:
         """Decide the outcome and the motor run time (board ms, before ``speed`` scaling)."""
         if self.stock[slot] <= 0:
             return ErrorCode.EMPTY, 0  # the board tracks its spiral count: no motor for an empty slot
@@ -316,7 +437,7 @@ class SimVendBoard:
 
     def _door_event(self) -> None:
         """Unsolicited DOOR_STATE (seq 0) to every connected controller."""
-        msg = DoorStateReply(0, self.door_closed, self.door_locked)
+        msg = DoorStateReply(0, self.door_closed, self.door_locked, self.boot)
         peers: list[Peer] = []
         if self._pty is not None and self._pty.alive:
             peers.append(self._pty)

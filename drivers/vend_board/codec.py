@@ -1,9 +1,16 @@
-"""Pure codec for the spiral vend board wire protocol (see docs/protocols/vend-board.md).
+"""Pure codec for the spiral vend board wire protocol v2 (see docs/protocols/vend-board.md).
 
-Frame: ``A5 | LEN | SEQ(u32 BE) | CODE | PAYLOAD[LEN] | CRC16(BE)``; the CRC is CRC-16/CCITT-FALSE
-(poly 0x1021, init 0xFFFF, no reflection, ``binascii.crc_hqx(data, 0xFFFF)``) over LEN..PAYLOAD.
+Frame: ``A6 | LEN | SEQ(u32 BE) | BOOT(u32 BE) | CODE | PAYLOAD[LEN] | CRC16(BE)``; the CRC is
+CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, ``binascii.crc_hqx(data, 0xFFFF)``)
+over LEN..PAYLOAD. BOOT is the board's boot id: the board puts its own in every frame it sends; the
+controller puts the one it believes current (0 only in HELLO).
 No I/O, no logging, no clock: bytes in, typed messages out. The only exception raised is
 ``ProtocolError`` (as ``FrameError``, which says how many bytes to drop to resync).
+
+Values the *framing* can carry but the protocol does not define (a vend outcome of 6, a result
+state of 9, a NAK reason of 200) are decoded as plain integers and left to the session layer to
+refuse as a ``ProtocolError``: a well-formed frame saying something impossible is a board fault,
+not line noise, and must not be silently dropped.
 """
 
 from __future__ import annotations
@@ -15,8 +22,11 @@ from dataclasses import dataclass, field
 
 from drivers.errors import ProtocolError
 
-SOF = 0xA5
-HEADER_LEN = 7  # SOF, LEN, SEQ(4), CODE
+SOF = 0xA6
+SOF_V1 = 0xA5  # protocol v1 (no boot id); only recognised to refuse a v1 board clearly
+PROTOCOL_VERSION = 2
+HEADER_LEN = 11  # SOF, LEN, SEQ(4), BOOT(4), CODE
+V1_HEADER_LEN = 7
 CRC_LEN = 2
 MAX_PAYLOAD = 128
 MAX_SEQ = 0xFFFFFFFF
@@ -32,16 +42,18 @@ class Code(enum.IntEnum):
     DOOR_UNLOCK = 0x04
     DOOR_STATE = 0x05
     LIGHT = 0x06
+    HELLO = 0x07
     ACK = 0x80
     NAK = 0x81
     STATUS_REPLY = 0x82
     VEND_DONE = 0x83
     VEND_RESULT_REPLY = 0x84
     DOOR_STATE_REPLY = 0x85
+    HELLO_REPLY = 0x86
 
 
 class ErrorCode(enum.IntEnum):
-    """Vend outcomes (0..4) and NAK reasons (5..7) share one code space."""
+    """Vend outcomes (0..4) and NAK reasons (5..8) share one code space."""
 
     OK = 0
     JAM = 1
@@ -51,12 +63,18 @@ class ErrorCode(enum.IntEnum):
     BAD_SLOT = 5
     BUSY = 6
     BAD_FRAME = 7
+    STALE_BOOT = 8
+
+
+OUTCOME_CODES = frozenset(range(0, 5))  # what VEND_DONE / VEND_RESULT_REPLY may carry
+NAK_CODES = frozenset(range(5, 9))
 
 
 class VendState(enum.IntEnum):
     UNKNOWN = 0
     IN_PROGRESS = 1
     DONE = 2
+    INTERRUPTED = 3  # the board had started this seq when it lost power; the drop was not decided
 
 
 class FrameError(ProtocolError):
@@ -71,49 +89,60 @@ class FrameError(ProtocolError):
 # ---- messages ---------------------------------------------------------------------------------
 
 
+# Every message has ``seq`` first and ``boot`` last (default 0: HELLO, or tests that don't care).
+
+
 @dataclass(frozen=True)
 class StatusReq:
     seq: int
+    boot: int = 0
 
 
 @dataclass(frozen=True)
 class VendReq:
     seq: int
     slot: str
+    boot: int = 0
 
 
 @dataclass(frozen=True)
 class VendResultReq:
     seq: int
     target: int
+    boot: int = 0
 
 
 @dataclass(frozen=True)
 class DoorUnlockReq:
     seq: int
     ms: int
+    boot: int = 0
 
 
 @dataclass(frozen=True)
 class DoorStateReq:
     seq: int
+    boot: int = 0
 
 
 @dataclass(frozen=True)
 class LightReq:
     seq: int
     on: bool
+    boot: int = 0
 
 
 @dataclass(frozen=True)
 class Ack:
     seq: int
+    boot: int = 0
 
 
 @dataclass(frozen=True)
 class Nak:
     seq: int
-    error: ErrorCode
+    error: int  # an ErrorCode 5..8 when the board keeps to the protocol
+    boot: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,24 +153,27 @@ class StatusReply:
     door_closed: bool
     door_locked: bool
     counters: dict[str, int] = field(default_factory=dict)
+    boot: int = 0
 
 
 @dataclass(frozen=True)
 class VendDone:
     seq: int
     slot: str
-    outcome: ErrorCode
+    outcome: int  # an ErrorCode 0..4 when the board keeps to the protocol
     motor_ms: int
+    boot: int = 0
 
 
 @dataclass(frozen=True)
 class VendResultReply:
     seq: int
     target: int
-    state: VendState
-    outcome: ErrorCode | None
+    state: int  # a VendState when the board keeps to the protocol
+    outcome: int | None  # None on the wire is 0xFF
     slot: str | None
     motor_ms: int
+    boot: int = 0
 
 
 @dataclass(frozen=True)
@@ -149,10 +181,27 @@ class DoorStateReply:
     seq: int
     closed: bool
     locked: bool
+    boot: int = 0
 
 
-Frame = (StatusReq | VendReq | VendResultReq | DoorUnlockReq | DoorStateReq | LightReq | Ack | Nak
-         | StatusReply | VendDone | VendResultReply | DoorStateReply)
+@dataclass(frozen=True)
+class HelloReq:
+    seq: int
+    version: int = PROTOCOL_VERSION
+    boot: int = 0
+
+
+@dataclass(frozen=True)
+class HelloReply:
+    seq: int
+    version: int
+    memory: int  # how many vend outcomes the board keeps by seq across a reset (0 = none)
+    firmware: str
+    boot: int = 0
+
+
+Frame = (StatusReq | VendReq | VendResultReq | DoorUnlockReq | DoorStateReq | LightReq | HelloReq | Ack | Nak
+         | StatusReply | VendDone | VendResultReply | DoorStateReply | HelloReply)
 
 
 # ---- primitives -------------------------------------------------------------------------------
@@ -179,13 +228,33 @@ def decode_slot(raw: bytes) -> str:
     return f"{chr(row)}{col}"
 
 
-def _frame(seq: int, code: int, payload: bytes = b"") -> bytes:
-    if not 0 <= seq <= MAX_SEQ:
-        raise ValueError(f"seq {seq} outside u32")
+def _frame(seq: int, boot: int, code: int, payload: bytes = b"") -> bytes:
+    if not 0 <= seq <= MAX_SEQ or not 0 <= boot <= MAX_SEQ:
+        raise ValueError(f"seq {seq} / boot {boot} outside u32")
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-    body = struct.pack(">BIB", len(payload), seq, code) + payload
+    body = struct.pack(">BIIB", len(payload), seq, boot, code) + payload
     return bytes((SOF,)) + body + struct.pack(">H", crc16(body))
+
+
+def encode_v1_status(seq: int) -> bytes:
+    """A protocol-v1 STATUS request (``A5 | LEN | SEQ | CODE | CRC``): the probe that tells a v1 board
+    from a silent line when HELLO gets no answer."""
+    body = struct.pack(">BIB", 0, seq, Code.STATUS)
+    return bytes((SOF_V1,)) + body + struct.pack(">H", crc16(body))
+
+
+def find_v1_frame(buf: bytes) -> int | None:
+    """The seq of the first well-formed v1 frame (valid CRC) anywhere in ``buf``, else None."""
+    start = buf.find(SOF_V1)
+    while start >= 0:
+        if start + 2 <= len(buf):
+            total = V1_HEADER_LEN + buf[start + 1] + CRC_LEN
+            frame = buf[start:start + total]
+            if len(frame) == total and crc16(frame[1:-2]) == int.from_bytes(frame[-2:], "big"):
+                return int.from_bytes(frame[2:6], "big")
+        start = buf.find(SOF_V1, start + 1)
+    return None
 
 
 def _pack_counters(counters: dict[str, int]) -> bytes:
@@ -216,31 +285,36 @@ def _unpack_counters(raw: bytes) -> dict[str, int]:
 def encode(msg: Frame) -> bytes:
     """Typed message -> wire bytes. Raises ValueError for values that cannot be encoded."""
     match msg:
-        case StatusReq(seq) | DoorStateReq(seq) | Ack(seq):
-            return _frame(seq, _CODE_OF[type(msg)])
-        case VendReq(seq, slot):
-            return _frame(seq, Code.VEND, encode_slot(slot))
-        case VendResultReq(seq, target):
-            return _frame(seq, Code.VEND_RESULT, struct.pack(">I", target))
-        case DoorUnlockReq(seq, ms):
-            return _frame(seq, Code.DOOR_UNLOCK, struct.pack(">H", ms))
-        case LightReq(seq, on):
-            return _frame(seq, Code.LIGHT, bytes((int(on),)))
-        case Nak(seq, error):
-            return _frame(seq, Code.NAK, bytes((error,)))
-        case StatusReply(seq, fw, busy, closed, locked, counters):
+        case StatusReq(seq, boot) | DoorStateReq(seq, boot) | Ack(seq, boot):
+            return _frame(seq, boot, _CODE_OF[type(msg)])
+        case VendReq(seq, slot, boot):
+            return _frame(seq, boot, Code.VEND, encode_slot(slot))
+        case VendResultReq(seq, target, boot):
+            return _frame(seq, boot, Code.VEND_RESULT, struct.pack(">I", target))
+        case DoorUnlockReq(seq, ms, boot):
+            return _frame(seq, boot, Code.DOOR_UNLOCK, struct.pack(">H", ms))
+        case LightReq(seq, on, boot):
+            return _frame(seq, boot, Code.LIGHT, bytes((int(on),)))
+        case HelloReq(seq, version, boot):
+            return _frame(seq, boot, Code.HELLO, bytes((version,)))
+        case Nak(seq, error, boot):
+            return _frame(seq, boot, Code.NAK, bytes((error,)))
+        case StatusReply(seq, fw, busy, closed, locked, counters, boot):
             raw = fw.encode("ascii")
             head = bytes((len(raw),)) + raw + bytes((int(busy), int(closed), int(locked)))
-            return _frame(seq, Code.STATUS_REPLY, head + _pack_counters(counters))
-        case VendDone(seq, slot, outcome, motor_ms):
-            return _frame(seq, Code.VEND_DONE, encode_slot(slot) + struct.pack(">BH", outcome, motor_ms))
-        case VendResultReply(seq, target, state, outcome, slot, motor_ms):
+            return _frame(seq, boot, Code.STATUS_REPLY, head + _pack_counters(counters))
+        case VendDone(seq, slot, outcome, motor_ms, boot):
+            return _frame(seq, boot, Code.VEND_DONE, encode_slot(slot) + struct.pack(">BH", outcome, motor_ms))
+        case VendResultReply(seq, target, state, outcome, slot, motor_ms, boot):
             oc = NO_OUTCOME if outcome is None else int(outcome)
             sl = b"\x00\x00" if slot is None else encode_slot(slot)
-            return _frame(seq, Code.VEND_RESULT_REPLY, struct.pack(">IBB", target, state, oc) + sl
+            return _frame(seq, boot, Code.VEND_RESULT_REPLY, struct.pack(">IBB", target, state, oc) + sl
                           + struct.pack(">H", motor_ms))
-        case DoorStateReply(seq, closed, locked):
-            return _frame(seq, Code.DOOR_STATE_REPLY, bytes((int(closed), int(locked))))
+        case DoorStateReply(seq, closed, locked, boot):
+            return _frame(seq, boot, Code.DOOR_STATE_REPLY, bytes((int(closed), int(locked))))
+        case HelloReply(seq, version, memory, fw, boot):
+            raw = fw.encode("ascii")
+            return _frame(seq, boot, Code.HELLO_REPLY, struct.pack(">BHB", version, memory, len(raw)) + raw)
     raise ValueError(f"cannot encode {msg!r}")
 
 
@@ -250,8 +324,8 @@ _CODE_OF: dict[type, Code] = {StatusReq: Code.STATUS, DoorStateReq: Code.DOOR_ST
 # ---- decode -----------------------------------------------------------------------------------
 
 _FIXED_LEN = {Code.STATUS: 0, Code.VEND: 2, Code.VEND_RESULT: 4, Code.DOOR_UNLOCK: 2, Code.DOOR_STATE: 0,
-              Code.LIGHT: 1, Code.ACK: 0, Code.NAK: 1, Code.VEND_DONE: 5, Code.VEND_RESULT_REPLY: 10,
-              Code.DOOR_STATE_REPLY: 2}
+              Code.LIGHT: 1, Code.HELLO: 1, Code.ACK: 0, Code.NAK: 1, Code.VEND_DONE: 5,
+              Code.VEND_RESULT_REPLY: 10, Code.DOOR_STATE_REPLY: 2}
 
 
 def _bool(b: int) -> bool:
@@ -260,40 +334,47 @@ def _bool(b: int) -> bool:
     return b == 1
 
 
-def _parse(seq: int, code: Code, p: bytes) -> Frame:
+def _parse(seq: int, boot: int, code: Code, p: bytes) -> Frame:
     """Payload -> message. May raise ValueError/IndexError/struct.error; decode() maps them."""
     if code in _FIXED_LEN and len(p) != _FIXED_LEN[code]:
         raise ValueError(f"{code.name} payload is {len(p)} bytes, expected {_FIXED_LEN[code]}")
     if code is Code.STATUS:
-        return StatusReq(seq)
+        return StatusReq(seq, boot)
     if code is Code.VEND:
-        return VendReq(seq, decode_slot(p))
+        return VendReq(seq, decode_slot(p), boot)
     if code is Code.VEND_RESULT:
-        return VendResultReq(seq, struct.unpack(">I", p)[0])
+        return VendResultReq(seq, struct.unpack(">I", p)[0], boot)
     if code is Code.DOOR_UNLOCK:
-        return DoorUnlockReq(seq, struct.unpack(">H", p)[0])
+        return DoorUnlockReq(seq, struct.unpack(">H", p)[0], boot)
     if code is Code.DOOR_STATE:
-        return DoorStateReq(seq)
+        return DoorStateReq(seq, boot)
     if code is Code.LIGHT:
-        return LightReq(seq, _bool(p[0]))
+        return LightReq(seq, _bool(p[0]), boot)
+    if code is Code.HELLO:
+        return HelloReq(seq, p[0], boot)
     if code is Code.ACK:
-        return Ack(seq)
+        return Ack(seq, boot)
     if code is Code.NAK:
-        return Nak(seq, ErrorCode(p[0]))
+        return Nak(seq, p[0], boot)
     if code is Code.STATUS_REPLY:
         n = p[0]
         fw = p[1:1 + n].decode("ascii")
         busy, closed, locked = (_bool(b) for b in p[1 + n:4 + n])
-        return StatusReply(seq, fw, busy, closed, locked, _unpack_counters(p[4 + n:]))
+        return StatusReply(seq, fw, busy, closed, locked, _unpack_counters(p[4 + n:]), boot)
     if code is Code.VEND_DONE:
         outcome, motor_ms = struct.unpack(">BH", p[2:])
-        return VendDone(seq, decode_slot(p[:2]), ErrorCode(outcome), motor_ms)
+        return VendDone(seq, decode_slot(p[:2]), outcome, motor_ms, boot)
     if code is Code.VEND_RESULT_REPLY:
         target, state, oc = struct.unpack(">IBB", p[:6])
         slot = None if p[6:8] == b"\x00\x00" else decode_slot(p[6:8])
-        outcome = None if oc == NO_OUTCOME else ErrorCode(oc)
-        return VendResultReply(seq, target, VendState(state), outcome, slot, struct.unpack(">H", p[8:])[0])
-    return DoorStateReply(seq, _bool(p[0]), _bool(p[1]))
+        outcome = None if oc == NO_OUTCOME else oc
+        return VendResultReply(seq, target, state, outcome, slot, struct.unpack(">H", p[8:])[0], boot)
+    if code is Code.HELLO_REPLY:
+        version, memory, n = struct.unpack(">BHB", p[:4])
+        if len(p) != 4 + n:
+            raise ValueError("HELLO_REPLY firmware length does not match the payload")
+        return HelloReply(seq, version, memory, p[4:].decode("ascii"), boot)
+    return DoorStateReply(seq, _bool(p[0]), _bool(p[1]), boot)
 
 
 def decode(buf: bytes | bytearray | memoryview) -> tuple[int, Frame | None]:
@@ -321,10 +402,10 @@ def decode(buf: bytes | bytearray | memoryview) -> tuple[int, Frame | None]:
     (got,) = struct.unpack(">H", data[HEADER_LEN + length:total])
     if crc16(body) != got:
         raise FrameError(f"crc mismatch: got {got:04x}, computed {crc16(body):04x}", skip=1, crc=True)
-    seq, raw_code = struct.unpack(">IB", data[2:HEADER_LEN])
+    seq, boot, raw_code = struct.unpack(">IIB", data[2:HEADER_LEN])
     try:
         code = Code(raw_code)
-        return total, _parse(seq, code, data[HEADER_LEN:HEADER_LEN + length])
+        return total, _parse(seq, boot, code, data[HEADER_LEN:HEADER_LEN + length])
     except (ValueError, IndexError, struct.error, UnicodeDecodeError, ProtocolError) as exc:
         raise FrameError(f"bad frame code={raw_code:#04x}: {exc}", skip=total) from exc
 

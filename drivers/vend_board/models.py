@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from drivers.vend_board.codec import ErrorCode
+from drivers.errors import ProtocolError
+from drivers.vend_board.codec import OUTCOME_CODES, ErrorCode, VendState
 
 
 class VendOutcome(enum.Enum):
@@ -19,16 +20,30 @@ class VendOutcome(enum.Enum):
     BAD_SLOT = "bad_slot"
 
     @classmethod
-    def from_code(cls, code: ErrorCode) -> VendOutcome:
-        return cls(code.name.lower())
+    def from_code(cls, code: int) -> VendOutcome:
+        """A vend outcome byte (0..4) -> VendOutcome; anything else is a ProtocolError (a board fault)."""
+        if code not in OUTCOME_CODES:
+            raise ProtocolError(f"vend outcome code {code} is outside the protocol (0..4)")
+        return cls(ErrorCode(code).name.lower())
+
+
+def state_name(state: int) -> str:
+    """A VEND_RESULT state byte -> 'unknown' | 'in_progress' | 'done' | 'interrupted'; else ProtocolError."""
+    try:
+        return VendState(state).name.lower()
+    except ValueError:
+        raise ProtocolError(f"vend result state {state} is outside the protocol (0..3)") from None
 
 
 @dataclass(frozen=True)
 class VendResult:
+    """The board's word on a finished vend: ``slot`` is the slot the BOARD says turned."""
+
     seq: int
     slot: str
     outcome: VendOutcome
     motor_ms: int
+    boot: int = 0
 
 
 @dataclass(frozen=True)
@@ -36,9 +51,22 @@ class VendQuery:
     """The board's memory of an earlier vend (for reconciliation after a restart)."""
 
     seq: int
-    state: str  # 'unknown' | 'in_progress' | 'done'
+    state: str  # 'unknown' | 'in_progress' | 'done' | 'interrupted'
     outcome: VendOutcome | None = None
     slot: str | None = None
+    boot: int = 0  # the boot id the board answered from
+    memory: int = 0  # vend outcomes the board keeps across a reset (from HELLO)
+    motor_ms: int = 0
+
+
+@dataclass(frozen=True)
+class BoardInfo:
+    """What the board said at the handshake (HELLO_REPLY)."""
+
+    version: int
+    boot: int
+    memory: int
+    firmware: str
 
 
 @dataclass(frozen=True)

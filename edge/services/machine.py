@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge import __version__
-from edge.ledger import repo
+from edge.ledger import journal, repo
 from edge.ledger.db import LedgerDB
 from edge.services.stock import StockService
 from edge.services.vend import VendService
@@ -35,6 +36,14 @@ class Machine:
     async def restock(self, slot_id: str | None, count: int | None, actor: str) -> dict[str, int]:
         return await self.stock.restock(slot_id, count, actor=actor)
 
+    async def settle_count(self, order_id: str, counted: int, actor: str) -> dict[str, Any]:
+        """A technician's count settles a vend nobody could tell the outcome of (see VendService)."""
+        return await self.vend.settle_by_count(order_id, counted, actor=actor)
+
+    async def vends_needing_count(self) -> list[dict[str, Any]]:
+        return [{"order_id": e.order_id, "slot_id": e.slot_id, "seq": e.seq}
+                for e in await journal.needs_count(self.db)]
+
     async def status(self) -> dict[str, Any]:
         alarms = await repo.active_alarms(self.db)
         return {
@@ -43,7 +52,9 @@ class Machine:
             "uptime_s": round(time.time() - self.started_at, 1),
             "mode": self.mode,
             "board": {"connected": bool(getattr(self.board, "connected", False)),
-                      "counters": dict(getattr(self.board, "counters", {}))},
+                      "counters": dict(getattr(self.board, "counters", {})),
+                      "info": dataclasses.asdict(info) if (info := getattr(self.board, "info", None)) else None,
+                      "incompatible": getattr(self.board, "incompatible", None)},
             "unreconciled_vends": self.vend.unreconciled,
             "alarms": alarms,
         }

@@ -7,7 +7,7 @@ from typing import Any
 import structlog
 
 from edge.core.errors import SaleRefused
-from edge.ledger import repo
+from edge.ledger import journal, repo
 from edge.ledger.db import LedgerDB
 
 log = structlog.get_logger(__name__)
@@ -30,12 +30,11 @@ class StockService:
                 (slot_id,) if slot_id else ())
             if not rows:
                 raise SaleRefused("unknown_slot", str(slot_id))
-            # a vend whose outcome is not known yet would be subtracted again from the new count
-            open_vend = await tx.fetchone(
-                "SELECT slot_id FROM vend_journal WHERE state IN ('requested','unknown')"
-                + (" AND slot_id=?" if slot_id else "") + " LIMIT 1", (slot_id,) if slot_id else ())
-            if open_vend is not None:
-                raise SaleRefused("reconciling", f"slot {open_vend['slot_id']} has a vend being reconciled")
+            # a vend whose outcome is not known yet, or that waits for a count, would be settled
+            # against the wrong number: count first (Stock page), then restock
+            blocked = await journal.blocking_restock(tx, slot_id)
+            if blocked is not None:
+                raise SaleRefused("reconciling", f"slot {blocked} has a vend being reconciled or waiting for a count")
             for r in rows:
                 target = r["capacity"] if count is None else count
                 if target < 0 or target > r["capacity"]:

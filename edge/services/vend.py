@@ -1,20 +1,29 @@
-"""Classic select → pay → dispense, journaled before the frame leaves and reconciled after a restart."""
+"""Classic select → pay → dispense, journaled before every step and reconciled after a restart.
+
+The journal (``edge/ledger/journal.py``) records each step before it happens: requested → sent (with
+the board boot id) → acked → done, or unknown → reconciled, or needs_count → a technician's count.
+Payment: the order is captured only when it completes (the drop sensor saw the item fall); a failed
+order carries ``refund_due``; a ``needs_count`` order is neither captured nor refunded until counted.
+See docs/reliability.md for every case and its test.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
 
-from drivers.errors import DeviceError
-from drivers.vend_board import VendOutcome, VendQuery, VendRefused, VendResult
+from drivers.errors import DeviceError, ProtocolError
+from drivers.vend_board import SlotMismatch, VendOutcome, VendQuery, VendRefused, VendResult
 from drivers.vend_board.codec import VendReq
 from edge.core.errors import LedgerError, SaleRefused
+from edge.core.vend_reconcile import JournalStep, Verdict, decide, settle_count
 from edge.crashpoints import crash_point
-from edge.ledger import repo
+from edge.ledger import journal, repo
 from edge.ledger.db import LedgerDB, Tx
 
 log = structlog.get_logger(__name__)
@@ -22,6 +31,8 @@ log = structlog.get_logger(__name__)
 # Outcomes that say the mechanism (not the stock count) is at fault: counted toward disabling the slot.
 MECHANICAL = {VendOutcome.JAM, VendOutcome.MOTOR_OVERCURRENT, VendOutcome.DROP_NOT_DETECTED}
 LOW_STOCK = 1
+RECONCILE_PERIOD_S = 0.5
+RECONCILE_BACKOFF_MAX_S = 30.0
 
 SaleGuard = Callable[[str, str], Awaitable[None]]  # (slot_id, sku_id) -> raises SaleRefused
 
@@ -29,7 +40,10 @@ SaleGuard = Callable[[str, str], Awaitable[None]]  # (slot_id, sku_id) -> raises
 class BoardPort(Protocol):
     connected: bool
 
-    async def vend(self, slot: str, seq: int) -> VendResult: ...
+    async def current_boot(self) -> int: ...
+
+    async def vend(self, slot: str, seq: int, *, boot: int | None = None,
+                   on_ack: Callable[[int], Awaitable[None]] | None = None) -> VendResult: ...
 
     async def query_vend(self, seq: int) -> VendQuery: ...
 
@@ -45,8 +59,21 @@ class VendService:
         self.guards = guards or []
         self._sale_lock = asyncio.Lock()  # one motor at a time, as the board demands
         self.unreconciled = 0
+        self.accepting = True  # False while the daemon stops: new sales are refused
         if hasattr(board, "on_frame_sent"):  # a power cut right after the VEND frame left the port
             board.on_frame_sent = lambda frame: crash_point("vend.after_send") if isinstance(frame, VendReq) else None
+
+    async def load(self) -> None:
+        """Count the journal entries a previous run left open: sales wait until they are settled."""
+        self.unreconciled = await journal.count_open(self.db)
+
+    async def drain(self) -> None:
+        """Refuse new sales and wait for the one in progress to finish (daemon stop)."""
+        self.accepting = False
+        async with self._sale_lock:
+            pass
+
+    # ---- selling -----------------------------------------------------------------------------
 
     async def sell(self, slot_id: str, payment_ref: str = "", *, test: bool = False,
                    actor: str = "") -> dict[str, Any]:
@@ -55,18 +82,32 @@ class VendService:
             order_id, seq = await self._journal(slot_id, payment_ref, test, actor)
             crash_point("vend.after_journal")
             try:
-                result = await self.board.vend(slot_id, seq)
+                boot = await self.board.current_boot()
+            except DeviceError as exc:  # nothing was sent: the sale simply did not happen
+                return await self._record_not_run(order_id, seq, "board_offline", str(exc))
+            async with self.db.tx() as tx:
+                await journal.mark_sent(tx, seq, boot)
+            try:
+                result = await self.board.vend(slot_id, seq, boot=boot, on_ack=lambda b: self._acked(seq, b))
+            except SlotMismatch as exc:  # the board says another slot turned: record what really happened
+                result = exc.result
             except VendRefused as exc:
-                if exc.reason != "bad_slot":  # busy/bad_frame: the motor did not start, but ask to be sure
+                if not exc.definitive:  # a NAK that may answer an older copy: ask the board
                     return await self._mark_unknown(order_id, seq, exc)
-                result = VendResult(seq, slot_id, VendOutcome.BAD_SLOT, 0)
+                if exc.reason == "bad_slot":
+                    result = VendResult(seq, slot_id, VendOutcome.BAD_SLOT, 0)
+                else:
+                    return await self._record_not_run(order_id, seq, exc.reason, str(exc))
             except DeviceError as exc:
-                # timeout, unplug, garbage: we cannot know whether the motor ran — reconcile, never resend
+                # timeout, unplug, reboot, protocol breach: whether the motor ran is not known — reconcile
                 return await self._mark_unknown(order_id, seq, exc)
+            except LedgerError:
+                self.unreconciled += 1  # the ACK could not be journaled: settle from the board later
+                raise
             crash_point("vend.before_result")
             try:
                 async with self.db.tx() as tx:
-                    return await self._record(tx, seq, result.outcome)
+                    return await self._record(tx, seq, result.outcome, result.slot)
             except LedgerError:
                 # the item may have fallen but its result cannot be written (disk full): the entry stays
                 # open, sales stop until it is settled from the board once the ledger takes writes again
@@ -74,6 +115,8 @@ class VendService:
                 raise
 
     async def _journal(self, slot_id: str, payment_ref: str, test: bool, actor: str) -> tuple[str, int]:
+        if not self.accepting:
+            raise SaleRefused("stopping", "the machine is shutting down")
         if self.unreconciled:
             raise SaleRefused("reconciling", "an earlier vend's outcome is not known yet")
         if not self.board.connected:
@@ -98,44 +141,80 @@ class VendService:
             await repo.insert_order(tx, order_id, kind="test_vend" if test else "vend", status="pending",
                                     total=price, currency=sku.price.currency, payment_ref=payment_ref,
                                     lines=[{"sku_id": sku.sku_id, "slot_id": slot_id, "qty": 1, "unit_price": price}])
-            await tx.execute("INSERT INTO vend_journal(order_id, slot_id, board_seq, state, created_at, updated_at)"
-                             " VALUES (?,?,?,?,?,?)", (order_id, slot_id, seq, "requested", tx.now, tx.now))
+            await journal.insert(tx, order_id, slot_id, seq)
             await tx.event("vend_requested", {"order_id": order_id, "slot_id": slot_id, "seq": seq,
                                               "actor": actor}, sync=False)
         log.info("vend_requested", order_id=order_id, slot=slot_id, seq=seq)
         return order_id, seq
 
+    async def _acked(self, seq: int, boot: int) -> None:
+        async with self.db.tx() as tx:
+            await journal.mark_acked(tx, seq, boot)
+
     async def _mark_unknown(self, order_id: str, seq: int, exc: DeviceError) -> dict[str, Any]:
         self.unreconciled += 1  # first: even if the ledger cannot take this write, no sale goes on
+        protocol = isinstance(exc, ProtocolError)
         async with self.db.tx() as tx:
-            await tx.execute("UPDATE vend_journal SET state='unknown', updated_at=? WHERE board_seq=?", (tx.now, seq))
-            await tx.event("vend_outcome_unknown", {"order_id": order_id, "seq": seq, "error": str(exc)},
-                           severity="warning")
+            await journal.mark_unknown(tx, seq)
+            await tx.event("vend_outcome_unknown", {"order_id": order_id, "seq": seq, "error": str(exc),
+                                                    "kind": type(exc).__name__}, severity="warning")
+            if protocol:  # the board said something outside the protocol: a person should look
+                await repo.raise_alarm(tx, "vend_board_protocol", "vend_board_protocol",
+                                       f"vend board broke the protocol: {exc}", severity="critical",
+                                       data={"order_id": order_id, "seq": seq, "error": str(exc)})
             doc = await repo.order_doc(tx, order_id)
-        log.warning("vend_outcome_unknown", order_id=order_id, seq=seq, error=str(exc))
+        log.warning("vend_outcome_unknown", order_id=order_id, seq=seq, error=str(exc), protocol=protocol)
         return doc
 
-    async def _record(self, tx: Tx, seq: int, outcome: VendOutcome) -> dict[str, Any]:
-        """Write the outcome of journal entry `seq`: order, stock, slot health — one transaction."""
-        j = await tx.fetchone("SELECT order_id, slot_id FROM vend_journal WHERE board_seq=?", (seq,))
-        assert j is not None, f"journal entry {seq} vanished"
-        order_id, slot_id = j["order_id"], j["slot_id"]
-        await tx.execute("UPDATE vend_journal SET state='done', outcome=?, updated_at=? WHERE board_seq=?",
-                         (outcome.name.lower(), tx.now, seq))
-        if outcome is VendOutcome.OK:
-            left = await repo.change_stock(tx, slot_id, -1, "vend", order_id=order_id)
-            await tx.execute("UPDATE stock SET jam_count=0 WHERE slot_id=?", (slot_id,))
-            if left <= LOW_STOCK:
-                await repo.raise_alarm(tx, f"low_stock:{slot_id}", "low_stock", f"slot {slot_id} has {left} left",
-                                       severity="info", data={"slot_id": slot_id, "count": left})
-            order = await repo.finish_order(tx, order_id, "completed")
-        else:
-            await self._slot_trouble(tx, slot_id, outcome)
-            paid = await tx.fetchone("SELECT total_amount FROM orders WHERE order_id=?", (order_id,))
-            order = await repo.finish_order(tx, order_id, "failed", refund_due=bool(paid and paid[0] > 0),
-                                            reason=outcome.name.lower())
-        log.info("vend_finished", order_id=order_id, slot=slot_id, seq=seq, outcome=outcome.name.lower())
+    async def _record_not_run(self, order_id: str, seq: int, reason: str, detail: str) -> dict[str, Any]:
+        """The board certainly did not run this seq: the order fails, a paid one is refunded."""
+        async with self.db.tx() as tx:
+            await journal.mark_done(tx, seq, "not_sent")
+            order = await repo.finish_order(tx, order_id, "failed", refund_due=await journal.order_total(tx, order_id) > 0,
+                                            reason=reason)
+        log.warning("vend_not_run", order_id=order_id, seq=seq, reason=reason, detail=detail)
         return order
+
+    async def _record(self, tx: Tx, seq: int, outcome: VendOutcome, board_slot: str | None = None) -> dict[str, Any]:
+        """Write the outcome of journal entry `seq`: order, stock, slot health — one transaction.
+
+        ``board_slot`` is the slot the board says turned; when it is not the slot asked for, stock
+        moves on the slot that really turned, both slots are disabled and an alarm is raised.
+        """
+        j = await journal.get(tx, seq)
+        assert j is not None, f"journal entry {seq} vanished"
+        order_id, slot_id = j.order_id, j.slot_id
+        turned = board_slot or slot_id
+        await journal.mark_done(tx, seq, outcome.name.lower(), turned)
+        if turned != slot_id:
+            await self._slot_mismatch(tx, order_id, seq, slot_id, turned, outcome)
+        if outcome is VendOutcome.OK:
+            left = await repo.change_stock(tx, turned, -1, "vend", order_id=order_id)
+            await journal.reset_jam(tx, turned)
+            if left <= LOW_STOCK:
+                await repo.raise_alarm(tx, f"low_stock:{turned}", "low_stock", f"slot {turned} has {left} left",
+                                       severity="info", data={"slot_id": turned, "count": left})
+            order = await repo.finish_order(tx, order_id, "completed",
+                                            reason="" if turned == slot_id else f"slot_mismatch:{turned}")
+        else:
+            await self._slot_trouble(tx, turned, outcome)
+            order = await repo.finish_order(tx, order_id, "failed", refund_due=await journal.order_total(tx, order_id) > 0,
+                                            reason=outcome.name.lower())
+        log.info("vend_finished", order_id=order_id, slot=slot_id, board_slot=turned, seq=seq,
+                 outcome=outcome.name.lower())
+        return order
+
+    async def _slot_mismatch(self, tx: Tx, order_id: str, seq: int, asked: str, turned: str,
+                             outcome: VendOutcome) -> None:
+        data = {"order_id": order_id, "seq": seq, "asked_slot": asked, "board_slot": turned,
+                "outcome": outcome.name.lower()}
+        await tx.event("vend_slot_mismatch", data, severity="critical")
+        for slot in (asked, turned):
+            if await repo.stock_row(tx, slot) is not None:
+                await repo.set_slot_disabled(tx, slot, True, f"slot_mismatch {asked}->{turned}")
+        await repo.raise_alarm(tx, f"slot_mismatch:{asked}", "slot_mismatch",
+                               f"asked to vend {asked}, the board turned {turned} (order {order_id}): "
+                               "check the wiring; both slots disabled", severity="critical", data=data)
 
     async def _slot_trouble(self, tx: Tx, slot_id: str, outcome: VendOutcome) -> None:
         if outcome is VendOutcome.EMPTY:
@@ -147,45 +226,148 @@ class VendService:
             await self._disable(tx, slot_id, "bad_slot")
             return
         if outcome in MECHANICAL:
-            await tx.execute("UPDATE stock SET jam_count=jam_count+1 WHERE slot_id=?", (slot_id,))
+            await journal.bump_jam(tx, slot_id)
             row = await repo.stock_row(tx, slot_id)
             if row and row.jam_count >= self.jam_disable_after:
                 await self._disable(tx, slot_id, f"{outcome.name.lower()} x{row.jam_count}")
 
     async def _disable(self, tx: Tx, slot_id: str, reason: str) -> None:
+        if await repo.stock_row(tx, slot_id) is None:
+            return
         await repo.set_slot_disabled(tx, slot_id, True, reason)
         await repo.raise_alarm(tx, f"slot_disabled:{slot_id}", "slot_disabled",
                                f"slot {slot_id} disabled: {reason}", data={"slot_id": slot_id, "reason": reason})
 
+    # ---- reconciliation ----------------------------------------------------------------------
+
     async def reconcile(self) -> int:
-        """Settle every unfinished journal entry by asking the board; never re-send. Returns entries left."""
-        rows = await self.db.fetchall("SELECT board_seq, order_id FROM vend_journal "
-                                      "WHERE state IN ('requested','unknown') ORDER BY journal_id")
+        """Settle every open journal entry by asking the board; never re-send. Returns entries left.
+
+        Raises DeviceError (a ProtocolError included) when the board cannot be asked or answers
+        outside the protocol: the entry stays open and the caller retries later.
+        """
         left = 0
-        for r in rows:
-            try:
-                q = await self.board.query_vend(r["board_seq"])
-            except DeviceError as exc:
-                log.warning("reconcile_deferred", seq=r["board_seq"], error=str(exc))
+        for entry in await journal.open_entries(self.db):
+            step = JournalStep(entry.state != "requested", entry.sent_boot, entry.acked_boot)
+            if not step.sent:
+                verdict, why = decide(step, None, 0, 0)
+                q = None
+            else:
+                try:
+                    q = await self.board.query_vend(entry.seq)
+                except DeviceError:
+                    self.unreconciled = left + 1
+                    raise
+                verdict, why = decide(step, q.state, q.boot, q.memory)
+            if verdict is Verdict.WAIT:
                 left += 1
                 continue
-            left += await self._settle(r["board_seq"], r["order_id"], q)
+            await self._settle(entry, verdict, why, q)
         self.unreconciled = left
         return left
 
-    async def _settle(self, seq: int, order_id: str, q: VendQuery) -> int:
-        if q.state == "in_progress":
-            return 1
+    async def _settle(self, entry: journal.Entry, verdict: Verdict, why: str, q: VendQuery | None) -> None:
         async with self.db.tx() as tx:
-            if q.state == "done" and q.outcome is not None:
-                await self._record(tx, seq, q.outcome)
-            else:  # the board never saw this sequence id: nothing moved
-                await tx.execute("UPDATE vend_journal SET state='done', outcome='not_sent', updated_at=? "
-                                 "WHERE board_seq=?", (tx.now, seq))
-                paid = await tx.fetchone("SELECT total_amount FROM orders WHERE order_id=?", (order_id,))
-                await repo.finish_order(tx, order_id, "failed", refund_due=bool(paid and paid[0] > 0),
+            now = await journal.get(tx, entry.seq)
+            if now is None or now.state not in journal.OPEN_STATES:
+                return  # settled meanwhile (a technician's count): never record twice
+            if verdict is Verdict.RECORD:
+                assert q is not None and q.outcome is not None
+                await self._record(tx, entry.seq, q.outcome, q.slot)
+            elif verdict is Verdict.NOT_SENT:
+                await journal.mark_done(tx, entry.seq, "not_sent")
+                await repo.finish_order(tx, entry.order_id, "failed",
+                                        refund_due=await journal.order_total(tx, entry.order_id) > 0,
                                         reason="not_sent")
-            await tx.event("vend_reconciled", {"order_id": order_id, "seq": seq, "board_state": q.state,
-                                               "outcome": q.outcome.name.lower() if q.outcome else None})
-        log.info("vend_reconciled", order_id=order_id, seq=seq, board_state=q.state)
-        return 0
+            else:
+                await self._needs_count(tx, entry, why)
+            await tx.event("vend_reconciled", {"order_id": entry.order_id, "seq": entry.seq,
+                                               "board_state": q.state if q else None,
+                                               "board_boot": q.boot if q else None, "verdict": verdict.value,
+                                               "why": why,
+                                               "outcome": q.outcome.name.lower() if q and q.outcome else None})
+        log.info("vend_reconciled", order_id=entry.order_id, seq=entry.seq, verdict=verdict.value, why=why)
+
+    async def _needs_count(self, tx: Tx, entry: journal.Entry, why: str) -> None:
+        """Nobody can tell whether the item fell: hold the money, stop the slot, ask for a count."""
+        await journal.mark_needs_count(tx, entry.seq)
+        await repo.finish_order(tx, entry.order_id, "needs_count", reason=why)
+        await repo.set_slot_disabled(tx, entry.slot_id, True, f"needs_count order {entry.order_id}")
+        await repo.raise_alarm(tx, f"needs_count:{entry.order_id}", "needs_count",
+                               f"slot {entry.slot_id}: count the items — order {entry.order_id} may or may not "
+                               f"have dispensed ({why})", severity="critical",
+                               data={"order_id": entry.order_id, "slot_id": entry.slot_id, "seq": entry.seq,
+                                     "why": why})
+
+    async def run_reconciler(self, board_ready: Callable[[], bool]) -> None:
+        """Settle open entries whenever the board is reachable; back off (and raise one alarm) while the
+        board cannot be asked or answers outside the protocol — never a crash loop."""
+        delay, rng = RECONCILE_PERIOD_S, random.Random()
+        while True:
+            if not (self.unreconciled and board_ready()):
+                await asyncio.sleep(RECONCILE_PERIOD_S)
+                continue
+            try:
+                left = await self.reconcile()
+            except DeviceError as exc:
+                log.warning("reconcile_deferred", error=str(exc), retry_s=round(delay, 2))
+                await self._reconcile_alarm(exc)
+                await asyncio.sleep(delay * (0.5 + rng.random()))
+                delay = min(delay * 2, RECONCILE_BACKOFF_MAX_S)
+                continue
+            delay = RECONCILE_PERIOD_S
+            await self._reconcile_alarm(None)
+            if not left:
+                log.info("reconcile_complete")
+            await asyncio.sleep(RECONCILE_PERIOD_S)
+
+    async def _reconcile_alarm(self, exc: DeviceError | None) -> None:
+        async with self.db.tx() as tx:
+            if exc is None:
+                await repo.clear_alarm(tx, "vend_reconcile_blocked", "reconciled")
+                return
+            await repo.raise_alarm(tx, "vend_reconcile_blocked", "vend_reconcile_blocked",
+                                   f"open vends cannot be settled from the board: {exc}", severity="critical",
+                                   data={"error": str(exc), "kind": type(exc).__name__})
+
+    # ---- a technician's count ----------------------------------------------------------------
+
+    async def settle_by_count(self, order_id: str, counted: int, *, actor: str) -> dict[str, Any]:
+        """Settle a ``needs_count`` (or a stuck unknown) vend with the items the technician counted in
+        the slot: one fewer than the ledger says → the item fell (order completed), otherwise it did
+        not (order failed, refund due). Audited and synced; the slot is enabled again."""
+        if isinstance(counted, bool) or not isinstance(counted, int) or counted < 0:
+            raise SaleRefused("bad_count", "count the items in the slot: 0 or more")
+        async with self._sale_lock, self.db.tx() as tx:
+            entry = await journal.by_order(tx, order_id)
+            if entry is None or entry.state not in ("needs_count", "unknown"):
+                raise SaleRefused("not_needs_count", f"order {order_id} has no vend waiting for a count")
+            row = await repo.stock_row(tx, entry.slot_id)
+            if row is None:
+                raise SaleRefused("unknown_slot", entry.slot_id)
+            if counted > row.capacity:
+                raise SaleRefused("bad_count", f"{entry.slot_id} holds at most {row.capacity}")
+            verdict = settle_count(row.count, counted)
+            outcome = "ok" if verdict.fell else "counted_not_dispensed"
+            await journal.mark_counted(tx, entry.seq, outcome, counted, actor)
+            if counted != row.count:
+                await repo.change_stock(tx, entry.slot_id, counted - row.count,
+                                        "vend" if verdict.fell else "count", order_id=order_id, actor=actor)
+            if verdict.fell:
+                order = await repo.finish_order(tx, order_id, "completed", reason="counted")
+            else:
+                order = await repo.finish_order(tx, order_id, "failed", refund_due=await journal.order_total(tx, order_id) > 0,
+                                                reason="counted_not_dispensed")
+            data = {"order_id": order_id, "slot_id": entry.slot_id, "ledger_count": row.count, "counted": counted,
+                    "fell": verdict.fell, "actor": actor}
+            await tx.event("vend_counted", data, severity="warning" if verdict.discrepancy else "info")
+            if verdict.discrepancy:
+                await tx.event("stock_discrepancy", data, severity="warning")
+            await repo.clear_alarm(tx, f"needs_count:{order_id}", f"counted by {actor}")
+            if not await journal.needs_count(tx, entry.slot_id):
+                await repo.set_slot_disabled(tx, entry.slot_id, False, None)
+            was_open = entry.state == "unknown"
+        if was_open:
+            await self.load()
+        log.info("vend_counted", order_id=order_id, counted=counted, fell=verdict.fell, actor=actor)
+        return order

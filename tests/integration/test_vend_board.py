@@ -103,7 +103,7 @@ async def test_silenced_request_is_resent_with_same_seq(rig: Rig) -> None:
     rig.sim.silence(2)
     result = await rig.board.vend("B2", seq=7)
     assert result.outcome is VendOutcome.OK
-    assert rig.sim.counters["frames_in"] == 3  # two lost on the way, the third one acted on
+    assert rig.sim.counters["frames_in"] == 1 + 3  # HELLO, then two lost on the way, the third one acted on
     assert rig.sim.vend_frames_received == 1 and rig.sim.total_dispensed == 1
     assert rig.board.counters["timeouts"] == 2 and rig.board.counters["retries"] == 2
 

@@ -3,6 +3,7 @@
     python -m tests.support.run_daemon CONFIG
 stdin lines (each answer is one JSON line on stdout; the first is {"ready": true}):
   `sell SLOT`, `restock [SLOT [COUNT]]` (no slot: every slot to capacity), `status`, `wait_reconciled`,
+  `needs_count` (vends waiting for a technician's count), `count ORDER_ID N` (settle one by a count),
   `sync_status` (the sync client's status), `backlog` ({"backlog", "parked"} from the ledger
   outbox), `pull_config` (run the config puller now, as its next tick would), and for the
   reliability harness `wait_synced [S]`, `planogram`, `quiet`, `arm POINT[:N]`, `advance SECONDS`
@@ -70,6 +71,11 @@ async def _answer(daemon: Daemon, machine: Machine, cmd: str, arg: str) -> Any:
         return await machine.restock(slot or None, int(count) if count else None, "test")
     if cmd == "wait_reconciled":
         return await _wait_reconciled(daemon, machine)
+    if cmd == "needs_count":  # vends waiting for a technician's count
+        return await machine.vends_needing_count()
+    if cmd == "count":  # `count ORDER_ID N`: the technician counted N items in that vend's slot
+        order_id, _, n = arg.partition(" ")
+        return await machine.settle_count(order_id, int(n), "test-technician")
     if cmd == "status":
         return await machine.status()
     if cmd in ("sync_status", "backlog", "pull_config"):

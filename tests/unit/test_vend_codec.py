@@ -16,6 +16,8 @@ from drivers.vend_board.codec import (
     ErrorCode,
     FrameError,
     FrameReader,
+    HelloReply,
+    HelloReq,
     LightReq,
     Nak,
     StatusReply,
@@ -30,28 +32,34 @@ from drivers.vend_board.codec import (
 )
 
 # The same table is in docs/protocols/vend-board.md; change both or neither.
+B = 0x1A2B3C4D  # a board boot id
 GOLDEN = [
-    (StatusReq(0x80000001), "a5 00 80 00 00 01 01 0f d0"),
-    (VendReq(42, "A1"), "a5 02 00 00 00 2a 02 41 01 a1 c1"),
-    (VendReq(0x01020304, "Z99"), "a5 02 01 02 03 04 02 5a 63 7a 4b"),
-    (VendResultReq(0x80000002, 42), "a5 04 80 00 00 02 03 00 00 00 2a 13 04"),
-    (DoorUnlockReq(43, 5000), "a5 02 00 00 00 2b 04 13 88 0d a9"),
-    (DoorStateReq(0x80000003), "a5 00 80 00 00 03 05 29 36"),
-    (LightReq(0x80000004, True), "a5 01 80 00 00 04 06 01 fb c8"),
-    (Ack(42), "a5 00 00 00 00 2a 80 76 b5"),
-    (Nak(42, ErrorCode.BUSY), "a5 01 00 00 00 2a 81 06 40 c7"),
-    (Nak(44, ErrorCode.BAD_SLOT), "a5 01 00 00 00 2c 81 05 c2 04"),
-    (StatusReply(0x80000001, "sv1", False, True, True, {"vends": 7}),
-     "a5 12 80 00 00 01 82 03 73 76 31 00 01 01 01 05 76 65 6e 64 73 00 00 00 07 55 75"),
-    (VendDone(42, "A1", ErrorCode.OK, 1200), "a5 05 00 00 00 2a 83 41 01 00 04 b0 7c eb"),
-    (VendDone(42, "C3", ErrorCode.JAM, 600), "a5 05 00 00 00 2a 83 43 03 01 02 58 34 b0"),
-    (VendResultReply(0x80000002, 42, VendState.DONE, ErrorCode.OK, "A1", 1200),
-     "a5 0a 80 00 00 02 84 00 00 00 2a 02 00 41 01 04 b0 e3 0c"),
-    (VendResultReply(0x80000002, 99, VendState.UNKNOWN, None, None, 0),
-     "a5 0a 80 00 00 02 84 00 00 00 63 00 ff 00 00 00 00 80 c4"),
-    (DoorStateReply(0x80000003, True, False), "a5 02 80 00 00 03 85 01 00 6d 26"),
-    (DoorStateReply(0, False, False), "a5 02 00 00 00 00 85 00 00 6e 32"),
+    (HelloReq(0x80000001), "a6 01 80 00 00 01 00 00 00 00 07 02 e9 c6"),
+    (HelloReply(0x80000001, 2, 1024, "sv2", boot=B), "a6 07 80 00 00 01 1a 2b 3c 4d 86 02 04 00 03 73 76 32 5c 21"),
+    (StatusReq(0x80000002, boot=B), "a6 00 80 00 00 02 1a 2b 3c 4d 01 65 1b"),
+    (VendReq(42, "A1", boot=B), "a6 02 00 00 00 2a 1a 2b 3c 4d 02 41 01 ca fb"),
+    (VendReq(0x01020304, "Z99", boot=B), "a6 02 01 02 03 04 1a 2b 3c 4d 02 5a 63 97 68"),
+    (VendResultReq(0x80000003, 42, boot=B), "a6 04 80 00 00 03 1a 2b 3c 4d 03 00 00 00 2a 05 4e"),
+    (DoorUnlockReq(43, 5000, boot=B), "a6 02 00 00 00 2b 1a 2b 3c 4d 04 13 88 57 f4"),
+    (DoorStateReq(0x80000004, boot=B), "a6 00 80 00 00 04 1a 2b 3c 4d 05 a8 7e"),
+    (LightReq(0x80000005, True, boot=B), "a6 01 80 00 00 05 1a 2b 3c 4d 06 01 6f b8"),
+    (Ack(42, boot=B), "a6 00 00 00 00 2a 1a 2b 3c 4d 80 63 4a"),
+    (Nak(42, ErrorCode.BUSY, boot=B), "a6 01 00 00 00 2a 1a 2b 3c 4d 81 06 9d 7b"),
+    (Nak(44, ErrorCode.STALE_BOOT, boot=0x0BADB007), "a6 01 00 00 00 2c 0b ad b0 07 81 08 25 87"),
+    (StatusReply(0x80000002, "sv2", False, True, True, {"vends": 7}, boot=B),
+     "a6 12 80 00 00 02 1a 2b 3c 4d 82 03 73 76 32 00 01 01 01 05 76 65 6e 64 73 00 00 00 07 89 79"),
+    (VendDone(42, "A1", ErrorCode.OK, 1200, boot=B), "a6 05 00 00 00 2a 1a 2b 3c 4d 83 41 01 00 04 b0 ac 05"),
+    (VendDone(42, "C3", ErrorCode.JAM, 600, boot=B), "a6 05 00 00 00 2a 1a 2b 3c 4d 83 43 03 01 02 58 e4 5e"),
+    (VendResultReply(0x80000003, 42, VendState.DONE, ErrorCode.OK, "A1", 1200, boot=B),
+     "a6 0a 80 00 00 03 1a 2b 3c 4d 84 00 00 00 2a 02 00 41 01 04 b0 f2 82"),
+    (VendResultReply(0x80000003, 42, VendState.INTERRUPTED, None, None, 0, boot=0x0BADB007),
+     "a6 0a 80 00 00 03 0b ad b0 07 84 00 00 00 2a 03 ff 00 00 00 00 6e b0"),
+    (VendResultReply(0x80000003, 99, VendState.UNKNOWN, None, None, 0, boot=B),
+     "a6 0a 80 00 00 03 1a 2b 3c 4d 84 00 00 00 63 00 ff 00 00 00 00 91 4a"),
+    (DoorStateReply(0x80000004, True, False, boot=B), "a6 02 80 00 00 04 1a 2b 3c 4d 85 01 00 05 0f"),
+    (DoorStateReply(0, False, False, boot=B), "a6 02 00 00 00 00 1a 2b 3c 4d 85 00 00 b0 f9"),
 ]
+V1_STATUS_PROBE = "a5 00 80 00 00 00 01 3c e1"
 
 
 def _crc_reference(data: bytes) -> int:
@@ -78,16 +86,17 @@ def test_golden_vectors(msg: codec.Frame, wire: str) -> None:
 
 
 def test_all_commands_and_responses_have_a_golden_vector() -> None:
-    covered = {bytes.fromhex(w)[6] for _, w in GOLDEN}
+    covered = {bytes.fromhex(w)[10] for _, w in GOLDEN}
     assert covered == {int(c) for c in codec.Code}
 
 
-@given(seq=st.integers(0, 0xFFFFFFFF), row=st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
-       col=st.integers(1, 99), outcome=st.sampled_from(list(ErrorCode)), ms=st.integers(0, 0xFFFF))
-def test_round_trip(seq: int, row: str, col: int, outcome: ErrorCode, ms: int) -> None:
+@given(seq=st.integers(0, 0xFFFFFFFF), boot=st.integers(0, 0xFFFFFFFF), row=st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+       col=st.integers(1, 99), outcome=st.integers(0, 0xFE), ms=st.integers(0, 0xFFFF))
+def test_round_trip(seq: int, boot: int, row: str, col: int, outcome: int, ms: int) -> None:
     slot = f"{row}{col}"
-    for msg in (VendReq(seq, slot), VendDone(seq, slot, outcome, ms), DoorUnlockReq(seq, ms),
-                VendResultReply(seq, seq, VendState.IN_PROGRESS, None, slot, ms)):
+    for msg in (VendReq(seq, slot, boot), VendDone(seq, slot, outcome, ms, boot), DoorUnlockReq(seq, ms, boot),
+                VendResultReply(seq, seq, VendState.IN_PROGRESS, None, slot, ms, boot),
+                HelloReply(seq, 2, ms, f"fw-{row}{col}", boot)):
         raw = encode(msg)
         assert decode(raw) == (len(raw), msg)
 
@@ -113,8 +122,8 @@ def test_leading_garbage_is_dropped_up_to_the_next_sof() -> None:
 
 
 def test_bad_slot_bytes_and_unknown_code_are_protocol_errors() -> None:
-    bad_slot = codec._frame(5, codec.Code.VEND, b"\x61\x01")  # lower-case row
-    unknown = codec._frame(5, 0x7E, b"")
+    bad_slot = codec._frame(5, 9, codec.Code.VEND, b"\x61\x01")  # lower-case row
+    unknown = codec._frame(5, 9, 0x7E, b"")
     for raw in (bad_slot, unknown):
         with pytest.raises(ProtocolError) as info:
             decode(raw)
@@ -132,7 +141,7 @@ def test_reader_resyncs_after_garbage_and_corrupt_frame() -> None:
     good1, good2 = encode(Ack(1)), encode(VendDone(2, "B4", ErrorCode.EMPTY, 0))
     corrupt = bytearray(encode(Ack(3)))
     corrupt[4] ^= 0xFF
-    stream = b"\xff\xa5" + good1 + b"junk" + bytes(corrupt) + good2
+    stream = b"\xff\xa6" + good1 + b"junk" + bytes(corrupt) + good2
     reader = FrameReader()
     frames = []
     for i in range(0, len(stream), 3):  # arrive in small chunks like a serial line
@@ -143,7 +152,7 @@ def test_reader_resyncs_after_garbage_and_corrupt_frame() -> None:
 
 def test_reader_drop_partial_releases_frames_stuck_behind_a_fake_header() -> None:
     reader = FrameReader()
-    assert reader.feed(b"\xa5\x40\x00" + encode(Ack(9))) == []  # a fake SOF claims 64 bytes of payload
+    assert reader.feed(b"\xa6\x40\x00" + encode(Ack(9))) == []  # a fake SOF claims 64 bytes of payload
     assert reader.drop_partial() == [Ack(9)]
 
 
@@ -172,9 +181,10 @@ def test_reader_never_raises_and_keeps_real_frames(chunks: list[bytes]) -> None:
 
 
 @settings(max_examples=400)
-@given(seq=st.integers(0, 0xFFFFFFFF), code=st.integers(0, 255), payload=st.binary(max_size=40))
-def test_valid_crc_with_random_body_raises_only_protocol_error(seq: int, code: int, payload: bytes) -> None:
-    raw = codec._frame(seq, code, payload)  # right CRC, anything inside: the parser is the last guard
+@given(seq=st.integers(0, 0xFFFFFFFF), boot=st.integers(0, 0xFFFFFFFF), code=st.integers(0, 255),
+       payload=st.binary(max_size=40))
+def test_valid_crc_with_random_body_raises_only_protocol_error(seq: int, boot: int, code: int, payload: bytes) -> None:
+    raw = codec._frame(seq, boot, code, payload)  # right CRC, anything inside: the parser is the last guard
     try:
         used, frame = decode(raw)
     except ProtocolError as exc:
@@ -182,3 +192,20 @@ def test_valid_crc_with_random_body_raises_only_protocol_error(seq: int, code: i
         return
     assert used == len(raw) and frame is not None and frame.seq == seq
     assert encode(frame) == raw
+
+
+def test_values_outside_the_protocol_decode_as_integers_for_the_session_to_refuse() -> None:
+    """A well-formed frame carrying outcome 6 is a board fault, not line noise: it must reach the driver."""
+    raw = encode(VendDone(42, "A1", 6, 1200, boot=B))
+    assert decode(raw) == (len(raw), VendDone(42, "A1", 6, 1200, boot=B))
+    assert 6 not in codec.OUTCOME_CODES and ErrorCode.STALE_BOOT in codec.NAK_CODES
+
+
+def test_v1_probe_and_v1_frames_are_recognised() -> None:
+    assert codec.encode_v1_status(0x80000000) == bytes.fromhex(V1_STATUS_PROBE)
+    v1_ack = bytes.fromhex("a5 00 00 00 00 2a 80 76 b5")  # the v1 doc's ACK seq=42
+    assert codec.find_v1_frame(b"noise" + v1_ack) == 42
+    assert codec.find_v1_frame(encode(Ack(42, boot=B))) is None
+    assert codec.find_v1_frame(v1_ack[:-1] + b"\x00") is None  # bad CRC
+    reader = FrameReader()
+    assert reader.feed(v1_ack) == [] and reader.garbage_bytes == len(v1_ack)  # v1 bytes are not v2 frames
