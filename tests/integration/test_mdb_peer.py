@@ -1,0 +1,107 @@
+"""The MDB driver against a reader peer we wrote from the documents alone, over a socat pty pair."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from drivers.mdb import CashlessReader, ReaderState
+from tests.support.mdb_peer import PeerReader
+
+pytestmark = [
+    pytest.mark.timeout(30),
+    pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat"),
+]
+
+
+@pytest.fixture
+def pair(tmp_path):
+    a, b = str(tmp_path / "ttyHost"), str(tmp_path / "ttyPeer")
+    proc = subprocess.Popen(
+        ["socat", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        if os.path.exists(a) and os.path.exists(b):
+            break
+        proc.poll()
+        assert proc.returncode is None, "socat exited"
+        time.sleep(0.01)
+    yield a, b
+    proc.terminate()
+    proc.wait(5)
+
+
+@pytest.fixture
+async def wired(pair):
+    host, far = pair
+    peer = PeerReader(far).start()
+    reader = CashlessReader(host, poll_interval_s=0.02, reply_timeout_s=0.5)
+    await reader.start()
+    await reader.wait_connected(5)
+    yield reader, peer
+    await reader.stop()
+    peer.stop()
+
+
+async def test_initialisation_follows_the_documented_sequence(wired):
+    reader, peer = wired
+    await reader.initialize(5)
+    assert reader.state is ReaderState.ENABLED and reader.level == 1 and not reader.always_idle
+    assert reader.config.scale == 1 and reader.config.decimals == 2 and reader.config.country == 0x1978
+    assert reader.peripheral.manufacturer == "PEE" and reader.peripheral.model == "peer-reader"
+    setup = [line for line in peer.lines if not line.startswith("R,12")]
+    assert setup[0] == "R,10"
+    assert [line[:7] for line in setup[1:5]] == ["R,11,00", "R,11,01", "R,17,00", "R,14,01"]
+    assert setup[1] == "R,11,0003000000"  # VMC level 3 asked, no display
+    assert peer.violations == []
+
+
+async def test_paid_vend_is_captured_once_and_session_ends(wired):
+    reader, peer = wired
+    await reader.initialize(5)
+    peer.tap()
+    assert await reader.wait_session(3) == 0xFFFF
+    await reader.request_vend(180, 101)
+    decision = await reader.wait_decision(3)
+    assert decision.approved and decision.amount == 180
+    assert await reader.vend_success(101)
+    await reader.complete_session(3)
+    assert peer.captured == [101] and peer.refunded == 0 and peer.state == "enabled"
+    assert reader.state is ReaderState.ENABLED
+    assert "R,13,0000B40065" in peer.lines and "R,13,020065" in peer.lines and "R,13,04" in peer.lines
+    assert peer.violations == []
+
+
+async def test_failed_drop_is_a_vend_failure_the_peer_refunds(wired):
+    reader, peer = wired
+    await reader.initialize(5)
+    peer.tap()
+    await reader.wait_session(3)
+    await reader.request_vend(150, 202)
+    assert (await reader.wait_decision(3)).approved
+    assert await reader.vend_failure()
+    await reader.complete_session(3)
+    assert peer.refunded == 1 and peer.captured == []
+
+
+async def test_denied_and_out_of_sequence(wired):
+    reader, peer = wired
+    peer.approve = False
+    await reader.initialize(5)
+    peer.tap()
+    await reader.wait_session(3)
+    await reader.request_vend(150, 303)
+    assert not (await reader.wait_decision(3)).approved
+    # a second VEND SUCCESS with no vend open: the peer says out of sequence and the driver reports it
+    assert await reader.vend_success(303) is False
+    await reader.complete_session(3)
+    await reader.cash_sale(200, 404)
+    await asyncio.sleep(0.05)
+    assert peer.captured == [] and peer.cash_sales == [(404, 200)] and peer.violations == []
