@@ -80,6 +80,7 @@ class FridgePhysics:
         self.lights_on = True
         self.fan_eco = False
         self.refrigerant_charge = 1.0
+        self.powered = True  # mains: without it nothing runs (compressor, fan, lights, heater)
         self.compressor_on_s = 0.0
         self.energy_j = 0.0
         self.time_s = 0.0
@@ -113,7 +114,7 @@ class FridgePhysics:
                 self.defrost_active, self._since_defrost_s = False, 0.0
         elif self._since_defrost_s >= p.defrost_interval_s:
             self.request_defrost()
-        if self.defrost_active:
+        if self.defrost_active or not self.powered:
             self.compressor_on = False
         elif self.cabinet_c > self.setpoint_c + p.hysteresis_c / 2:
             self.compressor_on = True
@@ -131,8 +132,9 @@ class FridgePhysics:
         cooling = 0.0
         if self.compressor_on and not self.compressor_failed:
             cooling = p.cooling_w * self.refrigerant_charge * min(1.5, max(0.0, (t_ev - p.min_evap_c) / 30.0))
-        heater = p.defrost_heater_w if self.defrost_active else 0.0
+        heater = p.defrost_heater_w if self.defrost_active and self.powered else 0.0
         inside = (p.lighting_w if self.lights_on else 0.0) + (p.fan_w if self.fan_running else 0.0)
+        inside = inside if self.powered else 0.0
         electric = inside + heater + (p.compressor_rated_w if self.compressor_on else 0.0)
         self.energy_j += h * electric
         self.compressor_on_s += h if self.compressor_on else 0.0

@@ -107,20 +107,25 @@ async def _events(db: aiosqlite.Connection, name: str, where: str, params: tuple
 
 
 async def _power(db: aiosqlite.Connection, since: int) -> tuple[EventFigure, Split]:
-    """A power outage is a `daemon_started` whose previous daemon event was not `daemon_stopped`:
-    the process ended without its clean stop (power cut, kill -9, crash). The ledger records no
-    mains-power signal, so this is the honest proxy (docs/protocols/dex.md)."""
+    """A power outage is a `mains_failed` event (the I/O module's mains-fail input), or — on a
+    machine without that input, or when the cut was too quick to record — a `daemon_started` whose
+    previous daemon event was not `daemon_stopped` (power cut, kill -9, crash) unless a
+    `mains_failed` with no `mains_restored` after it already counted that outage (docs/protocols/dex.md)."""
     rows = await _all(db, "SELECT event_id, kind, at FROM events WHERE kind IN ('daemon_started', "
-                          "'daemon_stopped') ORDER BY event_id")
+                          "'daemon_stopped', 'mains_failed', 'mains_restored') ORDER BY event_id")
     init = interim = 0
     last = None
-    previous = "daemon_stopped"
+    previous, counted = "daemon_stopped", False
     for r in rows:
-        if r["kind"] == "daemon_started" and previous == "daemon_started":
+        unclean = r["kind"] == "daemon_started" and previous == "daemon_started" and not counted
+        if r["kind"] == "mains_failed" or unclean:
             init += 1
             interim += r["event_id"] > since
             last = r["at"]
-        previous = r["kind"]
+        if r["kind"] in ("mains_failed", "mains_restored"):
+            counted = r["kind"] == "mains_failed"  # an outage still open when the daemon died
+            continue
+        previous, counted = r["kind"], False if r["kind"] == "daemon_started" else counted
     return (EventFigure("power", init, interim, _at(last), False),
             Split(Tally(init), Tally(interim)))
 

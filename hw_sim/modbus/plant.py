@@ -164,6 +164,15 @@ class SimModbusPlant:
     def fail_compressor(self, on: bool = True) -> None:
         self.fridge.compressor_failed = on
 
+    def cut_mains(self) -> None:
+        """Mains fails: the I/O module (on its backup supply) reports it; the compressor stops."""
+        self.io.mains_ok = False
+        self.fridge.powered = False
+
+    def restore_mains(self, supply_v: float = 230.0) -> None:
+        self.io.mains_ok, self.io.supply_v = True, supply_v
+        self.fridge.powered = True
+
     async def unplug(self) -> None:
         """Pull the RS-485 adapter: the pty disappears (TCP servers stop listening)."""
         await self._shutdown_servers()

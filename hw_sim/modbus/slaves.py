@@ -141,12 +141,18 @@ class IoModuleSlave(SimSlave):
         self._door_open = door_open
         self.locked = True  # fail safe: a powered-up lock module holds the door
         self.light = False
+        self.mains_ok = True  # `cut_mains`/`restore_mains` on the plant: the module runs on its backup
+        self.supply_v = 230.0
+        self.humidity_pct = 55.0
         self.tick(0.0)
 
     def tick(self, dt_s: float) -> None:
         self.show("lock_coil", self.locked)
         self.show("light", self.light)
         self.show("door_closed", not self._door_open())
+        self.show("mains_ok", self.mains_ok)
+        self.show("supply_v", self.supply_v if self.mains_ok else 0.0)
+        self.show("humidity_pct", self.humidity_pct)
 
     def on_write(self, name: str, value: Value) -> None:
         if name == "lock_coil":

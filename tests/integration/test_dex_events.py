@@ -39,3 +39,25 @@ async def test_door_temperature_and_unclean_stops(tmp_path):
         assert ea2(d, "EGS") == (2, 1, 0) and ea2(d, "EJK") == (1, 0, 0)
     finally:
         await db.close()
+
+
+async def test_mains_failures_count_once_even_when_the_daemon_died_in_them(tmp_path):
+    db = await LedgerDB.open(str(tmp_path / "ledger.sqlite3"))
+    try:
+        service = DexService(db, IDENT)
+        async with db.tx() as tx:  # an outage ridden through on the backup supply
+            for kind in ("daemon_started", "mains_failed", "mains_restored"):
+                await tx.event(kind, {}, sync=False)
+        d = parse_dex((await service.read(interim=True)).text)
+        assert d["EA7"][0] == ["1", "1"]
+        async with db.tx() as tx:  # an outage that outlasted it: the restart is the same outage
+            for kind in ("mains_failed", "daemon_started", "mains_restored"):
+                await tx.event(kind, {}, sync=False)
+        d = parse_dex((await service.read(interim=True)).text)
+        assert d["EA7"][0] == ["1", "2"]
+        async with db.tx() as tx:  # later a kill -9 with mains present: an unclean stop, counted
+            await tx.event("daemon_started", {}, sync=False)
+        d = parse_dex((await service.read(interim=False)).text)
+        assert d["EA7"][0] == ["1", "3"]
+    finally:
+        await db.close()
