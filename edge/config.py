@@ -17,6 +17,7 @@ import tomllib
 import types
 import typing
 import urllib.parse
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,11 +127,25 @@ class SyncConfig:
     mqtt: MqttConfig = _f(None)
 
 
+def _check_timezone(name: str) -> str | None:
+    """None when `name` is an IANA time zone this machine knows, else what is allowed."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return "an IANA time zone name such as UTC or Europe/Berlin (from the system tz database)"
+    return None
+
+
 @dataclass(frozen=True)
 class WebConfig:
     enabled: bool = _f(True)
     host: str = _f("127.0.0.1")
     port: int = _f(8080, **rng(0, 65535))
+    # the page shows times in this IANA zone (the ledger stores UTC); "UTC" by default
+    timezone: str = _f("UTC", check=_check_timezone)
+    # Host names the page answers to besides IP literals, localhost and this machine's own name
+    # (e.g. a DNS name or a reverse proxy's); anything else is refused as DNS rebinding
+    allowed_hosts: tuple[str, ...] = _f((), item_pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
 
 
 @dataclass(frozen=True)
@@ -309,6 +324,13 @@ def _key(where: str, name: str) -> str:
 
 def _convert(typ: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
     origin = typing.get_origin(typ)
+    if origin is tuple:  # tuple[str, ...]: a TOML array of strings
+        if not isinstance(value, list):
+            raise ConfigError(key, value, "an array of strings")
+        pattern = meta.get("item_pattern", "")
+        for i, item in enumerate(value):
+            _scalar(str, item, f"{key}[{i}]", {"pattern": pattern} if pattern else {})
+        return tuple(value)
     if origin is dict:
         item_t = typing.get_args(typ)[1]
         if not isinstance(value, Mapping):
@@ -343,4 +365,6 @@ def _scalar(typ: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
         raise ConfigError(key, value, f"one of {list(meta['choices'])}")
     if "pattern" in meta and not re.match(meta["pattern"], value):
         raise ConfigError(key, value, f"a string matching {meta['pattern']}")
+    if "check" in meta and (allowed := meta["check"](value)) is not None:
+        raise ConfigError(key, value, allowed)
     return value

@@ -94,4 +94,7 @@ CREATE TABLE haccp_hourly (
     minutes INTEGER NOT NULL, minutes_above INTEGER NOT NULL, limit_c REAL NOT NULL,
     PRIMARY KEY (hour, device));
 """),
+    (8, """
+ALTER TABLE stock ADD COLUMN best_before TEXT;
+"""),
 ]

@@ -22,6 +22,7 @@ import inspect
 import io
 import json
 import time
+import zoneinfo
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,8 +31,9 @@ import structlog
 from drivers.errors import DeviceError
 from edge.clock import SystemClock
 from edge.core.errors import SaleRefused
-from edge.ledger import repo, reports
+from edge.ledger import fresh, repo, reports
 from edge.ledger.users import UserStore, audit
+from edge.services import diagnostics, review
 from edge.services.machine import Machine
 
 log = structlog.get_logger(__name__)
@@ -39,6 +41,8 @@ log = structlog.get_logger(__name__)
 DOOR_CACHE_S = 2.0        # the board is asked at most this often; unsolicited changes update at once
 EVENTS_PAGE_MAX = 200
 EVENTS_PAGE_LAST = 10**9  # pages past this are empty anyway; keeps (page - 1) * per_page inside int64
+MAX_SHELF_LIFE_DAYS = 366  # a best-before further ahead is a typing error
+NEAR_EXPIRY_DAYS = 1      # a lane whose best-before is today or tomorrow is "near"
 LOW_FRACTION = 0.25       # a slot at or below a quarter of its capacity is "low"
 READ_CACHE_S = 1.0        # how stale a page may be (actions invalidate at once)
 
@@ -57,8 +61,10 @@ async def _maybe_await(value: Any) -> Any:
 class Queries:
     """One per web app: read models with small caches, and the audited technician actions."""
 
-    def __init__(self, machine: Machine, *, session_clock: SystemClock | None = None) -> None:
+    def __init__(self, machine: Machine, *, session_clock: SystemClock | None = None,
+                 tz: zoneinfo.ZoneInfo | None = None) -> None:
         self.m = machine
+        self.tz = tz or zoneinfo.ZoneInfo("UTC")  # days (today, sales, exports) are the machine's local days
         self.users = UserStore(machine.db, session_clock)
         self._door: dict[str, Any] | None = None
         self._door_at = 0.0
@@ -73,8 +79,12 @@ class Queries:
     def _now(self) -> float:
         return self.m.db.clock.wall()
 
+    def now(self) -> float:
+        """Wall time (epoch seconds) from the ledger's clock."""
+        return self._now()
+
     def today(self) -> str:
-        return dt.datetime.fromtimestamp(self._now(), dt.UTC).date().isoformat()
+        return dt.datetime.fromtimestamp(self._now(), self.tz).date().isoformat()
 
     def _on_door(self, state: Any) -> None:
         self._door = {"closed": bool(state.closed), "locked": bool(state.locked), "source": "vend_board"}
@@ -138,7 +148,7 @@ class Queries:
         st: dict[str, Any] = svc.status() if callable(getattr(svc, "status", None)) else {}
         return {"points": points, "cabinet_c": last[1] if last else None, "evaporator_c": last[2] if last else None,
                 "compressor_on": last[3] if last else None, "setpoint_c": st.get("setpoint_c"),
-                "duty_cycle_1h": st.get("duty_cycle_1h"),
+                **_alarm_limits(getattr(svc, "config", None)), "duty_cycle_1h": st.get("duty_cycle_1h"),
                 "food_safety_locked": bool((st.get("food_safety") or {}).get("locked", False))}
 
     async def sync_status(self) -> dict[str, Any]:
@@ -183,6 +193,7 @@ class Queries:
     async def _stock(self) -> list[dict[str, Any]]:
         planogram = await repo.current_planogram(self.m.db)
         rows = await repo.stock(self.m.db)
+        dates, today = await fresh.best_before(self.m.db), dt.date.fromisoformat(self.today())
         out = []
         for slot_id, r in rows.items():
             sku = planogram.skus.get(r.sku_id) if planogram else None
@@ -191,7 +202,8 @@ class Queries:
                         "price": sku.price.amount if sku else None, "currency": sku.price.currency if sku else "",
                         "count": r.count, "capacity": r.capacity, "disabled": r.disabled,
                         "disabled_reason": r.disabled_reason, "shelf": slot.shelf if slot else None,
-                        "low": r.count <= max(1, int(r.capacity * LOW_FRACTION))})
+                        "low": r.count <= max(1, int(r.capacity * LOW_FRACTION)),
+                        "best_before": dates.get(slot_id), "expiry": expiry(dates.get(slot_id), today, r.count)})
         return out
 
     async def pick_list(self) -> dict[str, Any]:
@@ -210,7 +222,7 @@ class Queries:
 
     async def orders(self, start: str, end: str, *, where: str = "", limit: int = 10_000) -> list[dict[str, Any]]:
         """Orders created on days start..end (UTC, inclusive), newest first, with their lines."""
-        lo, hi = _day_bounds(start, end)
+        lo, hi = _day_bounds(start, end, self.tz)
         rows = await self.m.db.fetchall(
             f"SELECT * FROM orders WHERE created_at >= ? AND created_at < ? {where} ORDER BY seq DESC LIMIT ?",
             (lo, hi, limit))
@@ -224,7 +236,7 @@ class Queries:
                 for r in rows]
 
     async def sales_summary(self, day: str) -> dict[str, Any]:
-        lo, hi = _day_bounds(day, day)
+        lo, hi = _day_bounds(day, day, self.tz)
         row = await self.m.db.fetchone(
             "SELECT COUNT(*) AS n, SUM(status='completed' AND kind!='test_vend') AS sold, "
             "SUM(CASE WHEN status='completed' THEN total_amount ELSE 0 END) AS revenue, "
@@ -241,8 +253,11 @@ class Queries:
 
     async def _sales(self, day: str) -> dict[str, Any]:
         refunds = await self.m.db.fetchall("SELECT * FROM orders WHERE refund_due=1 ORDER BY seq DESC LIMIT 200")
-        names = {r["sku_id"]: r["name"] for r in await self.stock()}
+        stock = await self.stock()
+        names = {r["sku_id"]: r["name"] for r in stock}
+        shelf_products = sorted({(r["name"], r["sku_id"]) for r in stock if r["shelf"] is not None})
         return {"summary": await self.sales_summary(day), "names": names,
+                "products": [{"sku_id": sku, "name": name} for name, sku in shelf_products],
                 "orders": await self.orders(day, day, limit=500),
                 "failed": await self.orders(day, day, where="AND status='failed'", limit=200),
                 "refunds_due": [dict(r) for r in refunds], "review_queue": await self.review_queue()}
@@ -305,8 +320,21 @@ class Queries:
         return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
 
     def frame_log(self, n: int = 50) -> list[dict[str, Any]]:
+        """The vend board's last frames, each decoded (message, seq, fields) next to its bytes."""
         log_ = list(getattr(self.m.board, "frame_log", []))[-n:]
-        return [{"at": round(at, 3), "dir": d, "hex": h} for at, d, h in log_]
+        return [{"at": round(at, 3), "dir": d, "hex": h, **diagnostics.decode_frame(h)} for at, d, h in log_]
+
+    async def device_info(self) -> dict[str, Any]:
+        """Board firmware, network (interfaces, cloud link) and payment reader, "unknown" where not known."""
+        sync = await self.sync_status()
+        svc = self.m.extras.get("sync")
+        st = getattr(svc, "status", None) if svc is not None else None
+        st = st if isinstance(st, dict) else {}
+        return {"board": diagnostics.board_info(self.m.board, self.frame_log(200)),
+                "network": {"interfaces": diagnostics.network_state(), "cloud": sync["state"],
+                            "last_contact": st.get("last_ack_at") or sync["last_ack"],
+                            "last_error": st.get("last_error") or "", "transport": st.get("transport") or ""},
+                "payment": diagnostics.payment_state(self.m.extras.get("payment"))}
 
     def capabilities(self) -> dict[str, bool]:
         return {"door": _has(self.m.extras.get("door"), "unlock"), "tare": _has(self.m.extras.get("shelves"), "tare"),
@@ -316,12 +344,44 @@ class Queries:
 
     # ---- actions (each audited) --------------------------------------------------------------
 
-    async def restock(self, actor: str, slot_id: str | None, count: int | None) -> dict[str, int]:
+    async def restock(self, actor: str, slot_id: str | None, count: int | None,
+                      best_before: str | None = None) -> dict[str, int]:
+        """Fill one slot (or all); `best_before` (ISO date, one slot only) is the earliest date of what is
+        now in the lane. Without it a lane keeps the date it had."""
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
             raise SaleRefused("bad_input", f"count must be a whole number >= 0 (got {count!r})")
+        day = self.check_best_before(best_before) if best_before else None
+        if day and slot_id is None:
+            raise SaleRefused("bad_input", "a best-before date belongs to one slot")
         result = await self.m.restock(slot_id, count, actor)
-        await self.audit(actor, "restock", slot_id=slot_id or "*", count=count, slots=len(result))
+        if day and slot_id is not None:
+            async with self.m.db.tx() as tx:
+                await fresh.set_best_before(tx, slot_id, day)
+        await self.audit(actor, "restock", slot_id=slot_id or "*", count=count, slots=len(result),
+                         **({"best_before": day} if day else {}))
         return result
+
+    def check_best_before(self, value: Any) -> str:
+        """An ISO date from today (local) up to MAX_SHELF_LIFE_DAYS ahead; anything else is refused."""
+        try:
+            day = dt.date.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            day = None
+        today = dt.date.fromisoformat(self.today())
+        if day is None or not today <= day <= today + dt.timedelta(days=MAX_SHELF_LIFE_DAYS):
+            raise SaleRefused("bad_input", f"best-before must be a date (YYYY-MM-DD) from {today} to "
+                                           f"{today + dt.timedelta(days=MAX_SHELF_LIFE_DAYS)} (got {value!r})")
+        return day.isoformat()
+
+    async def review_decide(self, actor: str, session_id: str, action: str,
+                            basket: dict[str, int] | None = None) -> dict[str, Any]:
+        """Approve, correct or void a take-and-go basket waiting for review (charged only now; audited)."""
+        if "takeandgo" not in self.m.extras:
+            raise NotAvailable("take-and-go")
+        try:
+            return await review.decide(self.m.db, actor, session_id, action, basket)
+        finally:
+            self.invalidate()
 
     async def test_vend(self, actor: str, slot_id: str) -> dict[str, Any]:
         await self.audit(actor, "test_vend", slot_id=slot_id)  # before: the motor may run even if we crash
@@ -385,6 +445,17 @@ class Queries:
         return svc if _has(svc, "clear_lockout") else None
 
 
+def expiry(best_before: str | None, today: dt.date, count: int) -> str | None:
+    """"expired" (past its date), "near" (within NEAR_EXPIRY_DAYS), "ok", or None (no date or lane empty)."""
+    if not best_before or count <= 0:
+        return None
+    try:
+        left = (dt.date.fromisoformat(best_before) - today).days
+    except ValueError:
+        return None
+    return "expired" if left < 0 else "near" if left <= NEAR_EXPIRY_DAYS else "ok"
+
+
 def human_duration(seconds: float | None) -> str:
     """45 s, 12 min, 3 h 12 min, 2 d 5 h: what a person reads at a glance."""
     if seconds is None:
@@ -427,6 +498,12 @@ def _num(v: Any) -> float | None:
     return round(f, 2) if f == f else None  # NaN -> None
 
 
+def _alarm_limits(cfg: Any) -> dict[str, float | None]:
+    """The temperature alarm limits from the service's config (None where a value is not configured)."""
+    keys = ("high_alarm_c", "low_alarm_c", "food_safety_limit_c")
+    return {k: _num(getattr(cfg, k, None)) for k in keys}
+
+
 def _sync_online(svc: Any) -> bool:
     """The sync client's link state: `SyncClient.status["online"]` (a property returning a dict)."""
     st = getattr(svc, "status", None) if svc is not None else None
@@ -459,15 +536,25 @@ def _devices_of(name: str, svc: Any) -> list[tuple[str, Any]]:
     return []
 
 
-def _day_bounds(start: str, end: str) -> tuple[str, str]:
-    """ISO dates → [start 00:00, end+1 00:00) as stored timestamps compare (UTC ISO strings)."""
+def _day_bounds(start: str, end: str, tz: dt.tzinfo = dt.UTC) -> tuple[str, str]:
+    """Local days start..end (ISO dates, inclusive, in `tz`) → [start 00:00, end+1 00:00) as stored
+    timestamps compare (UTC ISO strings)."""
     a = dt.date.fromisoformat(start)
     b = dt.date.fromisoformat(end)
     if b < a:
         raise ValueError("end before start")
-    # 9999-12-31 has no next day: its end is a string after every stored timestamp of that day
-    hi = f"{(b + dt.timedelta(days=1)).isoformat()}T00:00:00" if b < dt.date.max else f"{b.isoformat()}T99"
-    return f"{a.isoformat()}T00:00:00", hi
+    return _utc_midnight(a, tz, "0000"), (_utc_midnight(b + dt.timedelta(days=1), tz, "9999-99")
+                                         if b < dt.date.max else f"{b.isoformat()}T99")
+
+
+def _utc_midnight(day: dt.date, tz: dt.tzinfo, outside: str) -> str:
+    """Local midnight of `day` as a stored UTC timestamp; `outside` when that instant is past year 1/9999
+    (9999-12-31 has no next day: its end is a string after every stored timestamp of that day)."""
+    try:
+        utc = dt.datetime.combine(day, dt.time(), tz).astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        return outside
+    return utc.replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 def _csv_safe(text: str) -> str:

@@ -44,7 +44,7 @@ async def _run(request: web.Request, coro: Awaitable[Any]) -> web.Response:
     try:
         result = await coro
     except SaleRefused as exc:
-        status = 501 if exc.reason == "not_available" else 409
+        status = {"not_available": 501, "not_found": 404, "bad_input": 400}.get(exc.reason, 409)
         return json_error(status, exc.reason, exc.detail)
     except LedgerError as exc:
         return json_error(503, "ledger", str(exc))
@@ -102,19 +102,36 @@ async def events(request: web.Request) -> web.Response:
 async def devices(request: web.Request) -> web.Response:
     q = _q(request)
     return web.json_response({"devices": q.devices(), "door": await q.door(), "capabilities": q.capabilities(),
+                              "info": await q.device_info(),
                               "lockouts": await q.lockouts(), "frame_log": q.frame_log(100)})
 
 
 @technician
 async def restock(request: web.Request) -> web.Response:
     body = await _body(request)
-    slot, count = body.get("slot_id"), body.get("count")
+    slot, count, best = body.get("slot_id"), body.get("count"), body.get("best_before")
     count_ok = count is None or (isinstance(count, int) and not isinstance(count, bool) and count >= 0)
-    if not (slot is None or isinstance(slot, str)) or not count_ok:
-        return json_error(400, "bad_request", "slot_id: string or null (all); count: integer >= 0 or null (capacity)")
+    if not (slot is None or isinstance(slot, str)) or not count_ok or not (best is None or isinstance(best, str)):
+        return json_error(400, "bad_request", "slot_id: string or null (all); count: integer >= 0 or null "
+                                              "(capacity); best_before: YYYY-MM-DD or null")
     if slot is None and body.get("confirm") is not True:
         return json_error(400, "confirm_required", 'filling every slot needs "confirm": true')
-    return await _run(request, _q(request).restock(session_of(request).user.name, slot, count))
+    return await _run(request, _q(request).restock(session_of(request).user.name, slot, count, best))
+
+
+@technician
+async def review(request: web.Request) -> web.Response:
+    """POST /api/v1/review/{sid} {"decision": approve|correct|void, "basket": {sku: qty}, "confirm": true}."""
+    body = await _body(request)
+    if (bad := _need_confirm(body)) is not None:
+        return bad
+    decision, basket = body.get("decision"), body.get("basket")
+    if not isinstance(decision, str) or (decision == "correct" and not isinstance(basket, dict)):
+        return json_error(400, "bad_request", 'decision: "approve" | "correct" | "void"; basket {sku_id: qty} '
+                                              "with correct")
+    sid = request.match_info["sid"]
+    return await _run(request, _q(request).review_decide(session_of(request).user.name, sid, decision,
+                                                         basket if decision == "correct" else None))
 
 
 @technician
@@ -179,6 +196,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/picklist", picklist)
     r.add_get(f"{PREFIX}/alarms", alarm_history)
     r.add_get(f"{PREFIX}/sales", sales)
+    r.add_post(f"{PREFIX}/review/{{sid}}", review)
     r.add_get(f"{PREFIX}/events", events)
     r.add_get(f"{PREFIX}/devices", devices)
     r.add_post(f"{PREFIX}/devices/test-vend", test_vend)

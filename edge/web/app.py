@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import importlib.resources
 import mimetypes
+import zoneinfo
 from collections import Counter
 from typing import Any
 
@@ -23,8 +24,8 @@ from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
 from edge.services.machine import Machine
 from edge.services.queries import Queries, money
-from edge.web import api, auth, dex, haccp, metrics, sse, views
-from edge.web.keys import FLASH, HUB, JINJA, METRICS_TOKEN, QUERIES, STATIC, STATS
+from edge.web import api, auth, dex, fmt, haccp, metrics, sse, views
+from edge.web.keys import ALLOWED_HOSTS, FLASH, HUB, JINJA, METRICS_TOKEN, QUERIES, STATIC, STATS
 
 log = structlog.get_logger(__name__)
 
@@ -130,6 +131,7 @@ def _add_routes(app: web.Application) -> None:
     r.add_get("/evidence/{sid}/{name}", views.evidence_image)
     r.add_post("/devices/test-vend", views.test_vend_action)
     r.add_post("/devices/unlock", views.unlock_action)
+    r.add_post("/review/{sid}", views.review_action)
     r.add_post("/devices/tare", views.tare_action)
     r.add_post("/devices/clear-lockout", views.clear_lockout_action)
     r.add_post("/devices/read-registers", views.read_registers_action)
@@ -145,17 +147,21 @@ def _add_routes(app: web.Application) -> None:
     api.add_routes(app)
 
 
-def create_app(machine: Machine, secrets: Secrets, *, live_interval_s: float = 1.0,
-               session_clock: SystemClock | None = None) -> web.Application:
+def create_app(machine: Machine, secrets: Secrets, *, web_cfg: WebConfig | None = None,
+               live_interval_s: float = 1.0, session_clock: SystemClock | None = None) -> web.Application:
     """Build the app for one machine (not started). Tests use it with aiohttp's runner.
 
-    `session_clock` times logins and sessions (default: the ledger's clock); a sped-up demo passes wall time.
+    `web_cfg` gives the time zone and extra Host names (the defaults: UTC, none); `session_clock` times
+    logins and sessions (default: the ledger's clock); a sped-up demo passes wall time.
     """
     app = web.Application(middlewares=[guard_middleware, limit_middleware(MAX_IN_FLIGHT), auth.auth_middleware],
                           client_max_size=MAX_BODY)
-    queries = Queries(machine, session_clock=session_clock)
+    tz = zoneinfo.ZoneInfo(web_cfg.timezone)
+    queries = Queries(machine, session_clock=session_clock, tz=tz)
+    app[ALLOWED_HOSTS] = frozenset(h.lower() for h in web_cfg.allowed_hosts)
     hub = sse.Hub(queries, live_interval_s)
     app[QUERIES], app[HUB], app[FLASH] = queries, hub, {}
+    web_cfg = web_cfg or WebConfig()
     app[METRICS_TOKEN] = secrets.metrics_token
     app[STATIC] = _load_static()
     app[STATS] = {"responses": Counter(), "sse_clients": lambda: len(hub.subscribers)}
@@ -167,6 +173,12 @@ def create_app(machine: Machine, secrets: Secrets, *, live_interval_s: float = 1
     _add_routes(app)
     app.on_response_prepare.append(_security_headers)
 
+    env.filters["localtime"] = lambda v, **kw: fmt.local_time(v, tz, **kw)
+    env.filters["ago"] = lambda v: fmt.ago(v, queries.now())
+    env.filters["duration"] = fmt.human_duration
+    env.filters["when"] = lambda v: fmt.when(v, tz, queries.now())
+    env.filters["seen"] = fmt.seen
+    env.globals["zone"] = lambda: fmt.zone_label(tz, queries.now())
     async def on_startup(_: web.Application) -> None:
         hub.start()
 
@@ -181,7 +193,8 @@ async def start_web(machine: Machine, web_cfg: WebConfig, secrets: Secrets, **ap
     """Serve the app on web_cfg.host:web_cfg.port; returns the runner (`await runner.cleanup()` to stop).
 
     `app_options` go to `create_app` (live_interval_s, session_clock)."""
-    runner = web.AppRunner(create_app(machine, secrets, **app_options), access_log=None, shutdown_timeout=2.0)
+    runner = web.AppRunner(create_app(machine, secrets, web_cfg=web_cfg, **app_options), access_log=None,
+                           shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, web_cfg.host, web_cfg.port)
     await site.start()

@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 
 from edge.ledger.users import SESSION_TTL_S, AuthError, WebSession
-from edge.web.keys import QUERIES, SESSION, TOKEN, USER_NAME
+from edge.web.keys import ALLOWED_HOSTS, QUERIES, SESSION, TOKEN, USER_NAME
 
 log = structlog.get_logger(__name__)
 
@@ -85,9 +85,10 @@ async def csrf_token_of(request: web.Request) -> str:
     return ""
 
 
-def host_allowed(host: str) -> bool:
-    """The Host header names this machine: an IP literal, localhost, a `.local` name or its own hostname.
-    Anything else is a name an attacker controls (DNS rebinding) and is refused."""
+def host_allowed(host: str, extra: frozenset[str] = frozenset()) -> bool:
+    """The Host header names this machine: an IP literal, localhost, a `.local` name, its own hostname or
+    a name in `web.allowed_hosts` (`extra`). Anything else is a name an attacker controls (DNS rebinding)
+    and is refused."""
     name = urllib.parse.urlsplit("//" + host).hostname if host else None
     if not name:
         return False
@@ -97,7 +98,7 @@ def host_allowed(host: str) -> bool:
     except ValueError:
         pass
     own = socket.gethostname().lower()
-    return name in ("localhost", own, f"{own}.local") or name.endswith(".localhost")
+    return name in ("localhost", own, f"{own}.local") or name.endswith(".localhost") or name in extra
 
 
 def origin_allowed(request: web.Request) -> bool:
@@ -117,7 +118,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     level = level_of(request.match_info.handler)
     # cookie-bearing routes and the login form: a foreign Host is DNS rebinding; token routes (/metrics)
     # and static files carry no ambient authority, so a scraper may use any DNS name
-    if (level != "public" or request.path in LOGIN_PATHS) and not host_allowed(request.host):
+    if (level != "public" or request.path in LOGIN_PATHS) and not host_allowed(request.host, request.app[ALLOWED_HOSTS]):
         return refuse(request, 421, "bad_host", "the Host header does not name this machine")
     if request.method not in SAFE_METHODS and not origin_allowed(request):
         return refuse(request, 403, "bad_origin", "cross-site request refused")

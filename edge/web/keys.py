@@ -11,10 +11,11 @@ from edge.ledger.users import WebSession
 from edge.services.queries import Queries
 from edge.web.sse import HUB
 
-__all__ = ["FLASH", "HUB", "JINJA", "METRICS_TOKEN", "QUERIES", "SESSION", "STATIC", "STATS",
+__all__ = ["ALLOWED_HOSTS", "FLASH", "HUB", "JINJA", "METRICS_TOKEN", "QUERIES", "SESSION", "STATIC", "STATS",
            "TOKEN", "USER_NAME"]
 
 QUERIES = web.AppKey("queries", Queries)
+ALLOWED_HOSTS = web.AppKey("allowed_hosts", frozenset[str])  # web.allowed_hosts, lower case
 FLASH = web.AppKey("flash", dict[str, tuple[str, str]])
 METRICS_TOKEN = web.AppKey("metrics_token", str)
 STATIC = web.AppKey("static", dict[str, tuple[bytes, str, str]])

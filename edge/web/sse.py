@@ -16,6 +16,8 @@ import structlog
 from aiohttp import web
 
 from edge.services.queries import Queries, money
+from edge.web import fmt
+from edge.web.chart import temperature_chart
 
 log = structlog.get_logger(__name__)
 
@@ -65,10 +67,16 @@ class Hub:
     async def snapshot(self) -> dict[str, Any]:
         d = await self.q.dashboard()
         stock = {r["slot_id"]: [r["count"], r["capacity"], r["low"]] for r in await self.q.stock()}
-        return {"machine_id": d["machine_id"], "mode": d["mode"], "uptime_s": d["uptime_s"], "door": d["door"],
-                "temperature": d["temperature"], "sync": d["sync"], "alarms": d["alarms"],
+        tz, now = self.q.tz, self.q.now()
+        sync = {**d["sync"], "last_ack_text": fmt.when(d["sync"]["last_ack"], tz, now)}
+        alarms = [{**a, "raised_text": fmt.local_time(a.get("raised_at"), tz)} for a in d["alarms"]]
+        devices = [{**dev, "seen_text": fmt.seen(dev["seen_s_ago"])} for dev in d["devices"]]
+        return {"machine_id": d["machine_id"], "mode": d["mode"], "uptime_s": d["uptime_s"],
+                "uptime_text": fmt.human_duration(d["uptime_s"]), "door": d["door"],
+                "temperature": d["temperature"], "chart": temperature_chart(d["temperature"], tz), "sync": sync,
+                "alarms": alarms,
                 "revenue_text": money(d["sales_today"]["revenue"], d["sales_today"]["currency"]), "unreconciled_vends": d["unreconciled_vends"],
-                "devices": d["devices"], "sales_today": d["sales_today"], "lockouts": len(d["lockouts"]),
+                "devices": devices, "sales_today": d["sales_today"], "lockouts": len(d["lockouts"]),
                 "low_stock": d["low_stock"], "stock": stock}
 
     async def _run(self) -> None:

@@ -12,15 +12,15 @@ import structlog
 from aiohttp import web
 
 from edge.core.errors import LedgerError, SaleRefused
-from edge.services.queries import Queries
+from edge.services.queries import Queries, money
 from edge.web.auth import redirect, session_of, technician
+from edge.web.chart import temperature_chart
 from edge.web.keys import FLASH, HUB, JINJA, QUERIES, SESSION, TOKEN, USER_NAME
 
 log = structlog.get_logger(__name__)
 
 NAV = [("/", "Dashboard"), ("/stock", "Stock"), ("/picklist", "Pick list"), ("/sales", "Sales"), ("/devices", "Devices"),
        ("/events", "Events"), ("/haccp", "HACCP"), ("/export", "Export")]
-CHART_W, CHART_H = 600, 160
 
 
 def q_of(request: web.Request) -> Queries:
@@ -41,24 +41,6 @@ def render(request: web.Request, template: str, ctx: dict[str, Any] | None = Non
 def flash(request: web.Request, level: str, text: str) -> None:
     request.app[FLASH][request[TOKEN]] = (level, text)
 
-
-
-
-def chart(points: list[list[Any]] | None) -> dict[str, Any]:
-    """SVG polylines (cabinet, evaporator) for the last 24 h; the page's JS redraws them from /live."""
-    pts = [p for p in (points or []) if p[1] is not None]
-    if len(pts) < 2:
-        return {"cabinet": "", "evap": "", "lo": None, "hi": None, "w": CHART_W, "h": CHART_H}
-    vals = [v for p in pts for v in (p[1], p[2]) if v is not None]
-    lo, hi = min(vals) - 0.5, max(vals) + 0.5
-    t0, t1 = pts[0][0], max(pts[-1][0], pts[0][0] + 1)
-
-    def line(i: int) -> str:
-        return " ".join(f"{(p[0] - t0) / (t1 - t0) * CHART_W:.1f},{CHART_H - (p[i] - lo) / (hi - lo) * CHART_H:.1f}"
-                        for p in pts if p[i] is not None)
-    return {"cabinet": line(1), "evap": line(2), "lo": round(lo, 1), "hi": round(hi, 1), "w": CHART_W, "h": CHART_H}
-
-
 def _day(value: str, default: str) -> str:
     try:
         return dt.date.fromisoformat(value).isoformat() if value else default
@@ -70,7 +52,7 @@ def _day(value: str, default: str) -> str:
 
 async def dashboard(request: web.Request) -> web.Response:
     d = await q_of(request).dashboard()
-    return render(request, "dashboard.html", {"d": d, "chart": chart((d["temperature"] or {}).get("points"))})
+    return render(request, "dashboard.html", {"d": d, "chart": temperature_chart(d["temperature"], q_of(request).tz)})
 
 
 async def stock_page(request: web.Request) -> web.Response:
@@ -80,6 +62,7 @@ async def stock_page(request: web.Request) -> web.Response:
         key = f"Shelf {r['shelf']}" if r["shelf"] is not None else f"Row {r['slot_id'][0]}"
         groups.setdefault(key, []).append(r)
     return render(request, "stock.html", {"groups": groups, "low": sum(r["low"] for r in rows),
+                                          "expiring": sum(r["expiry"] in ("near", "expired") for r in rows),
                                           "failures": await q_of(request).slot_failures()})
 
 
@@ -106,6 +89,7 @@ async def devices_page(request: web.Request) -> web.Response:
     q = q_of(request)
     slots = [r["slot_id"] for r in await q.stock() if r["shelf"] is None]
     return render(request, "devices.html", {"devices": q.devices(), "frames": q.frame_log(40), "slots": slots,
+                                            "info": await q.device_info(),
                                             "caps": q.capabilities(), "lockouts": await q.lockouts(),
                                             "door": await q.door()})
 
@@ -180,8 +164,30 @@ async def restock_action(request: web.Request) -> web.Response:
         flash(request, "error", f"restock {slot}: count must be a whole number >= 0, or empty for capacity")
         return redirect("/stock")
     count = int(raw) if raw else None
-    result = q_of(request).restock(session_of(request).user.name, slot, count)
-    return await _act(request, "/stock", f"restock {slot}", _fmt(result, lambda r: f"now {r.get(slot)}"))
+    best = form.get("best_before", "").strip() or None
+    result = q_of(request).restock(session_of(request).user.name, slot, count, best)
+    return await _act(request, "/stock", f"restock {slot}",
+                      _fmt(result, lambda r: f"now {r.get(slot)}" + (f", best before {best}" if best else "")))
+
+
+@technician
+async def review_action(request: web.Request) -> web.Response:
+    """POST /review/{sid}: approve the best guess, correct the basket (qty_<sku> fields) or void."""
+    form = await _form(request)
+    sid, action = request.match_info["sid"], form.get("decision", "")
+    if not _confirmed(form):
+        flash(request, "error", f"review {sid}: tick the confirmation box")
+        return redirect("/sales")
+    basket = None
+    if action == "correct":
+        raw = {k[4:]: v.strip() for k, v in form.items() if k.startswith("qty_") and v.strip()}
+        if not all(v.isascii() and v.isdigit() for v in raw.values()):
+            flash(request, "error", f"review {sid}: quantities must be whole numbers")
+            return redirect("/sales")
+        basket = {k: int(v) for k, v in raw.items()}
+    result = q_of(request).review_decide(session_of(request).user.name, sid, action, basket)
+    return await _act(request, "/sales", f"review {sid}",
+                      _fmt(result, lambda o: f"{o['status']}, {money(o['total'], o['currency'])}"))
 
 
 @technician

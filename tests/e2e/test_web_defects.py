@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 
 import aiohttp
 import pytest
@@ -17,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
-from edge.demo.takeandgo import shop, start_takeandgo_rig
+from edge.demo.takeandgo import start_takeandgo_rig
 from edge.ledger.outbox import LedgerOutbox
 from edge.ledger.users import UserStore
 from edge.services.cloud import CommandInbox, LedgerConfigSink
@@ -26,6 +25,7 @@ from edge.web.keys import QUERIES
 from sync.client import SyncClient
 from sync.refcloud import serve
 from tests.e2e.test_web_security import PASSWORD, web  # noqa: F401  (the shared fixture)
+from tests.support.review import basket_for_review
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -46,9 +46,7 @@ async def test_review_queue_evidence_images_are_served(tmp_path):
     rig = await start_takeandgo_rig(str(tmp_path), seed=3)
     runner = None
     try:
-        rig.cameras.fail("shelf0", "dead")
-        row, _ = await shop(rig, random.Random(0), session_id="s-ambig", linger_s=1.0, actions=[("take", "F1")])
-        assert row["state"] == "needs_review"
+        await basket_for_review(rig, "s-ambig")
         machine = rig.daemon.machine
         await UserStore(machine.db).add("tech", "technician", PASSWORD)
         runner = await start_web(machine, WebConfig(host="127.0.0.1", port=0), Secrets())

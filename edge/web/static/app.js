@@ -14,23 +14,37 @@
     return String(value);
   }
 
-  function drawChart(t) {
+  var SVG = "http://www.w3.org/2000/svg";
+
+  function svgEl(name, attrs, text) {
+    var el = document.createElementNS(SVG, name);
+    Object.keys(attrs).forEach(function (k) { el.setAttribute(k, String(attrs[k])); });
+    if (text !== undefined) el.textContent = text;  // labels are text nodes, never markup
+    return el;
+  }
+
+  // The server computes the chart (edge/web/chart.py); this redraws the same geometry.
+  function drawChart(c) {
     var svg = document.getElementById("temp-chart");
-    if (!svg || !t || !t.points || t.points.length < 2) return;
-    var w = svg.viewBox.baseVal.width, h = svg.viewBox.baseVal.height, pts = t.points;
-    var vals = [];
-    pts.forEach(function (p) { if (p[1] != null) vals.push(p[1]); if (p[2] != null) vals.push(p[2]); });
-    var lo = Math.min.apply(null, vals) - 0.5, hi = Math.max.apply(null, vals) + 0.5;
-    var t0 = pts[0][0], t1 = Math.max(pts[pts.length - 1][0], t0 + 1);
-    function line(i) {
-      return pts.filter(function (p) { return p[i] != null; }).map(function (p) {
-        return ((p[0] - t0) / (t1 - t0) * w).toFixed(1) + "," + (h - (p[i] - lo) / (hi - lo) * h).toFixed(1);
-      }).join(" ");
-    }
-    svg.querySelector(".cab").setAttribute("points", line(1));
-    svg.querySelector(".evap").setAttribute("points", line(2));
-    var range = document.getElementById("chart-range");
-    if (range) range.textContent = lo.toFixed(1) + "…" + hi.toFixed(1) + " °C";
+    if (!svg || !c || !c.cabinet) return;
+    var f = c.frame, axes = svg.querySelector("g.axes");
+    axes.textContent = "";
+    axes.appendChild(svgEl("rect", {"class": "plot", x: f.x0, y: f.y0, width: f.x1 - f.x0, height: f.y1 - f.y0}));
+    c.yticks.forEach(function (t) {
+      axes.appendChild(svgEl("line", {"class": "grid", x1: f.x0, x2: f.x1, y1: t.y, y2: t.y}));
+      axes.appendChild(svgEl("text", {"class": "ytick", x: f.x0 - 4, y: t.y + 4, "text-anchor": "end"}, t.label));
+    });
+    c.xticks.forEach(function (t) {
+      axes.appendChild(svgEl("line", {"class": "grid", x1: t.x, x2: t.x, y1: f.y0, y2: f.y1}));
+      axes.appendChild(svgEl("text", {"class": "xtick", x: t.x, y: c.h - 5, "text-anchor": "middle"}, t.label));
+    });
+    c.limits.forEach(function (l) {
+      var cls = String(l.cls).replace(/[^a-z]/g, "");
+      axes.appendChild(svgEl("line", {"class": "limit " + cls, "data-limit": l.key, x1: f.x0, x2: f.x1, y1: l.y, y2: l.y}));
+      axes.appendChild(svgEl("text", {"class": "limit-label " + cls, x: f.x1 - 2, y: l.y - 3, "text-anchor": "end"}, l.label));
+    });
+    svg.querySelector(".cab").setAttribute("points", c.cabinet);
+    svg.querySelector(".evap").setAttribute("points", c.evap);
   }
 
   function drawAlarms(alarms) {
@@ -44,7 +58,7 @@
     alarms.forEach(function (a) {
       var li = document.createElement("li");
       li.className = "sev-" + String(a.severity || "info").replace(/[^a-z]/g, "");
-      li.textContent = (a.raised_at || "") + " · " + (a.kind || "") + " · " + (a.message || "");
+      li.textContent = (a.raised_text || a.raised_at || "") + " · " + (a.kind || "") + " · " + (a.message || "");
       ul.appendChild(li);
     });
   }
@@ -64,7 +78,7 @@
         .map(function (k) { return k + "=" + dev.counters[k]; }).join(" ");
       tr.appendChild(cell(dev.name));
       tr.appendChild(cell(dev.online ? "online" : "offline", dev.online ? "ok" : "bad"));
-      tr.appendChild(cell(dev.seen_s_ago == null ? "–" : String(dev.seen_s_ago)));
+      tr.appendChild(cell(dev.seen_text || "–"));
       tr.appendChild(cell(counters || "none", "small"));
       body.appendChild(tr);
     });
@@ -87,7 +101,7 @@
     });
     drawAlarms(snap.alarms);
     drawDevices(snap.devices);
-    drawChart(snap.temperature);
+    drawChart(snap.chart);
     document.body.dataset.liveTicks = String((+document.body.dataset.liveTicks || 0) + 1);
   }
 
