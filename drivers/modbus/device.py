@@ -124,13 +124,13 @@ class ModbusDevice:
             self._log.debug("modbus_poll_failed", failures=self.failures, error=self.last_error)
         self._notify()
 
-    def _link_lost(self) -> None:
+    def _link_lost(self, reason: str = "DeviceDisconnected: bus adapter gone") -> None:
         self._last_ok_start = None
         self.failures = max(self.failures, self.offline_after)
         self.next_due = 0.0
         if self.online:
             self.online = False
-            self.last_error = "DeviceDisconnected: bus adapter gone"
+            self.last_error = reason
             self._log.warning("modbus_device_offline", error=self.last_error)
             self._notify()
 

@@ -9,7 +9,6 @@ goes away, and typed errors from `drivers.errors`.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
+from ..backoff import Backoff
 from ..errors import DeviceDisconnected, DeviceError, DeviceFault, DeviceTimeout, ProtocolError
 from .device import ModbusDevice
 from .regmap import Block, Point, RegisterMap, Value, decode_block, decode_point, encode_point
@@ -72,6 +72,7 @@ class ModbusHub:
             for k in (
                 "requests",
                 "ok",
+                "crashes",
                 "timeouts",
                 "crc_errors",
                 "bad_replies",
@@ -90,6 +91,8 @@ class ModbusHub:
         self._last_rx = 0.0
         self._link_down_logged = False
         self._stopping = False
+        self._running: asyncio.Task[Any] | None = None
+        self.last_cycle = time.monotonic()  # monotonic time of the poll loop's last turn (a heartbeat)
         self._log = log.bind(bus=name)
 
     @property
@@ -98,8 +101,24 @@ class ModbusHub:
 
     @property
     def task_name(self) -> str | None:
-        """Name of the running poll task (None when stopped)."""
-        return self._task.get_name() if self._task is not None and not self._task.done() else None
+        """Name of the running poll task (None when stopped), whoever started it."""
+        task = self._running
+        return task.get_name() if task is not None and not task.done() else None
+
+    @property
+    def poll_task_name(self) -> str:
+        """The name a supervisor should give the task running `run()`."""
+        return f"modbus.poll.{self.name}"
+
+    @property
+    def stale_after_s(self) -> float:
+        """`last_cycle` moves at least this often while `run()` is healthy: the longest sleep of the
+        loop (reconnect backoff, a backed-off device, a poll interval) or one full request, with margin."""
+        longest = max(
+            [self.reconnect_max_s, self.timeout_s * 2 + 2.5]
+            + [max(d.poll_interval_s, d.max_backoff_s) for d in self.devices.values()]
+        )
+        return 2 * longest + 5.0
 
     def add_device(
         self,
@@ -127,13 +146,14 @@ class ModbusHub:
         return dev
 
     async def start(self) -> None:
-        """Start the poll task 'modbus.poll.<name>'. Never raises when the adapter is absent."""
+        """Start the poll task 'modbus.poll.<name>' unsupervised (tests, tools). A daemon runs `run()`
+        under its supervisor instead. Never raises when the adapter is absent."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"modbus.poll.{self.name}")
+            self._task = asyncio.create_task(self.run(), name=self.poll_task_name)
 
     async def stop(self) -> None:
-        """Stop polling and close the port."""
-        task, self._task = self._task, None
+        """Stop polling (the task from `start()`, or a supervisor's task running `run()`) and close the port."""
+        task, self._task = self._task or self._running, None
         self._stopping = True
         # pymodbus awaits with asyncio.wait_for, which on 3.11 can swallow a cancel that races a
         # reply; keep cancelling until the task is really gone (the flag ends the loop too).
@@ -145,15 +165,26 @@ class ModbusHub:
 
     # -- poll loop ---------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        delay = RECONNECT_MIN_S
+    def mark_offline(self, exc: BaseException) -> None:
+        """The poll task died of an unexpected error: every device goes offline (their watchers raise
+        the alarms), the link is closed so the restarted task begins from a clean connect."""
+        self.counters["crashes"] += 1
+        self._close_client()
+        for d in self.devices.values():
+            d._link_lost(f"poll task crashed: {type(exc).__name__}: {exc}")
+
+    async def run(self) -> None:
+        """The poll loop: connect (with capped backoff), then poll each device when it is due.
+        Returns after `stop()`; an unexpected exception ends it (its supervisor calls `mark_offline`)."""
+        self._running = asyncio.current_task()
+        backoff = Backoff(RECONNECT_MIN_S, max(RECONNECT_MIN_S, self.reconnect_max_s))
         while not self._stopping:
+            self.last_cycle = time.monotonic()
             if not self.connected:
                 if not await self._connect():
-                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                    delay = min(delay * 2, self.reconnect_max_s)
+                    await asyncio.sleep(backoff.next())
                     continue
-                delay = RECONNECT_MIN_S
+                backoff.reset()
             if not self.devices:
                 await asyncio.sleep(0.2)
                 continue

@@ -10,7 +10,7 @@ Backends: the vend board (`unlock_door(ms, seq)`, relocks by itself) or the Modb
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -125,7 +125,9 @@ class Door:
         self._rule_state = RuleState()
         self._changes: asyncio.Queue[tuple[bool | None, bool | None]] = asyncio.Queue(maxsize=1000)
         self._listeners: dict[str, list[Callable[[DoorEvent], None]]] = {"opened": [], "closed": []}
-        self._relock: asyncio.Task[None] | None = None
+        self._relock_at: float | None = None  # loop time when an I/O-module unlock window ends
+        self._relock_failed = False
+        self.last_cycle = time.monotonic()  # the run loop's heartbeat (the supervisor watches it)
         self._start_failures = 0
         self.safe = False  # locked and state read at least once since start
         self.counters = {"unlocks": 0, "openings": 0, "unlock_failures": 0}
@@ -166,18 +168,16 @@ class Door:
         async with self.db.tx() as tx:
             await tx.event("door_unlocked", {"seq": seq, "ms": ms, "reason": reason}, sync=False)
         log.info("door_unlocked", seq=seq, ms=ms, reason=reason, actor=actor)
-        if not self.backend.self_relocking:
-            self._schedule_relock(ms)
+        if not self.backend.self_relocking:  # `run` relocks when the window ends (and retries until it can)
+            self._relock_at = asyncio.get_running_loop().time() + ms / 1000.0 / self.time_scale
 
     async def lock(self) -> None:
         """Lock now (fail safe). Raises DeviceError when the device cannot be told."""
-        if self._relock is not None and self._relock is not asyncio.current_task():
-            self._relock.cancel()
-        self._relock = None
         async with self.db.tx() as tx:
             seq = await repo.next_board_seq(tx)
         async with asyncio.timeout(COMMAND_TIMEOUT_S):
             await self.backend.lock(seq)
+        self._relock_at = None
         if not self.backend.self_relocking:
             self.locked = True
         log.info("door_locked", seq=seq)
@@ -199,28 +199,34 @@ class Door:
 
     async def stop(self) -> None:
         """Lock on shutdown; a failure is logged (the hardware's own fail-safe default holds)."""
-        if self._relock is not None:
-            self._relock.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._relock
-            self._relock = None
         try:
             await self.lock()
         except (DeviceError, TimeoutError) as exc:
             log.error("door_lock_on_stop_failed", error=str(exc))
 
     async def run(self) -> None:
-        """Process door changes and check open-too-long every tick (supervised task 'door')."""
+        """Process door changes, relock when an unlock window ends and check open-too-long every tick
+        (supervised task 'door'; `last_cycle` is its heartbeat)."""
+        loop = asyncio.get_running_loop()
         while True:
+            self.last_cycle = time.monotonic()
+            wait = self.tick_s if self._relock_at is None else min(self.tick_s, self._relock_at - loop.time())
             try:
-                async with asyncio.timeout(self.tick_s):
+                async with asyncio.timeout(max(0.0, wait)):
                     closed, locked = await self._changes.get()
             except TimeoutError:
+                if self._relock_at is not None and loop.time() >= self._relock_at:
+                    await self._relock()
                 if not self.safe:
                     await self.start()
                 await self._check_open_too_long()
                 continue
             await self._handle_change(closed, locked)
+
+    @property
+    def stale_after_s(self) -> float:
+        """`last_cycle` moves at least this often while `run` is healthy (a tick plus the slowest command)."""
+        return self.tick_s + 3 * COMMAND_TIMEOUT_S + 5.0
 
     # ---- internals ---------------------------------------------------------------------------
 
@@ -283,14 +289,15 @@ class Door:
             async with self.db.tx() as tx:
                 await apply_alarm_effects(tx, effects)
 
-    def _schedule_relock(self, ms: int) -> None:
-        if self._relock is not None:
-            self._relock.cancel()
-        self._relock = asyncio.create_task(self._relock_after(ms / 1000.0 / self.time_scale), name="door.relock")
-
-    async def _relock_after(self, delay_s: float) -> None:
-        await asyncio.sleep(delay_s)
+    async def _relock(self) -> None:
+        """The unlock window ended: lock. On failure the relock stays due and is tried every tick."""
         try:
             await self.lock()
         except (DeviceError, TimeoutError) as exc:
-            log.error("door_relock_failed", error=str(exc))
+            (log.debug if self._relock_failed else log.error)("door_relock_failed", error=str(exc))
+            self._relock_failed = True
+            self._relock_at = asyncio.get_running_loop().time() + self.tick_s
+            return
+        if self._relock_failed:
+            log.info("door_relocked_after_retry")
+        self._relock_failed = False

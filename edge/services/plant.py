@@ -178,14 +178,17 @@ async def start_plant(config: Config, db: LedgerDB, supervisor: Supervisor, *, b
         plant.shelves = WeightShelves(by_role["weight_shelves"], clock=clock, spec=spec)
     plant.door = _build_door(config, db, board, by_role, clock, time_scale)
     await plant.watch.load()
-    for hub in hubs.values():
-        await hub.start()
+    for hub in hubs.values():  # a crashed poll loop: devices offline (alarms), then restarted with backoff
+        supervisor.spawn(hub.poll_task_name, hub.run, stale_after_s=hub.stale_after_s,
+                         progress=functools.partial(getattr, hub, "last_cycle"), on_crash=hub.mark_offline)
     supervisor.spawn("plant.device_watch", plant.watch.run)
     if plant.temperature is not None:
         supervisor.spawn(f"temperature.{plant.temperature.name}", plant.temperature.run)
     if plant.door is not None:
-        supervisor.spawn("door", plant.door.run)
-        await plant.door.start()
+        door = plant.door
+        supervisor.spawn("door", door.run, stale_after_s=door.stale_after_s,
+                         progress=functools.partial(getattr, door, "last_cycle"))
+        await door.start()
     log.info("plant_started", buses=sorted(hubs), devices=sorted(devices), door=config.door.source)
     return plant
 

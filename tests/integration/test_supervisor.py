@@ -1,0 +1,176 @@
+"""The supervisor: crashed tasks are restarted with backoff and alarmed when they keep crashing (real
+SQLite ledger), and the systemd watchdog is fed only while every task's heartbeat moves (a real
+AF_UNIX datagram socket standing in for systemd's $NOTIFY_SOCKET)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from edge.ledger import repo
+from edge.ledger.db import LedgerDB
+from edge.supervisor import Supervisor, ledger_alarms
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def until(pred, timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not pred():
+            await asyncio.sleep(0.01)
+
+
+async def active_alarms(db: LedgerDB) -> dict[str, dict]:
+    return {a["alarm_key"]: a for a in await repo.active_alarms(db)}
+
+
+async def test_a_crashing_task_is_restarted_counted_alarmed_and_cleared_when_stable(tmp_path):
+    db = await LedgerDB.open(str(tmp_path / "ledger.sqlite3"))
+    sup = Supervisor(
+        backoff_initial_s=0.01,
+        backoff_max_s=0.05,
+        restart_alarm_after=3,
+        stable_after_s=0.3,
+        on_alarm=ledger_alarms(db),
+    )
+    runs: list[int] = []
+    crashes: list[str] = []
+
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) <= 4:
+            raise IndexError("list index out of range")  # the kind of bug that killed the Modbus poll task
+        await asyncio.Event().wait()
+
+    try:
+        info = sup.spawn("flaky", flaky, on_crash=lambda exc: crashes.append(type(exc).__name__))
+        await until(lambda: len(runs) == 5)
+        assert info.restarts == 4 and crashes == ["IndexError"] * 4 and sup.crashes_total == 4
+        alarm = (await active_alarms(db))["task_restarting:flaky"]
+        assert alarm["kind"] == "task_restarting" and "IndexError" in alarm["message"]
+        assert sup.status()["flaky"]["running"] and sup.status()["flaky"]["restarts"] == 4
+        await asyncio.sleep(0.35)  # runs stably past stable_after_s: the next check clears the alarm
+        assert await sup.check() == []
+        assert "task_restarting:flaky" not in await active_alarms(db)
+    finally:
+        await sup.stop()
+        await db.close()
+
+
+class NotifySocket:
+    """What systemd listens on: an AF_UNIX datagram socket; `$NOTIFY_SOCKET` names it."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.setblocking(False)
+        self.path = path
+
+    def drain(self) -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return out
+
+
+async def test_a_hung_task_stops_the_watchdog_being_fed_and_a_recovered_one_resumes_it(tmp_path, monkeypatch):
+    notify_sock = NotifySocket(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_sock.path)
+    sup = Supervisor()
+    hang = asyncio.Event()
+    resume = asyncio.Event()
+
+    async def worker() -> None:
+        while True:
+            info.beat()
+            if hang.is_set():  # wedged: awaits something that never comes, the task is still "running"
+                await resume.wait()
+                hang.clear()
+            await asyncio.sleep(0.02)
+
+    try:
+        info = sup.spawn("worker", worker, stale_after_s=0.3)
+        sup.spawn("watchdog", lambda: sup.watchdog(0.05))
+        await asyncio.sleep(0.4)
+        fed = notify_sock.drain()
+        assert fed.count("WATCHDOG=1") >= 4  # healthy: fed every interval
+        hang.set()
+        await until(lambda: sup.stale() == ["worker"], timeout_s=2.0)
+        notify_sock.drain()
+        await asyncio.sleep(0.5)  # ten watchdog intervals with a hung task: systemd hears nothing
+        assert notify_sock.drain() == []
+        assert sup.status()["worker"]["stale"] is True
+        resume.set()
+        await asyncio.sleep(0.3)
+        assert "WATCHDOG=1" in notify_sock.drain()  # the task moves again: the watchdog is fed again
+    finally:
+        await sup.stop()
+        notify_sock.sock.close()
+
+
+async def test_stop_cancels_every_task_even_one_that_swallows_a_cancel():
+    sup = Supervisor()
+    swallowed = []
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:  # what pymodbus' wait_for can do on 3.11 when a reply races
+            swallowed.append(1)
+        await asyncio.Event().wait()
+
+    info = sup.spawn("stubborn", stubborn)
+    await asyncio.sleep(0)
+    await sup.stop()
+    assert swallowed == [1] and info.task is not None and info.task.done()
+
+
+class BrokenMap:
+    """A register map whose read plan raises: a bug in the poll path, not a device fault."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    @property
+    def blocks(self):
+        raise RuntimeError("bug in the poll path")
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+async def test_a_crashed_modbus_poll_task_takes_its_devices_offline_with_alarms_and_is_restarted(tmp_path):
+    from edge.demo.fridge import start_fridge_rig
+
+    rig = await start_fridge_rig(str(tmp_path), speed=2000, poll_s=0.02, restock_grace_s=0)
+    try:
+        db, sup = rig.daemon.db, rig.daemon.supervisor
+        await until(lambda: all(d.online for d in rig.plant.devices.values()))
+        (bus,) = rig.plant.hubs.values()
+        task = sup.tasks[bus.poll_task_name]
+        sup.backoff_initial_s, sup.backoff_max_s = 0.05, 0.1
+        fridge = rig.plant.devices[next(k for k, r in rig.plant.roles.items() if r == "fridge")]
+        fridge.regmap = BrokenMap(fridge.regmap)
+        await until(lambda: task.restarts >= 1 and not any(d.online for d in rig.plant.devices.values()))
+        assert bus.counters["crashes"] >= 1 and "RuntimeError" in (task.last_error or "")
+        assert all("poll task crashed" in (d.last_error or "") for d in rig.plant.devices.values())
+
+        async def offline_alarms() -> set[str]:
+            return {k for k in await active_alarms(db) if k.startswith("device_offline:")}
+
+        want = {f"device_offline:{k}" for k in rig.plant.devices}
+        async with asyncio.timeout(5):
+            while await offline_alarms() != want:
+                await asyncio.sleep(0.02)
+        fridge.regmap = fridge.regmap.real  # the bug is gone: the restarted task polls again
+        await until(lambda: all(d.online for d in rig.plant.devices.values()))
+        async with asyncio.timeout(5):
+            while await offline_alarms():
+                await asyncio.sleep(0.02)
+        assert sup.status()[bus.poll_task_name]["running"]
+    finally:
+        await rig.stop()
