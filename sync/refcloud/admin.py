@@ -131,6 +131,7 @@ async def _store_config(request: web.Request, machine_id: str, doc: Any,
     except CatalogInvalid as exc:
         return error(400, "invalid_doc", reason=str(exc))
     version = await run_db(request.app, request.app[STORE].put_config, machine_id, valid)
+    wake(request.app, machine_id)  # the MQTT side publishes the new retained config at once
     log.info("config_stored", machine_id=machine_id, version=version)
     return web.json_response({"version": version})
 

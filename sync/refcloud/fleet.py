@@ -11,18 +11,20 @@ from sync.refcloud.app import CLOCK, STORE, iso, run_db
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>vendedge fleet</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="refresh" content="15">
 <style>
 body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}}
-table{{border-collapse:collapse;min-width:40rem}}
+table{{border-collapse:collapse;display:block;overflow-x:auto;max-width:100%}}
+@media (max-width:600px){{body{{margin:.5rem}} th,td{{padding:.3rem .4rem}}}}
 th,td{{border-bottom:1px solid #ccc;padding:.35rem .7rem;text-align:left}}
 td.num{{text-align:right;font-variant-numeric:tabular-nums}}
-.alarm{{color:#b00;font-weight:600}} .stale{{color:#888}}
+.alarm{{color:#b00;font-weight:600}} .stale{{color:#888}} .offline{{color:#b00}}
 </style></head><body>
 <h1>Fleet</h1>
 <p>{count} machines &middot; generated {now}</p>
 <table id="fleet"><thead><tr><th>Machine</th><th>Last seen</th><th>Backlog</th>
-<th>Active alarms</th><th>Orders today</th><th>Sales today</th></tr></thead>
+<th>Link</th><th>Active alarms</th><th>Orders today</th><th>Sales today</th></tr></thead>
 <tbody>
 {rows}
 </tbody></table></body></html>
@@ -31,6 +33,11 @@ td.num{{text-align:right;font-variant-numeric:tabular-nums}}
 
 def _money(minor: int) -> str:
     return f"{minor // 100}.{minor % 100:02d}"
+
+
+def _link(state: str | None) -> str:
+    """MQTT machines: online (birth) / offline (Last Will or goodbye); HTTPS machines: blank."""
+    return f'<td class="link {state}">{state}</td>' if state in ("online", "offline") else "<td></td>"
 
 
 def _row(m: dict[str, Any], now: float) -> str:
@@ -43,7 +50,7 @@ def _row(m: dict[str, Any], now: float) -> str:
     return (f'<tr data-machine="{html.escape(m["machine_id"])}">'
             f'<td>{html.escape(m["machine_id"])}</td>'
             f'<td class="{"stale" if stale else ""}">{seen}</td>'
-            f'<td class="num">{backlog}</td><td>{alarms}</td>'
+            f'<td class="num">{backlog}</td>{_link(m.get("link"))}<td>{alarms}</td>'
             f'<td class="num">{m["orders_today"]}</td>'
             f'<td class="num">{_money(m["sales_today"])}</td></tr>')
 
