@@ -112,7 +112,7 @@ async def export_page(request: web.Request) -> web.Response:
 
 
 async def orders_csv(request: web.Request) -> web.Response:
-    """Orders CSV for start..end (UTC days, inclusive); pages and the API share this handler."""
+    """Orders CSV for start..end (local days, inclusive); pages and the API share this handler."""
     q = q_of(request)
     try:
         start = dt.date.fromisoformat(request.query.get("start", q.today())).isoformat()

@@ -11,7 +11,7 @@ from sync.refcloud.app import CLOCK, STORE, iso, run_db
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>vendedge fleet</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <meta http-equiv="refresh" content="15">
 <style>
 body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}}

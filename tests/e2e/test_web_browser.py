@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 
 import pytest
 
@@ -186,6 +187,16 @@ async def test_dashboard_temperature_moves_when_the_door_opens(browser, fridge):
     assert "OPEN" in await page.text_content("#door")
     points = await page.eval_on_selector("#temp-chart .cab", "e => e.getAttribute('points').split(' ').length")
     assert points > 10  # the 24 h chart is drawn
+    # ... with a time axis and the lines the curve is judged by, also after the live stream redrew it
+    ticks = int(await page.get_attribute("body", "data-live-ticks") or 0)
+    async with asyncio.timeout(10):
+        while int(await page.get_attribute("body", "data-live-ticks") or 0) < ticks + 2:
+            await asyncio.sleep(0.1)
+    limits = await page.locator("#temp-chart line.limit").evaluate_all("ls => ls.map(l => l.dataset.limit)")
+    assert sorted(limits) == ["food_safety_limit_c", "high_alarm_c", "low_alarm_c", "setpoint_c"]
+    labels = await page.locator("#temp-chart text.xtick").all_text_contents()
+    assert len(labels) >= 2 and all(len(t) == 5 and t[2] == ":" for t in labels), labels
+    assert "high alarm" in " ".join(await page.locator("#temp-chart text.limit-label").all_text_contents())
     rig.sim.close_door()
 
 
@@ -314,3 +325,95 @@ async def test_live_dashboard_moves_revenue_last_ack_and_devices(browser, classi
 def aiohttp_session():
     import aiohttp
     return aiohttp.ClientSession()
+
+
+async def test_best_before_entered_at_restock_is_highlighted_near_expiry(browser, classic):
+    rig, base = classic
+    page = await login(browser, base, viewport=VIEWPORTS["phone"])
+    await page.goto(base + "/stock")
+    tomorrow = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    await page.fill("#restock-slot", "A1")
+    await page.fill("#restock-count", "3")
+    await page.fill("#restock-best-before", tomorrow)
+    await page.click("#restock-submit")
+    await page.wait_for_selector("#flash")
+    assert f"restock A1: now 3, best before {tomorrow}" in await page.text_content("#flash")
+    row = await rig.daemon.db.fetchone("SELECT count, best_before FROM stock WHERE slot_id='A1'")
+    assert dict(row) == {"count": 3, "best_before": tomorrow}
+    assert "near" in (await page.get_attribute("#slot-A1", "class")).split()
+    assert "1 near or past best-before" in await page.text_content("#expiring")
+    await page.fill("#restock-slot", "A2")
+    await page.fill("#restock-best-before", "2020-01-01")  # already past: refused, nothing changes
+    await page.click("#restock-submit")
+    await page.wait_for_selector("#flash")
+    assert "refused" in await page.text_content("#flash")
+    assert (await rig.daemon.db.fetchone("SELECT best_before FROM stock WHERE slot_id='A2'"))["best_before"] is None
+    assert await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+
+
+async def test_review_basket_approved_from_the_sales_page(browser, takeandgo):
+    rig, base = takeandgo
+    db = rig.daemon.db
+    assert (await db.fetchone("SELECT status FROM orders WHERE order_id='s-review'"))["status"] == "needs_review"
+    page = await login(browser, base, viewport=VIEWPORTS["phone"])
+    problems = watch(page)
+    await page.goto(base + "/sales")
+    item = page.locator("#review-s-review")
+    await item.locator("input[name=confirm]").check()
+    await item.locator("button.approve").click()
+    await page.wait_for_selector("#flash")
+    assert "review s-review: completed" in await page.text_content("#flash")
+    assert (await db.fetchone("SELECT status FROM orders WHERE order_id='s-review'"))["status"] == "completed"
+    assert await page.locator("#review-s-review").count() == 0 and problems == []
+
+
+async def test_times_are_shown_in_the_configured_zone(browser, tmp_path):
+    """web.timezone = Asia/Kolkata (UTC+05:30): the events page shows the ledger's UTC times moved by 5:30;
+    web.allowed_hosts adds a Host name the page answers to."""
+    rig = await start_rig(str(tmp_path), speed=200.0)
+    machine = rig.daemon.machine
+    await UserStore(machine.db).add("tech", "technician", PASSWORD)
+    cfg = WebConfig(host="127.0.0.1", port=0, timezone="Asia/Kolkata", allowed_hosts=("vm-7.example",))
+    runner = await start_web(machine, cfg, Secrets())
+    try:
+        async with aiohttp_session() as http:  # web.allowed_hosts: that name is served, others are not
+            url = f"http://127.0.0.1:{bound_port(runner)}/login"
+            assert (await http.get(url, headers={"Host": "vm-7.example:8080"})).status == 200
+            assert (await http.get(url, headers={"Host": "vm-8.example:8080"})).status == 421
+        page = await login(browser, f"http://127.0.0.1:{bound_port(runner)}")
+        assert "Asia/Kolkata (IST, UTC+05:30)" in await page.text_content("#timezone")
+        assert re.fullmatch(r"\d+ s|\d+ min|\d+ h \d+ min", await page.text_content("#uptime"))  # not "12.3 s"
+        await page.goto(f"http://127.0.0.1:{bound_port(runner)}/events")
+        row = await machine.db.fetchone("SELECT at FROM events ORDER BY event_id DESC LIMIT 1")
+        utc = dt.datetime.fromisoformat(row["at"].replace("Z", "+00:00"))
+        local = (utc + dt.timedelta(hours=5, minutes=30)).strftime("%Y-%m-%d %H:%M:%S")
+        shown = await page.locator("#events tbody tr td:nth-child(2)").all_text_contents()
+        assert local in shown and row["at"] not in shown
+    finally:
+        await runner.cleanup()
+        await rig.stop()
+
+
+async def test_fleet_page_fits_a_phone(browser, tmp_path):
+    from sync.refcloud import serve as serve_cloud
+
+    cloud = await serve_cloud("127.0.0.1", 0, str(tmp_path / "cloud.db"), "admin-token")
+    base = f"http://127.0.0.1:{cloud.addresses[0][1]}"
+    try:
+        async with aiohttp_session() as http:
+            for i in range(3):
+                r = await http.post(f"{base}/admin/machines", headers={"Authorization": "Bearer admin-token"},
+                                    json={"machine_id": f"vm-with-a-long-name-{i:04d}", "secret_hex": "ab" * 16})
+                assert r.status == 201
+        ctx = await browser.new_context(viewport=VIEWPORTS["phone"],
+                                        http_credentials={"username": "ops", "password": "admin-token"})
+        page = await ctx.new_page()
+        problems = watch(page)
+        await page.goto(base + "/fleet")
+        assert await page.locator("#fleet tbody tr").count() == 3
+        assert await page.get_attribute('meta[name="viewport"]', "content") == "width=device-width, initial-scale=1"
+        assert await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+        assert problems == []
+        await ctx.close()
+    finally:
+        await cloud.cleanup()
