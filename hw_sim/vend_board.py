@@ -6,7 +6,7 @@ seq; a seq already seen is never executed again (the board answers with the stor
 while the motor still runs); a VEND or DOOR_UNLOCK addressed to another boot id is refused
 (NAK stale_boot); one motor at a time (BUSY). Faults are scripted: ``jam``, ``no_drop``,
 ``overcurrent``, ``garble``, ``silence``, ``unplug``/``replug``, and for protocol v2 ``brownout``
-(a reset at a chosen instant of the next vend), ``power_cycle`` (a reset now), ``miswire`` (another
+(a reset at a chosen instant of the next vend), ``lose_vend_done``, ``power_cycle`` (a reset now), ``miswire`` (another
 slot turns and is reported) and ``bad_outcome`` (an outcome code outside the protocol).
 Imports only the driver's pure codec (see ARCHITECTURE.md).
 """
@@ -106,6 +106,7 @@ class SimVendBoard:
         self._bad_outcomes: collections.deque[int] = collections.deque()
         self._brownouts: collections.deque[_Brownout] = collections.deque()
         self._deaf = False
+        self._lose_done = 0
         self._garble = 0
         self._silence = 0
         self._results: collections.OrderedDict[int, _Vend] = collections.OrderedDict()
@@ -191,6 +192,10 @@ class SimVendBoard:
     def silence(self, frames: int = 1) -> None:
         """Ignore the next ``frames`` request frames (as if they never arrived)."""
         self._silence += frames
+
+    def lose_vend_done(self, times: int = 1) -> None:
+        """The next ``times`` VEND_DONE frames are lost on the wire (the controller must ask VEND_RESULT)."""
+        self._lose_done += times
 
     def brownout(self, when: str, deaf_s: float = 0.8) -> None:
         """The supply sags during the next vend: the board resets at ``when`` (see BROWNOUT_POINTS)
@@ -399,6 +404,9 @@ class SimVendBoard:
         rec.state, rec.outcome, rec.motor_ms = VendState.DONE, outcome, run_ms
         self.last_motor_ms = run_ms
         if self._brownout_at("after_drop"):
+            return
+        if self._lose_done > 0:
+            self._lose_done -= 1
             return
         self._send(rec.peer, VendDone(rec.seq, rec.slot, outcome, run_ms, self.boot))
 

@@ -13,7 +13,7 @@ from edge.core.catalog import CatalogInvalid, Money, Planogram
 from edge.core.errors import EdgeError
 from edge.core.ports import Command, CommandResult
 from edge.crashpoints import crash_point
-from edge.ledger import repo
+from edge.ledger import journal, repo
 from edge.ledger.db import LedgerDB
 
 log = structlog.get_logger(__name__)
@@ -124,8 +124,19 @@ def standard_handlers(machine: Any) -> dict[str, Handler]:
         async with machine.db.tx() as tx:
             if await repo.stock_row(tx, slot) is None:
                 raise KeyError(f"unknown slot {slot!r}")
+            if not locked and await journal.needs_count(tx, slot):
+                raise ValueError(f"slot {slot} has a vend waiting for a count: settle it with settle_count first")
             await repo.set_slot_disabled(tx, slot, locked, str(args.get("reason", "cloud lock-out")) if locked else None)
             await tx.event("slot_lockout", {"slot_id": slot, "locked": locked})
         return {"slot_id": slot, "locked": locked}
 
-    return {"vend": vend, "set_price": set_price, "lock_out_slot": lock_out_slot}
+    async def settle_count(args: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A route driver's count, sent from the back office: settles a needs_count vend."""
+        counted = args["counted"]
+        if not isinstance(counted, int) or isinstance(counted, bool) or not 0 <= counted <= 10_000:
+            raise ValueError("counted must be an integer 0..10000")
+        actor = f"cloud:{str(args.get('actor', 'operator'))[:64]}"
+        order = await machine.settle_count(str(args["order_id"]), counted, actor)
+        return {"order_id": order["order_id"], "status": order["status"], "refund_due": order["refund_due"]}
+
+    return {"vend": vend, "set_price": set_price, "lock_out_slot": lock_out_slot, "settle_count": settle_count}
