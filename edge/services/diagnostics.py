@@ -135,14 +135,14 @@ def payment_state(svc: Any) -> dict[str, Any]:
     """The payment reader's state from its service's `status()` when the machine has one."""
     status = getattr(svc, "status", None) if svc is not None else None
     if status is None:
-        return {"state": "unknown", "detail": "no payment device on this machine"}
+        return {"state": "unknown", "detail": "no payment device on this machine", "last_error": ""}
     st = status() if callable(status) else status
     if not isinstance(st, dict):
-        return {"state": "unknown", "detail": ""}
+        return {"state": "unknown", "detail": "", "last_error": ""}
     state = st.get("state") or ("online" if st.get("online") else "offline" if "online" in st else "unknown")
     detail = " ".join(
         f"{k}={v}"
         for k, v in sorted(st.items())
-        if k not in ("state", "online") and isinstance(v, (str, int, float, bool))
+        if k not in ("state", "online", "last_error") and isinstance(v, (str, int, float, bool))
     )
-    return {"state": str(state), "detail": detail[:300]}
+    return {"state": str(state), "detail": detail[:300], "last_error": str(st.get("last_error") or "")[:300]}
