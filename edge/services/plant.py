@@ -25,6 +25,7 @@ from edge.core.shelves import StableSpec
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
 from edge.services.door import Door, IoModuleDoor, VendBoardDoor
+from edge.services.power import PowerService
 from edge.services.shelves import WeightShelves
 from edge.services.temperature import TemperatureService, apply_alarm_effects
 from edge.supervisor import Supervisor
@@ -109,15 +110,17 @@ class Plant:
     temperature: TemperatureService | None = None
     shelves: WeightShelves | None = None
     door: Door | None = None
+    power: PowerService | None = None
     roles: dict[str, str] = field(default_factory=dict)
 
     def guards(self) -> list[SaleGuard]:
-        return [self.temperature.food_safety_guard] if self.temperature else []
+        guards = [self.temperature.food_safety_guard] if self.temperature else []
+        return guards + ([self.power.guard] if self.power else [])
 
     def extras(self) -> dict[str, Any]:
         """Entries for `Machine.extras` (the web page and cloud commands find services there)."""
         out: dict[str, Any] = {"plant": self}
-        for name in ("temperature", "shelves", "door"):
+        for name in ("temperature", "shelves", "door", "power"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -189,6 +192,10 @@ async def start_plant(config: Config, db: LedgerDB, supervisor: Supervisor, *, b
         supervisor.spawn("door", door.run, stale_after_s=door.stale_after_s,
                          progress=functools.partial(getattr, door, "last_cycle"))
         await door.start()
+    if "io" in by_role:  # mains fail input, supply voltage, humidity (edge/services/power.py)
+        plant.power = PowerService(db, by_role["io"], door=plant.door, clock=clock)
+        await plant.power.load()
+        supervisor.spawn("power", plant.power.run)
     log.info("plant_started", buses=sorted(hubs), devices=sorted(devices), door=config.door.source)
     return plant
 

@@ -7,7 +7,8 @@ WAL is checkpointed, so what the machine knows is in the main file before the ba
 out. Mains back: sales resume, the alarm clears and `mains_restored` carries the outage length.
 The outage start is kept in the ledger's meta table, so an outage that outlasts the backup supply
 (the daemon dies and restarts on the returning mains) is still measured from its start.
-Voltage and humidity: 1-minute telemetry (telemetry_1min + outbox) and threshold alarms.
+Voltage and humidity: telemetry every `telemetry_s` (5 min: they change slowly; rows go to
+telemetry_1min keyed by the period's first minute, and to the outbox) and threshold alarms.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class PowerService:
         clock: SystemClock | None = None,
         limits: pw.PowerLimits | None = None,
         name: str = "io",
+        telemetry_s: float = 300.0,
     ) -> None:
         self.db, self.device, self.door, self.name = db, device, door, name
         self.clock = clock or SystemClock()
@@ -66,6 +68,7 @@ class PowerService:
         self._states = {r.key: RuleState() for r in self._rules}
         self._queue: asyncio.Queue[_Sample] = asyncio.Queue(maxsize=10_000)
         self._minute: _Minute | None = None
+        self.telemetry_s = telemetry_s
         self.last: dict[str, Any] = {"mains_ok": None, "supply_v": None, "humidity_pct": None}
         self.last_outage_s: float | None = None
         self.counters = {"outages": 0, "sales_refused_mains": 0, "lock_failures": 0}
@@ -127,7 +130,7 @@ class PowerService:
             await (self._failed(change) if isinstance(change, pw.MainsFailed) else self._restored(change))
 
     def _minute_roll(self, s: _Sample) -> _Minute | None:
-        minute = int(s.wall // 60)
+        minute = int(s.wall // self.telemetry_s * self.telemetry_s // 60)  # the period's first minute
         flush = self._minute if self._minute is not None and self._minute.minute != minute else None
         if self._minute is None or flush is not None:
             self._minute = _Minute(minute)
