@@ -28,10 +28,13 @@ from edge.services.plant import Plant, start_plant
 from edge.services.retention import Retention, RetentionPolicy
 from edge.services.stock import StockService
 from edge.services.vend import VendService
-from edge.supervisor import Supervisor
+from edge.supervisor import Supervisor, ledger_alarms
 from sync.client import SyncClient
 
 log = structlog.get_logger(__name__)
+
+BOARD_WATCH_STALE_S = 30.0  # the board watch turns every 0.2 s; a DB write may take a while
+WATCHDOG_CHECK_S = 5.0  # how often heartbeats are checked when systemd runs no watchdog
 
 
 class Daemon:
@@ -59,9 +62,25 @@ class Daemon:
         return str(pathlib.Path(self.config.machine.data_dir) / "ledger.sqlite3")
 
     async def start(self) -> Machine:
+        """Open the ledger, start devices, services and tasks; READY=1 when selling.
+
+        Fail safe: whatever fails half-way, what was started is stopped — the door locked first — before
+        the error propagates (a daemon that cannot start must not leave the door open)."""
+        try:
+            return await self._start()
+        except BaseException as exc:
+            log.error("daemon_start_failed", error=f"{type(exc).__name__}: {exc}")
+            try:
+                await self.stop()
+            except Exception:
+                log.exception("daemon_stop_after_failed_start_failed")
+            raise
+
+    async def _start(self) -> Machine:
         cfg = self.config
         pathlib.Path(cfg.machine.data_dir).mkdir(parents=True, exist_ok=True)
         self.db = db = await LedgerDB.open(self.ledger_path, self.clock)
+        self.supervisor.on_alarm = ledger_alarms(db)  # a task that keeps crashing is an alarm
         await self._seed_planogram(db)
         vb = cfg.vend_board
         self.board = VendBoard(vb.port, baudrate=vb.baudrate, reply_timeout_s=vb.reply_timeout_s,
@@ -94,7 +113,7 @@ class Daemon:
                                                        haccp_limit_c=limit_c), self.clock)
         self.supervisor.spawn("ledger.retention", self.retention.run)
         self.supervisor.spawn("vend.reconcile", self._reconcile_loop)
-        self.supervisor.spawn("vend_board.watch", self._board_watch_loop)
+        self.supervisor.spawn("vend_board.watch", self._board_watch_loop, stale_after_s=BOARD_WATCH_STALE_S)
         self.supervisor.spawn("watchdog", self._watchdog_loop)
         self.machine.mode = "selling"
         notify("READY=1\nSTATUS=selling")
@@ -177,8 +196,10 @@ class Daemon:
     async def _board_watch_loop(self) -> None:
         """Losing the board is a safety event: alarm once, refuse sales (VendService checks), clear on return."""
         assert self.db and self.board
+        heartbeat = self.supervisor.tasks["vend_board.watch"]
         was, incompatible = True, None
         while True:
+            heartbeat.beat()
             now = self.board.connected
             if self.board.incompatible != incompatible:  # the board answers, but not as a v2 board
                 incompatible = self.board.incompatible
@@ -202,19 +223,25 @@ class Daemon:
             await asyncio.sleep(0.2)
 
     async def _watchdog_loop(self) -> None:
+        """Check every task's heartbeat (and clear restart alarms); systemd's watchdog is fed only while
+        none is stale, so a hung task gets the daemon restarted instead of a machine that looks alive."""
         interval = watchdog_interval_s()
-        if interval is None:
-            return
-        while True:
-            notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
+        await self.supervisor.watchdog(interval or WATCHDOG_CHECK_S, feed=interval is not None)
 
     async def stop(self) -> None:
-        """SIGTERM path: refuse new sales, let the journal finish, stop tasks, flush, close."""
+        """SIGTERM path (and a failed start): refuse new sales and sessions → lock the door → let the
+        vend in flight finish and be journaled → stop tasks → flush → close. A second call does nothing."""
+        if self._stopped.is_set():
+            return
         notify("STOPPING=1")
+        door = self.plant.door if self.plant else None
         if self.machine:
             self.machine.mode = "stopping"
-            await self.machine.vend.drain()  # new sales refused; an in-flight vend finishes and is recorded
+            self.machine.vend.accepting = False  # new sales are refused from here on
+        if door is not None:  # while the buses still run; refuses unlocks, hence take-and-go sessions
+            await door.shutdown_lock()
+        if self.machine:
+            await self.machine.vend.drain()  # an in-flight vend finishes and is recorded
         if self.web_runner is not None:
             await self.web_runner.cleanup()
         await self.supervisor.stop()

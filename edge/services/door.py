@@ -22,6 +22,7 @@ from drivers.modbus import ModbusDevice
 from edge.clock import SystemClock
 from edge.config import DoorConfig
 from edge.core.alarms import Clear, DoorOpenRule, Raise, RuleState
+from edge.core.errors import SaleRefused
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
 from edge.services.temperature import apply_alarm_effects
@@ -130,6 +131,7 @@ class Door:
         self.last_cycle = time.monotonic()  # the run loop's heartbeat (the supervisor watches it)
         self._start_failures = 0
         self.safe = False  # locked and state read at least once since start
+        self.refusing = False  # set by `shutdown_lock`: no unlock is accepted any more
         self.counters = {"unlocks": 0, "openings": 0, "unlock_failures": 0}
         backend.on_change(self._on_change)
 
@@ -148,6 +150,8 @@ class Door:
 
     async def unlock(self, ms: int | None = None, reason: str = "", *, actor: str = "") -> None:
         """Journal, then unlock for `ms` (default `door.unlock_ms`). Raises DeviceError on failure."""
+        if self.refusing:
+            raise SaleRefused("stopping", "the machine is shutting down: the door stays locked")
         ms = int(ms if ms is not None else self.config.unlock_ms)
         if not 1 <= ms <= 0xFFFF * (1 if self.backend.self_relocking else 100):
             raise ValueError(f"unlock ms {ms} out of range")
@@ -196,6 +200,22 @@ class Door:
             log.info("door_locked_after_retry", attempts=self._start_failures + 1)
         self._apply(closed, locked, initial=True)
         self.safe = True
+
+    async def shutdown_lock(self, timeout_s: float = 2.0) -> bool:
+        """Refuse every further unlock, then lock, retrying until `timeout_s` (the bus may still be
+        connecting when a start fails half-way). Returns False when the lock could not be told."""
+        self.refusing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            try:
+                await self.lock()
+                return True
+            except (DeviceError, TimeoutError) as exc:
+                if loop.time() >= deadline:
+                    log.error("door_lock_on_stop_failed", error=str(exc))
+                    return False
+            await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
 
     async def stop(self) -> None:
         """Lock on shutdown; a failure is logged (the hardware's own fail-safe default holds)."""

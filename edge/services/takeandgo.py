@@ -66,6 +66,8 @@ class TakeAndGoService:
         """Authorize a session (cloud command, offline token or technician test). Returns its row."""
         if not self.enabled:
             raise SaleRefused("takeandgo_disabled", self.disabled_reason)
+        if self.door.refusing:  # the daemon is stopping: the door stays locked, no new session
+            raise SaleRefused("stopping", "the machine is shutting down")
         if self.session is not None and not self.session.final:  # answered at once, not after the turn
             raise SaleRefused("session_active", self.session.session_id)
         async with self._turn:

@@ -197,7 +197,11 @@ async def start_web(machine: Machine, web_cfg: WebConfig, secrets: Secrets, **ap
                            shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, web_cfg.host, web_cfg.port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()  # e.g. the port is taken: stop what setup() started (the live publisher)
+        raise
     log.info("web_started", host=web_cfg.host, port=_bound_port(runner) or web_cfg.port)
     return runner
 
