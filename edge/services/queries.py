@@ -383,6 +383,21 @@ class Queries:
         finally:
             self.invalidate()
 
+    async def needs_count(self) -> list[dict[str, Any]]:
+        """Vends the board could not account for, waiting for a technician's count (issue 12)."""
+        names = {r["slot_id"]: r for r in await self.stock()}
+        return [{**e, "name": names[e["slot_id"]]["name"] if e["slot_id"] in names else "",
+                 "ledger_count": names[e["slot_id"]]["count"] if e["slot_id"] in names else None}
+                for e in await self.m.vends_needing_count()]
+
+    async def settle_count(self, actor: str, order_id: str, counted: int) -> dict[str, Any]:
+        """The technician counted the slot of a needs_count vend: the count settles it (VendService)."""
+        await self.audit(actor, "settle_count", order_id=order_id, counted=counted)
+        try:
+            return await self.m.settle_count(order_id, counted, actor)
+        finally:
+            self.invalidate()
+
     async def test_vend(self, actor: str, slot_id: str) -> dict[str, Any]:
         await self.audit(actor, "test_vend", slot_id=slot_id)  # before: the motor may run even if we crash
         try:

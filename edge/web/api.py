@@ -120,6 +120,17 @@ async def restock(request: web.Request) -> web.Response:
 
 
 @technician
+async def count(request: web.Request) -> web.Response:
+    """POST /api/v1/vends/{order_id}/count {"counted": N}: settle a needs_count vend by a count."""
+    body = await _body(request)
+    counted = body.get("counted")
+    if isinstance(counted, bool) or not isinstance(counted, int) or not 0 <= counted <= 100_000:
+        return json_error(400, "bad_request", "counted: the integer number of items now in the slot (>= 0)")
+    return await _run(request, _q(request).settle_count(session_of(request).user.name,
+                                                        request.match_info["order_id"], counted))
+
+
+@technician
 async def review(request: web.Request) -> web.Response:
     """POST /api/v1/review/{sid} {"decision": approve|correct|void, "basket": {sku: qty}, "confirm": true}."""
     body = await _body(request)
@@ -193,6 +204,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/temperature", temperature)
     r.add_get(f"{PREFIX}/stock", stock)
     r.add_post(f"{PREFIX}/stock/restock", restock)
+    r.add_post(f"{PREFIX}/vends/{{order_id}}/count", count)
     r.add_get(f"{PREFIX}/picklist", picklist)
     r.add_get(f"{PREFIX}/alarms", alarm_history)
     r.add_get(f"{PREFIX}/sales", sales)

@@ -125,6 +125,7 @@ def _add_routes(app: web.Application) -> None:
     r.add_get("/stock", views.stock_page)
     r.add_post("/stock/restock", views.restock_action)
     r.add_post("/stock/fill-all", views.fill_all_action)
+    r.add_post("/stock/count", views.count_action)
     r.add_get("/picklist", views.picklist_page)
     r.add_get("/sales", views.sales_page)
     r.add_get("/devices", views.devices_page)

@@ -63,7 +63,8 @@ async def stock_page(request: web.Request) -> web.Response:
         groups.setdefault(key, []).append(r)
     return render(request, "stock.html", {"groups": groups, "low": sum(r["low"] for r in rows),
                                           "expiring": sum(r["expiry"] in ("near", "expired") for r in rows),
-                                          "failures": await q_of(request).slot_failures()})
+                                          "failures": await q_of(request).slot_failures(),
+                                          "needs_count": await q_of(request).needs_count()})
 
 
 async def picklist_page(request: web.Request) -> web.Response:
@@ -188,6 +189,20 @@ async def review_action(request: web.Request) -> web.Response:
     result = q_of(request).review_decide(session_of(request).user.name, sid, action, basket)
     return await _act(request, "/sales", f"review {sid}",
                       _fmt(result, lambda o: f"{o['status']}, {money(o['total'], o['currency'])}"))
+
+
+@technician
+async def count_action(request: web.Request) -> web.Response:
+    """POST /stock/count: the items counted in the slot of a vend nobody could tell the outcome of."""
+    form = await _form(request)
+    order_id, raw = form.get("order_id", "").strip(), form.get("counted", "").strip()
+    if not order_id or not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
+        flash(request, "error", "count: enter the number of items now in the slot (a whole number >= 0)")
+        return redirect("/stock")
+    result = q_of(request).settle_count(session_of(request).user.name, order_id, int(raw))
+    return await _act(request, "/stock", f"count for order {order_id}",
+                      _fmt(result, lambda o: "item fell, order completed" if o["status"] == "completed"
+                           else "item did not fall, order failed" + (" (refund due)" if o["refund_due"] else "")))
 
 
 @technician
