@@ -148,6 +148,8 @@ class Store:
     def _derive(self, machine_id: str, r: OutboxRecord) -> None:
         p = r.payload
         if r.kind == "order":
+            if p.get("status", "completed") != "completed":
+                return  # needs_review, void, failed: nothing to charge (a reviewed basket comes again, completed)
             self._db.execute(
                 "INSERT OR IGNORE INTO orders VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (machine_id, p["order_id"], r.record_id, r.created_at[:10], p["total"],

@@ -160,3 +160,54 @@ async def test_the_sales_page_form_decides(review_rig):
         r = await s.post("/review/s-rev", data={"csrf": csrf, "decision": "approve", "confirm": "yes"})
         assert r.status == 200 and "review s-rev: completed" in await r.text()
     assert (await state(rig.daemon.db))[0]["status"] == "completed"
+
+
+async def test_the_cloud_charges_the_basket_only_after_the_decision(review_rig, tmp_path):
+    """A real SyncClient pushes the ledger's outbox to the reference cloud before and after the decision:
+    the cloud's orders (what it charges) hold nothing for the basket in review, then the approved total."""
+    from edge.ledger.outbox import LedgerOutbox
+    from edge.services.cloud import CommandInbox, LedgerConfigSink
+    from sync.client import SyncClient
+    from sync.refcloud import serve as serve_cloud
+
+    rig, base = review_rig
+    db, machine = rig.daemon.db, rig.daemon.machine
+    secret = b"review-test-machine-secret-0001"
+    cloud = await serve_cloud("127.0.0.1", 0, str(tmp_path / "cloud.db"), "admin-token")
+    cloud_base = f"http://127.0.0.1:{cloud.addresses[0][1]}"
+    admin = {"Authorization": "Bearer admin-token"}
+    client = SyncClient(
+        cloud_base,
+        machine.machine_id,
+        secret,
+        LedgerOutbox(db),
+        LedgerConfigSink(db, lambda *_: None),
+        CommandInbox(db),
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            r = await http.post(
+                f"{cloud_base}/admin/machines",
+                headers=admin,
+                json={"machine_id": machine.machine_id, "secret_hex": secret.hex()},
+            )
+            assert r.status == 201
+
+            async def cloud_orders() -> dict:
+                await client.push_once()
+                async with http.get(
+                    f"{cloud_base}/admin/machines/{machine.machine_id}/orders", headers=admin
+                ) as r:
+                    return await r.json()
+
+            before = await cloud_orders()
+            assert before["count"] == 0 and before["total"] == 0  # in review: nothing to charge
+            async with await login(base) as s:
+                r = await s.post("/api/v1/review/s-rev", json={"decision": "approve", "confirm": True})
+                assert r.status == 200
+                total = (await r.json())["result"]["total"]
+            after = await cloud_orders()
+            assert after["count"] == 1 and after["total"] == total > 0
+    finally:
+        await client.close()
+        await cloud.cleanup()
