@@ -25,6 +25,7 @@ from edge.sdnotify import notify, watchdog_interval_s
 from edge.services.cloud import CommandInbox, LedgerConfigSink, standard_handlers
 from edge.services.machine import Machine
 from edge.services.plant import Plant, start_plant
+from edge.services.pricing import PriceBook
 from edge.services.retention import Retention, RetentionPolicy
 from edge.services.stock import StockService
 from edge.services.vend import VendService
@@ -89,6 +90,7 @@ class Daemon:
         self.plant = await start_plant(cfg, db, self.supervisor, board=self.board, clock=self.clock,
                                        time_scale=self.time_scale)
         vend = VendService(db, self.board, jam_disable_after=vb.jam_disable_after, guards=self.plant.guards())
+        vend.prices = PriceBook(db, clock=self.clock, tz=cfg.web.timezone)  # offline price rules
         await vend.load()
         self.machine = Machine(cfg.machine.id, db, self.board, vend, StockService(db))
         self.machine.extras.update(self.plant.extras())

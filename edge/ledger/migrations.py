@@ -97,4 +97,7 @@ CREATE TABLE haccp_hourly (
     (8, """
 ALTER TABLE stock ADD COLUMN best_before TEXT;
 """),
+    (9, """
+ALTER TABLE order_lines ADD COLUMN price_rule TEXT NOT NULL DEFAULT '';
+"""),
 ]

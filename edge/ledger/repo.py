@@ -98,9 +98,10 @@ async def insert_order(tx: Tx, order_id: str, *, kind: str, status: str, total: 
          tx.next_seq()))
     for i, line in enumerate(lines):
         await tx.execute(
-            "INSERT INTO order_lines(order_id, line_no, sku_id, slot_id, qty, unit_price, status) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (order_id, i, line["sku_id"], line["slot_id"], line["qty"], line["unit_price"], status))
+            "INSERT INTO order_lines(order_id, line_no, sku_id, slot_id, qty, unit_price, status, price_rule) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (order_id, i, line["sku_id"], line["slot_id"], line["qty"], line["unit_price"], status,
+             line.get("price_rule", "")))
 
 
 async def finish_order(tx: Tx, order_id: str, status: str, *, refund_due: bool = False,

@@ -12,8 +12,10 @@ import structlog
 from edge.core.catalog import CatalogInvalid, Money, Planogram
 from edge.core.errors import EdgeError
 from edge.core.ports import Command, CommandResult
+from edge.core.pricing import RuleSet
 from edge.crashpoints import crash_point
 from edge.ledger import journal, repo
+from edge.ledger import pricing as ledger_pricing
 from edge.ledger.db import LedgerDB
 
 log = structlog.get_logger(__name__)
@@ -34,11 +36,14 @@ class LedgerConfigSink:
 
     async def apply_config(self, version: int, doc: Mapping[str, Any]) -> None:
         planogram = Planogram.from_doc({**doc, "version": version})  # raises CatalogInvalid (a ValueError)
+        pricing = doc.get("pricing")  # offline price rules: validated whole, or the config is rejected
+        RuleSet.from_doc(pricing)  # raises PricingInvalid (a ValueError)
         settings = doc.get("settings") or {}
         if not isinstance(settings, Mapping):
             raise CatalogInvalid("settings must be an object")
         async with self.db.tx() as tx:
             await repo.apply_planogram(tx, planogram, "cloud")
+            await ledger_pricing.store(tx, pricing)
             crash_point("config.mid_apply")
         if settings and self.on_settings:
             await self.on_settings(settings)

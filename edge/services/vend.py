@@ -25,6 +25,7 @@ from edge.core.vend_reconcile import JournalStep, Verdict, decide, settle_count
 from edge.crashpoints import crash_point
 from edge.ledger import journal, repo
 from edge.ledger.db import LedgerDB, Tx
+from edge.services.pricing import PriceBook
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +58,7 @@ class VendService:
         self.board = board
         self.jam_disable_after = jam_disable_after
         self.guards = guards or []
+        self.prices: PriceBook | None = None  # offline price rules (edge/services/pricing.py); None: list prices
         self._sale_lock = asyncio.Lock()  # one motor at a time, as the board demands
         self.unreconciled = 0
         self.accepting = True  # False while the daemon stops: new sales are refused
@@ -136,11 +138,13 @@ class VendService:
             for guard in self.guards:
                 await guard(slot_id, sku.sku_id)
             order_id = uuid.uuid4().hex[:16]
-            price = 0 if test else sku.price.amount
+            priced = None if test or self.prices is None else await self.prices.for_sale(tx, slot_id, sku)
+            price = 0 if test else sku.price.amount if priced is None else priced.unit_price
             seq = await repo.next_board_seq(tx)
             await repo.insert_order(tx, order_id, kind="test_vend" if test else "vend", status="pending",
                                     total=price, currency=sku.price.currency, payment_ref=payment_ref,
-                                    lines=[{"sku_id": sku.sku_id, "slot_id": slot_id, "qty": 1, "unit_price": price}])
+                                    lines=[{"sku_id": sku.sku_id, "slot_id": slot_id, "qty": 1, "unit_price": price,
+                                           "price_rule": "" if priced is None else priced.rule_id}])
             await journal.insert(tx, order_id, slot_id, seq)
             await tx.event("vend_requested", {"order_id": order_id, "slot_id": slot_id, "seq": seq,
                                               "actor": actor}, sync=False)

@@ -1,0 +1,93 @@
+"""The price book: what a slot costs now under the offline price rules (`edge.core.pricing`), the
+price a customer was shown (a quote, honoured for its time to live), and the rule to record on
+the order line. Rules come from the cloud's config (`pricing` object, stored by the config sink).
+
+Days and hours of time-of-day rules are the machine's local time (`tz`); a lane's best-before date
+means "good until the end of that local day".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from edge.clock import SystemClock
+from edge.core import pricing as pr
+from edge.core.catalog import Sku
+from edge.core.errors import SaleRefused
+from edge.ledger import pricing as store
+from edge.ledger.db import LedgerDB, Tx
+
+log = structlog.get_logger(__name__)
+
+
+def _epoch(iso: str | None) -> float:
+    if not iso:
+        return 0.0
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+class PriceBook:
+    """Prices for the vend flow and the page. One per machine."""
+
+    def __init__(
+        self, db: LedgerDB, *, clock: SystemClock | None = None, tz: str = "UTC", quote_ttl_s: float = 120.0
+    ) -> None:
+        self.db = db
+        self.clock = clock or db.clock
+        self.tz = zoneinfo.ZoneInfo(tz)
+        self.quote_ttl_s = quote_ttl_s
+        self._quotes: dict[str, pr.Quote] = {}
+
+    async def rules(self) -> pr.RuleSet:
+        cached = self.db.cache.get(store.META_KEY)
+        if cached is None:
+            cached = pr.RuleSet.from_doc(await store.load(self.db))  # validated when stored; re-checked here
+            self.db.cache[store.META_KEY] = cached
+        return cached  # type: ignore[no-any-return]
+
+    def context(self, high_water_iso: str | None) -> pr.Context:
+        now = self.clock.wall()
+        local = dt.datetime.fromtimestamp(now, self.tz)
+        return pr.Context(local.hour * 60 + local.minute, local.weekday(), now, _epoch(high_water_iso))
+
+    def _best_before(self, day: str | None) -> float | None:
+        if not day:
+            return None
+        end = dt.datetime.combine(dt.date.fromisoformat(day) + dt.timedelta(days=1), dt.time(), self.tz)
+        return end.timestamp()
+
+    async def price(self, tx: Tx | LedgerDB, slot_id: str, sku: Sku) -> pr.Priced | pr.Expired:
+        """The price now (no quote): for the page and for a sale without a shown price."""
+        item = pr.Item(
+            sku.sku_id, slot_id, sku.price.amount, self._best_before(await store.best_before(tx, slot_id))
+        )
+        return pr.price_item(await self.rules(), item, self.context(await store.high_water(tx)))
+
+    async def quote(self, slot_id: str, sku: Sku) -> pr.Quote:
+        """Price shown to a customer at selection; `for_sale` charges it while the quote lives."""
+        priced = await self.price(self.db, slot_id, sku)
+        if isinstance(priced, pr.Expired):
+            raise SaleRefused("expired", f"{slot_id}: past its best-before")
+        q = pr.Quote(priced, self.clock.monotonic(), self.quote_ttl_s)
+        self._quotes[slot_id] = q
+        return q
+
+    async def for_sale(self, tx: Tx, slot_id: str, sku: Sku) -> pr.Priced:
+        """The unit price to charge: the live quote for this slot and SKU if there is one, else now's."""
+        q = self._quotes.pop(slot_id, None)
+        if q is not None and q.priced.sku_id == sku.sku_id and q.honoured(self.clock.monotonic()):
+            return q.priced
+        priced = await self.price(tx, slot_id, sku)
+        if isinstance(priced, pr.Expired):
+            raise SaleRefused("expired", f"{slot_id}: past its best-before")
+        return priced
+
+
+def validate(doc: Mapping[str, Any] | None) -> pr.RuleSet:
+    """Check a pricing document before it is stored (raises PricingInvalid, a ValueError)."""
+    return pr.RuleSet.from_doc(doc)
