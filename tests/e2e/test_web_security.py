@@ -81,7 +81,9 @@ def action_routes(web: Web) -> list[dict]:
 
 
 async def post_action(s: aiohttp.ClientSession, path: str, csrf: str | None) -> aiohttp.ClientResponse:
-    """The request a real client would send: JSON + header for the API, a form for pages."""
+    """The request a real client would send: JSON + header for the API, a form for pages (a route
+    pattern's {params} get plausible values, so the request reaches the route and its checks)."""
+    path = concrete(path)
     if path.startswith("/api/"):
         headers = {"X-CSRF-Token": csrf} if csrf is not None else {}
         body = {"slot_id": "A1", "count": 2, "confirm": True, "ms": 1000, "shelf": 0}
