@@ -164,6 +164,12 @@ class Daemon:
         self.supervisor.spawn("takeandgo", self.takeandgo.run)
         if self.inbox is not None:
             self.inbox.register("open_session", self._open_session_command)
+        enrollment = self.takeandgo.enrollment  # products: enrollment, missing-prototype check
+        if enrollment is not None:
+            self.machine.extras["enrollment"] = enrollment
+            self.supervisor.spawn("enrollment", enrollment.run)
+            if self.inbox is not None:
+                self.inbox.register("enroll_product", enrollment.command)
 
     async def _open_session_command(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
         assert self.takeandgo is not None

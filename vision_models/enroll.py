@@ -61,6 +61,20 @@ class Gallery:
                 mat = np.vstack([mat, proto[None, :].astype(np.float32)])
             self._state = (labels, mat)
 
+    def remove(self, label: str) -> bool:
+        """Drop the prototype of `label`; False if it had none."""
+        with self._lock:
+            labels, mat = self._state
+            if label not in labels:
+                return False
+            i = labels.index(label)
+            self._state = (labels[:i] + labels[i + 1:], np.delete(mat, i, axis=0))
+            return True
+
+    def copy(self) -> Gallery:
+        labels, mat = self._state
+        return Gallery(list(labels), mat.copy())
+
     @classmethod
     def load(cls, path: str | Path) -> Gallery:
         """Read a gallery .npz (arrays `labels`, `prototypes`); ModelError if missing or corrupt."""

@@ -107,6 +107,17 @@ class Recognizer:
         """The live gallery (enrollments included), e.g. for `GalleryStore.save`."""
         return self._gallery
 
+    def use_gallery(self, gallery: Gallery) -> None:
+        """Swap in another gallery (e.g. a newer version from the state directory) at once."""
+        if gallery.dim != self._gallery.dim:
+            raise ModelError(f"gallery dim {gallery.dim} != model embedding_dim {self._gallery.dim}")
+        self._gallery = gallery
+
+    @property
+    def model_id(self) -> str:
+        """What a stored gallery was embedded with: prototypes from another model mean nothing here."""
+        return str(self.card.get("onnx", {}).get("sha256") or f"{self.card['name']}-{self.card['version']}")
+
     @property
     def labels(self) -> list[str]:
         """The gallery labels (sku ids plus "empty"), including enrolled ones."""

@@ -50,6 +50,7 @@ class TakeAndGoService:
         self.last_latency_ms: float | None = None
         self.counters = Counter[str]()
         self.executor: Any = None  # owned pool for cameras/inference, shut down by close()
+        self.enrollment: Any = None  # edge.services.enrollment.EnrollmentService when a model is loaded
         # held while events are processed and while a session is opened: a new session never
         # replaces the one whose last effects (persist, log) are still being carried out
         self._turn = asyncio.Lock()
@@ -178,7 +179,8 @@ class TakeAndGoService:
         async with self.db.tx() as tx:
             for shelf, view in views.items():
                 key = f"device_offline:camera.shelf{shelf}"
-                if view.cells is None and view.error and view.error != "no model":
+                if view.cells is None and view.error and view.error != "no model" \
+                        and not view.error.startswith("no prototype"):  # enrollment's weight-only shelves
                     await repo.raise_alarm(tx, key, "device_offline", f"shelf {shelf} camera: {view.error}",
                                            data={"device": f"camera.shelf{shelf}", "error": view.error[:200]})
                 elif view.cells is not None:

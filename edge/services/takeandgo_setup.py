@@ -17,6 +17,7 @@ from edge.clock import SystemClock
 from edge.config import Config
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
+from edge.services.enrollment import EnrollmentService, ProductGallery
 from edge.services.evidence import Capturer, EvidenceStore, grid_rois
 from edge.services.takeandgo import TakeAndGoService
 from vision_models.recognizer import Recognizer
@@ -30,10 +31,14 @@ async def build_takeandgo(config: Config, db: LedgerDB, plant: Any, clock: Syste
     tg = config.takeandgo
     executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="takeandgo")
     problems: list[str] = []
-    recognizer = None
+    recognizer = gallery = None
+    model_dir = tg.model_dir or DEFAULT_MODEL
     try:
-        recognizer = Recognizer.load(tg.model_dir or DEFAULT_MODEL, threads=tg.inference_threads)
-    except ModelError as exc:
+        recognizer = Recognizer.load(model_dir, threads=tg.inference_threads)
+        # the gallery in use is the machine's (state directory), the shipped one only its seed
+        gallery = ProductGallery.for_model(config.machine.data_dir, recognizer, model_dir)
+        gallery.open()
+    except (ModelError, OSError) as exc:
         problems.append(f"model unavailable: {exc}")
     door = getattr(plant, "door", None)
     shelves = getattr(plant, "shelves", None)
@@ -48,6 +53,9 @@ async def build_takeandgo(config: Config, db: LedgerDB, plant: Any, clock: Syste
                            open_too_long_s=config.door.open_too_long_s, clock=clock,
                            disabled_reason="; ".join(problems))
     svc.executor = executor
+    svc.enrollment = None if gallery is None else EnrollmentService(db, gallery, svc.capturer, executor)
+    if svc.enrollment is not None:
+        await svc.enrollment.check()  # before the first session: one alarm, weight-only shelves
     if problems:
         async with db.tx() as tx:
             await repo.raise_alarm(tx, "takeandgo_disabled", "takeandgo_disabled",

@@ -1,0 +1,412 @@
+"""Product enrollment: reference images -> a prototype in the machine's gallery, and the check that
+every product the shelf cameras must name has one.
+
+The gallery lives in ``<data_dir>/vision`` (`vision_models.gallery.GalleryStore`: versioned, written
+atomically, the previous version kept); the model's shipped gallery is only the seed. The reference
+crops are kept beside it (``vision/refs/<sku>/NN.png``) so the Products page can show them and a new
+model can embed them again (prototypes of one model mean nothing to another).
+
+Three ways in, one code path (`ProductGallery`): ``vendedge product enroll|capture|remove|list``, the
+Products page, and the signed cloud command ``enroll_product``. The daemon notices a gallery written
+by the CLI within a second (`EnrollmentService.run`).
+
+At start and on every planogram or gallery change, the SKUs of camera lanes without a prototype raise
+ONE alarm (``vision_missing_prototypes``) listing them, and their shelves are read by weight only
+(fusion's camera-down rule: charge only when exactly one basket fits, else review): a product the
+recognizer cannot name is never silently read as another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+import shutil
+import struct
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import structlog
+
+from edge.core.catalog import Planogram
+from edge.ledger import repo
+from edge.ledger.db import LedgerDB
+from vision_models.enroll import prototype
+from vision_models.gallery import GalleryStore, missing_prototypes
+from vision_models.preprocess import resize_square, square_crop
+from vision_models.recognizer import GALLERY_FILE, Recognizer
+from vision_models.types import EMPTY, CellRoi
+
+log = structlog.get_logger(__name__)
+
+SKU_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+REF_RE = re.compile(r"^[0-9]{2}\.png$")
+MAX_IMAGES = 12  # reference images per enrollment
+MAX_IMAGE_BYTES = 2 * 1024 * 1024  # one encoded image
+MAX_SIDE = 4096  # decoded width or height
+MAX_COMMAND_B64 = 2 * 1024 * 1024  # all images of one cloud command, base64 characters
+REF_SIDE = 128  # side of a kept reference crop
+ALARM_KEY = ALARM_KIND = "vision_missing_prototypes"
+BLIND_PREFIX = "no prototype"  # a camera shelf read by weight only (not a camera fault)
+
+
+class EnrollError(ValueError):
+    """Refused: bad SKU id, image or slot. `reason` is a short machine-readable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def check_sku(sku_id: str) -> str:
+    if not isinstance(sku_id, str) or not SKU_RE.match(sku_id) or sku_id == EMPTY:
+        raise EnrollError("bad_sku", f"SKU id {str(sku_id)[:70]!r}: 1-64 of A-Z a-z 0-9 _ . - (not 'empty')")
+    return sku_id
+
+
+def image_dims(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding; None when neither."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", data[16:24])
+        return int(w), int(h)
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        (seg,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return int(w), int(h)
+        i += 2 + seg
+    return None
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """A PNG/JPEG (bounded in bytes and pixels, checked before decoding) as a BGR uint8 image."""
+    if not data:
+        raise EnrollError("bad_image", "empty image")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise EnrollError("image_too_large", f"image of {len(data)} bytes (at most {MAX_IMAGE_BYTES})")
+    dims = image_dims(data)
+    if dims is None:
+        raise EnrollError("bad_image", "not a PNG or JPEG image")
+    if not (8 <= dims[0] <= MAX_SIDE and 8 <= dims[1] <= MAX_SIDE):
+        raise EnrollError("bad_image", f"image of {dims[0]}x{dims[1]} px (8..{MAX_SIDE} per side)")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None or img.ndim != 3 or img.shape[2] != 3:
+        raise EnrollError("bad_image", "the image cannot be decoded")
+    return img
+
+
+class ProductGallery:
+    """The machine's gallery on disk bound to one loaded recognizer (blocking: run in an executor)."""
+
+    def __init__(self, directory: str | Path, recognizer: Recognizer, seed: str | Path) -> None:
+        self.dir = Path(directory)
+        self.rec = recognizer
+        self.store = GalleryStore(self.dir, seed=seed)
+        self.refs = self.dir / "refs"
+        self.version = 0
+        self._stamp = (0, 0)
+
+    @classmethod
+    def for_model(cls, data_dir: str | Path, recognizer: Recognizer, model_dir: str | Path) -> ProductGallery:
+        return cls(Path(data_dir) / "vision", recognizer, Path(model_dir) / GALLERY_FILE)
+
+    def open(self) -> int:
+        """Load the newest gallery into the recognizer; one embedded by another model is rebuilt
+        from the kept reference crops (on the shipped seed). Returns the version in use."""
+        with self.store.locked():
+            gallery, version, model = self.store.load_tagged()
+            if version and model != self.rec.model_id:
+                log.warning("gallery_model_changed", stored=model[:12], model=self.rec.model_id[:12])
+                gallery, _, _ = GalleryStore(self.dir / "none", seed=self.store.seed).load_tagged()
+                for sku in self._ref_skus():
+                    gallery.put(sku, prototype(self.rec.embed(self._read_refs(sku))))
+                version = self.store._save(gallery, self.rec.model_id)
+            self.rec.use_gallery(gallery)
+            self.version, self._stamp = version, self.store.stamp()
+        return version
+
+    def reload_if_changed(self) -> bool:
+        """Pick up a gallery another process (the CLI) wrote; True when it did."""
+        if self.store.stamp() == self._stamp:
+            return False
+        self.open()
+        return True
+
+    def enroll(self, sku_id: str, images: Sequence[np.ndarray]) -> int:
+        """Replace `sku_id`'s references with `images` (BGR) and its prototype; returns the version."""
+        check_sku(sku_id)
+        if not 1 <= len(images) <= MAX_IMAGES:
+            raise EnrollError("bad_images", f"{len(images)} reference images (1..{MAX_IMAGES})")
+        proto = prototype(self.rec.embed(list(images)))
+        crops = [resize_square(im, REF_SIDE) for im in images]
+        with self.store.locked():
+            gallery, _ = self.store.load()
+            gallery.put(sku_id, proto)
+            self._write_refs(sku_id, crops)
+            self.version = self.store._save(gallery, self.rec.model_id)
+            self.rec.use_gallery(gallery)
+            self._stamp = self.store.stamp()
+        log.info("product_enrolled", sku=sku_id, images=len(images), version=self.version)
+        return self.version
+
+    def remove(self, sku_id: str) -> int:
+        check_sku(sku_id)
+        with self.store.locked():
+            gallery, _ = self.store.load()
+            if not gallery.remove(sku_id):
+                raise EnrollError("unknown_sku", f"{sku_id!r} has no prototype")
+            shutil.rmtree(self.refs / sku_id, ignore_errors=True)
+            self.version = self.store._save(gallery, self.rec.model_id)
+            self.rec.use_gallery(gallery)
+            self._stamp = self.store.stamp()
+        log.info("product_removed", sku=sku_id, version=self.version)
+        return self.version
+
+    def labels(self) -> list[str]:
+        return [lb for lb in self.rec.labels if lb != EMPTY]
+
+    def ref_names(self, sku_id: str) -> list[str]:
+        d = self.refs / sku_id
+        return (
+            sorted(p.name for p in d.iterdir() if REF_RE.match(p.name))
+            if SKU_RE.match(sku_id) and d.is_dir()
+            else []
+        )
+
+    def ref_path(self, sku_id: str, name: str) -> Path | None:
+        """The kept reference crop, or None (names are checked: no path ever comes from a request)."""
+        if not SKU_RE.match(sku_id) or not REF_RE.match(name):
+            return None
+        p = self.refs / sku_id / name
+        return p if p.is_file() else None
+
+    def _ref_skus(self) -> list[str]:
+        if not self.refs.is_dir():
+            return []
+        return sorted(
+            d.name
+            for d in self.refs.iterdir()
+            if d.is_dir() and SKU_RE.match(d.name) and self.ref_names(d.name)
+        )
+
+    def _read_refs(self, sku_id: str) -> list[np.ndarray]:
+        imgs = [cv2.imread(str(self.refs / sku_id / n), cv2.IMREAD_COLOR) for n in self.ref_names(sku_id)]
+        return [im for im in imgs if im is not None]
+
+    def _write_refs(self, sku_id: str, crops: Sequence[np.ndarray]) -> None:
+        tmp = self.refs / f".{sku_id}.new"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for i, crop in enumerate(crops):
+            if not cv2.imwrite(str(tmp / f"{i:02d}.png"), crop):
+                raise OSError(f"cannot write {tmp}")
+        dst = self.refs / sku_id
+        old = self.refs / f".{sku_id}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if dst.exists():
+            dst.rename(old)
+        tmp.rename(dst)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def camera_skus(planogram: Planogram | None) -> dict[int, set[str]]:
+    """{shelf: SKUs of its lanes} for take-and-go shelves."""
+    out: dict[int, set[str]] = {}
+    for slot in planogram.slots.values() if planogram else ():
+        if slot.shelf is not None:
+            out.setdefault(slot.shelf, set()).add(slot.sku_id)
+    return out
+
+
+def lane_crops(
+    frame: np.ndarray, rois: Sequence[CellRoi], slot_id: str
+) -> tuple[list[CellRoi], list[np.ndarray]]:
+    mine = [r for r in rois if r.slot_id == slot_id]
+    return mine, [np.ascontiguousarray(square_crop(frame, r)) for r in mine]
+
+
+class EnrollmentService:
+    """The daemon side: enrollment from the page / cloud / shelf camera, and the missing-prototype check."""
+
+    def __init__(
+        self, db: LedgerDB, gallery: ProductGallery, capturer: Any, executor: Any, poll_s: float = 1.0
+    ) -> None:
+        self.db, self.gallery, self.capturer, self.executor = db, gallery, capturer, executor
+        self.poll_s = poll_s
+        self.missing: list[str] = []
+        self._lock = asyncio.Lock()
+        self._seen_planogram: int | None = None
+
+    async def _blocking(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def check(self) -> list[str]:
+        """Compare the planogram's camera lanes with the gallery: one alarm listing the SKUs without a
+        prototype (re-raised when the list changes, cleared when none is left); their shelves go weight-only."""
+        planogram = await repo.current_planogram(self.db)
+        self._seen_planogram = planogram.version if planogram else None
+        per_shelf = camera_skus(planogram)
+        labels = self.gallery.rec.labels
+        missing = missing_prototypes({s for skus in per_shelf.values() for s in skus}, labels)
+        blind = {}
+        for shelf, skus in per_shelf.items():
+            lack = missing_prototypes(skus, labels)
+            if lack:
+                blind[shelf] = f"{BLIND_PREFIX}: {', '.join(lack)} (weight only)"
+        self.capturer.blind = blind
+        if missing != self.missing or not missing:
+            async with self.db.tx() as tx:
+                if self.missing and missing != self.missing:
+                    await repo.clear_alarm(tx, ALARM_KEY, "the list of products without a prototype changed")
+                if missing:
+                    await repo.raise_alarm(
+                        tx,
+                        ALARM_KEY,
+                        ALARM_KIND,
+                        f"{len(missing)} product(s) without a reference image, their shelves are read by weight "
+                        f"only: {', '.join(missing)}",
+                        severity="warning",
+                        data={"skus": missing, "shelves": sorted(blind)},
+                    )
+                else:
+                    await repo.clear_alarm(tx, ALARM_KEY, "every camera lane's product has a prototype")
+        if missing != self.missing:
+            log.warning("products_without_prototype", skus=missing, shelves=sorted(blind))
+        self.missing = missing
+        return missing
+
+    async def run(self) -> None:
+        """Poll for a planogram change or a gallery written by another process; re-check on either."""
+        while True:
+            await asyncio.sleep(self.poll_s)
+            changed = await self._blocking(self.gallery.reload_if_changed)
+            planogram = await repo.current_planogram(self.db)
+            if changed or (planogram.version if planogram else None) != self._seen_planogram:
+                async with self._lock:
+                    await self.check()
+
+    async def _record(self, kind: str, data: Mapping[str, Any]) -> None:
+        async with self.db.tx() as tx:
+            await tx.event(kind, data)
+
+    async def enroll(
+        self, sku_id: str, images: Sequence[np.ndarray], *, actor: str, source: str
+    ) -> dict[str, Any]:
+        async with self._lock:
+            version = await self._blocking(self.gallery.enroll, sku_id, list(images))
+            await self._record(
+                "product_enrolled",
+                {
+                    "sku_id": sku_id,
+                    "images": len(images),
+                    "source": source,
+                    "actor": actor,
+                    "gallery_version": version,
+                },
+            )
+            await self.check()
+        return {"sku_id": sku_id, "images": len(images), "gallery_version": version, "missing": self.missing}
+
+    async def enroll_encoded(
+        self, sku_id: str, blobs: Sequence[bytes], *, actor: str, source: str
+    ) -> dict[str, Any]:
+        check_sku(sku_id)
+        if not 1 <= len(blobs) <= MAX_IMAGES:
+            raise EnrollError("bad_images", f"{len(blobs)} images (1..{MAX_IMAGES})")
+        images = [decode_image(b) for b in blobs]
+        return await self.enroll(sku_id, images, actor=actor, source=source)
+
+    async def capture(self, sku_id: str, slot_id: str, *, actor: str) -> dict[str, Any]:
+        """Reference crops of a filled lane from its shelf camera (cells read as bare shelf are skipped)."""
+        check_sku(sku_id)
+        planogram = await repo.current_planogram(self.db)
+        slot = planogram.slots.get(slot_id) if planogram else None
+        if slot is None or slot.shelf is None:
+            raise EnrollError("bad_slot", f"{slot_id!r} is not a take-and-go lane")
+        cam = self.capturer.cameras.get(slot.shelf)
+        if cam is None:
+            raise EnrollError("no_camera", f"shelf {slot.shelf} has no camera")
+        frame = await cam.snapshot()
+        rois, crops = lane_crops(frame.image, self.capturer.rois.get(slot.shelf, []), slot_id)
+        if not rois:
+            raise EnrollError("bad_slot", f"{slot_id!r} has no cells in shelf {slot.shelf}'s camera view")
+        dets = await self._blocking(self.gallery.rec.recognize, frame.image, rois)
+        keep = [c for c, d in zip(crops, dets, strict=True) if d.label != EMPTY]
+        if not keep:
+            raise EnrollError("lane_empty", f"lane {slot_id} looks empty: fill it and capture again")
+        out = await self.enroll(sku_id, keep, actor=actor, source=f"camera:{slot_id}")
+        return out | {"slot_id": slot_id, "cells": len(rois)}
+
+    async def remove(self, sku_id: str, *, actor: str) -> dict[str, Any]:
+        async with self._lock:
+            version = await self._blocking(self.gallery.remove, sku_id)
+            await self._record(
+                "product_removed", {"sku_id": sku_id, "actor": actor, "gallery_version": version}
+            )
+            await self.check()
+        return {"sku_id": sku_id, "gallery_version": version, "missing": self.missing}
+
+    async def command(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The signed cloud command `enroll_product`: {"sku_id": str, "images": [base64 PNG/JPEG, ...]}."""
+        sku_id, images = args.get("sku_id"), args.get("images")
+        check_sku(sku_id)  # type: ignore[arg-type]
+        if (
+            not isinstance(images, list)
+            or not 1 <= len(images) <= MAX_IMAGES
+            or not all(isinstance(b, str) for b in images)
+        ):
+            raise EnrollError("bad_images", f"images must be a list of 1..{MAX_IMAGES} base64 strings")
+        if sum(len(b) for b in images) > MAX_COMMAND_B64:
+            raise EnrollError("too_large", f"images over {MAX_COMMAND_B64} base64 characters in all")
+        try:
+            blobs = [base64.b64decode(b, validate=True) for b in images]
+        except (binascii.Error, ValueError) as exc:
+            raise EnrollError("bad_images", f"an image is not valid base64: {exc}") from exc
+        out = await self.enroll_encoded(str(sku_id), blobs, actor="cloud", source="cloud")
+        return {k: out[k] for k in ("sku_id", "images", "gallery_version", "missing")}
+
+    def products(self, planogram: Planogram | None) -> dict[str, Any]:
+        """What the Products page shows."""
+        lanes: dict[str, list[str]] = {}
+        for slot in sorted(planogram.slots.values(), key=lambda s: s.slot_id) if planogram else ():
+            if slot.shelf is not None:
+                lanes.setdefault(slot.sku_id, []).append(slot.slot_id)
+        rows = []
+        for sku in self.gallery.labels():
+            name = planogram.skus[sku].name if planogram and sku in planogram.skus else ""
+            rows.append(
+                {
+                    "sku_id": sku,
+                    "name": name,
+                    "lanes": lanes.get(sku, []),
+                    "refs": self.gallery.ref_names(sku),
+                    "seed": not self.gallery.ref_names(sku),
+                }
+            )
+        return {
+            "rows": rows,
+            "missing": [
+                {
+                    "sku_id": s,
+                    "lanes": lanes.get(s, []),
+                    "name": planogram.skus[s].name if planogram and s in planogram.skus else "",
+                }
+                for s in self.missing
+            ],
+            "version": self.gallery.version,
+            "lanes": sorted(s for v in lanes.values() for s in v),
+        }
