@@ -111,6 +111,8 @@ class MqttConfig:
     session_expiry_s: int = _f(7 * 86400, **rng(60, 4294967295))
     ca_file: str = _f("")
     max_message_bytes: int = _f(131072, **rng(4096, 268435455))  # 128 KiB fits AWS IoT Core
+    reconnect_max_s: float = _f(10.0, **rng(0.5, 600))  # cap of the jittered reconnect backoff
+    ack_timeout_s: float = _f(10.0, **rng(1, 300))  # a batch without its ack by then is sent again
 
 
 @dataclass(frozen=True)

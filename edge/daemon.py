@@ -142,7 +142,8 @@ class Daemon:
 
             transport = MqttTransport(sc.mqtt.url, self.config.machine.id, secret, topic_prefix=sc.mqtt.topic_prefix,
                                       keepalive_s=sc.mqtt.keepalive_s, session_expiry_s=sc.mqtt.session_expiry_s,
-                                      ca_file=sc.mqtt.ca_file or None)
+                                      ca_file=sc.mqtt.ca_file or None, backoff_max_s=sc.mqtt.reconnect_max_s,
+                                      request_timeout_s=sc.mqtt.ack_timeout_s)
             max_bytes = sc.mqtt.max_message_bytes * 3 // 4  # room for the envelope and JSON escaping
         self.sync = SyncClient(sc.url, self.config.machine.id, secret,
                                LedgerOutbox(db), LedgerConfigSink(db, self._apply_settings), inbox,

@@ -69,6 +69,7 @@ class SyncClient:
         self._last_error: str | None = None
         self._parked_total = self._pushed_total = self._rejected_commands = 0
         self._config_version: int | None = None
+        self._transport.on_link_up(self._link_ok)  # MQTT: a reconnect wakes the loops in backoff
 
     # public API --------------------------------------------------------------------------------
     @property

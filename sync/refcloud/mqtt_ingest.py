@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 import aiomqtt
 import structlog
 from aiohttp import web
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from sync import signing
 from sync.refcloud.app import CHANGE_LISTENERS, CLOCK, SECRETS, STORE, check_records, fill_acks, run_db
@@ -46,6 +47,8 @@ class MqttCloudSettings:
     group_max: int = 500
     ca_file: str | None = None
     keepalive_s: int = 30
+    client_prefix: str = "refcloud"  # unique per cloud process sharing one broker
+    session_expiry_s: int = 3600  # how long the broker queues for an ingest worker that is away
 
 
 @dataclass
@@ -99,32 +102,42 @@ class MqttCloud:
         self._dirty.add(machine_id)
         self._dirty_event.set()
 
-    def _client(self, role: str) -> aiomqtt.Client:
+    def _client(self, role: str, *, persistent: bool) -> aiomqtt.Client:
+        """A stable client id per role: a worker that reconnects (or a cloud that restarts) takes
+        its session back — with what the broker queued for it meanwhile — instead of leaving a
+        dead member in the shared-subscription group that messages would be routed to."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.s.session_expiry_s if persistent else 0
         return aiomqtt.Client(
             self._host,
             self._port,
             username=self.s.username,
             password=self.s.password,
-            identifier=f"refcloud-{role}-{uuid.uuid4().hex[:8]}",
+            identifier=f"{self.s.client_prefix}-{role}",
             protocol=aiomqtt.ProtocolVersion.V5,
             keepalive=self.s.keepalive_s,
+            clean_start=not persistent,
+            properties=props,
             tls_context=ssl.create_default_context(cafile=self.s.ca_file) if self._tls else None,
         )
 
     async def _forever(self, body: Any, index: int) -> None:
-        backoff = Backoff(0.2, 10.0, random.Random())
+        """Run `body` (connect + serve) again and again; a lost broker is logged once per outage."""
+        backoff = Backoff(0.2, 2.0, random.Random())
+        role = f"{body.__name__.strip('_')}{index}"
         while True:
             try:
                 await body(index, backoff)
             except aiomqtt.MqttError as exc:
-                log.warning("refcloud_mqtt_link_down", role=body.__name__, error=str(exc))
+                first = backoff.attempts == 0
+                (log.warning if first else log.debug)("refcloud_mqtt_link_down", role=role, error=str(exc))
             except Exception:  # a bug must not end ingest: log, back off, reconnect
-                log.exception("refcloud_mqtt_worker_error", role=body.__name__)
+                log.exception("refcloud_mqtt_worker_error", role=role)
             await asyncio.sleep(backoff.next())
 
     # ingest ------------------------------------------------------------------------------------
     async def _ingest(self, index: int, backoff: Backoff) -> None:
-        async with self._client(f"ingest{index}") as client:
+        async with self._client(f"ingest{index}", persistent=True) as client:
             await client.subscribe(
                 [
                     (wire.shared_filter(self.s.prefix, "outbox"), 1),
@@ -185,7 +198,7 @@ class MqttCloud:
 
     # control -----------------------------------------------------------------------------------
     async def _control_loop(self, _index: int, backoff: Backoff) -> None:
-        async with self._client("control") as client:
+        async with self._client("control", persistent=False) as client:
             # not shared: the retained statuses come with the subscription, so a restarted cloud
             # learns at once who is online (and republishes what they miss)
             await client.subscribe(wire.topic(self.s.prefix, "+", "status"), qos=1)

@@ -8,7 +8,7 @@ command verification, the sink); a transport only moves the same protocol shapes
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from edge.core.errors import SyncError
@@ -34,6 +34,11 @@ class Backoff:
     def reset(self) -> None:
         self._n = 0
 
+    @property
+    def attempts(self) -> int:
+        """Delays handed out since the last reset (0: the last try succeeded)."""
+        return self._n
+
 
 class Transport(Protocol):
     """One wire to the cloud. Every method raises `LinkDown` when the cloud cannot be reached and
@@ -44,6 +49,10 @@ class Transport(Protocol):
     @property
     def clock_offset_s(self) -> float:
         """Cloud clock − local clock as learnt from the cloud (0 when unknown)."""
+        ...
+
+    def on_link_up(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever a kept link comes (back) up, so loops in backoff retry at once."""
         ...
 
     async def run(self) -> None:

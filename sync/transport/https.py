@@ -91,6 +91,9 @@ class HttpsTransport:
     def clock_offset_s(self) -> float:
         return self._offset
 
+    def on_link_up(self, callback: Any) -> None:
+        """Nothing to do: every answered request already counts as the link being up."""
+
     async def run(self) -> None:
         await asyncio.Event().wait()  # requests open connections on demand: nothing to keep up
 

@@ -16,7 +16,7 @@ import random
 import ssl
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiomqtt
@@ -51,9 +51,9 @@ class MqttTransport:
         session_expiry_s: int = 7 * 86400,
         ca_file: str | None = None,
         client_cert: str | tuple[str, str] | None = None,
-        request_timeout_s: float = 30.0,
+        request_timeout_s: float = 10.0,
         backoff_base_s: float = 0.5,
-        backoff_max_s: float = 30.0,
+        backoff_max_s: float = 10.0,
         allow_insecure: bool = False,
         wall: Any = time.time,
         rng: random.Random | None = None,
@@ -83,6 +83,7 @@ class MqttTransport:
         self._offset = 0.0
         self._said_offline = False
         self.connects = 0  # how many times the link came up (diagnostics, tests)
+        self._link_listeners: list[Callable[[], None]] = []
 
     def _topic(self, leaf: str) -> str:
         return wire.topic(self._prefix, self.machine_id, leaf)
@@ -96,6 +97,9 @@ class MqttTransport:
         return self._client is not None
 
     # link task ---------------------------------------------------------------------------------
+    def on_link_up(self, callback: Callable[[], None]) -> None:
+        self._link_listeners.append(callback)
+
     async def run(self) -> None:
         """Connect, serve, reconnect — until cancelled."""
         while True:
@@ -133,6 +137,8 @@ class MqttTransport:
         self._connected.set()
         self._backoff.reset()
         self.connects += 1
+        for listener in self._link_listeners:
+            listener()
         log.info("mqtt_link_up", machine_id=self.machine_id, broker=f"{self._host}:{self._port}")
         try:
             async for message in client.messages:
@@ -159,11 +165,12 @@ class MqttTransport:
 
     def _on_ack(self, data: bytes) -> None:
         batch_id, acks, server_time = wire.decode_acks(data)
-        if server_time is not None:
-            self._offset = server_time - float(self._wall())
         fut = self._pending.get(batch_id)
-        if fut is not None and not fut.done():
-            fut.set_result(acks)  # an ack for a batch we gave up on (re-sent since) is ignored
+        if fut is None or fut.done():
+            return  # an ack for a batch we gave up on (re-sent since), queued in our session
+        if server_time is not None:  # only a fresh answer teaches the clock offset
+            self._offset = server_time - float(self._wall())
+        fut.set_result(acks)
 
     def _on_config(self, data: bytes) -> None:
         if not data:
@@ -175,7 +182,8 @@ class MqttTransport:
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(LinkDown(f"mqtt link lost: {exc}"))
-        log.info("mqtt_link_down", machine_id=self.machine_id, error=str(exc))
+        first = self._backoff.attempts == 0
+        (log.info if first else log.debug)("mqtt_link_down", machine_id=self.machine_id, error=str(exc))
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """A clean stop sends DISCONNECT, which discards the Will: say offline ourselves first."""

@@ -66,6 +66,12 @@ class MqttRig:
     async def restart_broker(self, *, kill: bool = False) -> None:
         await asyncio.to_thread(self.broker.restart, kill=kill)
 
+    async def broker_stop(self, *, kill: bool = False) -> None:
+        await asyncio.to_thread(self.broker.stop, kill=kill)
+
+    async def broker_start(self) -> None:
+        await asyncio.to_thread(self.broker.start)
+
 
 @contextlib.asynccontextmanager
 async def mqtt_rig(
