@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--all", action="store_true", help="read without reset (the default)")
     _config_arg(dex)
     user.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    from edge.products import add_parser as add_product_parser
+
+    add_product_parser(sub, _config_arg)
     return p
 
 
@@ -93,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from edge.web.users import user_command
 
             return user_command(args)
+        if args.cmd == "product":
+            from edge.products import product_command
+
+            return product_command(args)
     except ConfigError as exc:
         hint = ""
         if exc.key == "<file>" and not os.path.exists(str(exc.value)):

@@ -24,13 +24,14 @@ from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
 from edge.services.machine import Machine
 from edge.services.queries import Queries, money
-from edge.web import api, auth, dex, fmt, haccp, metrics, sse, views
+from edge.web import api, auth, dex, fmt, haccp, metrics, products, sse, views
 from edge.web.keys import ALLOWED_HOSTS, FLASH, HUB, JINJA, METRICS_TOKEN, QUERIES, STATIC, STATS
 
 log = structlog.get_logger(__name__)
 
 MAX_IN_FLIGHT = 2  # concurrent requests being worked on (a machine has 2 cores and sales come first)
 MAX_BODY = 64 * 1024  # forms and JSON here are tiny; anything larger is refused with 413
+BODY_LIMITS = {"/products/upload": products.UPLOAD_MAX}  # reference photos: the only larger bodies
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
@@ -73,9 +74,12 @@ async def healthz(request: web.Request) -> web.Response:
 async def guard_middleware(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
     """Outermost: body limit before anything reads, JSON errors for the API, status counters."""
     stats: Counter[str] = request.app[STATS]["responses"]
-    if request.content_length is not None and request.content_length > MAX_BODY:
+    limit = BODY_LIMITS.get(request.path, MAX_BODY)
+    if request.content_length is not None and request.content_length > limit:
         stats["4xx"] += 1
-        return _error(request, 413, "too_large", f"request body over {MAX_BODY} bytes")
+        return _error(request, 413, "too_large", f"request body over {limit} bytes")
+    if limit != MAX_BODY and request.method == "POST":
+        request = request.clone(client_max_size=limit)
     try:
         resp = await handler(request)
     except web.HTTPException as exc:
@@ -144,6 +148,7 @@ def _add_routes(app: web.Application) -> None:
     r.add_get("/healthz", healthz)
     r.add_get("/static/{name}", static)
     dex.add_routes(app)
+    products.add_routes(app)
     haccp.add_routes(app)
     api.add_routes(app)
 

@@ -73,7 +73,8 @@ async def web(tmp_path):
 
 def concrete(path: str) -> str:
     """A real URL for a route pattern: every {param} gets a plausible value."""
-    return path.replace("{sid}", "s-1").replace("{name}", "app.css").replace("{order_id}", "o-1")
+    return (path.replace("{sid}", "s-1").replace("{sku}", "cola").replace("{name}", "app.css")
+            .replace("{order_id}", "o-1"))
 
 
 def action_routes(web: Web) -> list[dict]:
