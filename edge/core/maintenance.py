@@ -8,9 +8,10 @@ Two trend watchers, each learning its own healthy baseline first (no fleet const
   `rise_ratio` x baseline; a service (`serviced`) relearns the baseline.
 - `CoolingWatch` for the refrigeration: compressor pull-down time (how long one run takes from
   cut-in to cut-out) and duty cycle, per regime (eco/normal differ in heat load). A refrigerant
-  leak lowers cooling capacity: runs get longer long before the cabinet warms. The median run of
-  the last `window_s` against the learned median; raise when above `rise_ratio` for `hold_s`, or
-  when one run lasts longer than `max_run_s` (the compressor cannot reach cut-out at all).
+  leak lowers cooling capacity: runs get longer long before the cabinet warms. The median of the
+  last `window_runs` runs (a count, not a time window: when runs grow very long a time window
+  would hold too few to judge) against the learned median; raise when above `rise_ratio` for
+  `hold_s`, or when one run lasts longer than `max_run_s` (it cannot reach cut-out at all).
 
 Time is passed in (seconds, any monotonic origin). Effects are `edge.core.alarms` Raise/Clear.
 """
@@ -92,8 +93,7 @@ class SlotWatch:
 @dataclass(frozen=True)
 class CoolingConfig:
     learn_s: float = 24 * 3600.0  # healthy operation that defines the baselines
-    window_s: float = 6 * 3600.0
-    min_runs: int = 6  # runs needed in the window to judge
+    window_runs: int = 6  # the newest clean runs judged against the baseline
     rise_ratio: float = 1.6
     hold_s: float = 2 * 3600.0
     max_run_s: float = 3 * 3600.0
@@ -103,7 +103,7 @@ class CoolingConfig:
 class _Regime:
     learn: list[float] = field(default_factory=list)
     baseline_s: float | None = None
-    runs: deque[tuple[float, float]] = field(default_factory=deque)  # (ended at, run seconds)
+    runs: deque[float] = field(default_factory=deque)  # the newest clean runs (seconds)
 
 
 @dataclass
@@ -164,19 +164,19 @@ class CoolingWatch:
         assert self.started is not None
         if r.baseline_s is None:
             r.learn.append(run)
-            if t - self.started >= self.cfg.learn_s and len(r.learn) >= self.cfg.min_runs:
+            if t - self.started >= self.cfg.learn_s and len(r.learn) >= self.cfg.window_runs:
                 r.baseline_s = statistics.median(r.learn)
             return
-        r.runs.append((t, run))
-        while r.runs and r.runs[0][0] < t - self.cfg.window_s:
+        r.runs.append(run)
+        while len(r.runs) > self.cfg.window_runs:
             r.runs.popleft()
 
     def ratio(self, regime: str) -> float | None:
-        """Median run of the window over the healthy median (None while learning or too few runs)."""
+        """Median of the newest runs over the healthy median (None while learning or too few runs)."""
         r = self.regimes.get(regime)
-        if r is None or r.baseline_s is None or len(r.runs) < self.cfg.min_runs:
+        if r is None or r.baseline_s is None or len(r.runs) < self.cfg.window_runs:
             return None
-        return statistics.median(run for _, run in r.runs) / r.baseline_s
+        return statistics.median(r.runs) / r.baseline_s
 
     def _judge(self, t: float, regime: str, long_run: bool) -> list[Effect]:
         ratio = self.ratio(regime)

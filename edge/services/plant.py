@@ -25,6 +25,7 @@ from edge.core.shelves import StableSpec
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
 from edge.services.door import Door, IoModuleDoor, VendBoardDoor
+from edge.services.maintenance import MaintenanceService
 from edge.services.power import PowerService
 from edge.services.shelves import WeightShelves
 from edge.services.temperature import TemperatureService, apply_alarm_effects
@@ -111,6 +112,7 @@ class Plant:
     shelves: WeightShelves | None = None
     door: Door | None = None
     power: PowerService | None = None
+    maintenance: MaintenanceService | None = None
     roles: dict[str, str] = field(default_factory=dict)
 
     def guards(self) -> list[SaleGuard]:
@@ -120,7 +122,7 @@ class Plant:
     def extras(self) -> dict[str, Any]:
         """Entries for `Machine.extras` (the web page and cloud commands find services there)."""
         out: dict[str, Any] = {"plant": self}
-        for name in ("temperature", "shelves", "door", "power"):
+        for name in ("temperature", "shelves", "door", "power", "maintenance"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -196,6 +198,10 @@ async def start_plant(config: Config, db: LedgerDB, supervisor: Supervisor, *, b
         plant.power = PowerService(db, by_role["io"], door=plant.door, clock=clock)
         await plant.power.load()
         supervisor.spawn("power", plant.power.run)
+    if "fridge" in by_role:  # compressor run-length trend -> "service soon" (edge/services/maintenance.py)
+        fridge = by_role["fridge"]
+        plant.maintenance = MaintenanceService(db, fridge, door=plant.door, clock=clock, name=fridge.name)
+        supervisor.spawn("maintenance", plant.maintenance.run)
     log.info("plant_started", buses=sorted(hubs), devices=sorted(devices), door=config.door.source)
     return plant
 
