@@ -5,7 +5,7 @@ Mains fail (confirmed by `edge.core.power`): sales stop at once (the sale guard)
 locked, the outage is written (event + critical alarm, both queued for the cloud) and the ledger
 WAL is checkpointed, so what the machine knows is in the main file before the backup supply runs
 out. Mains back: sales resume, the alarm clears and `mains_restored` carries the outage length.
-The outage start is kept in the ledger's meta table, so an outage that outlasts the backup supply
+The outage start is kept in the ledger (`edge.ledger.power`), so an outage that outlasts the backup supply
 (the daemon dies and restarts on the returning mains) is still measured from its start.
 Voltage and humidity: telemetry every `telemetry_s` (5 min: they change slowly; rows go to
 telemetry_1min keyed by the period's first minute, and to the outbox) and threshold alarms.
@@ -14,7 +14,6 @@ telemetry_1min keyed by the period's first minute, and to the outbox) and thresh
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ from edge.clock import SystemClock, iso
 from edge.core import power as pw
 from edge.core.alarms import RuleState
 from edge.core.errors import SaleRefused
+from edge.ledger import power as power_rows
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
 from edge.services.temperature import _Minute, apply_alarm_effects
@@ -33,7 +33,6 @@ from edge.services.temperature import _Minute, apply_alarm_effects
 log = structlog.get_logger(__name__)
 
 MAINS_ALARM = "mains_fail"
-_META_KEY = "mains_failed_at"
 
 
 @dataclass(frozen=True)
@@ -79,9 +78,8 @@ class PowerService:
         active = {a["alarm_key"] for a in await repo.active_alarms(self.db)}
         for key in self._states:
             self._states[key] = RuleState(active=key in active)
-        row = await self.db.fetchone("SELECT value FROM meta WHERE key=?", (_META_KEY,))
-        if row is not None:
-            failed_wall = float(json.loads(row["value"]))
+        failed_wall = await power_rows.outage_started(self.db)
+        if failed_wall is not None:
             mono = self.clock.monotonic() - (self.clock.wall() - failed_wall)
             self.mains = pw.MainsState(on_mains=False, failed_at=mono)
 
@@ -143,11 +141,7 @@ class PowerService:
         if not summary:
             return
         minute_iso = iso(m.minute * 60)
-        for point, agg in summary.items():
-            await tx.execute(
-                "INSERT OR REPLACE INTO telemetry_1min(minute, point, avg, min, max) VALUES (?,?,?,?,?)",
-                (minute_iso, f"{self.name}.{point}", agg["avg"], agg["min"], agg["max"]),
-            )
+        await power_rows.write_telemetry(tx, minute_iso, self.name, summary)
         await tx.outbox(
             "telemetry",
             {"minute": minute_iso, "device": self.name, "points": summary, "on_mains": self.mains.on_mains},
@@ -170,11 +164,7 @@ class PowerService:
                 severity="critical",
                 data=data,
             )
-            await tx.execute(
-                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
-                "value=excluded.value",
-                (_META_KEY, json.dumps(round(at_wall, 3))),
-            )
+            await power_rows.set_outage_started(tx, at_wall)
         await self.db.checkpoint()
         self.counters["outages"] += 1
 
@@ -196,7 +186,7 @@ class PowerService:
             data = {"device": self.name, "outage_s": outage_s, "restored_at": iso(e.at + self._wall_offset)}
             await tx.event("mains_restored", data, severity="warning")
             await repo.clear_alarm(tx, MAINS_ALARM, f"mains back after {outage_s:g} s")
-            await tx.execute("DELETE FROM meta WHERE key=?", (_META_KEY,))
+            await power_rows.set_outage_started(tx, None)
         self.last_outage_s = outage_s
 
     async def guard(self, slot_id: str, sku_id: str) -> None:
