@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", choices=["interactive", "classic-vend", "fridge-day"], default="interactive",
                       help="what to run (default: %(default)s)")
     demo.add_argument("--customers", type=int, default=40, help="customers in classic-vend (default: %(default)s)")
+    demo.add_argument("--payment", choices=["none", "mdb"], default="none",
+                      help="classic-vend: 'mdb' pays by card through a simulated MDB reader (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     demo.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
     demo.add_argument("--dir", "--state", "--keep-state", dest="dir", default="", metavar="DIR",

@@ -192,6 +192,20 @@ class OfflineAuthConfig:
 
 
 @dataclass(frozen=True)
+class PaymentConfig:
+    """[payment]: how a classic sale is paid. "none": the caller's payment_ref is taken as is; "mdb": an
+    MDB cashless reader behind a Qibixx MDB-USB / Pi Hat adapter at `port` (docs/protocols/mdb.md)."""
+
+    method: str = _f("none", choices=("none", "mdb"))
+    port: str = _f("")  # the adapter's tty, e.g. /dev/ttyACM0 (required when method = "mdb")
+    baudrate: int = _f(115200, **rng(1200, 921600))
+    reply_timeout_s: float = _f(0.5, **rng(0.05, 10))
+    poll_interval_s: float = _f(0.05, **rng(0.01, 5))
+    card_wait_s: float = _f(30.0, **rng(1, 600))
+    approval_timeout_s: float = _f(30.0, **rng(1, 600))
+
+
+@dataclass(frozen=True)
 class Config:
     machine: MachineConfig
     vend_board: VendBoardConfig
@@ -204,6 +218,7 @@ class Config:
     takeandgo: TakeAndGoConfig = _f(None)
     cameras: dict[str, CameraConfig] = _f({})
     offline_auth: OfflineAuthConfig = _f(None)
+    payment: PaymentConfig = _f(None)
     source: str = _f("", internal=True)
 
 
@@ -261,6 +276,8 @@ def load_all(path: str | os.PathLike[str]) -> tuple[Config, Secrets]:
 
 def validate(cfg: Config, secrets: Secrets) -> None:
     """Cross-key rules (one key's meaning depends on another's), checked before anything starts."""
+    if cfg.payment.method == "mdb" and not cfg.payment.port:
+        raise ConfigError("payment.port", "", 'the MDB adapter\'s tty (e.g. /dev/ttyACM0) when payment.method = "mdb"')
     if not cfg.sync.enabled:
         return
     if cfg.sync.transport == "mqtt":

@@ -8,7 +8,7 @@ import json
 import pathlib
 import signal
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -31,6 +31,9 @@ from edge.services.stock import StockService
 from edge.services.vend import VendService
 from edge.supervisor import Supervisor, ledger_alarms
 from sync.client import SyncClient
+
+if TYPE_CHECKING:
+    from edge.services.payment_mdb import MdbPayment
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +59,7 @@ class Daemon:
         self.web_runner: Any = None
         self.takeandgo: Any = None
         self.inbox: CommandInbox | None = None
+        self.payment: MdbPayment | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -89,11 +93,16 @@ class Daemon:
         await self.board.start()
         self.plant = await start_plant(cfg, db, self.supervisor, board=self.board, clock=self.clock,
                                        time_scale=self.time_scale)
-        vend = VendService(db, self.board, jam_disable_after=vb.jam_disable_after, guards=self.plant.guards())
+        payment = await self._start_payment(db)
+        vend = VendService(db, self.board, jam_disable_after=vb.jam_disable_after, guards=self.plant.guards(),
+                           payment=payment)
         vend.prices = PriceBook(db, clock=self.clock, tz=cfg.web.timezone)  # offline price rules
         await vend.load()
         self.machine = Machine(cfg.machine.id, db, self.board, vend, StockService(db))
         self.machine.extras.update(self.plant.extras())
+        if payment is not None:
+            self.machine.extras["payment"] = payment
+            self.supervisor.spawn("payment.mdb", self._payment_loop)
         async with db.tx() as tx:
             await tx.event("daemon_started", {"version": __version__})
         if cfg.sync.enabled:
@@ -121,6 +130,24 @@ class Daemon:
         notify("READY=1\nSTATUS=selling")
         log.info("daemon_ready", ledger=self.ledger_path, board=vb.port)
         return self.machine
+
+    async def _start_payment(self, db: LedgerDB) -> MdbPayment | None:
+        """[payment] method = "mdb": the card reader's driver and payment service (docs/protocols/mdb.md)."""
+        pc = self.config.payment
+        if pc.method != "mdb":
+            return None
+        if not pc.port:
+            raise ConfigError("payment.port", "", 'the MDB adapter\'s tty when payment.method = "mdb"')
+        from edge.services.payment_mdb import start_mdb_payment
+
+        self.payment = await start_mdb_payment(pc, db)
+        return self.payment
+
+    async def _payment_loop(self) -> None:
+        """Closes card payments left open once the vend journal is settled; sets a reset reader up again."""
+        assert self.payment is not None and self.machine is not None
+        vend = self.machine.vend
+        await self.payment.run(lambda: vend.unreconciled == 0)
 
     def _start_sync(self, db: LedgerDB) -> None:
         """Outbox pusher, config puller and command inbox, one supervised task running all three loops."""
@@ -262,6 +289,8 @@ class Daemon:
             await self.sync.close()
         if self.board:
             await self.board.stop()
+        if self.payment:
+            await self.payment.close()
         if self.db:
             async with self.db.tx() as tx:
                 await tx.event("daemon_stopped", {}, sync=False)

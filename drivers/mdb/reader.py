@@ -233,10 +233,9 @@ class CashlessReader:
                 self._reply.set_result(reply)
             # other adapter lines (v,..., m,ACK, unsolicited notices) carry nothing the VMC role needs
 
-    async def _exchange(self, command: Command, *, retry: bool) -> PeripheralReply:
-        """One request line and its ``p,`` answer, under the bus lock held by the caller.
-
-        ``retry``: resend on no answer (only for commands that are safe to repeat, see the doc)."""
+    async def _exchange(self, command: Command, *, retry: bool) -> list[Response]:
+        """One request line and its ``p,`` answer (decoded; ``[]`` for a bare ACK), under the bus lock
+        held by the caller. ``retry``: resend on no answer (only commands safe to repeat, see the doc)."""
         link = self._link
         for attempt in range(self._retries + 1 if retry else 1):
             if attempt:
@@ -259,20 +258,20 @@ class CashlessReader:
                 self.counters["no_answer"] += 1
                 continue
             self._silent = 0
-            if reply.data:
-                self._absorb(reply.data)
-            return reply
+            return self._absorb(reply.data) if reply.data else []
         raise DeviceTimeout(f"no answer from the reader to {command.name}")
 
-    def _absorb(self, data: bytes) -> None:
+    def _absorb(self, data: bytes) -> list[Response]:
         try:
             responses = codec.decode_responses(data, self.level)
         except ProtocolError as exc:
             self.counters["protocol_errors"] += 1
             self._log.warning("mdb_bad_response", error=str(exc))
-            return
+            return []
         for resp in responses:
-            self._on_response(resp)
+            if not isinstance(resp, OutOfSequence):  # an answer to this command, never news for a waiter
+                self._on_response(resp)
+        return responses
 
     def _on_response(self, resp: Response) -> None:
         """Track the reader's state from what it says; queue it for whoever waits."""
@@ -301,7 +300,7 @@ class CashlessReader:
         self._inbox.append(resp)
         self._news.set()
 
-    async def _command(self, command: Command, *, retry: bool = False) -> PeripheralReply:
+    async def _command(self, command: Command, *, retry: bool = False) -> list[Response]:
         async with self._bus:
             return await self._exchange(command, retry=retry)
 
@@ -370,11 +369,9 @@ class CashlessReader:
         for r in [r for r in self._inbox if stale(r)]:
             self._inbox.remove(r)
 
-    def _check_sequence(self, command: Command) -> None:
-        oos = [r for r in self._inbox if isinstance(r, OutOfSequence)]
-        if oos:
-            for r in oos:
-                self._inbox.remove(r)
+    @staticmethod
+    def _check_sequence(command: Command, answer: list[Response]) -> None:
+        if any(isinstance(r, OutOfSequence) for r in answer):
             raise OutOfSequenceError(f"reader refused {command.name} as out of sequence")
 
     # ---- public commands ---------------------------------------------------------------------
@@ -431,13 +428,9 @@ class CashlessReader:
         """VEND REQUEST (never resent: a lost answer raises DeviceTimeout; then ``cancel_vend``)."""
         command = codec.vend_request(price, item)
         self._discard(
-            lambda r: (
-                isinstance(r, VendApproved | OutOfSequence)
-                or (isinstance(r, Simple) and r.code is Resp.VEND_DENIED)
-            )
+            lambda r: isinstance(r, VendApproved) or (isinstance(r, Simple) and r.code is Resp.VEND_DENIED)
         )
-        await self._command(command)
-        self._check_sequence(command)
+        self._check_sequence(command, await self._command(command))
         self._set_state(ReaderState.VEND)
 
     async def wait_decision(self, timeout_s: float) -> VendDecision:
@@ -450,8 +443,7 @@ class CashlessReader:
     async def cancel_vend(self, timeout_s: float) -> VendDecision:
         """VEND CANCEL; the reader answers VEND DENIED — or VEND APPROVED if it approved just before."""
         command = codec.vend_cancel()
-        await self._command(command, retry=True)
-        self._check_sequence(command)
+        self._check_sequence(command, await self._command(command, retry=True))
         return await self.wait_decision(timeout_s)
 
     async def vend_success(self, item: int) -> bool:
@@ -465,9 +457,9 @@ class CashlessReader:
     async def _finish(self, command: Command) -> bool:
         # Safe to repeat: a second one after the first got through is answered out of sequence, and
         # the reader settles each approved vend once.
-        await self._command(command, retry=True)
+        answer = await self._command(command, retry=True)
         try:
-            self._check_sequence(command)
+            self._check_sequence(command, answer)
         except OutOfSequenceError:
             return False
         self._set_state(ReaderState.SESSION_IDLE)
@@ -476,9 +468,9 @@ class CashlessReader:
     async def complete_session(self, timeout_s: float) -> None:
         """SESSION COMPLETE, then wait for END SESSION (a reader without a session: out of sequence, fine)."""
         command = codec.session_complete()
-        await self._command(command, retry=True)
+        answer = await self._command(command, retry=True)
         try:
-            self._check_sequence(command)
+            self._check_sequence(command, answer)
         except OutOfSequenceError:
             self._set_state(ReaderState.ENABLED)
             return

@@ -41,6 +41,11 @@ def run_demo(args: argparse.Namespace) -> int:
 def _scenario(args: argparse.Namespace, state_dir: str) -> int:
     if args.scenario == "classic-vend":
         setup_logging(MACHINE_ID, level="warning" if args.json else "info", fmt="json" if args.json else "console")
+        if getattr(args, "payment", "none") == "mdb":  # card payment through a simulated MDB reader
+            from edge.demo.classic_mdb import classic_vend_mdb
+
+            summary = asyncio.run(classic_vend_mdb(state_dir, customers=args.customers, seed=args.seed))
+            return _finish(summary, args.json, ok=summary["mismatches"] == 0)
         from edge.demo.classic import classic_vend
 
         summary = asyncio.run(classic_vend(state_dir, customers=args.customers, seed=args.seed))

@@ -56,7 +56,8 @@ port = {web_port or 0}
     return cfg
 
 
-async def start_rig(state_dir: str, *, speed: float = 20.0, seed: int = 1, fill: bool = True) -> DemoRig:
+async def start_rig(state_dir: str, *, speed: float = 20.0, seed: int = 1, fill: bool = True,
+                    extra: str = "") -> DemoRig:
     """Simulated board on a pty, daemon on the other end, every spiral slot filled."""
     root = pathlib.Path(state_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,7 @@ async def start_rig(state_dir: str, *, speed: float = 20.0, seed: int = 1, fill:
     spiral = {s["slot_id"]: s["capacity"] for s in planogram["slots"] if s.get("shelf") is None}
     sim = SimVendBoard(dict(spiral), speed=speed, seed=seed)
     link = await sim.serve_pty(str(root / "ttyVEND"))
-    daemon = Daemon(load_config(write_config(root, board_port=link)))
+    daemon = Daemon(load_config(write_config(root, board_port=link, extra=extra)))
     machine = await daemon.start()
     await daemon.board.wait_connected(5.0)  # type: ignore[union-attr]
     if fill:

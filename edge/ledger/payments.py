@@ -100,7 +100,8 @@ async def open_payments(db: LedgerDB, method: str) -> list[PaymentRow]:
 
 
 async def vend_outcome(db: LedgerDB, ref: str) -> str:
-    """What became of the vend paid with ``ref``: 'dropped', 'failed', 'unknown' (not settled) or 'none'."""
+    """What became of the vend paid with ``ref``: 'dropped', 'failed', 'unconfirmed' (needs a technician's
+    count: nobody knows), 'unknown' (the vend journal is not settled yet) or 'none' (no vend)."""
     rows = await db.fetchall("SELECT status FROM orders WHERE payment_ref=? AND kind='vend'", (ref,))
     statuses = {r["status"] for r in rows}
     if not statuses:
@@ -109,6 +110,8 @@ async def vend_outcome(db: LedgerDB, ref: str) -> str:
         return "dropped"
     if statuses == {"failed"}:
         return "failed"
+    if "needs_count" in statuses:
+        return "unconfirmed"
     return "unknown"
 
 

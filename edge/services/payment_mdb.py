@@ -12,7 +12,9 @@ outcome, ``capturing`` → VEND SUCCESS again, ``refunding`` → VEND FAILURE ag
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,7 @@ import structlog
 from drivers.errors import DeviceError, DeviceTimeout
 from drivers.mdb import CashlessReader, OutOfSequenceError, ReaderReset, ReaderState, VendDecision
 from drivers.mdb.codec import to_scaled
+from edge.config import PaymentConfig
 from edge.core.dex import minor_units
 from edge.core.errors import SaleRefused
 from edge.core.ports import Authorization
@@ -56,12 +59,15 @@ class MdbPayment:
         self.config = config or MdbPaymentConfig()
         self.unsettled = 0  # payments a bus failure left open; no new sale until ``recover`` closes them
         self._resets_at: dict[str, int] = {}
+        self._live: set[str] = set()
+        self._settling = asyncio.Lock()  # settle and recover never send settling commands side by side
 
     # ---- PaymentPort -------------------------------------------------------------------------
 
     async def authorize(self, slot_id: str, amount: int, currency: str) -> Authorization:
-        if self.unsettled:
-            raise SaleRefused("payment_reconciling", "an earlier card payment is not settled yet")
+        if self.unsettled or await payments.open_payments(self.db, METHOD):
+            if await self.recover():  # e.g. a vend whose outcome the reconciler has just settled
+                raise SaleRefused("payment_reconciling", "an earlier card payment is not settled yet")
         await self._ensure_ready()
         item, scaled = self._wire_values(slot_id, amount, currency)
         if not self.reader.always_idle:
@@ -84,24 +90,39 @@ class MdbPayment:
                 scaled=scaled,
             )
         self._resets_at[payment_id] = self.reader.counters["resets_seen"]
-        decision = await self._ask(payment_id, scaled, item)
-        if not decision.approved:
-            await self._close(payment_id, "denied")
-            await self._complete_session()
-            raise SaleRefused("payment_denied", "the card reader declined")
-        async with self.db.tx() as tx:  # recorded before the caller may start a motor
-            await payments.set_payment_state(tx, payment_id, "approved")
+        self._live.add(payment_id)  # this sale settles it; ``recover`` keeps off until it is handed over
+        try:
+            decision = await self._ask(payment_id, scaled, item)
+            if not decision.approved:
+                await self._close(payment_id, "denied")
+                await self._complete_session()
+                raise SaleRefused("payment_denied", "the card reader declined")
+            async with self.db.tx() as tx:  # recorded before the caller may start a motor
+                await payments.set_payment_state(tx, payment_id, "approved")
+        except BaseException:
+            self._live.discard(payment_id)
+            raise
         log.info("payment_approved", payment_id=payment_id, slot=slot_id, amount=amount)
         return Authorization(payment_id, METHOD, amount, currency)
 
     async def settle(self, auth: Authorization, dispensed: bool | None) -> str:
+        async with self._settling:  # never beside ``recover``: one VEND SUCCESS/FAILURE per payment
+            try:
+                return await self._settle(auth, dispensed)
+            finally:
+                self._live.discard(auth.payment_id)  # from now on ``recover`` may finish what is left
+
+    async def _settle(self, auth: Authorization, dispensed: bool | None) -> str:
         row = await payments.payment(self.db, auth.payment_id)
         if row is None or row.state not in ("approved", "capturing", "refunding"):
             raise ValueError(f"payment {auth.payment_id} is not awaiting settlement ({row and row.state})")
-        # unknown drop (needs_count): no capture without a confirmed drop, so the reader refunds
-        capture = dispensed is True
-        error = "" if dispensed is not None else "drop_unconfirmed"
-        state = await self._finish(row, capture, error, self._resets_at.pop(auth.payment_id, None))
+        resets_at = self._resets_at.pop(auth.payment_id, None)
+        if dispensed is None:
+            # the vend journal does not know yet: ``recover`` (run by the supervised loop) settles it from the
+            # order once the reconciler has; needs_count is refunded there (no capture without a drop)
+            log.info("payment_settle_deferred", payment_id=auth.payment_id)
+            return row.state
+        state = await self._finish(row, dispensed, "", resets_at)
         await self._complete_session()
         await self.watch()
         return state
@@ -121,27 +142,49 @@ class MdbPayment:
             )
 
     async def recover(self) -> int:
-        """Close what a restart or a bus failure left open (before the reader is reset), then re-init."""
-        left = 0
+        """Close what a restart, a bus failure or an unsettled vend left open; returns payments left.
+
+        Runs before the reader is reset (a reset would void what we still have to capture), then sets
+        the reader up if it is not ready."""
+        async with self._settling:
+            return await self._recover()
+
+    async def _recover(self) -> int:
+        left = settled = 0
         try:
             await self.reader.poll_now()  # collect a JUST RESET or a late approval first
         except DeviceError as exc:
             log.warning("payment_recover_deferred", error=str(exc))
-            return len(await payments.open_payments(self.db, METHOD))
+            self.unsettled = len(await payments.open_payments(self.db, METHOD))
+            return self.unsettled
         for row in await payments.open_payments(self.db, METHOD):
+            if row.payment_id in self._live:
+                continue
             try:
-                left += await self._recover_one(row)
+                waiting = await self._recover_one(row)
             except DeviceError as exc:
                 log.warning("payment_recover_failed", payment_id=row.payment_id, error=str(exc))
-                left += 1
+                waiting = 1
+            left += waiting
+            settled += 1 - waiting
         self.unsettled = left
-        if not left:
-            try:
-                await self._complete_session()
-                await self.reader.initialize(self.config.step_timeout_s)
-            except DeviceError as exc:
-                log.warning("mdb_reader_init_failed", error=str(exc))
+        if settled:
+            await self._complete_session()
+        await self.watch()
         return left
+
+    async def run(self, vend_settled: Callable[[], bool], period_s: float = 0.25) -> None:
+        """Supervised loop: set up a reader that reset or came back, and close payments left open once the
+        vend journal they depend on is settled (``vend_settled``)."""
+        while True:
+            try:
+                if (self.unsettled or await payments.open_payments(self.db, METHOD)) and vend_settled():
+                    await self.recover()
+                else:
+                    await self.watch()
+            except SaleRefused as exc:
+                log.warning("mdb_payment_watch", error=str(exc))
+            await asyncio.sleep(period_s)
 
     async def watch(self) -> None:
         """Set a reader up again after it restarted by itself (JUST RESET) or came back; call often."""
@@ -153,6 +196,18 @@ class MdbPayment:
             await self.reader.initialize(self.config.step_timeout_s)
         except (DeviceError, TimeoutError) as exc:
             log.warning("mdb_reader_init_failed", error=str(exc))
+
+    @property
+    def connected(self) -> bool:
+        """The adapter link is up (the device table lists the reader under "payment")."""
+        return self.reader.connected
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return self.reader.counters
+
+    async def close(self) -> None:
+        await self.reader.stop()
 
     def status(self) -> dict[str, Any]:
         """What the technician page shows."""
@@ -276,7 +331,8 @@ class MdbPayment:
             outcome = await payments.vend_outcome(self.db, row.ref)
             if outcome == "unknown":
                 return 1  # the vend flow settles its journal with the board first
-            await self._finish(row, outcome == "dropped", "" if outcome != "none" else "not_dispensed", None)
+            error = {"none": "not_dispensed", "unconfirmed": "drop_unconfirmed"}.get(outcome, "")
+            await self._finish(row, outcome == "dropped", error, None)
             return 0
         await self._finish(row, row.state == "capturing", row.error, None)
         return 0
@@ -293,3 +349,18 @@ class MdbPayment:
             await self.reader.complete_session(self.config.step_timeout_s)
         except DeviceError as exc:
             log.warning("mdb_session_complete_failed", error=str(exc))
+
+
+async def start_mdb_payment(cfg: PaymentConfig, db: LedgerDB) -> MdbPayment:
+    """The reader driver and the payment service for ``[payment] method = "mdb"`` (the daemon supervises
+    ``run``). The driver starts at once; recovery and set-up happen in ``run`` and before each sale."""
+    reader = CashlessReader(
+        cfg.port,
+        baudrate=cfg.baudrate,
+        reply_timeout_s=cfg.reply_timeout_s,
+        poll_interval_s=cfg.poll_interval_s,
+    )
+    await reader.start()
+    return MdbPayment(
+        db, reader, MdbPaymentConfig(card_wait_s=cfg.card_wait_s, approval_timeout_s=cfg.approval_timeout_s)
+    )

@@ -20,7 +20,9 @@ import structlog
 from drivers.errors import DeviceError, ProtocolError
 from drivers.vend_board import SlotMismatch, VendOutcome, VendQuery, VendRefused, VendResult
 from drivers.vend_board.codec import VendReq
+from edge.core.catalog import Sku
 from edge.core.errors import LedgerError, SaleRefused
+from edge.core.ports import PaymentPort
 from edge.core.vend_reconcile import JournalStep, Verdict, decide, settle_count
 from edge.crashpoints import crash_point
 from edge.ledger import journal, repo
@@ -53,13 +55,15 @@ class VendService:
     """Sells from spiral slots. Every vend is a journal row with the board sequence id it used."""
 
     def __init__(self, db: LedgerDB, board: BoardPort, *, jam_disable_after: int = 3,
-                 guards: list[SaleGuard] | None = None) -> None:
+                 guards: list[SaleGuard] | None = None, payment: PaymentPort | None = None) -> None:
         self.db = db
         self.board = board
         self.jam_disable_after = jam_disable_after
         self.guards = guards or []
         self.prices: PriceBook | None = None  # offline price rules (edge/services/pricing.py); None: list prices
+        self.payment = payment  # a card reader paid before the dispense (docs/protocols/mdb.md); None: as given
         self._sale_lock = asyncio.Lock()  # one motor at a time, as the board demands
+        self._pay_lock = asyncio.Lock()  # one card payment at a time, authorize → settle
         self.unreconciled = 0
         self.accepting = True  # False while the daemon stops: new sales are refused
         if hasattr(board, "on_frame_sent"):  # a power cut right after the VEND frame left the port
@@ -79,16 +83,39 @@ class VendService:
 
     async def sell(self, slot_id: str, payment_ref: str = "", *, test: bool = False,
                    actor: str = "") -> dict[str, Any]:
-        """Sell one item from a slot. Returns the order document; raises SaleRefused before any money moves."""
-        async with self._sale_lock:
-            order_id, seq = await self._journal(slot_id, payment_ref, test, actor)
-            crash_point("vend.after_journal")
+        """Sell one item from a slot. Returns the order document; raises SaleRefused before any money moves.
+
+        With a payment port (and not a test vend or a ``cash:`` sale) the card pays first: the approval is
+        journaled before the vend, VEND SUCCESS follows only a confirmed drop, a failed one is refunded, an
+        unknown one is settled by the port once the reconciler knows (docs/protocols/mdb.md)."""
+        if self.payment is None or test or payment_ref.startswith("cash:"):
+            order = await self._sell(slot_id, payment_ref, test=test, actor=actor)
+            if self.payment is not None and payment_ref.startswith("cash:") and order["status"] == "completed":
+                await self.payment.report_cash_sale(slot_id, order["total"], order["currency"])
+            return order
+        async with self._pay_lock:
+            sku = await self._check(slot_id)  # refuse before the customer is asked to pay
+            auth = await self.payment.authorize(slot_id, sku.price.amount, sku.price.currency)
             try:
-                boot = await self.board.current_boot()
-            except DeviceError as exc:  # nothing was sent: the sale simply did not happen
-                return await self._record_not_run(order_id, seq, "board_offline", str(exc))
-            async with self.db.tx() as tx:
-                await journal.mark_sent(tx, seq, boot)
+                order = await self._sell(slot_id, auth.ref, actor=actor)
+            except SaleRefused:
+                await self.payment.settle(auth, False)  # refused after the approval: nothing turned
+                raise
+            except Exception:
+                await self.payment.settle(auth, None)  # left to the port's recovery, from the ledger
+                raise
+            await self.payment.settle(auth, {"completed": True, "failed": False}.get(order["status"]))
+            return order
+
+    async def _check(self, slot_id: str) -> Sku:
+        """The checks ``_journal`` makes, read-only, for a price to authorize (made again there)."""
+        async with self.db.tx() as tx:
+            return await self._sellable(tx, slot_id)
+
+    async def _sell(self, slot_id: str, payment_ref: str, *, test: bool = False, actor: str = "") -> dict[str, Any]:
+        async with self._sale_lock:
+            order_id, seq, boot = await self._journal(slot_id, payment_ref, test, actor)
+            crash_point("vend.after_journal")
             try:
                 result = await self.board.vend(slot_id, seq, boot=boot, on_ack=lambda b: self._acked(seq, b))
             except SlotMismatch as exc:  # the board says another slot turned: record what really happened
@@ -116,27 +143,22 @@ class VendService:
                 self.unreconciled += 1
                 raise
 
-    async def _journal(self, slot_id: str, payment_ref: str, test: bool, actor: str) -> tuple[str, int]:
+    async def _journal(self, slot_id: str, payment_ref: str, test: bool, actor: str) -> tuple[str, int, int]:
+        """Write the order and its journal row as ``sent`` to the board's current boot id, in one
+        transaction: committing it is the last step before the VEND frame is written (a crash after
+        the commit is settled by asking the board, which then answers 'unknown' from that boot)."""
         if not self.accepting:
             raise SaleRefused("stopping", "the machine is shutting down")
         if self.unreconciled:
             raise SaleRefused("reconciling", "an earlier vend's outcome is not known yet")
         if not self.board.connected:
             raise SaleRefused("board_offline", "the vend board is not connected")
+        try:
+            boot = await self.board.current_boot()  # re-handshakes if the board was reset since HELLO
+        except DeviceError as exc:
+            raise SaleRefused("board_offline", f"the vend board does not answer: {exc}") from exc
         async with self.db.tx() as tx:
-            row = await repo.stock_row(tx, slot_id)
-            if row is None:
-                raise SaleRefused("unknown_slot", slot_id)
-            if row.disabled:
-                raise SaleRefused("slot_disabled", row.disabled_reason or "")
-            if row.count <= 0:
-                raise SaleRefused("sold_out", slot_id)
-            planogram = await repo.current_planogram(self.db)
-            if planogram is None or slot_id not in planogram.slots or planogram.slots[slot_id].shelf is not None:
-                raise SaleRefused("unknown_slot", f"{slot_id} is not a spiral slot")
-            sku = planogram.sku_for_slot(slot_id)
-            for guard in self.guards:
-                await guard(slot_id, sku.sku_id)
+            sku = await self._sellable(tx, slot_id)
             order_id = uuid.uuid4().hex[:16]
             priced = None if test or self.prices is None else await self.prices.for_sale(tx, slot_id, sku)
             price = 0 if test else sku.price.amount if priced is None else priced.unit_price
@@ -145,11 +167,27 @@ class VendService:
                                     total=price, currency=sku.price.currency, payment_ref=payment_ref,
                                     lines=[{"sku_id": sku.sku_id, "slot_id": slot_id, "qty": 1, "unit_price": price,
                                            "price_rule": "" if priced is None else priced.rule_id}])
-            await journal.insert(tx, order_id, slot_id, seq)
-            await tx.event("vend_requested", {"order_id": order_id, "slot_id": slot_id, "seq": seq,
+            await journal.insert(tx, order_id, slot_id, seq, boot)
+            await tx.event("vend_requested", {"order_id": order_id, "slot_id": slot_id, "seq": seq, "boot": boot,
                                               "actor": actor}, sync=False)
-        log.info("vend_requested", order_id=order_id, slot=slot_id, seq=seq)
-        return order_id, seq
+        log.info("vend_requested", order_id=order_id, slot=slot_id, seq=seq, boot=boot)
+        return order_id, seq, boot
+
+    async def _sellable(self, tx: Tx, slot_id: str) -> Sku:
+        row = await repo.stock_row(tx, slot_id)
+        if row is None:
+            raise SaleRefused("unknown_slot", slot_id)
+        if row.disabled:
+            raise SaleRefused("slot_disabled", row.disabled_reason or "")
+        if row.count <= 0:
+            raise SaleRefused("sold_out", slot_id)
+        planogram = await repo.current_planogram(self.db)
+        if planogram is None or slot_id not in planogram.slots or planogram.slots[slot_id].shelf is not None:
+            raise SaleRefused("unknown_slot", f"{slot_id} is not a spiral slot")
+        sku = planogram.sku_for_slot(slot_id)
+        for guard in self.guards:
+            await guard(slot_id, sku.sku_id)
+        return sku
 
     async def _acked(self, seq: int, boot: int) -> None:
         async with self.db.tx() as tx:

@@ -174,12 +174,16 @@ async def test_level3_always_idle_sells_without_a_card_first(rig, card):
     assert "R,17,0400000020" in sim.log  # the VMC enabled the always-idle feature
 
 
-async def test_unknown_drop_never_captures(rig, card):
+async def test_unknown_drop_waits_for_the_journal_and_never_captures_without_a_drop(rig, card):
     sim, _, pay = card
     sim.tap()
     auth = await pay.authorize("A4", *await price_of(rig, "A4"))
-    assert await pay.settle(auth, None) == "refunded"
-    assert sim.books.captured == [] and sim.books.refunded
+    assert await pay.settle(auth, None) == "approved"  # the vend journal does not know yet
+    assert sim.books.open == 1
+    assert await pay.recover() == 0  # no vend with this payment's ref: nothing fell
+    row = await payments.payment(rig.daemon.db, auth.payment_id)
+    assert row.state == "refunded" and row.error == "not_dispensed"
+    assert sim.books.captured == [] and sim.books.refunded == [(104, auth.amount)]
 
 
 async def test_cash_sale_is_reported_to_the_reader(rig, card):
