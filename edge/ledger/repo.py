@@ -64,6 +64,13 @@ async def stock(db: LedgerDB) -> dict[str, StockRow]:
     return {r["slot_id"]: _stock(r) for r in await db.fetchall("SELECT * FROM stock ORDER BY slot_id")}
 
 
+async def stock_rows(tx: Tx, slot_id: str | None = None) -> list[StockRow]:
+    """One slot's row, or every slot's (slot_id None), read inside the transaction."""
+    rows = await tx.db.execute_fetchall("SELECT * FROM stock" + (" WHERE slot_id=?" if slot_id else "")
+                                        + " ORDER BY slot_id", (slot_id,) if slot_id else ())
+    return [_stock(r) for r in rows]
+
+
 async def stock_row(tx: Tx, slot_id: str) -> StockRow | None:
     row = await tx.fetchone("SELECT * FROM stock WHERE slot_id=?", (slot_id,))
     return _stock(row) if row else None

@@ -40,7 +40,7 @@ from edge.core.offline_token import (
     nonce_keep_until,
     parse,
 )
-from edge.ledger import repo
+from edge.ledger import repo, tokens
 from edge.ledger.db import LedgerDB
 
 log = structlog.get_logger(__name__)
@@ -150,11 +150,9 @@ class OfflineAuth:
         now = self.clock.wall()
         session_id = f"offline-{claims.nonce}"
         async with self.db.tx() as tx:
-            await tx.execute("DELETE FROM token_nonces WHERE expires_at < ?", (now - NONCE_GRACE_S,))
-            if await tx.fetchone("SELECT 1 FROM token_nonces WHERE nonce=?", (claims.nonce,)):
+            if not await tokens.claim_nonce(tx, claims.nonce, nonce_keep_until(claims, self.cfg.clock_skew_s),
+                                            forget_before=now - NONCE_GRACE_S):
                 raise TokenRejected("replayed", f"nonce {claims.nonce} already used")
-            await tx.execute("INSERT INTO token_nonces(nonce, expires_at) VALUES (?, ?)",
-                             (claims.nonce, nonce_keep_until(claims, self.cfg.clock_skew_s)))
             await tx.event("offline_token_accepted", {
                 "session_id": session_id, "customer": claims.customer_ref, "limit": claims.limit,
                 "currency": claims.currency, "kid": claims.kid, "scope": claims.scope,
@@ -167,7 +165,7 @@ class OfflineAuth:
                 session_id, claims.customer_ref, claims.limit, offline=True, actor="offline_token")
         except SaleRefused as exc:
             async with self.db.tx() as tx:  # nothing was unlocked: the customer may try again
-                await tx.execute("DELETE FROM token_nonces WHERE nonce=?", (claims.nonce,))
+                await tokens.release_nonce(tx, claims.nonce)
             raise TokenRejected("unavailable", f"{exc.reason}: {exc.detail}") from exc
         log.info("offline_session_opened", session_id=session_id, customer=claims.customer_ref,
                  limit=claims.limit, kid=claims.kid)
@@ -185,9 +183,9 @@ class OfflineAuth:
 
     # revocation --------------------------------------------------------------------------------
     async def load_revocations(self) -> Revocations:
-        rows = await self.db.fetchall("SELECT kind, value FROM token_revocations")
-        self.revoked = Revocations(customers=frozenset(r["value"] for r in rows if r["kind"] == "customer"),
-                                   kids=frozenset(r["value"] for r in rows if r["kind"] == "kid"))
+        rows = await tokens.revocations(self.db)
+        self.revoked = Revocations(customers=frozenset(v for k, v in rows if k == "customer"),
+                                   kids=frozenset(v for k, v in rows if k == "kid"))
         return self.revoked
 
     async def revoke(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -197,9 +195,7 @@ class OfflineAuth:
             raise ValueError("revoke needs customers and/or kids")
         reason = str(args.get("reason", ""))[:200]
         async with self.db.tx() as tx:
-            for kind, value in items:
-                await tx.execute("INSERT OR IGNORE INTO token_revocations(kind, value, revoked_at, reason) "
-                                 "VALUES (?,?,?,?)", (kind, value, tx.now, reason))
+            await tokens.revoke(tx, items, reason)
             await tx.event("offline_tokens_revoked", {"customers": [v for k, v in items if k == "customer"][:50],
                                                       "kids": [v for k, v in items if k == "kid"][:50],
                                                       "count": len(items), "reason": reason})

@@ -25,9 +25,7 @@ class StockService:
         """
         result: dict[str, int] = {}
         async with self.db.tx() as tx:
-            rows = await tx.db.execute_fetchall(
-                "SELECT slot_id, count, capacity FROM stock" + (" WHERE slot_id=?" if slot_id else ""),
-                (slot_id,) if slot_id else ())
+            rows = await repo.stock_rows(tx, slot_id)
             if not rows:
                 raise SaleRefused("unknown_slot", str(slot_id))
             # a vend whose outcome is not known yet, or that waits for a count, would be settled
@@ -36,14 +34,13 @@ class StockService:
             if blocked is not None:
                 raise SaleRefused("reconciling", f"slot {blocked} has a vend being reconciled or waiting for a count")
             for r in rows:
-                target = r["capacity"] if count is None else count
-                if target < 0 or target > r["capacity"]:
-                    raise SaleRefused("bad_count", f"{r['slot_id']}: 0..{r['capacity']}")
-                result[r["slot_id"]] = await repo.change_stock(tx, r["slot_id"], target - r["count"], "restock",
-                                                               actor=actor)
-                await repo.set_slot_disabled(tx, r["slot_id"], False, None)
-                await repo.clear_alarm(tx, f"low_stock:{r['slot_id']}", "restocked")
-                await repo.clear_alarm(tx, f"slot_disabled:{r['slot_id']}", "restocked")
+                target = r.capacity if count is None else count
+                if target < 0 or target > r.capacity:
+                    raise SaleRefused("bad_count", f"{r.slot_id}: 0..{r.capacity}")
+                result[r.slot_id] = await repo.change_stock(tx, r.slot_id, target - r.count, "restock", actor=actor)
+                await repo.set_slot_disabled(tx, r.slot_id, False, None)
+                await repo.clear_alarm(tx, f"low_stock:{r.slot_id}", "restocked")
+                await repo.clear_alarm(tx, f"slot_disabled:{r.slot_id}", "restocked")
             await tx.event("restock", {"actor": actor, "slots": result})
         log.info("restocked", actor=actor, slots=len(result))
         return result

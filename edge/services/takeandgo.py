@@ -25,7 +25,7 @@ from edge.core.errors import SaleRefused
 from edge.core.fusion import Decision, ShelfObservation, decide
 from edge.core.session import Effect, Event, Session, Timeouts, step
 from edge.crashpoints import crash_point
-from edge.ledger import repo
+from edge.ledger import repo, sessions
 from edge.ledger.db import LedgerDB
 from edge.services.evidence import Capturer, EvidenceStore, ShelfView, cells_from_json, cells_to_json
 
@@ -78,7 +78,7 @@ class TakeAndGoService:
                     *, offline: bool, actor: str) -> dict[str, Any]:
         if self.session is not None and not self.session.final:
             raise SaleRefused("session_active", self.session.session_id)
-        if await self.db.fetchone("SELECT 1 FROM sessions WHERE session_id=?", (session_id,)):
+        if await sessions.exists(self.db, session_id):
             raise SaleRefused("duplicate_session", session_id)
         planogram = await repo.current_planogram(self.db)
         if planogram is None or not planogram.shelves():
@@ -225,8 +225,9 @@ class TakeAndGoService:
         async with self.db.tx() as tx:
             if d.status != "nothing_taken":
                 status = "completed" if d.status == "charge" else "needs_review"
-                lines = [{"sku_id": sku, "slot_id": slot, "qty": n, "unit_price": planogram.skus[sku].price.amount}
-                         for (slot, sku), n in sorted(lanes.items())]
+                lines: list[Mapping[str, Any]] = [
+                    {"sku_id": sku, "slot_id": slot, "qty": n, "unit_price": planogram.skus[sku].price.amount}
+                    for (slot, sku), n in sorted(lanes.items())]
                 total = d.total.amount if d.total else 0
                 await repo.insert_order(tx, s.session_id, kind="takeandgo", status="pending", total=total,
                                         currency=s.currency, payment_ref=s.customer_ref, session_id=s.session_id,
@@ -263,19 +264,14 @@ class TakeAndGoService:
         assert s is not None
         doc = json.dumps({**self.data, "outcome": s.outcome, "opened": s.opened_at is not None}, default=str)
         async with self.db.tx() as tx:
-            await tx.execute(
-                "INSERT INTO sessions(session_id, state, customer_ref, limit_amount, currency, offline, data,"
-                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(session_id) DO UPDATE SET"
-                " state=excluded.state, data=excluded.data, updated_at=excluded.updated_at",
-                (s.session_id, s.state, s.customer_ref, s.limit_amount, s.currency, int(s.offline), doc,
-                 tx.now, tx.now))
+            await sessions.save(tx, s.session_id, s.state, s.customer_ref, s.limit_amount, s.currency, s.offline,
+                                doc)
             if event:
                 await tx.event(event, {"session_id": s.session_id, "state": s.state, **(detail or {})})
 
     async def recover(self) -> None:
         """Resume an unfinished session after a restart from what the ledger holds — never re-unlock."""
-        row = await self.db.fetchone("SELECT * FROM sessions WHERE state NOT IN ('charged','needs_review','void')"
-                                     " ORDER BY created_at DESC LIMIT 1")
+        row = await sessions.latest_unfinished(self.db)
         if row is None:
             return
         data = json.loads(row["data"])
@@ -293,8 +289,7 @@ class TakeAndGoService:
 
     async def review_queue(self, limit: int = 50) -> list[dict[str, Any]]:
         """Sessions a human must decide, newest first, with the evidence images' page URLs."""
-        rows = await self.db.fetchall("SELECT session_id, customer_ref, data, updated_at FROM sessions "
-                                      "WHERE state='needs_review' ORDER BY updated_at DESC LIMIT ?", (limit,))
+        rows = await sessions.needing_review(self.db, limit)
         out = []
         for r in rows:
             data = json.loads(r["data"])

@@ -9,7 +9,6 @@ by the ledger. Temperature rules and the lockout rule are pure (`edge.core.alarm
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections import deque
 from collections.abc import Iterable
@@ -25,7 +24,7 @@ from edge.config import TemperatureConfig
 from edge.core import food_safety as fs
 from edge.core.alarms import Clear, Effect, Raise, RuleState, SensorRule, ThresholdRule
 from edge.core.errors import SaleRefused
-from edge.ledger import repo
+from edge.ledger import cold_chain, repo
 from edge.ledger.db import LedgerDB, Tx
 
 log = structlog.get_logger(__name__)
@@ -132,20 +131,17 @@ class TemperatureService:
         active = {a["alarm_key"] for a in await repo.active_alarms(self.db)}
         for key in self._states:
             self._states[key] = RuleState(active=key in active)
-        row = await self.db.fetchone("SELECT lockout_id FROM lockouts WHERE kind='food_safety' "
-                                     "AND cleared_at IS NULL ORDER BY lockout_id DESC LIMIT 1")
+        locked = await cold_chain.food_safety_locked(self.db)
         mono, wall = self.clock.monotonic(), self.clock.wall()
-        meta = await self.db.fetchone("SELECT value FROM meta WHERE key=?", (_META_KEY,))
-        saved = json.loads(meta["value"]) if meta else {}
+        saved = await cold_chain.load_state(self.db, _META_KEY)
 
         def to_mono(w: float | None) -> float | None:
             return None if w is None else mono - (wall - w)
 
-        self.safety = fs.State(locked=row is not None, locked_at=mono if row else None,
+        self.safety = fs.State(locked=locked, locked_at=mono if locked else None,
                                above_since=to_mono(saved.get("above_since")), peak_c=saved.get("peak_c"),
                                grace_until=to_mono(saved.get("grace_until")))
-        last = await self.db.fetchone("SELECT MAX(event_id) AS m FROM events WHERE kind='restock'")
-        self._last_restock_event = int(last["m"]) if last and last["m"] is not None else 0
+        self._last_restock_event = await cold_chain.last_restock_event(self.db)
         self._persisted = self._excursion_doc()
 
     async def run(self) -> None:
@@ -243,8 +239,7 @@ class TemperatureService:
             if flush is not None:
                 await self._write_minute(tx, flush)
             if persist != self._persisted:
-                await tx.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
-                                 "value=excluded.value", (_META_KEY, json.dumps(persist)))
+                await cold_chain.save_state(tx, _META_KEY, persist)
         self._persisted = persist
 
     def _excursion_doc(self) -> dict[str, Any]:
@@ -257,8 +252,7 @@ class TemperatureService:
         return {"above_since": to_wall(self.safety.above_since), "grace_until": to_wall(self.safety.grace_until)}
 
     async def _record_lock(self, tx: Tx, lock: fs.Lock) -> None:
-        await tx.execute("INSERT INTO lockouts(kind, started_at, reason, data) VALUES ('food_safety', ?, ?, ?)",
-                         (tx.now, lock.reason, json.dumps(lock.data)))
+        await cold_chain.record_food_safety_lockout(tx, lock.reason, lock.data)
         msg = (f"perishable goods locked: cabinet above {self.limits.limit_c:g} °C for "
                f"{lock.data['above_s'] / 60:.0f} min (peak {lock.data['peak_c']})")
         await repo.raise_alarm(tx, LOCKOUT_ALARM, "food_safety_lockout", msg, severity="critical", data=lock.data)
@@ -272,8 +266,7 @@ class TemperatureService:
             return
         minute_iso = iso(m.minute * 60)
         for point, agg in summary.items():
-            await tx.execute("INSERT OR REPLACE INTO telemetry_1min(minute, point, avg, min, max) VALUES (?,?,?,?,?)",
-                             (minute_iso, f"{self.name}.{point}", agg["avg"], agg["min"], agg["max"]))
+            await cold_chain.write_minute(tx, minute_iso, f"{self.name}.{point}", agg["avg"], agg["min"], agg["max"])
         await tx.outbox("telemetry", {"minute": minute_iso, "device": self.name, "points": summary,
                                       "setpoint_c": self.setpoint, "defrost_active": self.defrost["active"],
                                       "food_safety_locked": self.safety.locked},
@@ -282,10 +275,9 @@ class TemperatureService:
 
     async def _check_restocks(self, mono: float) -> None:
         """A restock (any path: page, CLI, cloud) starts the food-safety grace period."""
-        rows = await self.db.fetchall("SELECT event_id FROM events WHERE kind='restock' AND event_id > ? "
-                                      "ORDER BY event_id", (self._last_restock_event,))
-        if rows:
-            self._last_restock_event = int(rows[-1]["event_id"])
+        newer = await cold_chain.restock_events_after(self.db, self._last_restock_event)
+        if newer:
+            self._last_restock_event = newer[-1]
             self.note_restock(mono)
 
     def note_restock(self, mono: float | None = None) -> None:
@@ -345,8 +337,7 @@ class TemperatureService:
         if not effects:
             return False
         async with self.db.tx() as tx:
-            await tx.execute("UPDATE lockouts SET cleared_at=?, cleared_by=? WHERE kind='food_safety' "
-                             "AND cleared_at IS NULL", (tx.now, actor))
+            await cold_chain.clear_food_safety_lockout(tx, actor)
             await repo.clear_alarm(tx, LOCKOUT_ALARM, f"cleared by {actor}")
             await tx.event("food_safety_cleared", {"actor": actor, "device": self.name})
         log.warning("food_safety_cleared", fridge=self.name, actor=actor)
