@@ -1,10 +1,11 @@
 """The vend journal: one row per VEND, written before each step of it happens (see docs/ledger.md).
 
-States: ``requested`` (order and seq written; nothing sent) → ``sent`` (committed just before the
-frame is written, with the board boot id it is addressed to) → ``acked`` (the board ACKed, with the
+States: ``sent`` (written with the order, with the board boot id the VEND is addressed to; its commit
+is the last step before the frame is written) → ``acked`` (the board ACKed, with the
 boot id of the ACK) → ``done`` with an outcome; or ``unknown`` (the daemon lost sight of it) →
 settled by reconciliation; or ``needs_count`` (nobody can tell whether the item fell) → settled by a
-technician's count (``counted``, ``settled_by``).
+technician's count (``counted``, ``settled_by``). ``requested`` (nothing sent) is only found in
+ledgers written before protocol v2.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ def _entry(row: Any) -> Entry:
 _COLS = "journal_id, order_id, slot_id, board_seq, state, outcome, sent_boot, acked_boot, board_slot"
 
 
-async def insert(tx: Tx, order_id: str, slot_id: str, seq: int) -> None:
-    await tx.execute("INSERT INTO vend_journal(order_id, slot_id, board_seq, state, created_at, updated_at)"
-                     " VALUES (?,?,?,?,?,?)", (order_id, slot_id, seq, "requested", tx.now, tx.now))
+async def insert(tx: Tx, order_id: str, slot_id: str, seq: int, boot: int) -> None:
+    """A new entry, ``sent`` to board boot ``boot``: its commit is the last step before the frame leaves."""
+    await tx.execute("INSERT INTO vend_journal(order_id, slot_id, board_seq, state, sent_boot, created_at, updated_at)"
+                     " VALUES (?,?,?,?,?,?,?)", (order_id, slot_id, seq, "sent", boot, tx.now, tx.now))
 
 
 async def get(tx: Tx | LedgerDB, seq: int) -> Entry | None:
@@ -52,11 +54,6 @@ async def get(tx: Tx | LedgerDB, seq: int) -> Entry | None:
 async def by_order(tx: Tx | LedgerDB, order_id: str) -> Entry | None:
     row = await tx.fetchone(f"SELECT {_COLS} FROM vend_journal WHERE order_id=?", (order_id,))
     return None if row is None else _entry(row)
-
-
-async def mark_sent(tx: Tx, seq: int, boot: int) -> None:
-    await tx.execute("UPDATE vend_journal SET state='sent', sent_boot=?, updated_at=? WHERE board_seq=?",
-                     (boot, tx.now, seq))
 
 
 async def mark_acked(tx: Tx, seq: int, boot: int) -> None:
