@@ -15,14 +15,16 @@ from tests.e2e.test_web_security import SELF_SERVICE, action_routes, concrete, w
 pytestmark = pytest.mark.timeout(120)
 
 ALLOWED = {200, 201, 303, 400, 403, 404, 409, 413, 415, 422, 429, 501}  # 501: service not on this machine
-FIELDS = ["slot_id", "count", "confirm", "ms", "shelf", "unit", "address", "table", "name", "day", "kind"]
+FIELDS = ["slot_id", "count", "confirm", "ms", "shelf", "unit", "address", "table", "name", "day", "kind",
+          "best_before", "decision", "basket", "qty_cola"]
 
 
 def hostile(rng: random.Random) -> Any:
     return rng.choice([
         None, True, -1, 0, 2**63, -2**31, 1e308, float("-inf"), "", " ", "A1", "Z99", "A0", "a1", "../../etc",
         "A1; DROP TABLE orders", "<script>x</script>", "\x00\x01", "é" * 50, "9" * 400, [], ["A1"], {"x": 1},
-        {"slot_id": {"slot_id": "A1"}}, "1e9", "-5", "NaN", "true", "0x10",
+        {"slot_id": {"slot_id": "A1"}}, "1e9", "-5", "NaN", "true", "0x10", "2026-13-45", "9999-12-31",
+        "0001-01-01", "approve", "correct", "void", {"cola": 2**70}, {"cola": -1}, {"": 1},
     ])
 
 

@@ -9,6 +9,7 @@ moves the stock, is audited, is queued for the cloud, and cannot be made twice.
 from __future__ import annotations
 
 import json
+import random
 
 import aiohttp
 import pytest
@@ -211,3 +212,52 @@ async def test_the_cloud_charges_the_basket_only_after_the_decision(review_rig, 
     finally:
         await client.close()
         await cloud.cleanup()
+
+
+async def test_hostile_review_requests_get_clear_answers_and_leave_the_basket_waiting(review_rig):
+    """Every request here is invalid (odd decisions, baskets no one could charge, odd ids): each gets a
+    documented 3xx/4xx, never a 5xx, and the basket is still waiting afterwards."""
+    rig, base = review_rig
+    decisions = [None, True, 1, "", "approve ", "APPROVE", "<b>", "é" * 300, [], {}, "correct"]
+    baskets = [
+        None,
+        True,
+        1,
+        [],
+        {},
+        {"F1": 2**70},
+        {"F1": -1},
+        {"F1": 1.0},
+        {"F1": True},
+        {"F1": "1"},
+        {"nope": 1},
+        {"F1": 0},
+        {"F1": {"F1": 1}},
+        ["F1"],
+    ]
+    form_qty = ["-1", "1.5", "x", "9" * 30, "é", "", "0", " 0 "]
+    ids = ["s-rev", "s-none", "x" * 5000, "..", "s-rev%00"]
+    rng = random.Random(14)
+    async with await login(base) as s:
+        for i in range(120):
+            sid, decision = rng.choice(ids), rng.choice(decisions)
+            if i % 2:
+                body = {"decision": decision, "basket": rng.choice(baskets), "confirm": True}
+                r = await s.post(f"/api/v1/review/{sid}", json=body)
+            else:
+                form = {
+                    "csrf": s.headers["X-CSRF-Token"],
+                    "decision": str(decision),
+                    "confirm": "yes",
+                    "qty_F1": rng.choice(form_qty),
+                }
+                r = await s.post(f"/review/{sid}", data=form, allow_redirects=False)
+            assert r.status in {303, 400, 404, 405, 409, 413}, (
+                sid[:20],
+                decision,
+                r.status,
+                (await r.text())[:200],
+            )
+    order, _, sstate, records, _ = await state(rig.daemon.db)
+    assert order["status"] == "needs_review" and sstate == "needs_review"
+    assert [k for k in records if k.startswith("order-s-rev-")] == ["order-s-rev-needs_review"]
