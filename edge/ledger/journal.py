@@ -95,7 +95,7 @@ async def count_open(db: LedgerDB) -> int:
 
 async def needs_count(db: Tx | LedgerDB, slot_id: str | None = None) -> list[Entry]:
     """Entries waiting for a technician's count (on ``slot_id``, the asked or the reported slot)."""
-    where, params = "state='needs_count'", ()
+    where, params = "state='needs_count'", tuple[str, ...]()
     if slot_id is not None:
         where, params = where + " AND (slot_id=? OR board_slot=?)", (slot_id, slot_id)
     sql = f"SELECT {_COLS} FROM vend_journal WHERE {where} ORDER BY journal_id"

@@ -23,6 +23,7 @@ from drivers.vend_board.codec import VendReq
 from edge.core.catalog import Sku
 from edge.core.errors import LedgerError, SaleRefused
 from edge.core.ports import PaymentPort
+from edge.core.pricing import Priced
 from edge.core.vend_reconcile import JournalStep, Verdict, decide, settle_count
 from edge.crashpoints import crash_point
 from edge.ledger import journal, repo
@@ -42,6 +43,7 @@ SaleGuard = Callable[[str, str], Awaitable[None]]  # (slot_id, sku_id) -> raises
 
 class BoardPort(Protocol):
     connected: bool
+    on_frame_sent: Callable[[Any], None] | None  # called with each frame right after it is written
 
     async def current_boot(self) -> int: ...
 
@@ -66,8 +68,8 @@ class VendService:
         self._pay_lock = asyncio.Lock()  # one card payment at a time, authorize → settle
         self.unreconciled = 0
         self.accepting = True  # False while the daemon stops: new sales are refused
-        if hasattr(board, "on_frame_sent"):  # a power cut right after the VEND frame left the port
-            board.on_frame_sent = lambda frame: crash_point("vend.after_send") if isinstance(frame, VendReq) else None
+        # a power cut right after the VEND frame left the port (tests/reliability arms this crash point)
+        board.on_frame_sent = lambda frame: crash_point("vend.after_send") if isinstance(frame, VendReq) else None
 
     async def load(self) -> None:
         """Count the journal entries a previous run left open: sales wait until they are settled."""
@@ -94,10 +96,11 @@ class VendService:
                 await self.payment.report_cash_sale(slot_id, order["total"], order["currency"])
             return order
         async with self._pay_lock:
-            sku = await self._check(slot_id)  # refuse before the customer is asked to pay
-            auth = await self.payment.authorize(slot_id, sku.price.amount, sku.price.currency)
+            sku, priced = await self._check(slot_id)  # refuse before the customer is asked to pay
+            amount = sku.price.amount if priced is None else priced.unit_price
+            auth = await self.payment.authorize(slot_id, amount, sku.price.currency)
             try:
-                order = await self._sell(slot_id, auth.ref, actor=actor)
+                order = await self._sell(slot_id, auth.ref, actor=actor, priced=priced)
             except SaleRefused:
                 await self.payment.settle(auth, False)  # refused after the approval: nothing turned
                 raise
@@ -107,14 +110,16 @@ class VendService:
             await self.payment.settle(auth, {"completed": True, "failed": False}.get(order["status"]))
             return order
 
-    async def _check(self, slot_id: str) -> Sku:
-        """The checks ``_journal`` makes, read-only, for a price to authorize (made again there)."""
+    async def _check(self, slot_id: str) -> tuple[Sku, Priced | None]:
+        """What ``_journal`` checks and the price it will charge (the quote is taken here and passed on)."""
         async with self.db.tx() as tx:
-            return await self._sellable(tx, slot_id)
+            sku = await self._sellable(tx, slot_id)
+            return sku, None if self.prices is None else await self.prices.for_sale(tx, slot_id, sku)
 
-    async def _sell(self, slot_id: str, payment_ref: str, *, test: bool = False, actor: str = "") -> dict[str, Any]:
+    async def _sell(self, slot_id: str, payment_ref: str, *, test: bool = False, actor: str = "",
+                    priced: Priced | None = None) -> dict[str, Any]:
         async with self._sale_lock:
-            order_id, seq, boot = await self._journal(slot_id, payment_ref, test, actor)
+            order_id, seq, boot = await self._journal(slot_id, payment_ref, test, actor, priced)
             crash_point("vend.after_journal")
             try:
                 result = await self.board.vend(slot_id, seq, boot=boot, on_ack=lambda b: self._acked(seq, b))
@@ -143,7 +148,8 @@ class VendService:
                 self.unreconciled += 1
                 raise
 
-    async def _journal(self, slot_id: str, payment_ref: str, test: bool, actor: str) -> tuple[str, int, int]:
+    async def _journal(self, slot_id: str, payment_ref: str, test: bool, actor: str,
+                       priced: Priced | None = None) -> tuple[str, int, int]:
         """Write the order and its journal row as ``sent`` to the board's current boot id, in one
         transaction: committing it is the last step before the VEND frame is written (a crash after
         the commit is settled by asking the board, which then answers 'unknown' from that boot)."""
@@ -160,7 +166,8 @@ class VendService:
         async with self.db.tx() as tx:
             sku = await self._sellable(tx, slot_id)
             order_id = uuid.uuid4().hex[:16]
-            priced = None if test or self.prices is None else await self.prices.for_sale(tx, slot_id, sku)
+            if priced is None and not test and self.prices is not None:
+                priced = await self.prices.for_sale(tx, slot_id, sku)
             price = 0 if test else sku.price.amount if priced is None else priced.unit_price
             seq = await repo.next_board_seq(tx)
             await repo.insert_order(tx, order_id, kind="test_vend" if test else "vend", status="pending",
