@@ -98,6 +98,15 @@ class TemperatureConfig:
     food_safety_limit_c: float = _f(5.0, **rng(-30, 20))
     food_safety_max_s: float = _f(1800.0, **rng(0, 86400))
     restock_grace_s: float = _f(3600.0, **rng(0, 86400))
+    # eco schedule (docs/operations-features.md): night/idle setback, cabinet lights off, fan with compressor
+    eco: bool = _f(False)
+    eco_setback_c: float = _f(1.0, **rng(0, 5))
+    eco_night_start_h: float = _f(22.0, **rng(0, 24))
+    eco_night_end_h: float = _f(7.0, **rng(0, 24))
+    eco_idle_after_s: float = _f(7200.0, **rng(0, 86400))
+    eco_wake_s: float = _f(900.0, **rng(0, 86400))
+    eco_margin_c: float = _f(0.3, **rng(0, 5))
+    controller_band_c: float = _f(2.0, **rng(0, 10))  # the controller's own on/off band around its setpoint
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from edge.core.shelves import StableSpec
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
 from edge.services.door import Door, IoModuleDoor, VendBoardDoor
+from edge.services.eco import EcoService, eco_config
 from edge.services.maintenance import MaintenanceService
 from edge.services.power import PowerService
 from edge.services.shelves import WeightShelves
@@ -113,6 +114,7 @@ class Plant:
     door: Door | None = None
     power: PowerService | None = None
     maintenance: MaintenanceService | None = None
+    eco: EcoService | None = None
     roles: dict[str, str] = field(default_factory=dict)
 
     def guards(self) -> list[SaleGuard]:
@@ -122,7 +124,7 @@ class Plant:
     def extras(self) -> dict[str, Any]:
         """Entries for `Machine.extras` (the web page and cloud commands find services there)."""
         out: dict[str, Any] = {"plant": self}
-        for name in ("temperature", "shelves", "door", "power", "maintenance"):
+        for name in ("temperature", "shelves", "door", "power", "maintenance", "eco"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -202,6 +204,10 @@ async def start_plant(config: Config, db: LedgerDB, supervisor: Supervisor, *, b
         fridge = by_role["fridge"]
         plant.maintenance = MaintenanceService(db, fridge, door=plant.door, clock=clock, name=fridge.name)
         supervisor.spawn("maintenance", plant.maintenance.run)
+    if plant.temperature is not None and config.temperature.eco:  # night/idle setback (edge/services/eco.py)
+        plant.eco = EcoService(plant.temperature, eco_config(config.temperature), io=by_role.get("io"),
+                               door=plant.door, clock=clock, tz=config.web.timezone)
+        supervisor.spawn("eco", plant.eco.run)
     log.info("plant_started", buses=sorted(hubs), devices=sorted(devices), door=config.door.source)
     return plant
 

@@ -96,7 +96,7 @@ class SimModbusPlant:
         self.wire_timing = wire_timing
         self.fridge = FridgePhysics(setpoint_c=4.0, start_c=4.0, seed=seed)
         self.shelves = WeightShelfSlave(2, world.shelf_grams, shelves=max(len(world.shelves()), 1), seed=seed)
-        self.io = IoModuleSlave(3, lambda: world.door_open)
+        self.io = IoModuleSlave(3, lambda: world.door_open, on_light=self._set_lights)
         self.slaves: dict[int, SimSlave] = {1: FridgeControllerSlave(1, self.fridge), 2: self.shelves, 3: self.io}
         for unit, kind in (extra_units or {}).items():  # more slaves on the line (benchmarks)
             self.slaves[unit] = self._make_slave(unit, kind, seed)
@@ -160,6 +160,9 @@ class SimModbusPlant:
 
     def unstick_sensor(self, point: str, *, unit: int = 1) -> None:
         self.slaves[unit].stuck.pop(point, None)
+
+    def _set_lights(self, on: bool) -> None:
+        self.fridge.lights_on = on
 
     def fail_compressor(self, on: bool = True) -> None:
         self.fridge.compressor_failed = on

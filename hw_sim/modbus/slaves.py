@@ -96,6 +96,7 @@ class FridgeControllerSlave(SimSlave):
         self.show("compressor_on", f.compressor_on)
         self.show("defrost_active", f.defrost_active)
         self.show("defrost_request", f.defrost_active)
+        self.show("fan_eco", f.fan_eco)
         pts = self.image.regmap.points
         fault = any(not pts[n].in_range(self.image.get(n)) for n in ("cabinet_temp_c", "evaporator_temp_c"))
         self.show("sensor_fault", fault)
@@ -106,6 +107,8 @@ class FridgeControllerSlave(SimSlave):
             self.physics.setpoint_c = float(value)
         elif name == "defrost_request" and value:
             self.physics.request_defrost()
+        elif name == "fan_eco":
+            self.physics.fan_eco = bool(value)
         self.tick(0.0)
 
 
@@ -136,9 +139,11 @@ class WeightShelfSlave(SimSlave):
 class IoModuleSlave(SimSlave):
     kind = "io_module"
 
-    def __init__(self, unit: int, door_open: Callable[[], bool]) -> None:
+    def __init__(self, unit: int, door_open: Callable[[], bool],
+                 on_light: Callable[[bool], None] | None = None) -> None:
         super().__init__(unit, RegisterMap.builtin("io_module"))
         self._door_open = door_open
+        self._on_light = on_light  # the cabinet lights are inside the fridge: their heat is physics
         self.locked = True  # fail safe: a powered-up lock module holds the door
         self.light = False
         self.mains_ok = True  # `cut_mains`/`restore_mains` on the plant: the module runs on its backup
@@ -159,4 +164,6 @@ class IoModuleSlave(SimSlave):
             self.locked = bool(value)
         elif name == "light":
             self.light = bool(value)
+            if self._on_light is not None:
+                self._on_light(self.light)
         self.tick(0.0)
