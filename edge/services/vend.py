@@ -63,6 +63,8 @@ class VendService:
         self.jam_disable_after = jam_disable_after
         self.guards = guards or []
         self.prices: PriceBook | None = None  # offline price rules (edge/services/pricing.py); None: list prices
+        # told every board result (slot asked, result); must only queue, never raise (edge/services/maintenance.py)
+        self.result_listeners: list[Callable[[str, VendResult], None]] = []
         self.payment = payment  # a card reader paid before the dispense (docs/protocols/mdb.md); None: as given
         self._sale_lock = asyncio.Lock()  # one motor at a time, as the board demands
         self._pay_lock = asyncio.Lock()  # one card payment at a time, authorize → settle
@@ -138,6 +140,8 @@ class VendService:
             except LedgerError:
                 self.unreconciled += 1  # the ACK could not be journaled: settle from the board later
                 raise
+            for listener in self.result_listeners:
+                listener(slot_id, result)
             crash_point("vend.before_result")
             try:
                 async with self.db.tx() as tx:
@@ -296,7 +300,14 @@ class VendService:
         outside the protocol: the entry stays open and the caller retries later.
         """
         left = 0
-        for entry in await journal.open_entries(self.db):
+        entries = await journal.open_entries(self.db)
+        if any(e.state != "requested" for e in entries):
+            try:  # a board reset since the handshake: learn its memory again before trusting 'unknown'
+                await self.board.current_boot()
+            except DeviceError:
+                self.unreconciled = max(self.unreconciled, len(entries))
+                raise
+        for entry in entries:
             step = JournalStep(entry.state != "requested", entry.sent_boot, entry.acked_boot)
             if not step.sent:
                 verdict, why = decide(step, None, 0, 0)
