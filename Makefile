@@ -23,7 +23,7 @@ sysdeps-demo:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edge drivers sync hw_sim vision_models tests bench
-	$(VENV)/bin/mypy edge/core drivers/vend_board/codec.py
+	$(VENV)/bin/mypy edge/core drivers/vend_board/codec.py drivers/mdb/codec.py
 
 test: $(STAMP) sysdeps lint
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -325,8 +325,8 @@ def to_scaled(minor: int, minor_digits: int, scale: int, decimals: int) -> int:
     Raises ValueError when the amount cannot be said exactly on the bus or exceeds 16 bits."""
     if scale < 1:
         raise ValueError(f"scale factor {scale} < 1")
-    num = minor * 10**decimals
-    den = scale * 10**minor_digits
+    num = minor * int(10**decimals)
+    den = scale * int(10**minor_digits)
     if num % den:
         raise ValueError(
             f"{minor} minor units are not a multiple of the reader's unit "
@@ -340,7 +340,7 @@ def to_scaled(minor: int, minor_digits: int, scale: int, decimals: int) -> int:
 
 def from_scaled(scaled: int, minor_digits: int, scale: int, decimals: int) -> int:
     """The reader's scaled value -> minor units (exact for every value ``to_scaled`` produces)."""
-    return scaled * scale * 10**minor_digits // 10**decimals
+    return scaled * scale * int(10**minor_digits) // int(10**decimals)
 
 
 # ---- the adapter's ASCII line protocol --------------------------------------------------------

@@ -347,11 +347,14 @@ class CashlessReader:
             async with asyncio.timeout(timeout_s):
                 while True:
                     for resp in list(self._inbox):
-                        simple = isinstance(resp, Simple)
-                        if simple and resp.code is Resp.JUST_RESET and not reset_ok:
-                            self._inbox.remove(resp)
-                            raise ReaderReset("the reader reset itself (JUST RESET)")
-                        if (simple and resp.code in codes) or (not simple and isinstance(resp, kinds)):
+                        if isinstance(resp, Simple):
+                            if resp.code is Resp.JUST_RESET and not reset_ok:
+                                self._inbox.remove(resp)
+                                raise ReaderReset("the reader reset itself (JUST RESET)")
+                            wanted = resp.code in codes
+                        else:
+                            wanted = isinstance(resp, kinds)
+                        if wanted:
                             self._inbox.remove(resp)
                             return resp
                     if not self.connected and self._tasks:
