@@ -129,8 +129,19 @@ async def _card_summary(rig: DemoRig, pay: MdbPayment, reader: SimMdbReader) -> 
         # gone makes it a free vend (docs/protocols/mdb.md), not a late capture
         "AND NOT (o.reason = 'counted' AND p.error = 'drop_unconfirmed')"
     )
+    # the card paid what the order charged (price rules and quotes included)
+    mispriced = await db.fetchall(
+        "SELECT p.payment_id FROM payment_sessions p JOIN orders o ON o.payment_ref = 'mdb:' || p.payment_id "
+        "WHERE p.amount != o.total_amount"
+    )
     captured_amount = totals.get("captured_amount", 0)
-    mismatches = len(orphan) + len(unpaid) + books.open + len(await payments.open_payments(db, METHOD))
+    mismatches = (
+        len(orphan)
+        + len(unpaid)
+        + len(mispriced)
+        + books.open
+        + len(await payments.open_payments(db, METHOD))
+    )
     mismatches += totals.get("captured", 0) != len(books.captured)
     mismatches += captured_amount != sum(
         a for _, a in books.captured

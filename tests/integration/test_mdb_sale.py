@@ -1,0 +1,98 @@
+"""The card reader through the daemon's own wiring ([payment] method = "mdb"): the vend service asks the
+payment port, with the price it will charge (price rules and shown quotes included), and refuses before
+the card is asked when the sale cannot happen. Simulated reader and board on ptys, real SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from edge.core.errors import SaleRefused
+from edge.demo.setup import start_rig
+from edge.ledger import fresh, payments, repo
+from edge.services.cloud import LedgerConfigSink
+from hw_sim.mdb_reader import SimMdbReader
+from hw_sim.world import load_demo_planogram
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def shop(tmp_path):
+    reader = SimMdbReader(approve_delay_s=0.02)
+    link = await reader.serve_pty(str(tmp_path / "ttyMDB"))
+    extra = f'[payment]\nmethod = "mdb"\nport = "{link}"\ncard_wait_s = 2\napproval_timeout_s = 1\n'
+    rig = await start_rig(str(tmp_path), speed=200.0, extra=extra)
+    pay = rig.daemon.machine.extras["payment"]
+    async with asyncio.timeout(10):  # the supervised payment loop sets the reader up
+        while not pay.reader.ready:
+            await asyncio.sleep(0.02)
+    yield rig, reader
+    await rig.stop()
+    await reader.stop()
+
+
+async def rows(rig) -> list[dict]:
+    return [dict(r) for r in await rig.daemon.db.fetchall("SELECT * FROM payment_sessions ORDER BY seq")]
+
+
+async def test_the_card_pays_the_rule_price_the_order_records(shop):
+    rig, reader = shop
+    now = rig.daemon.clock.wall()
+    rule = {
+        "id": "cola-deal",
+        "kind": "promotion",
+        "skus": ["cola"],
+        "fixed_price": 120,
+        "valid_from": now - 60,
+    }
+    await LedgerConfigSink(rig.daemon.db).apply_config(
+        2, {**load_demo_planogram(), "pricing": {"rules": [rule]}}
+    )
+    reader.tap()
+    order = await rig.daemon.machine.sell("A1")
+    assert order["status"] == "completed" and order["total"] == 120
+    assert reader.books.captured == [(101, 120)]
+    [p] = await rows(rig)
+    assert (p["state"], p["amount"], order["payment_ref"]) == ("captured", 120, f"mdb:{p['payment_id']}")
+
+
+async def test_a_shown_quote_is_what_the_card_pays(shop):
+    rig, reader = shop
+    book = rig.daemon.machine.vend.prices
+    planogram = await repo.current_planogram(rig.daemon.db)
+    shown = await book.quote("A1", planogram.sku_for_slot("A1"))
+    now = rig.daemon.clock.wall()
+    rule = {"id": "flash", "kind": "promotion", "skus": ["cola"], "percent_off": 50, "valid_from": now - 1}
+    await LedgerConfigSink(rig.daemon.db).apply_config(
+        2, {**load_demo_planogram(), "pricing": {"rules": [rule]}}
+    )
+    reader.tap()
+    order = await rig.daemon.machine.sell("A1")
+    assert order["total"] == shown.priced.unit_price == 180 and reader.books.captured == [(101, 180)]
+
+
+async def test_refused_before_the_card_is_asked(shop):
+    rig, reader = shop
+    today = dt.datetime.fromtimestamp(rig.daemon.clock.wall(), dt.UTC).date()
+    async with rig.daemon.db.tx() as tx:
+        await fresh.set_best_before(tx, "B4", (today - dt.timedelta(days=1)).isoformat())
+    await rig.daemon.machine.restock("C1", 0, actor="test")
+    reader.tap()
+    for slot, reason in (("C1", "sold_out"), ("Z9", "unknown_slot"), ("B4", "expired")):
+        with pytest.raises(SaleRefused) as exc:
+            await rig.daemon.machine.sell(slot)
+        assert exc.value.reason == reason
+    assert await rows(rig) == [] and reader.books.approved == [] and rig.sim.vend_frames_received == 0
+
+
+async def test_cash_and_test_vends_do_not_touch_the_card(shop):
+    rig, reader = shop
+    cash = await rig.daemon.machine.sell("E6", "cash:coins-1")
+    test = await rig.daemon.machine.test_vend("E5", actor="tech")
+    assert cash["status"] == test["status"] == "completed"
+    assert await rows(rig) == [] and reader.books.approved == []
+    assert reader.books.cash_sales == [(506, cash["total"])]  # reported for the reader's audit
+    assert (await payments.payment_totals(rig.daemon.db, "mdb")) == {}
