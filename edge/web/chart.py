@@ -12,8 +12,8 @@ import math
 import zoneinfo
 from typing import Any
 
-W, H = 600, 200
-LEFT, RIGHT, TOP, BOTTOM = 36, 8, 8, 20  # room for the °C labels (left) and the times (bottom)
+W, H = 480, 200  # drawn at most 640 px wide (CSS): 13-unit labels stay 9-17 px from a phone to a laptop
+LEFT, RIGHT, TOP, BOTTOM = 30, 6, 8, 20  # room for the °C labels (left) and the times (bottom)
 TICK_STEPS_S = [300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400]
 MAX_X_TICKS = 7
 # (key in the temperature read model, css class, label): the lines a technician judges the curve by
@@ -66,11 +66,23 @@ def temperature_chart(t: dict[str, Any] | None, tz: zoneinfo.ZoneInfo) -> dict[s
         "evap": line(2),
         "lo": lo,
         "hi": hi,
-        "limits": [
-            {"key": key, "cls": cls, "label": f"{label} {v:g} °C", "y": y(v)} for key, cls, label, v in limits
-        ],
+        "limits": [_limit(key, cls, f"{label} {v:g} °C", y(v)) for key, cls, label, v in limits],
         "xticks": [{"x": x(ts), "label": label} for ts, label in _time_ticks(t0, t1, tz)],
         "yticks": [{"y": y(v), "label": f"{v:g}"} for v in _value_ticks(lo, hi)],
+    }
+
+
+def _limit(key: str, cls: str, label: str, y: float) -> dict[str, Any]:
+    """A limit line; the setpoint's label sits at the left end, the alarms' at the right, so the setpoint
+    and a food-safety limit one degree above it do not print over each other."""
+    left = key == "setpoint_c"
+    return {
+        "key": key,
+        "cls": cls,
+        "label": label,
+        "y": y,
+        "lx": LEFT + 3 if left else W - RIGHT - 3,
+        "anchor": "start" if left else "end",
     }
 
 

@@ -55,6 +55,8 @@ def zone_label(tz: zoneinfo.ZoneInfo, now: float) -> str:
     """``Europe/Berlin (CET, UTC+01:00)``: said once per page so every time shown is unambiguous."""
     local = dt.datetime.fromtimestamp(now, tz)
     offset = local.strftime("%z")
+    if tz.key == "UTC":
+        return "UTC"
     return f"{tz.key} ({local.tzname()}, UTC{offset[:3]}:{offset[3:]})"
 
 

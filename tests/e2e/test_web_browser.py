@@ -141,8 +141,8 @@ async def test_test_vend_from_the_devices_page_dispenses(browser, classic):
     assert dict(row) == {"kind": "test_vend", "status": "completed", "total_amount": 0}
     # the serial log is decoded: the VEND sent for B3 and the board's VEND_DONE with its outcome
     rows = [" | ".join(await tr.locator("td").all_text_contents()) for tr in await page.locator("#frames tbody tr").all()]
-    assert any("sent | VendReq" in r and "slot=B3" in r for r in rows), rows
-    assert any("received | VendDone" in r and "slot=B3 outcome=OK" in r for r in rows), rows
+    assert any("→ sentVendReq" in r and "slot=B3" in r for r in rows), rows
+    assert any("← receivedVendDone" in r and "slot=B3 outcome=OK" in r for r in rows), rows
 
 
 async def test_dashboard_updates_live_and_fits_a_phone(browser, classic):

@@ -45,6 +45,7 @@ def test_durations_read_like_a_person_writes_them():
     assert fmt.when("2026-12-02T11:57:00Z", BERLIN, now) == "2026-12-02 12:57:00 (3 min ago)"
     assert fmt.seen(None) == "–" and fmt.seen(4.2) == "4 s ago"
     assert fmt.zone_label(BERLIN, now) == "Europe/Berlin (CET, UTC+01:00)"
+    assert fmt.zone_label(zoneinfo.ZoneInfo("UTC"), now) == "UTC"
 
 
 def test_sales_days_are_local_days():

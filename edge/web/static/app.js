@@ -41,7 +41,8 @@
     c.limits.forEach(function (l) {
       var cls = String(l.cls).replace(/[^a-z]/g, "");
       axes.appendChild(svgEl("line", {"class": "limit " + cls, "data-limit": l.key, x1: f.x0, x2: f.x1, y1: l.y, y2: l.y}));
-      axes.appendChild(svgEl("text", {"class": "limit-label " + cls, x: f.x1 - 2, y: l.y - 3, "text-anchor": "end"}, l.label));
+      axes.appendChild(svgEl("text", {"class": "limit-label " + cls, x: l.lx, y: l.y - 3,
+        "text-anchor": l.anchor === "start" ? "start" : "end"}, l.label));
     });
     svg.querySelector(".cab").setAttribute("points", c.cabinet);
     svg.querySelector(".evap").setAttribute("points", c.evap);
