@@ -207,11 +207,16 @@ class Queries:
         return out
 
     async def pick_list(self) -> dict[str, Any]:
-        """What to bring on the next visit: per slot, par level (the slot's capacity) minus what is in it;
-        totals per product. Disabled slots are listed too (the technician fixes and fills them)."""
-        lines = [{"slot_id": r["slot_id"], "sku_id": r["sku_id"], "name": r["name"], "count": r["count"],
-                  "par": r["capacity"], "bring": max(0, r["capacity"] - r["count"]), "disabled": r["disabled"]}
-                 for r in await self.stock()]
+        """What to bring on the next visit: per slot, par level (the slot's capacity) minus what is in it,
+        plus what must be replaced (a lane at or near its best-before: all of it); totals per product.
+        Disabled slots are listed too (the technician fixes and fills them)."""
+        lines = []
+        for r in await self.stock():
+            replace = r["count"] if r["expiry"] in ("near", "expired") else 0  # fresh food past or near its date
+            lines.append({"slot_id": r["slot_id"], "sku_id": r["sku_id"], "name": r["name"], "count": r["count"],
+                          "par": r["capacity"], "bring": max(0, r["capacity"] - r["count"]) + replace,
+                          "replace": replace, "best_before": r["best_before"], "expiry": r["expiry"],
+                          "disabled": r["disabled"]})
         totals: dict[str, dict[str, Any]] = {}
         for ln in lines:
             if ln["bring"]:

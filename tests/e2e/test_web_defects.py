@@ -8,6 +8,7 @@ session, `next=` bypasses, Host/Origin checks, the Server header, /metrics names
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 
 import aiohttp
@@ -263,6 +264,22 @@ async def test_pick_list_brings_each_slot_to_par(web):  # noqa: F811
     assert doc["items"] == sum(r["capacity"] - r["count"] for r in stock.values())
     assert f'<tr data-slot="C1"><td>C1</td><td>Cookies</td><td>{stock["C1"]["count"]}</td>' in page
     assert f'id="pick-items">{doc["items"]}<' in page
+
+
+async def test_pick_list_replaces_fresh_food_at_its_best_before(web):  # noqa: F811
+    """A lane whose best-before is tomorrow: everything in it is swapped out on the next visit."""
+    q = web.app[QUERIES]
+    tomorrow = (dt.date.fromisoformat(q.today()) + dt.timedelta(days=1)).isoformat()
+    await q.restock("tech", "D3", 3, tomorrow)
+    s, _ = await web.login("view")
+    async with s:
+        doc = await (await s.get("/api/v1/picklist")).json()
+        page = await (await s.get("/picklist")).text()
+        stock = {r["slot_id"]: r for r in (await (await s.get("/api/v1/stock")).json())["slots"]}
+    d3 = next(ln for ln in doc["lines"] if ln["slot_id"] == "D3")
+    assert stock["D3"]["best_before"] == tomorrow and stock["D3"]["expiry"] == "near"
+    assert d3["replace"] == 3 and d3["bring"] == stock["D3"]["capacity"]  # 3 swapped + the empty places
+    assert f"3 (best before {tomorrow})" in page
 
 
 async def test_alarm_history_shows_raised_cleared_and_how_long(web):  # noqa: F811
