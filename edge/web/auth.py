@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
 import secrets
 import socket
 import urllib.parse
@@ -22,6 +23,7 @@ import structlog
 from aiohttp import web
 
 from edge.ledger.users import SESSION_TTL_S, AuthError, WebSession
+from edge.services.queries import human_duration
 from edge.web.keys import ALLOWED_HOSTS, QUERIES, SESSION, TOKEN, USER_NAME
 
 log = structlog.get_logger(__name__)
@@ -184,7 +186,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         user = await request.app[QUERIES].users.authenticate(str(form.get("name", "")),
                                                                str(form.get("password", "")))
     except AuthError as exc:
-        msg = (f"Account locked after repeated failures. Try again in {int(exc.retry_after_s) + 1} s."
+        msg = (f"Account locked after repeated failures. Try again in {human_duration(math.ceil(exc.retry_after_s))}."
                if exc.reason == "locked" else "Wrong name or password.")
         resp = render(request, "login.html", {"login_csrf": cookie, "next": nxt, "error": msg},
                       status=429 if exc.reason == "locked" else 401)
