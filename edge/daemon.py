@@ -34,6 +34,7 @@ from sync.client import SyncClient
 
 if TYPE_CHECKING:
     from edge.services.payment_mdb import MdbPayment
+    from edge.services.takeandgo import TakeAndGoService
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +58,7 @@ class Daemon:
         self.sync: SyncClient | None = None
         self.plant: Plant | None = None
         self.web_runner: Any = None
-        self.takeandgo: Any = None
+        self.takeandgo: TakeAndGoService | None = None
         self.inbox: CommandInbox | None = None
         self.payment: MdbPayment | None = None
         self._stopped = asyncio.Event()
@@ -101,7 +102,7 @@ class Daemon:
         self.machine = Machine(cfg.machine.id, db, self.board, vend, StockService(db))
         self.machine.extras.update(self.plant.extras())
         if payment is not None:
-            self.machine.extras["payment"] = payment
+            self.machine.services.payment = payment
             self.supervisor.spawn("payment.mdb", self._payment_loop)
         async with db.tx() as tx:
             await tx.event("daemon_started", {"version": __version__})
@@ -112,8 +113,8 @@ class Daemon:
         if cfg.offline_auth.enabled:
             from edge.services.offline_auth import start_offline_auth
 
-            self.machine.extras["offline_auth"] = await start_offline_auth(cfg, db, self.machine, self.supervisor,
-                                                                           self.inbox)
+            self.machine.services.offline_auth = await start_offline_auth(cfg, db, self.machine, self.supervisor,
+                                                                          self.inbox)
         if cfg.web.enabled:
             from edge.web.app import start_web
 
@@ -178,7 +179,7 @@ class Daemon:
                                poll_wait_s=sc.poll_wait_s, ca_file=sc.ca_file or None,
                                config_interval_s=sc.config_interval_s, transport=transport)
         db.outbox_listeners.append(self.sync.notify)
-        self.machine.extras["sync"] = self.sync
+        self.machine.services.sync = self.sync
         self.supervisor.spawn("sync", self.sync.run)
 
     async def _start_takeandgo(self, db: LedgerDB) -> None:
@@ -188,13 +189,13 @@ class Daemon:
 
         assert self.machine is not None
         self.takeandgo = await build_takeandgo(self.config, db, self.plant, self.clock)
-        self.machine.extras["takeandgo"] = self.takeandgo
+        self.machine.services.takeandgo = self.takeandgo
         self.supervisor.spawn("takeandgo", self.takeandgo.run)
         if self.inbox is not None:
             self.inbox.register("open_session", self._open_session_command)
         enrollment = self.takeandgo.enrollment  # products: enrollment, missing-prototype check
         if enrollment is not None:
-            self.machine.extras["enrollment"] = enrollment
+            self.machine.services.enrollment = enrollment
             self.supervisor.spawn("enrollment", enrollment.run)
             if self.inbox is not None:
                 self.inbox.register("enroll_product", enrollment.command)
@@ -209,7 +210,7 @@ class Daemon:
 
     async def _apply_settings(self, settings: Mapping[str, Any]) -> None:
         """Cloud settings go to the service that owns them; unknown keys are logged, not fatal."""
-        temperature = self.machine.extras.get("temperature") if self.machine else None
+        temperature = self.machine.services.temperature if self.machine else None
         if "setpoint_c" in settings and temperature is not None:
             await temperature.set_setpoint(float(settings["setpoint_c"]))
         unknown = set(settings) - {"setpoint_c"}

@@ -75,6 +75,19 @@ class CommandSink(Protocol):
         ...
 
 
+class SyncLink(Protocol):
+    """What the machine reads of its cloud link (the sync client satisfies it)."""
+
+    @property
+    def status(self) -> Mapping[str, Any]:
+        """online, backlog, last_ack_at, last_error, ... for the diagnostics page."""
+        ...
+
+    def notify(self) -> None:
+        """The outbox has new records: push soon."""
+        ...
+
+
 class Clock(Protocol):
     def now_iso(self) -> str: ...
 

@@ -10,6 +10,7 @@ from typing import Any
 from edge import __version__
 from edge.ledger import journal, repo
 from edge.ledger.db import LedgerDB
+from edge.services.registry import Services, ServicesView
 from edge.services.stock import StockService
 from edge.services.vend import VendService
 
@@ -23,9 +24,14 @@ class Machine:
     board: Any
     vend: VendService
     stock: StockService
-    extras: dict[str, Any] = field(default_factory=dict)  # optional services keyed by name
+    services: Services = field(default_factory=Services)  # the optional services, typed
     started_at: float = field(default_factory=time.time)
     mode: str = "starting"
+
+    @property
+    def extras(self) -> ServicesView:
+        """Deprecated dict view of `services` (for code not moved yet); unknown names raise KeyError."""
+        return ServicesView(self.services)
 
     async def sell(self, slot_id: str, payment_ref: str = "") -> dict[str, Any]:
         return await self.vend.sell(slot_id, payment_ref)

@@ -17,7 +17,7 @@ import concurrent.futures
 import time
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -42,6 +42,9 @@ from edge.core.offline_token import (
 )
 from edge.ledger import repo, tokens
 from edge.ledger.db import LedgerDB
+
+if TYPE_CHECKING:
+    from edge.services.machine import Machine
 
 log = structlog.get_logger(__name__)
 NONCE_GRACE_S = 86400.0  # nonces outlive their token by a day: a clock set back must not revive one
@@ -266,21 +269,21 @@ def _strings(args: Mapping[str, Any], key: str) -> list[str]:
     return list(dict.fromkeys(value))
 
 
-async def start_offline_auth(config: Config, db: LedgerDB, machine: Any, supervisor: Any,
+async def start_offline_auth(config: Config, db: LedgerDB, machine: Machine, supervisor: Any,
                              inbox: Any) -> OfflineAuth:
     """Wire offline authorization: revocation list from the ledger, the `revoke` cloud command, and
-    (when enabled with a scanner) the supervised scanner task. Registers itself in machine.extras."""
+    (when enabled with a scanner) the supervised scanner task. Registers itself in machine.services."""
     cfg = config.offline_auth
-    takeandgo = machine.extras.get("takeandgo")
+    takeandgo = machine.services.takeandgo
     if cfg.enabled and not config.takeandgo.enabled:
         raise ConfigError("offline_auth.enabled", True, "false unless takeandgo.enabled = true")
     if cfg.enabled and not cfg.public_keys:
         raise ConfigError("offline_auth.public_keys", {}, "at least one key when offline_auth.enabled = true")
-    auth = OfflineAuth(cfg, config.machine.id, db, takeandgo, clock=getattr(takeandgo, "clock", None))
+    auth = OfflineAuth(cfg, config.machine.id, db, takeandgo, clock=takeandgo.clock if takeandgo else None)
     await auth.load_revocations()
     if inbox is not None:
         inbox.register("revoke", auth.revoke)
-    machine.extras["offline_auth"] = auth
+    machine.services.offline_auth = auth
     if cfg.enabled and cfg.scanner_source:
         supervisor.spawn("offline_auth.scanner", auth.run)
     log.info("offline_auth_ready", enabled=cfg.enabled, keys=sorted(auth.verifiers),
