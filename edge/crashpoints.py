@@ -9,13 +9,14 @@ A harness that must first bring the machine into a state (restock, sync) can arm
 from __future__ import annotations
 
 import os
+from typing import Any
 
 POINTS = (
     "vend.after_journal", "vend.after_send", "vend.before_result", "ledger.mid_transaction",
     "sync.mid_ack", "config.mid_apply", "migration.mid", "session.after_unlock", "session.before_order",
 )
 EXIT_CODE = 137  # what a SIGKILL'd process reports (128 + 9), so harnesses treat both alike
-_armed = {"name": "", "nth": 1, "n": 0}
+_armed: dict[str, Any] = {"name": "", "nth": 1, "n": 0}
 
 
 def arm(spec: str) -> None:

@@ -95,8 +95,9 @@ class Daemon:
         self.plant = await start_plant(cfg, db, self.supervisor, board=self.board, clock=self.clock,
                                        time_scale=self.time_scale)
         payment = await self._start_payment(db)
-        vend = VendService(db, self.board, jam_disable_after=vb.jam_disable_after, guards=self.plant.guards(),
-                           payment=payment)
+        # BoardPort declares `connected` a settable attribute; VendBoard's is a property (vend.py: lead's)
+        vend = VendService(db, self.board,  # type: ignore[arg-type]
+                           jam_disable_after=vb.jam_disable_after, guards=self.plant.guards(), payment=payment)
         vend.prices = PriceBook(db, clock=self.clock, tz=cfg.web.timezone)  # offline price rules
         await vend.load()
         self.machine = Machine(cfg.machine.id, db, self.board, vend, StockService(db))

@@ -243,4 +243,4 @@ class LedgerDB:
 
     async def integrity_ok(self) -> bool:
         row = await self.fetchone("PRAGMA integrity_check")
-        return bool(row) and row[0] == "ok"
+        return row is not None and row[0] == "ok"

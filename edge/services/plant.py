@@ -118,7 +118,7 @@ class Plant:
     roles: dict[str, str] = field(default_factory=dict)
 
     def guards(self) -> list[SaleGuard]:
-        guards = [self.temperature.food_safety_guard] if self.temperature else []
+        guards: list[SaleGuard] = [self.temperature.food_safety_guard] if self.temperature else []
         return guards + ([self.power.guard] if self.power else [])
 
     def extras(self) -> dict[str, Any]:
