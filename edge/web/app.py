@@ -132,11 +132,11 @@ def _add_routes(app: web.Application) -> None:
     r.add_post("/stock/count", views.count_action)
     r.add_get("/picklist", views.picklist_page)
     r.add_get("/sales", views.sales_page)
+    r.add_post("/review/{sid}", views.review_action)
     r.add_get("/devices", views.devices_page)
     r.add_get("/evidence/{sid}/{name}", views.evidence_image)
     r.add_post("/devices/test-vend", views.test_vend_action)
     r.add_post("/devices/unlock", views.unlock_action)
-    r.add_post("/review/{sid}", views.review_action)
     r.add_post("/devices/tare", views.tare_action)
     r.add_post("/devices/clear-lockout", views.clear_lockout_action)
     r.add_post("/devices/read-registers", views.read_registers_action)
@@ -160,6 +160,7 @@ def create_app(machine: Machine, secrets: Secrets, *, web_cfg: WebConfig | None 
     `web_cfg` gives the time zone and extra Host names (the defaults: UTC, none); `session_clock` times
     logins and sessions (default: the ledger's clock); a sped-up demo passes wall time.
     """
+    web_cfg = web_cfg or WebConfig()
     app = web.Application(middlewares=[guard_middleware, limit_middleware(MAX_IN_FLIGHT), auth.auth_middleware],
                           client_max_size=MAX_BODY)
     tz = zoneinfo.ZoneInfo(web_cfg.timezone)
@@ -167,24 +168,23 @@ def create_app(machine: Machine, secrets: Secrets, *, web_cfg: WebConfig | None 
     app[ALLOWED_HOSTS] = frozenset(h.lower() for h in web_cfg.allowed_hosts)
     hub = sse.Hub(queries, live_interval_s)
     app[QUERIES], app[HUB], app[FLASH] = queries, hub, {}
-    web_cfg = web_cfg or WebConfig()
     app[METRICS_TOKEN] = secrets.metrics_token
     app[STATIC] = _load_static()
     app[STATS] = {"responses": Counter(), "sse_clients": lambda: len(hub.subscribers)}
     env = jinja2.Environment(loader=jinja2.PackageLoader("edge.web", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
     env.filters["money"] = money
-    env.globals["static_url"] = lambda name: f"/static/{name}?v={app[STATIC][name][2]}"
-    app[JINJA] = env
-    _add_routes(app)
-    app.on_response_prepare.append(_security_headers)
-
     env.filters["localtime"] = lambda v, **kw: fmt.local_time(v, tz, **kw)
     env.filters["ago"] = lambda v: fmt.ago(v, queries.now())
     env.filters["duration"] = fmt.human_duration
     env.filters["when"] = lambda v: fmt.when(v, tz, queries.now())
     env.filters["seen"] = fmt.seen
     env.globals["zone"] = lambda: fmt.zone_label(tz, queries.now())
+    env.globals["static_url"] = lambda name: f"/static/{name}?v={app[STATIC][name][2]}"
+    app[JINJA] = env
+    _add_routes(app)
+    app.on_response_prepare.append(_security_headers)
+
     async def on_startup(_: web.Application) -> None:
         hub.start()
 

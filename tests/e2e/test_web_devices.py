@@ -73,3 +73,13 @@ async def test_payment_reader_state_is_shown(site):
     finally:
         await reader.stop()
         await sim.stop()
+
+
+async def test_create_app_without_a_web_config_uses_the_defaults(site):
+    """`create_app` as tests and tools call it, with no [web] section: UTC and no extra Host names."""
+    from edge.web.app import create_app
+    from edge.web.keys import ALLOWED_HOSTS, QUERIES
+
+    rig, _ = site
+    app = create_app(rig.daemon.machine, Secrets())
+    assert app[QUERIES].tz.key == "UTC" and app[ALLOWED_HOSTS] == frozenset()
