@@ -125,6 +125,7 @@ class CashlessReader:
         self._inbox: collections.deque[Response] = collections.deque(maxlen=INBOX_LEN)
         self._news = asyncio.Event()
         self._silent = 0
+        self._resetting = False  # our own RESET is in flight: its JUST RESET is no error
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
         self._log = log.bind(device="mdb_reader", port=port)
@@ -279,8 +280,9 @@ class CashlessReader:
             code = resp.code
             if code is Resp.JUST_RESET:
                 self.counters["resets_seen"] += 1
-                if self.state in (ReaderState.SESSION_IDLE, ReaderState.VEND):
-                    self.last_error = f"reader reset during {self.state.value}"
+                if not self._resetting and self.state not in (ReaderState.OFFLINE, ReaderState.INACTIVE):
+                    # not our RESET and not its power-up: the reader restarted by itself
+                    self.last_error = f"reader reset by itself (was {self.state.value})"
                 self._set_state(ReaderState.INACTIVE)
             elif code is Resp.END_SESSION or code is Resp.CANCELLED:
                 self._set_state(ReaderState.ENABLED)
@@ -384,8 +386,12 @@ class CashlessReader:
         async with asyncio.timeout(timeout_s):
             async with self._bus:  # no POLL in flight: a JUST RESET from before our RESET is dropped
                 self._inbox.clear()
+                self._resetting = True
                 await self._exchange(codec.reset(), retry=True)
-            await self._take((), timeout_s, codes=(Resp.JUST_RESET,), reset_ok=True)
+            try:
+                await self._take((), timeout_s, codes=(Resp.JUST_RESET,), reset_ok=True)
+            finally:
+                self._resetting = False
             self.level, self.always_idle = 1, False
             await self._command(codec.setup_config(self._vmc_level), retry=True)
             config = await self._take((ReaderConfig,), timeout_s)

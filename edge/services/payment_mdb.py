@@ -65,7 +65,7 @@ class MdbPayment:
     # ---- PaymentPort -------------------------------------------------------------------------
 
     async def authorize(self, slot_id: str, amount: int, currency: str) -> Authorization:
-        if self.unsettled or await payments.open_payments(self.db, METHOD):
+        if await self._leftovers():
             if await self.recover():  # e.g. a vend whose outcome the reconciler has just settled
                 raise SaleRefused("payment_reconciling", "an earlier card payment is not settled yet")
         await self._ensure_ready()
@@ -178,19 +178,28 @@ class MdbPayment:
         vend journal they depend on is settled (``vend_settled``)."""
         while True:
             try:
-                if (self.unsettled or await payments.open_payments(self.db, METHOD)) and vend_settled():
-                    await self.recover()
+                if await self._leftovers():
+                    if vend_settled():  # never before: the reader still holds what we may have to capture
+                        await self.recover()
                 else:
                     await self.watch()
             except SaleRefused as exc:
                 log.warning("mdb_payment_watch", error=str(exc))
             await asyncio.sleep(period_s)
 
+    async def _leftovers(self) -> bool:
+        """Payments open in the ledger that no sale in progress owns (a restart's, a bus failure's)."""
+        if self.unsettled:
+            return True
+        return any(p.payment_id not in self._live for p in await payments.open_payments(self.db, METHOD))
+
     async def watch(self) -> None:
-        """Set a reader up again after it restarted by itself (JUST RESET) or came back; call often."""
-        if self.unsettled or not self.reader.connected or self.reader.ready:
+        """Set a reader up again after it restarted by itself (JUST RESET) or came back; call often.
+
+        Never while a payment is left open: a RESET would void an approval whose item may have fallen."""
+        if not self.reader.connected or self.reader.ready:
             return
-        if self.reader.state in (ReaderState.SESSION_IDLE, ReaderState.VEND):
+        if self.reader.state in (ReaderState.SESSION_IDLE, ReaderState.VEND) or await self._leftovers():
             return
         try:
             await self.reader.initialize(self.config.step_timeout_s)
@@ -296,6 +305,8 @@ class MdbPayment:
                 await payments.set_payment_state(tx, row.payment_id, intent, error=error)
         try:
             done = await (self.reader.vend_success(row.item) if capture else self.reader.vend_failure())
+            if not done:
+                await self.reader.poll_now()  # a JUST RESET not polled yet explains the refusal
         except DeviceError as exc:
             self.unsettled += 1
             log.warning("payment_settle_deferred", payment_id=row.payment_id, intent=intent, error=str(exc))

@@ -66,7 +66,7 @@ async def test_reader_state_last_error_and_counters_on_the_page(site):
     assert order["status"] == "completed" and reader.books.captured == []
     api, page = await devices(base)
     assert "reset" in api["info"]["payment"]["last_error"]
-    assert 'id="payment-last-error">reader reset during' in page
+    assert 'id="payment-last-error">reader reset by itself' in page
 
     reader.silence(1_000_000)  # the reader goes mute on the bus
     await until(lambda: pay.reader.state.value == "offline")

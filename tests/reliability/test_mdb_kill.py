@@ -1,6 +1,7 @@
 """SIGKILL of the daemon in the middle of a card sale: the reader and the board (simulators in this
-process) live on, as real ones do; the restarted daemon closes the payment from its ledger and the
-board's memory, and ledger, reader and dispensed items agree."""
+process) live on, as real ones do; the restarted daemon (wired with [payment] method = "mdb") closes
+the payment by itself from its ledger and the board's memory, and ledger, reader and dispensed items
+agree."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ SPIRAL = {s["slot_id"]: s["capacity"] for s in load_demo_planogram()["slots"] if
 
 
 class Child:
-    def __init__(self, cfg: pathlib.Path, reader_tty: str) -> None:
+    def __init__(self, cfg: pathlib.Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.mdb_child", str(cfg), reader_tty],
+            [sys.executable, "-m", "tests.support.mdb_child", str(cfg)],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -64,8 +65,11 @@ def world(tmp_path):
     board = run_in_thread(SimVendBoard(dict(SPIRAL), speed=1.0), link_path=str(tmp_path / "ttyVEND"))
     reader = MdbReaderThread(SimMdbReader(), str(tmp_path / "ttyMDB"))
     reader.start()
-    cfg = write_config(tmp_path, board_port=board.url)
-    first = Child(cfg, reader.link_path)
+    extra = (
+        f'[payment]\nmethod = "mdb"\nport = "{reader.link_path}"\ncard_wait_s = 5\napproval_timeout_s = 3\n'
+    )
+    cfg = write_config(tmp_path, board_port=board.url, extra=extra)
+    first = Child(cfg)
     yield tmp_path, cfg, board, reader, first
     if first.proc.poll() is None:
         first.kill()
@@ -95,8 +99,10 @@ def agree(tmp_path, board, sim: SimMdbReader) -> tuple[int, int]:
     return completed, len(sim.books.refunded)
 
 
+CLOSED = {"open": 0, "unsettled": 0, "vend_unreconciled": 0}
+
+
 def start_selling(child, reader) -> dict:
-    assert child.ask("recover")["left"] == 0  # the daemon's start: leftovers closed, the reader set up
     child.ask("restock")
     reader.call(reader.sim.tap)
     return child.ask("authorize A1")
@@ -111,8 +117,8 @@ def test_kill_after_approval_before_the_vend_refunds_on_restart(world):
     auth = start_selling(child, reader)
     assert payment_state(tmp_path, auth["payment_id"]) == "approved"
     child.kill()  # approved, recorded, and no VEND has left for the board
-    again = Child(cfg, reader.link_path)
-    assert again.ask("recover")["left"] == 0
+    again = Child(cfg)
+    assert again.ask("wait_closed") == CLOSED  # the daemon's own payment loop did it
     assert payment_state(tmp_path, auth["payment_id"]) == "refunded"
     assert reader.sim.books.refunded == [(101, 180)] and not reader.sim.books.captured
     assert agree(tmp_path, board, reader.sim) == (0, 1)
@@ -122,15 +128,17 @@ def test_kill_after_approval_before_the_vend_refunds_on_restart(world):
 
 def test_kill_while_the_motor_runs_captures_once_the_board_confirms_the_drop(world):
     tmp_path, cfg, board, reader, child = world
-    auth = start_selling(child, reader)
-    child.send(f"vend A1 {auth['ref']}")
-    time.sleep(0.4)  # the board's motor takes 1.2 s: the VEND has left, the drop has not happened
-    child.kill()
-    assert board.sim.total_dispensed == 0
-    again = Child(cfg, reader.link_path)
-    out = again.ask("recover")  # the vend journal is settled from the board first, then the payment
-    assert out == {"left": 0, "vend_unreconciled": 0}
-    assert payment_state(tmp_path, auth["payment_id"]) == "captured"
+    child.ask("restock")
+    reader.call(reader.sim.tap)
+    child.send("sell A1")  # the whole card sale, as a customer makes it
+    deadline = time.monotonic() + 10
+    while board.call(lambda: board.sim.vend_frames_received) == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.kill()  # approved and recorded, the VEND has left, the motor (1.2 s) still runs
+    assert board.sim.total_dispensed == 0 and len(reader.sim.books.approved) == 1
+    again = Child(cfg)
+    assert again.ask("wait_closed") == CLOSED  # the vend journal is settled from the board, then the payment
+    assert ledger(tmp_path, "SELECT state FROM payment_sessions") == [("captured",)]
     assert agree(tmp_path, board, reader.sim) == (1, 0)
     again.quit()
 
@@ -141,8 +149,8 @@ def test_kill_after_the_drop_before_the_capture_captures_on_restart(world):
     assert child.ask(f"vend A1 {auth['ref']}") == {"status": "completed"}
     child.kill()  # dropped and recorded; VEND SUCCESS never sent
     assert not reader.sim.books.captured
-    again = Child(cfg, reader.link_path)
-    assert again.ask("recover")["left"] == 0
+    again = Child(cfg)
+    assert again.ask("wait_closed") == CLOSED  # the daemon's own payment loop did it
     assert payment_state(tmp_path, auth["payment_id"]) == "captured"
     assert agree(tmp_path, board, reader.sim) == (1, 0)
     again.quit()
@@ -154,8 +162,8 @@ def test_kill_after_a_jam_refunds_on_restart(world):
     auth = start_selling(child, reader)
     assert child.ask(f"vend A1 {auth['ref']}") == {"status": "failed"}
     child.kill()
-    again = Child(cfg, reader.link_path)
-    assert again.ask("recover")["left"] == 0
+    again = Child(cfg)
+    assert again.ask("wait_closed") == CLOSED  # the daemon's own payment loop did it
     assert payment_state(tmp_path, auth["payment_id"]) == "refunded"
     assert agree(tmp_path, board, reader.sim) == (0, 1)
     again.quit()

@@ -1,12 +1,13 @@
-"""The daemon plus the MDB payment service in a subprocess that a test can SIGKILL (tests only).
+"""The daemon, wired with [payment] method = "mdb", in a subprocess that a test can SIGKILL (tests only).
 
-    python -m tests.support.mdb_child CONFIG READER_TTY
-stdin lines, one JSON answer line each (the first is {"ready": true}):
-  `authorize SLOT`  → {"payment_id", "ref"}  (approval committed; nothing dispensed yet)
-  `vend SLOT REF`   → {"status"}             (the vend flow with payment_ref=REF)
-  `settle PAYMENT_ID yes|no|unknown` → {"state"}
+    python -m tests.support.mdb_child CONFIG
+stdin lines, one JSON answer line each (the first is {"ready": true}, once the reader is set up):
   `restock`         → every slot filled in the ledger (the board simulator is full already)
-  `recover`         → {"left"}                (vend journal reconciled with the board first)
+  `sell SLOT`       → {"status"}   the whole card sale, as a customer makes it
+  `authorize SLOT`  → {"payment_id", "ref"}   only the card step (approval committed, nothing dispensed)
+  `vend SLOT REF`   → {"status"}   only the vend step of a card sale, with payment_ref=REF
+  `wait_closed`     → {"open", "unsettled", "vend_unreconciled"} once the daemon's own payment loop has
+                      closed what a previous run left open (or after 20 s)
   `quit`
 """
 
@@ -16,27 +17,34 @@ import asyncio
 import json
 import sys
 
-from drivers.mdb import CashlessReader
 from edge.config import load_config
-from edge.core.ports import Authorization
 from edge.daemon import Daemon
 from edge.ledger import payments, repo
 from edge.logs import setup_logging
-from edge.services.payment_mdb import MdbPayment, MdbPaymentConfig
+from edge.services.payment_mdb import METHOD, MdbPayment
 
 
-async def main(config_path: str, reader_tty: str) -> None:
+async def _wait_closed(daemon: Daemon, pay: MdbPayment) -> dict[str, int]:
+    assert daemon.db is not None and daemon.machine is not None
+    vend = daemon.machine.vend
+    for _ in range(200):
+        open_ = len(await payments.open_payments(daemon.db, METHOD))
+        if not (open_ or pay.unsettled or vend.unreconciled):
+            break
+        await asyncio.sleep(0.1)
+    return {"open": open_, "unsettled": pay.unsettled, "vend_unreconciled": vend.unreconciled}
+
+
+async def main(config_path: str) -> None:
     cfg = load_config(config_path)
     setup_logging(cfg.machine.id, level="warning", fmt="json", stream=sys.stderr)
     daemon = Daemon(cfg)
     machine = await daemon.start()
-    await daemon.board.wait_connected(5)  # type: ignore[union-attr]
-    reader = CashlessReader(reader_tty, poll_interval_s=0.02, reply_timeout_s=0.3)
-    await reader.start()
-    await reader.wait_connected(5)
-    pay = MdbPayment(
-        daemon.db, reader, MdbPaymentConfig(card_wait_s=5, approval_timeout_s=3, step_timeout_s=3)
-    )
+    pay = machine.extras["payment"]
+    assert isinstance(pay, MdbPayment)
+    async with asyncio.timeout(10):
+        while not pay.reader.ready:
+            await asyncio.sleep(0.02)
     loop = asyncio.get_running_loop()
     print(json.dumps({"ready": True}), flush=True)
     try:
@@ -45,31 +53,24 @@ async def main(config_path: str, reader_tty: str) -> None:
             if not line or line[0] == "quit":
                 break
             cmd, args = line[0], line[1:]
-            if cmd == "authorize":
+            if cmd == "restock":
+                out: dict = await machine.restock(None, None, actor="test")
+            elif cmd == "sell":
+                out = {"status": (await machine.sell(args[0]))["status"]}
+            elif cmd == "authorize":
                 sku = (await repo.current_planogram(daemon.db)).sku_for_slot(args[0])
                 auth = await pay.authorize(args[0], sku.price.amount, sku.price.currency)
                 out = {"payment_id": auth.payment_id, "ref": auth.ref}
-            elif cmd == "restock":
-                out = await machine.restock(None, None, actor="test")
             elif cmd == "vend":
-                out = {"status": (await machine.sell(args[0], args[1]))["status"]}
-            elif cmd == "settle":
-                row = await payments.payment(daemon.db, args[0])
-                auth = Authorization(row.payment_id, row.method, row.amount, row.currency)
-                out = {"state": await pay.settle(auth, {"yes": True, "no": False}.get(args[1]))}
-            elif cmd == "recover":
-                for _ in range(100):
-                    if not machine.vend.unreconciled:
-                        break
-                    await asyncio.sleep(0.1)
-                out = {"left": await pay.recover(), "vend_unreconciled": machine.vend.unreconciled}
+                out = {"status": (await machine.vend._sell(args[0], args[1]))["status"]}
+            elif cmd == "wait_closed":
+                out = await _wait_closed(daemon, pay)
             else:
                 out = {"error": f"unknown command {cmd}"}
             print(json.dumps(out), flush=True)
     finally:
-        await reader.stop()
         await daemon.stop()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1]))
