@@ -6,7 +6,7 @@ import json
 
 import structlog
 
-from edge.core.ports import CommandResult, OutboxRecord
+from edge.core.ports import OutboxRecord
 from edge.crashpoints import crash_point
 from edge.ledger.db import LedgerDB
 from edge.ledger.repo import raise_alarm
@@ -67,27 +67,3 @@ class LedgerOutbox:
                                    (older_than_iso,))
             n = cur.rowcount
         return n
-
-
-class CommandStore:
-    """At-most-once bookkeeping for cloud commands: the id is stored with its result."""
-
-    def __init__(self, db: LedgerDB) -> None:
-        self.db = db
-
-    async def result_of(self, command_id: str) -> CommandResult | None:
-        row = await self.db.fetchone("SELECT status, result FROM commands WHERE command_id=?", (command_id,))
-        if row is None:
-            return None
-        return CommandResult(command_id, row["status"], json.loads(row["result"]))
-
-    async def record(self, command_id: str, name: str, result: CommandResult) -> None:
-        async with self.db.tx() as tx:
-            await tx.execute("INSERT OR IGNORE INTO commands(command_id, name, received_at, status, result) "
-                             "VALUES (?,?,?,?,?)", (command_id, name, tx.now, result.status,
-                                                    json.dumps(dict(result.detail))))
-            await tx.outbox("command_result", {"command_id": command_id, "name": name, "status": result.status,
-                                               "detail": dict(result.detail)},
-                            record_id=f"cmdres-{command_id}")
-
-

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -14,7 +13,7 @@ from edge.core.errors import EdgeError
 from edge.core.ports import Command, CommandResult
 from edge.core.pricing import RuleSet
 from edge.crashpoints import crash_point
-from edge.ledger import journal, repo
+from edge.ledger import commands, journal, repo
 from edge.ledger import pricing as ledger_pricing
 from edge.ledger.db import LedgerDB
 
@@ -67,20 +66,18 @@ class CommandInbox:
         self.handlers[name] = handler
 
     async def handle(self, command: Command) -> CommandResult:
-        row = await self.db.fetchone("SELECT status, result FROM commands WHERE command_id=?", (command.command_id,))
-        if row is not None:
-            detail = json.loads(row["result"])
-            status = row["status"] if row["status"] != "started" else "failed"
+        seen = await commands.stored(self.db, command.command_id)
+        if seen is not None:
+            stored_status, detail = seen
+            status = stored_status if stored_status != "started" else "failed"
             return CommandResult(command.command_id, "duplicate",
-                                 {"original_status": status, **({"interrupted": True} if row["status"] == "started"
+                                 {"original_status": status, **({"interrupted": True} if stored_status == "started"
                                                                  else detail)})
         async with self.db.tx() as tx:
-            await tx.execute("INSERT INTO commands(command_id, name, received_at, status, result) VALUES (?,?,?,?,?)",
-                             (command.command_id, command.name, tx.now, "started", "{}"))
+            await commands.claim(tx, command.command_id, command.name)
         result = await self._run(command)
         async with self.db.tx() as tx:
-            await tx.execute("UPDATE commands SET status=?, result=? WHERE command_id=?",
-                             (result.status, json.dumps(dict(result.detail), default=str), command.command_id))
+            await commands.finish(tx, command.command_id, result.status, result.detail)
             await tx.event("command_applied", {"command_id": command.command_id, "name": command.name,
                                                "status": result.status})
         return result

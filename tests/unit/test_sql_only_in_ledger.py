@@ -21,9 +21,7 @@ DB_CALLS = {"execute", "executemany", "executescript", "execute_fetchall", "fetc
 PENDING = {
     # issue 15, still to move; each owner was busy with it in the same session
     "edge/services/queries.py": "read models → edge/ledger/reports.py (the issue-14 split of queries.py)",
-    "edge/services/cloud.py": "CommandInbox rows → a commands repository (CommandStore is its dead twin)",
     "edge/services/retention.py": "pruning is ledger maintenance → edge/ledger/retention",
-    "edge/services/power.py": "power/humidity rows (issue 18, new) → a repository",
     "edge/demo/": "the demo moves to hw_sim/demo and reads the ledger through repositories",
 }
 
