@@ -20,13 +20,12 @@ shrink on disk; the in-use figure is what tells whether the budget is still bein
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass
 
 import structlog
 
 from edge.clock import SystemClock, iso
-from edge.ledger import haccp
+from edge.ledger import haccp, housekeeping
 from edge.ledger.db import LedgerDB
 from edge.ledger.outbox import LedgerOutbox
 from edge.ledger.repo import clear_alarm, raise_alarm
@@ -111,27 +110,14 @@ class Retention:
         return report
 
     async def _prune_events(self) -> int:
-        async with self.db.tx() as tx:
-            row = await tx.fetchone("SELECT MAX(event_id) AS top FROM events")
-            if row is None or row["top"] is None:
-                return 0
-            cur = await tx.execute("DELETE FROM events WHERE event_id <= ?",
-                                   (int(row["top"]) - self.policy.events_keep,))
-            return int(cur.rowcount)
+        return await housekeeping.prune_events(self.db, self.policy.events_keep)
 
     async def _prune_telemetry(self, cutoff_iso: str) -> int:
-        async with self.db.tx() as tx:
-            cur = await tx.execute("DELETE FROM telemetry_1min WHERE minute < ?", (cutoff_iso,))
-            return int(cur.rowcount)
+        return await housekeeping.prune_telemetry(self.db, cutoff_iso)
 
     async def measure(self) -> tuple[int, int, int]:
         """(bytes in use incl. WAL, main file bytes, WAL bytes)."""
-        pages = await self.db.fetchone("PRAGMA page_count")
-        free = await self.db.fetchone("PRAGMA freelist_count")
-        size = await self.db.fetchone("PRAGMA page_size")
-        assert pages is not None and free is not None and size is not None
-        wal = _file_size(self.db.path + "-wal")
-        return (int(pages[0]) - int(free[0])) * int(size[0]) + wal, _file_size(self.db.path), wal
+        return await housekeeping.measure(self.db)
 
     async def _budget_alarm(self, used: int, ratio: float) -> str | None:
         budget = int(self.policy.budget_mb * MB)
@@ -154,10 +140,3 @@ class Retention:
         if busy:
             log.info("wal_checkpoint_busy")
         return not busy
-
-
-def _file_size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return 0
