@@ -208,7 +208,7 @@ class PaymentConfig:
     method: str = _f("none", choices=("none", "mdb"))
     port: str = _f("")  # the adapter's tty, e.g. /dev/ttyACM0 (required when method = "mdb")
     baudrate: int = _f(115200, **rng(1200, 921600))
-    reply_timeout_s: float = _f(0.5, **rng(0.05, 10))
+    reply_timeout_s: float = _f(1.5, **rng(0.05, 10))  # above the adapter's F,RESPTIMEOUT (≤ 1 s)
     poll_interval_s: float = _f(0.05, **rng(0.01, 5))
     card_wait_s: float = _f(30.0, **rng(1, 600))
     approval_timeout_s: float = _f(30.0, **rng(1, 600))

@@ -8,7 +8,8 @@ one capture (VEND SUCCESS), refund (VEND FAILURE) or void (the reader reset befo
 
 Scripted behaviour: ``tap(funds)`` (a card presented), ``script(decision, ...)`` for the next vend
 requests ('approve', 'deny', 'timeout' = never decides), ``approve_delay_s`` (slow approval),
-``silence(n)`` (n lines answered p,NACK: the reader is mute on the bus), ``reset_now()`` (the
+``silence(n)`` (n lines answered p,NACK: the reader is mute on the bus), ``slow_answers`` (late
+answers, still in order), ``reset_now()`` (the
 reader reboots: JUST RESET, open authorisations voided), ``reset_after_approval_s`` (a reboot that
 long after the VMC polled the approval, i.e. while the motor runs).
 Imports only the driver's pure codec (see ARCHITECTURE.md).
@@ -101,6 +102,8 @@ class SimMdbReader:
         self._pending: collections.deque[Response] = collections.deque([Simple(Resp.JUST_RESET)])
         self._script: collections.deque[str] = collections.deque()
         self._silence = 0
+        self._slow: collections.deque[float] = collections.deque()
+        self._answer_at = 0.0
         self._vend: tuple[int, int] | None = None  # (item, amount) of the vend request in progress
         self._approved: tuple[int, int] | None = None  # set once approved, until settled
         self._funds = 0xFFFF
@@ -123,7 +126,15 @@ class SimMdbReader:
         for line in self._reader.feed(data):
             self.lines_in += 1
             self.log.append(line)
-            peer.write(self._answer(line))
+            answer = self._answer(line)
+            loop = asyncio.get_running_loop()
+            # the adapter answers in order: a slow answer holds back the ones behind it
+            at = max(loop.time(), self._answer_at) + (self._slow.popleft() if self._slow else 0.0)
+            self._answer_at = at
+            if at <= loop.time():
+                peer.write(answer)
+            else:
+                loop.call_at(at, peer.write, answer)
 
     def _answer(self, line: str) -> bytes:
         if line == "V":
@@ -311,6 +322,10 @@ class SimMdbReader:
     def silence(self, lines: int) -> None:
         """The reader stops answering for ``lines`` host lines (the adapter says p,NACK)."""
         self._silence = lines
+
+    def slow_answers(self, *delays_s: float) -> None:
+        """The next answers come this late (a slow peripheral behind the adapter's response timeout)."""
+        self._slow.extend(delays_s)
 
     def reset_now(self) -> None:
         """The reader reboots (power glitch, watchdog): JUST RESET on the next POLL."""

@@ -75,7 +75,7 @@ class CashlessReader:
         port: str,
         *,
         baudrate: int = 115200,
-        reply_timeout_s: float = 0.5,
+        reply_timeout_s: float = 1.5,
         poll_interval_s: float = 0.05,
         retries: int = 2,
         reconnect_max_s: float = 5.0,
@@ -109,6 +109,7 @@ class CashlessReader:
                 "resets_seen",
                 "garbage_bytes",
                 "protocol_errors",
+                "late_replies",
                 "reconnects",
                 "disconnects",
                 "malfunctions",
@@ -126,6 +127,7 @@ class CashlessReader:
         self._news = asyncio.Event()
         self._silent = 0
         self._resetting = False  # our own RESET is in flight: its JUST RESET is no error
+        self._stale_until = 0.0  # loop time before which a late answer may still arrive
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
         self._log = log.bind(device="mdb_reader", port=port)
@@ -230,8 +232,13 @@ class CashlessReader:
             except ProtocolError:
                 self.counters["protocol_errors"] += 1
                 continue
-            if isinstance(reply, PeripheralReply) and self._reply is not None and not self._reply.done():
-                self._reply.set_result(reply)
+            if isinstance(reply, PeripheralReply):
+                if self._reply is not None and not self._reply.done():
+                    self._reply.set_result(reply)
+                else:
+                    self.counters["late_replies"] += (
+                        1  # its request timed out already: never paired with another
+                    )
             # other adapter lines (v,..., m,ACK, unsolicited notices) carry nothing the VMC role needs
 
     async def _exchange(self, command: Command, *, retry: bool) -> list[Response]:
@@ -241,6 +248,8 @@ class CashlessReader:
         for attempt in range(self._retries + 1 if retry else 1):
             if attempt:
                 self.counters["retries"] += 1
+            # lines carry no request id: after a timeout, let a late answer arrive (and be dropped) first
+            await asyncio.sleep(max(0.0, self._stale_until - asyncio.get_running_loop().time()))
             if link is None or self._link is not link:
                 raise DeviceDisconnected(f"mdb adapter {self._port} not connected")
             fut: asyncio.Future[PeripheralReply] = asyncio.get_running_loop().create_future()
@@ -252,6 +261,7 @@ class CashlessReader:
                     reply = await fut
             except TimeoutError:
                 self.counters["timeouts"] += 1
+                self._stale_until = asyncio.get_running_loop().time() + self._reply_timeout_s
                 continue
             finally:
                 self._reply = None
