@@ -24,6 +24,7 @@ from edge.ledger.outbox import LedgerOutbox
 from edge.sdnotify import notify, watchdog_interval_s
 from edge.services.cloud import CommandInbox, LedgerConfigSink, standard_handlers
 from edge.services.machine import Machine
+from edge.services.maintenance import SlotTrends
 from edge.services.plant import Plant, start_plant
 from edge.services.pricing import PriceBook
 from edge.services.retention import Retention, RetentionPolicy
@@ -99,6 +100,8 @@ class Daemon:
         vend = VendService(db, self.board,  # type: ignore[arg-type]
                            jam_disable_after=vb.jam_disable_after, guards=self.plant.guards(), payment=payment)
         vend.prices = PriceBook(db, clock=self.clock, tz=cfg.web.timezone)  # offline price rules
+        self.slot_trends = SlotTrends(db)  # spiral run-time trends -> "service soon"
+        vend.result_listeners.append(self.slot_trends.on_vend)
         await vend.load()
         self.machine = Machine(cfg.machine.id, db, self.board, vend, StockService(db))
         self.machine.extras.update(self.plant.extras())
@@ -125,6 +128,7 @@ class Daemon:
                                                        budget_mb=cfg.sync.ledger_budget_mb,
                                                        haccp_limit_c=limit_c), self.clock)
         self.supervisor.spawn("ledger.retention", self.retention.run)
+        self.supervisor.spawn("maintenance.slots", self.slot_trends.run)
         self.supervisor.spawn("vend.reconcile", self._reconcile_loop)
         self.supervisor.spawn("vend_board.watch", self._board_watch_loop, stale_after_s=BOARD_WATCH_STALE_S)
         self.supervisor.spawn("watchdog", self._watchdog_loop)
