@@ -122,7 +122,7 @@ class Daemon:
         if cfg.web.enabled:
             from edge.web.app import start_web
 
-            self.web_runner = await start_web(self.machine, cfg.web, self.secrets)
+            self.web_runner = await start_web(self.machine, cfg.web, self.secrets, spawn=self.supervisor.spawn)
         limit_c = cfg.temperature.food_safety_limit_c if cfg.temperature else RetentionPolicy.haccp_limit_c
         self.retention = Retention(db, RetentionPolicy(retention_days=cfg.sync.retention_days,
                                                        budget_mb=cfg.sync.ledger_budget_mb,

@@ -14,6 +14,7 @@ import importlib.resources
 import mimetypes
 import zoneinfo
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jinja2
@@ -154,11 +155,13 @@ def _add_routes(app: web.Application) -> None:
 
 
 def create_app(machine: Machine, secrets: Secrets, *, web_cfg: WebConfig | None = None,
-               live_interval_s: float = 1.0, session_clock: SystemClock | None = None) -> web.Application:
+               live_interval_s: float = 1.0, session_clock: SystemClock | None = None,
+               spawn: Callable[[str, Callable[[], Awaitable[None]]], object] | None = None) -> web.Application:
     """Build the app for one machine (not started). Tests use it with aiohttp's runner.
 
     `web_cfg` gives the time zone and extra Host names (the defaults: UTC, none); `session_clock` times
-    logins and sessions (default: the ledger's clock); a sped-up demo passes wall time.
+    logins and sessions (default: the ledger's clock); a sped-up demo passes wall time. `spawn(name,
+    factory)` (the daemon's Supervisor.spawn) runs the live-update publisher; without it, a plain task.
     """
     web_cfg = web_cfg or WebConfig()
     app = web.Application(middlewares=[guard_middleware, limit_middleware(MAX_IN_FLIGHT), auth.auth_middleware],
@@ -186,7 +189,10 @@ def create_app(machine: Machine, secrets: Secrets, *, web_cfg: WebConfig | None 
     app.on_response_prepare.append(_security_headers)
 
     async def on_startup(_: web.Application) -> None:
-        hub.start()
+        if spawn is not None:  # the daemon's supervisor owns the publisher (restart on crash)
+            spawn(sse.TASK_NAME, hub.run)
+        else:
+            hub.start()
 
     async def on_shutdown(_: web.Application) -> None:
         await hub.stop()  # ends open live streams so shutdown does not wait for them

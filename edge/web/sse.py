@@ -22,6 +22,7 @@ from edge.web.chart import temperature_chart
 log = structlog.get_logger(__name__)
 
 HEARTBEAT_S = 15.0
+TASK_NAME = "web.sse.publisher"
 WRITE_TIMEOUT_S = 5.0
 
 
@@ -41,8 +42,9 @@ class Hub:
         self._wake.set()
 
     def start(self) -> None:
+        """Run the publisher as an unsupervised task (tests, tools); the daemon's supervisor runs `run()`."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="web.sse.publisher")
+            self._task = asyncio.create_task(self.run(), name=TASK_NAME)
 
     async def stop(self) -> None:
         for sub in list(self.subscribers):
@@ -79,7 +81,8 @@ class Hub:
                 "devices": devices, "sales_today": d["sales_today"], "lockouts": len(d["lockouts"]),
                 "low_stock": d["low_stock"], "stock": stock}
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Publish a snapshot every `interval_s` (or when poked) while anyone listens; runs until cancelled."""
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval_s):

@@ -5,6 +5,7 @@ AF_UNIX datagram socket standing in for systemd's $NOTIFY_SOCKET)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 
 import pytest
@@ -172,5 +173,29 @@ async def test_a_crashed_modbus_poll_task_takes_its_devices_offline_with_alarms_
             while await offline_alarms():
                 await asyncio.sleep(0.02)
         assert sup.status()[bus.poll_task_name]["running"]
+    finally:
+        await rig.stop()
+
+
+async def test_the_daemon_supervises_the_live_update_publisher(tmp_path):
+    from edge.demo.fridge import start_fridge_rig
+
+    rig = await start_fridge_rig(str(tmp_path), speed=200, poll_s=0.05)
+    try:
+        assert (
+            rig.daemon.web_runner is None
+        )  # the rig runs without the page: start one on the daemon's wiring
+        from edge.web.app import start_web
+        from edge.web.sse import TASK_NAME
+
+        web_cfg = dataclasses.replace(rig.daemon.config.web, host="127.0.0.1", port=0)
+        runner = await start_web(
+            rig.daemon.machine, web_cfg, rig.daemon.secrets, spawn=rig.daemon.supervisor.spawn
+        )
+        try:
+            status = rig.daemon.supervisor.status()
+            assert status[TASK_NAME]["running"] and status[TASK_NAME]["restarts"] == 0
+        finally:
+            await runner.cleanup()
     finally:
         await rig.stop()
