@@ -115,33 +115,9 @@ async def _card_summary(rig: DemoRig, pay: MdbPayment, reader: SimMdbReader) -> 
     assert db is not None
     totals = await payments.payment_totals(db, METHOD)
     books = reader.books
-    # no capture without a drop: a captured payment's order completed
-    orphan = await db.fetchall(
-        "SELECT p.payment_id FROM payment_sessions p LEFT JOIN orders o ON o.payment_ref = 'mdb:' || p.payment_id "
-        "WHERE p.state = 'captured' AND (o.status IS NULL OR o.status != 'completed')"
-    )
-    # no drop without an approval: a completed card order has a payment that was approved (captured or voided)
-    unpaid = await db.fetchall(
-        "SELECT o.order_id FROM orders o LEFT JOIN payment_sessions p ON o.payment_ref = 'mdb:' || p.payment_id "
-        "WHERE o.kind = 'vend' AND o.status = 'completed' AND o.payment_ref NOT LIKE 'cash:%' "
-        "AND (p.state IS NULL OR p.state NOT IN ('captured', 'voided', 'capture_unknown')) "
-        # a vend nobody could confirm is refunded at once; a technician's later count that finds the item
-        # gone makes it a free vend (docs/protocols/mdb.md), not a late capture
-        "AND NOT (o.reason = 'counted' AND p.error = 'drop_unconfirmed')"
-    )
-    # the card paid what the order charged (price rules and quotes included)
-    mispriced = await db.fetchall(
-        "SELECT p.payment_id FROM payment_sessions p JOIN orders o ON o.payment_ref = 'mdb:' || p.payment_id "
-        "WHERE p.amount != o.total_amount"
-    )
+    broken = await payments.disagreements(db, METHOD)  # the two rules, and the amount the card paid
     captured_amount = totals.get("captured_amount", 0)
-    mismatches = (
-        len(orphan)
-        + len(unpaid)
-        + len(mispriced)
-        + books.open
-        + len(await payments.open_payments(db, METHOD))
-    )
+    mismatches = sum(map(len, broken.values())) + books.open + len(await payments.open_payments(db, METHOD))
     mismatches += totals.get("captured", 0) != len(books.captured)
     mismatches += captured_amount != sum(
         a for _, a in books.captured

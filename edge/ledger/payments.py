@@ -127,3 +127,34 @@ async def payment_totals(db: LedgerDB, method: str) -> dict[str, int]:
         out[r["state"]] = r["n"]
         out[f"{r['state']}_amount"] = r["total"] or 0
     return out
+
+
+async def disagreements(db: LedgerDB, method: str) -> dict[str, list[str]]:
+    """Payments and orders that break the two rules (each list should be empty; the card demo checks):
+    ``captured_without_drop``: a capture whose order did not complete; ``dropped_without_approval``: a
+    completed card order with no approved payment (a count that later found the item gone after an
+    unconfirmed drop was refunded is a free vend, not a breach); ``mispriced``: the card paid another
+    amount than the order charged."""
+    ref = f"'{method}:' || p.payment_id"
+    captured = await db.fetchall(
+        f"SELECT p.payment_id FROM payment_sessions p LEFT JOIN orders o ON o.payment_ref = {ref} "
+        "WHERE p.method = ? AND p.state = 'captured' AND (o.status IS NULL OR o.status != 'completed')",
+        (method,),
+    )
+    dropped = await db.fetchall(
+        f"SELECT o.order_id FROM orders o LEFT JOIN payment_sessions p ON o.payment_ref = {ref} "
+        "WHERE o.kind = 'vend' AND o.status = 'completed' AND o.payment_ref LIKE ? "
+        "AND (p.state IS NULL OR p.state NOT IN ('captured', 'voided', 'capture_unknown')) "
+        "AND NOT (o.reason = 'counted' AND p.error = 'drop_unconfirmed')",
+        (f"{method}:%",),
+    )
+    mispriced = await db.fetchall(
+        f"SELECT p.payment_id FROM payment_sessions p JOIN orders o ON o.payment_ref = {ref} "
+        "WHERE p.method = ? AND p.amount != o.total_amount",
+        (method,),
+    )
+    return {
+        "captured_without_drop": [r[0] for r in captured],
+        "dropped_without_approval": [r[0] for r in dropped],
+        "mispriced": [r[0] for r in mispriced],
+    }

@@ -204,3 +204,28 @@ async def test_technician_status_shows_state_and_last_error(rig, card):
             break
         await asyncio.sleep(0.05)
     assert pay.status()["state"] == "offline" and "silent" in pay.status()["last_error"]
+
+
+async def test_the_ledger_check_finds_a_capture_without_a_drop(rig, card):
+    sim, _, pay = card
+    rig.sim.jam("C5")
+    auth, order, state = await paid_sale(rig, pay, sim, "C5")
+    _, ok_order, _ = await paid_sale(rig, pay, sim, "C6")
+    db = rig.daemon.db
+    assert await payments.disagreements(db, "mdb") == {
+        "captured_without_drop": [],
+        "dropped_without_approval": [],
+        "mispriced": [],
+    }
+    async with db.tx() as tx:  # what the rules forbid, written by hand: the checker must see both
+        await tx.execute(
+            "UPDATE payment_sessions SET state='captured' WHERE payment_id=?", (auth.payment_id,)
+        )
+        await tx.execute(
+            "UPDATE payment_sessions SET state='refunded', amount=1 WHERE payment_id=?",
+            (ok_order["payment_ref"].split(":")[1],),
+        )
+    broken = await payments.disagreements(db, "mdb")
+    assert broken["captured_without_drop"] == [auth.payment_id]
+    assert broken["dropped_without_approval"] == [ok_order["order_id"]]
+    assert broken["mispriced"] == [ok_order["payment_ref"].split(":")[1]]
