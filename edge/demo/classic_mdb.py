@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from edge.core.errors import SaleRefused
-from edge.demo.classic import _inject_fault, summarize
+from edge.demo.classic import _inject_fault, _settle, summarize
 from edge.demo.setup import DemoRig, start_rig
 from edge.ledger import payments
 from edge.services.payment_mdb import METHOD, MdbPayment
@@ -47,7 +47,7 @@ async def classic_vend_mdb(state_dir: str, *, customers: int = 30, seed: int = 1
             try:
                 order = await machine.sell(slot, payment_ref=f"cash:demo-{i}" if by_cash else "")
                 if order["status"] == "pending":
-                    await _settle_vend(rig)
+                    await _settle(rig, slot)
                     await _closed(pay, machine.vend)  # the reader stays in its vend until the payment closes
             except SaleRefused as exc:
                 refused[exc.reason] += 1
@@ -55,7 +55,7 @@ async def classic_vend_mdb(state_dir: str, *, customers: int = 30, seed: int = 1
                     filled = await machine.restock(slot, None, actor="demo-technician")
                     rig.sim.stock[slot] = filled[slot]
                 await _ready(pay)
-        await _settle_vend(rig)
+        await _settle(rig, "")  # the last customer's vend, if the board left it open
         await _closed(pay, machine.vend)
         summary = await summarize(rig, refused)
         summary.update(await _card_summary(rig, pay, reader), cash_sales=cash, scenario="classic-vend-mdb")
@@ -90,17 +90,6 @@ async def _ready(pay: MdbPayment) -> None:
     async with asyncio.timeout(15):
         while not pay.reader.ready:
             await asyncio.sleep(0.02)
-
-
-async def _settle_vend(rig: DemoRig) -> None:
-    """A vend the board could not account for: wait for the reconciler, count the slot if it asks."""
-    machine = rig.daemon.machine
-    assert machine is not None
-    async with asyncio.timeout(30):
-        while machine.vend.unreconciled:
-            await asyncio.sleep(0.05)
-    for pending in await machine.vends_needing_count():
-        await machine.settle_count(pending["order_id"], rig.sim.stock[pending["slot_id"]], "demo-technician")
 
 
 async def _closed(pay: MdbPayment, vend: Any) -> None:
