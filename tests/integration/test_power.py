@@ -96,3 +96,25 @@ async def test_voltage_and_humidity_are_telemetry_and_alarms(rig):
     await wait_for(
         lambda: not power._states["supply_low:io"].active and not power._states["humidity_high:io"].active
     )
+
+
+async def test_an_outage_that_outlasts_the_backup_supply_is_measured_from_its_start(rig):
+    from edge.daemon import Daemon
+
+    power = rig.plant.power
+    rig.sim.cut_mains()
+    cut_at = rig.sim_now()
+    await wait_for(lambda: power.counters["outages"] == 1)
+    config = rig.daemon.config
+    await rig.daemon.stop()  # the backup supply runs out; the machine is dark
+    await rig.until(cut_at + 600)
+    rig.daemon = Daemon(config, clock=rig.clock, time_scale=rig.sim.clock.speed)
+    await rig.daemon.start()
+    rig.plant = rig.daemon.plant
+    again = rig.plant.power
+    assert not again.mains.on_mains  # the open outage was loaded from the ledger
+    rig.sim.restore_mains()
+    back_at = rig.sim_now()
+    await wait_for(lambda: again.last_outage_s is not None)
+    assert abs(again.last_outage_s - (back_at - cut_at)) < 30, (again.last_outage_s, back_at - cut_at)
+    assert len(await events(rig, "mains_failed")) == 1 and len(await events(rig, "mains_restored")) == 1
