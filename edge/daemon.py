@@ -104,7 +104,7 @@ class Daemon:
         vend.result_listeners.append(self.slot_trends.on_vend)
         await vend.load()
         self.machine = Machine(cfg.machine.id, db, self.board, vend, StockService(db))
-        self.machine.extras.update(self.plant.extras())
+        self.plant.register(self.machine.services)
         if payment is not None:
             self.machine.services.payment = payment
             self.supervisor.spawn("payment.mdb", self._payment_loop)

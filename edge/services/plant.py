@@ -28,6 +28,7 @@ from edge.services.door import Door, IoModuleDoor, VendBoardDoor
 from edge.services.eco import EcoService, eco_config
 from edge.services.maintenance import MaintenanceService
 from edge.services.power import PowerService
+from edge.services.registry import Services
 from edge.services.shelves import WeightShelves
 from edge.services.temperature import TemperatureService, apply_alarm_effects
 from edge.supervisor import Supervisor
@@ -121,13 +122,11 @@ class Plant:
         guards: list[SaleGuard] = [self.temperature.food_safety_guard] if self.temperature else []
         return guards + ([self.power.guard] if self.power else [])
 
-    def extras(self) -> dict[str, Any]:
-        """Entries for `Machine.extras` (the web page and cloud commands find services there)."""
-        out: dict[str, Any] = {"plant": self}
-        for name in ("temperature", "shelves", "door", "power", "maintenance", "eco"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        return out
+    def register(self, services: Services) -> None:
+        """Put the plant and each of its services into the machine's typed registry."""
+        services.plant = self
+        services.temperature, services.shelves, services.door = self.temperature, self.shelves, self.door
+        services.power, services.maintenance, services.eco = self.power, self.maintenance, self.eco
 
     def status(self) -> dict[str, Any]:
         return {"buses": {n: {"connected": h.connected, "counters": dict(h.counters)} for n, h in self.hubs.items()},
