@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import pathlib
 import signal
@@ -31,6 +32,7 @@ from edge.services.retention import Retention, RetentionPolicy
 from edge.services.stock import StockService
 from edge.services.vend import VendService
 from edge.supervisor import Supervisor, ledger_alarms
+from sync import signing
 from sync.client import SyncClient
 
 if TYPE_CHECKING:
@@ -178,8 +180,10 @@ class Daemon:
                                       ca_file=sc.mqtt.ca_file or None, backoff_max_s=sc.mqtt.reconnect_max_s,
                                       request_timeout_s=sc.mqtt.ack_timeout_s)
             max_bytes = sc.mqtt.max_message_bytes * 3 // 4  # room for the envelope and JSON escaping
+        sink = LedgerConfigSink(db, self._apply_settings,  # price rules must carry the cloud's HMAC
+                                verify_pricing=functools.partial(signing.verify_command, secret))
         self.sync = SyncClient(sc.url, self.config.machine.id, secret,
-                               LedgerOutbox(db), LedgerConfigSink(db, self._apply_settings), inbox,
+                               LedgerOutbox(db), sink, inbox,
                                batch_max_records=sc.batch_max_records, batch_max_bytes=max_bytes,
                                poll_wait_s=sc.poll_wait_s, ca_file=sc.ca_file or None,
                                config_interval_s=sc.config_interval_s, transport=transport)

@@ -23,11 +23,16 @@ Handler = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
 
 
 class LedgerConfigSink:
-    """ConfigSink: a new catalog/planogram is validated whole, then stored and applied in one transaction."""
+    """ConfigSink: a new catalog/planogram is validated whole, then stored and applied in one transaction.
 
-    def __init__(self, db: LedgerDB, on_settings: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None):
+    `verify_pricing` (the daemon passes the machine-secret HMAC check of sync.signing) must accept the
+    `pricing` object's `signature`, or the whole config is refused: prices are money."""
+
+    def __init__(self, db: LedgerDB, on_settings: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
+                 *, verify_pricing: Callable[[Mapping[str, Any]], bool] | None = None):
         self.db = db
         self.on_settings = on_settings
+        self.verify_pricing = verify_pricing
 
     async def current_version(self) -> int:
         p = await repo.current_planogram(self.db)
@@ -37,6 +42,8 @@ class LedgerConfigSink:
         planogram = Planogram.from_doc({**doc, "version": version})  # raises CatalogInvalid (a ValueError)
         pricing = doc.get("pricing")  # offline price rules: validated whole, or the config is rejected
         RuleSet.from_doc(pricing)  # raises PricingInvalid (a ValueError)
+        if pricing is not None and self.verify_pricing is not None and not self.verify_pricing(pricing):
+            raise CatalogInvalid("pricing: bad_signature (signed by the cloud with the machine secret)")
         settings = doc.get("settings") or {}
         if not isinstance(settings, Mapping):
             raise CatalogInvalid("settings must be an object")

@@ -20,6 +20,8 @@ from aiohttp import web
 
 from edge.core.catalog import CatalogInvalid, Planogram
 from edge.core.offline_token import VERSION, TokenRejected, encode, validate_payload
+from edge.core.pricing import PricingInvalid, RuleSet
+from sync import signing
 from sync.refcloud.app import (
     ADMIN_TOKEN,
     CLOCK,
@@ -128,8 +130,12 @@ async def _store_config(request: web.Request, machine_id: str, doc: Any,
                         settings: Mapping[str, Any] | None) -> web.Response:
     try:
         valid = _validated(doc, settings)
-    except CatalogInvalid as exc:
+        pricing = valid.get("pricing")
+        RuleSet.from_doc(pricing)  # the machine refuses what does not validate: say so here first
+    except (CatalogInvalid, PricingInvalid) as exc:
         return error(400, "invalid_doc", reason=str(exc))
+    if pricing is not None and machine_id in request.app[SECRETS]:  # prices are money: the machine checks this
+        valid["pricing"] = {**pricing, "signature": signing.sign_command(request.app[SECRETS][machine_id], pricing)}
     version = await run_db(request.app, request.app[STORE].put_config, machine_id, valid)
     wake(request.app, machine_id)  # the MQTT side publishes the new retained config at once
     log.info("config_stored", machine_id=machine_id, version=version)
