@@ -23,8 +23,9 @@ RULES = {
 
 
 async def test_cloud_signs_pricing_and_the_machine_applies_only_what_it_signed(
-    cloud: Cloud, tmp_path
-) -> None:  # noqa: F811
+    cloud: Cloud,  # noqa: F811
+    tmp_path,
+) -> None:
     secret = await cloud.register("m1")
     bad = dict(DEMO, pricing={"rules": [{"id": "x", "kind": "promotion", "percent_off": 500}]})
     status, doc = await cloud.admin("PUT", "/admin/machines/m1/config", bad)
