@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import structlog
 
 from drivers.backoff import open_with_backoff
-from drivers.errors import DeviceDisconnected, DeviceFault, DeviceTimeout, ProtocolError
+from drivers.errors import DeviceDisconnected, DeviceError, DeviceFault, DeviceTimeout, ProtocolError
 from drivers.mdb import codec
 from drivers.mdb.codec import (
+    AdapterLine,
     BeginSession,
     Command,
     Malfunction,
@@ -128,6 +129,8 @@ class CashlessReader:
         self._silent = 0
         self._resetting = False  # our own RESET is in flight: its JUST RESET is no error
         self._stale_until = 0.0  # loop time before which a late answer may still arrive
+        self._master: asyncio.Future[AdapterLine] | None = None
+        self.master_on = False  # the adapter confirmed Generic Master mode on this connection
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
         self._log = log.bind(device="mdb_reader", port=port)
@@ -194,7 +197,13 @@ class CashlessReader:
             self._log.info("mdb_adapter_connected", reconnect=not first)
             first = False
             self._lost.clear()
+            self.master_on = False
             self._connected.set()
+            try:
+                async with self._bus:
+                    await self._start_master()
+            except DeviceError as exc:  # set-up tries again; meanwhile nothing is polled
+                self._log.warning("mdb_master_mode_failed", error=str(exc))
             await self._lost.wait()
 
     def _on_lost(self, exc: Exception | None) -> None:
@@ -232,6 +241,10 @@ class CashlessReader:
             except ProtocolError:
                 self.counters["protocol_errors"] += 1
                 continue
+            if isinstance(reply, AdapterLine):
+                if reply.prefix == "m" and self._master is not None and not self._master.done():
+                    self._master.set_result(reply)
+                continue  # other adapter lines (v,..., notices) carry nothing the VMC role needs
             if isinstance(reply, PeripheralReply):
                 if self._reply is not None and not self._reply.done():
                     self._reply.set_result(reply)
@@ -239,7 +252,26 @@ class CashlessReader:
                     self.counters["late_replies"] += (
                         1  # its request timed out already: never paired with another
                     )
-            # other adapter lines (v,..., m,ACK, unsolicited notices) carry nothing the VMC role needs
+
+    async def _start_master(self) -> None:
+        """``M,1``: the adapter's Generic Master mode (volatile: sent after every connect and before set-up)."""
+        link = self._link
+        if link is None:
+            raise DeviceDisconnected(f"mdb adapter {self._port} not connected")
+        fut: asyncio.Future[AdapterLine] = asyncio.get_running_loop().create_future()
+        self._master = fut
+        try:
+            link.write(codec.encode_line("M,1"))
+            self.counters["lines_sent"] += 1
+            async with asyncio.timeout(self._reply_timeout_s):
+                answer = await fut
+        except TimeoutError as exc:
+            raise DeviceTimeout("the adapter did not answer M,1") from exc
+        finally:
+            self._master = None
+        if answer.fields != ("ACK",):
+            raise ProtocolError(f"the adapter refused master mode: m,{','.join(answer.fields)}")
+        self.master_on = True
 
     async def _exchange(self, command: Command, *, retry: bool) -> list[Response]:
         """One request line and its ``p,`` answer (decoded; ``[]`` for a bare ACK), under the bus lock
@@ -321,6 +353,9 @@ class CashlessReader:
     async def _poll_loop(self) -> None:
         while True:
             await self._connected.wait()
+            if not self.master_on:
+                await asyncio.sleep(self._poll_interval_s)
+                continue
             try:
                 async with self._bus:
                     self.counters["polls"] += 1
@@ -395,6 +430,7 @@ class CashlessReader:
         """RESET, SETUP (config, prices), EXPANSION REQUEST ID, Level 3 always-idle if offered, ENABLE."""
         async with asyncio.timeout(timeout_s):
             async with self._bus:  # no POLL in flight: a JUST RESET from before our RESET is dropped
+                await self._start_master()
                 self._inbox.clear()
                 self._resetting = True
                 await self._exchange(codec.reset(), retry=True)

@@ -57,9 +57,11 @@ async def test_initialisation_follows_the_documented_sequence(wired):
     assert reader.config.scale == 1 and reader.config.decimals == 2 and reader.config.country == 0x1978
     assert reader.peripheral.manufacturer == "PEE" and reader.peripheral.model == "peer-reader"
     setup = [line for line in peer.lines if not line.startswith("R,12")]
-    assert setup[0] == "R,10"
-    assert [line[:7] for line in setup[1:5]] == ["R,11,00", "R,11,01", "R,17,00", "R,14,01"]
-    assert setup[1] == "R,11,0003000000"  # VMC level 3 asked, no display
+    assert peer.lines[0] == "M,1"  # master mode first: no POLL before the adapter confirmed it
+    assert setup == ["M,1", "M,1", *setup[2:]]  # once on connect, once more before set-up (it is volatile)
+    assert setup[2] == "R,10"
+    assert [line[:7] for line in setup[3:7]] == ["R,11,00", "R,11,01", "R,17,00", "R,14,01"]
+    assert setup[3] == "R,11,0003000000"  # VMC level 3 asked, no display
     assert peer.violations == []
 
 

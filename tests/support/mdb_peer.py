@@ -2,7 +2,8 @@
 
 Sources: Qibixx "Generic Master" API (docs.qibixx.com/mdb-products/api-generic-master: the host
 sends ``R,xx,yyyy``, xx the MDB address+command byte and yyyy the data, both hex two digits per
-byte; the interface answers ``p,ACK``, ``p,NACK`` or ``p,YYYY``; 115200 8N1, one command per line)
+byte; the interface answers ``p,ACK``, ``p,NACK`` or ``p,YYYY``; ``M,1`` starts master mode and is
+answered ``m,ACK``; 115200 8N1, one command per line)
 and the MDB/ICP cashless device chapter (RESET 10, SETUP 11, POLL 12, VEND 13, READER 14,
 EXPANSION 17; responses 00 JUST RESET, 01 READER CONFIG, 03 BEGIN SESSION, 05 VEND APPROVED,
 06 VEND DENIED, 07 END SESSION, 09 PERIPHERAL ID, 0B OUT OF SEQUENCE).
@@ -65,8 +66,8 @@ class PeerReader:
                 line = raw.decode("ascii", "replace")
                 with self._lock:
                     self.lines.append(line)
-                    answer = self._answer(line)
-                self._ser.write(f"p,{answer}\n".encode())
+                    reply = "m,ACK" if line == "M,1" else f"p,{self._answer(line)}"  # M,1: master mode on
+                self._ser.write(f"{reply}\n".encode())
 
     def _answer(self, line: str) -> str:
         m = LINE.match(line)
