@@ -199,6 +199,7 @@ class Daemon:
         assert self.machine is not None
         self.takeandgo = await build_takeandgo(self.config, db, self.plant, self.clock)
         self.machine.services.takeandgo = self.takeandgo
+        self.takeandgo.prices = self.machine.vend.prices  # the same price book as the spirals
         self.supervisor.spawn("takeandgo", self.takeandgo.run)
         if self.inbox is not None:
             self.inbox.register("open_session", self._open_session_command)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -86,6 +86,29 @@ class PriceBook:
         if isinstance(priced, pr.Expired):
             raise SaleRefused("expired", f"{slot_id}: past its best-before")
         return priced
+
+    async def price_lines(self, tx: Tx, lines: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """A take-and-go basket (qty per lane, `unit_price` = list price) under the rules, bundles
+        included; a line splits when its units get different prices, and each says its rule. A unit
+        taken from a lane past its best-before is charged nothing (rule "expired"): it should not have
+        been on sale, and the customer already has it."""
+        rules, ctx = await self.rules(), self.context(await store.high_water(tx))
+        items: list[pr.Item] = []
+        for ln in lines:
+            bb = self._best_before(await store.best_before(tx, ln["slot_id"]))
+            items += [pr.Item(ln["sku_id"], ln["slot_id"], int(ln["unit_price"]), bb)] * int(ln["qty"])
+        grouped: dict[tuple[str, str, int, str], int] = {}
+        for p in pr.price_basket(rules, items, ctx):
+            key = (
+                (p.slot_id, p.sku_id, 0, "expired")
+                if isinstance(p, pr.Expired)
+                else (p.slot_id, p.sku_id, p.unit_price, p.rule_id)
+            )
+            grouped[key] = grouped.get(key, 0) + 1
+        return [
+            {"sku_id": sku, "slot_id": slot, "qty": n, "unit_price": price, "price_rule": rule}
+            for (slot, sku, price, rule), n in grouped.items()
+        ]
 
 
 def validate(doc: Mapping[str, Any] | None) -> pr.RuleSet:

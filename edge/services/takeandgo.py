@@ -28,6 +28,7 @@ from edge.crashpoints import crash_point
 from edge.ledger import repo, sessions
 from edge.ledger.db import LedgerDB
 from edge.services.evidence import Capturer, EvidenceStore, ShelfView, cells_from_json, cells_to_json
+from edge.services.pricing import PriceBook
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,7 @@ class TakeAndGoService:
         self.timeouts = Timeouts(never_opened_s=cfg.never_opened_s, open_too_long_s=open_too_long_s,
                                  settle_s=cfg.settle_s)
         self.disabled_reason = disabled_reason
+        self.prices: PriceBook | None = None  # offline price rules and meal deals (edge/services/pricing.py)
         self.session: Session | None = None
         self.data: dict[str, Any] = {}
         self.events: asyncio.Queue[Event] = asyncio.Queue()
@@ -229,6 +231,9 @@ class TakeAndGoService:
                     {"sku_id": sku, "slot_id": slot, "qty": n, "unit_price": planogram.skus[sku].price.amount}
                     for (slot, sku), n in sorted(lanes.items())]
                 total = d.total.amount if d.total else 0
+                if self.prices is not None and status == "completed":  # rules only lower a price
+                    lines = await self.prices.price_lines(tx, lines)
+                    total = sum(int(ln["qty"]) * int(ln["unit_price"]) for ln in lines)
                 await repo.insert_order(tx, s.session_id, kind="takeandgo", status="pending", total=total,
                                         currency=s.currency, payment_ref=s.customer_ref, session_id=s.session_id,
                                         offline=s.offline, lines=lines)
