@@ -9,7 +9,8 @@ one capture (VEND SUCCESS), refund (VEND FAILURE) or void (the reader reset befo
 Scripted behaviour: ``tap(funds)`` (a card presented), ``script(decision, ...)`` for the next vend
 requests ('approve', 'deny', 'timeout' = never decides), ``approve_delay_s`` (slow approval),
 ``silence(n)`` (n lines answered p,NACK: the reader is mute on the bus), ``slow_answers`` (late
-answers, still in order), ``reset_now()`` (the
+answers, still in order), ``unplug()``/``replug()`` (the adapter's cable; the
+reader keeps its state), ``reset_now()`` (the
 reader reboots: JUST RESET, open authorisations voided), ``reset_after_approval_s`` (a reboot that
 long after the VMC polled the approval, i.e. while the motor runs).
 Imports only the driver's pure codec (see ARCHITECTURE.md).
@@ -121,6 +122,21 @@ class SimMdbReader:
         self._cancel_timer()
         if self._pty is not None:
             self._pty.close()
+
+    async def unplug(self) -> None:
+        """Pull the adapter's USB cable: the tty vanishes; the reader on the MDB side keeps its state
+        (a session, an approval) as a real one powered by the machine does."""
+        if self._pty is not None:
+            self._pty.close()
+        self._reader = codec.LineReader()
+        log.info("sim_mdb_adapter_unplugged", state=self.state.value)
+
+    async def replug(self) -> None:
+        """Plug it back in: a new tty behind the same link path (master mode must be started again)."""
+        if self._pty is not None:
+            self._pty = PtyPort(self._pty.link_path, self._on_data)
+            self._pty.open()
+        log.info("sim_mdb_adapter_replugged")
 
     def _on_data(self, peer: Peer, data: bytes) -> None:
         for line in self._reader.feed(data):

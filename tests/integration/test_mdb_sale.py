@@ -96,3 +96,76 @@ async def test_cash_and_test_vends_do_not_touch_the_card(shop):
     assert await rows(rig) == [] and reader.books.approved == []
     assert reader.books.cash_sales == [(506, cash["total"])]  # reported for the reader's audit
     assert (await payments.payment_totals(rig.daemon.db, "mdb")) == {}
+
+
+@pytest.fixture
+async def slow_shop(tmp_path):
+    """As ``shop``, with a board whose motor takes 0.6 s (time to pull a cable while it turns)."""
+    reader = SimMdbReader(approve_delay_s=0.02)
+    link = await reader.serve_pty(str(tmp_path / "ttyMDB"))
+    extra = f'[payment]\nmethod = "mdb"\nport = "{link}"\ncard_wait_s = 2\napproval_timeout_s = 1\nreply_timeout_s = 0.3\n'
+    rig = await start_rig(str(tmp_path), speed=2.0, extra=extra)
+    pay = rig.daemon.machine.extras["payment"]
+    async with asyncio.timeout(10):
+        while not pay.reader.ready:
+            await asyncio.sleep(0.02)
+    yield rig, reader, pay
+    await rig.stop()
+    await reader.stop()
+
+
+async def until(predicate, timeout_s: float = 15.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not await predicate():
+            await asyncio.sleep(0.05)
+
+
+async def test_adapter_unplugged_while_the_motor_runs_is_captured_after_replug(slow_shop):
+    rig, reader, pay = slow_shop
+    reader.tap()
+    sale = asyncio.create_task(rig.daemon.machine.sell("A1"))
+    async with asyncio.timeout(10):
+        while rig.sim.vend_frames_received == 0:  # approved, recorded, the motor turns
+            await asyncio.sleep(0.01)
+    await reader.unplug()
+    order = await sale
+    assert order["status"] == "completed" and rig.sim.dispensed["A1"] == 1
+    [p] = await rows(rig)
+    assert p["state"] == "capturing" and reader.books.captured == []  # VEND SUCCESS could not leave
+    with pytest.raises(SaleRefused):  # no new card sale while a payment is open
+        reader.tap()
+        await rig.daemon.machine.sell("A2")
+    await reader.replug()
+
+    async def captured() -> bool:
+        return [r["state"] for r in await rows(rig)] == ["captured"]
+
+    await until(captured)  # the daemon's payment loop finished it once the adapter was back
+    assert reader.books.captured == [(101, 180)] and reader.books.open == 0
+    assert (await payments.disagreements(rig.daemon.db, "mdb")) == {
+        "captured_without_drop": [],
+        "dropped_without_approval": [],
+        "mispriced": [],
+    }
+
+
+async def test_adapter_unplugged_before_the_approval_arrives_never_vends(slow_shop):
+    rig, reader, pay = slow_shop
+    reader.approve_delay_s = 0.5
+    reader.tap()
+    sale = asyncio.create_task(rig.daemon.machine.sell("B1"))
+    async with asyncio.timeout(10):
+        while not any(line.startswith("R,13,00") for line in reader.log):  # the VEND REQUEST is out
+            await asyncio.sleep(0.01)
+    await reader.unplug()
+    with pytest.raises(SaleRefused):
+        await sale
+    await asyncio.sleep(0.6)  # the reader approves while the cable is out
+    await reader.replug()
+
+    async def closed() -> bool:
+        return all(r["state"] not in payments.OPEN_STATES for r in await rows(rig))
+
+    await until(closed)
+    assert rig.sim.vend_frames_received == 0 and reader.books.captured == []
+    assert reader.books.open == 0 and [r["state"] for r in await rows(rig)] in (["refunded"], ["cancelled"])
