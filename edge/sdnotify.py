@@ -14,6 +14,9 @@ def notify(state: str) -> bool:
     addr = "\0" + path[1:] if path.startswith("@") else path
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # never block the event loop: when the listener's queue is full (systemd busy, a test not
+            # reading), this datagram is dropped — the next watchdog ping follows within the interval
+            sock.setblocking(False)
             sock.connect(addr)
             sock.sendall(state.encode())
         return True

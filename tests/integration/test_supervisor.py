@@ -199,3 +199,58 @@ async def test_the_daemon_supervises_the_live_update_publisher(tmp_path):
             await runner.cleanup()
     finally:
         await rig.stop()
+
+
+async def test_the_daemon_withholds_the_systemd_watchdog_while_its_board_watch_is_wedged_on_the_ledger(
+    tmp_path, monkeypatch
+):
+    """The real daemon under WatchdogSec: fed while healthy; a task stuck behind a ledger write lock held
+    by another process stops the datagrams; when the lock goes, the watchdog is fed again."""
+    import os
+    import sqlite3
+
+    import edge.daemon
+    from tests.reliability.inproc import start_inproc
+
+    notify_sock = NotifySocket(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_sock.path)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # WatchdogSec=0.2s: fed every 0.1 s
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    monkeypatch.setattr(edge.daemon, "BOARD_WATCH_STALE_S", 1.0)
+    rig = await start_inproc(tmp_path / "rig")
+    try:
+        await asyncio.sleep(0.5)
+        assert "READY=1\nSTATUS=selling" in (fed := notify_sock.drain()) and fed.count("WATCHDOG=1") >= 2
+        other = sqlite3.connect(rig.daemon.ledger_path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process holds the ledger's write lock
+            await rig.sim.unplug()  # the board watch must write an alarm: it waits on the lock
+            await until(lambda: "vend_board.watch" in rig.daemon.supervisor.stale(), timeout_s=3.0)
+            notify_sock.drain()
+            await asyncio.sleep(0.5)
+            assert "WATCHDOG=1" not in notify_sock.drain()  # systemd would restart us now
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await until(lambda: not rig.daemon.supervisor.stale(), timeout_s=3.0)
+        await asyncio.sleep(0.3)
+        assert "WATCHDOG=1" in notify_sock.drain()
+        assert "device_offline:vend_board" in await rig.alarms()  # the wedged write went through after all
+    finally:
+        await rig.stop()
+        notify_sock.sock.close()
+
+
+@pytest.mark.timeout(10)
+def test_notify_never_blocks_when_systemd_does_not_read(tmp_path, monkeypatch):
+    """A full notify queue drops the datagram (False) instead of blocking the event loop's thread."""
+    from edge.sdnotify import notify
+
+    listener = NotifySocket(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", listener.path)
+    try:
+        sent = [notify("WATCHDOG=1") for _ in range(5000)]  # far past the kernel's datagram queue
+        assert sent[0] is True and sent[-1] is False
+        assert len(listener.drain()) == sent.count(True)
+    finally:
+        listener.sock.close()
