@@ -19,8 +19,10 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("name", choices=["vend", "modbus", "sync", "fleet", "checkout", "web", "soak", "powercut", "vision", "ops"])
+    p.add_argument("name", choices=["vend", "modbus", "sync", "fleet", "checkout", "web", "soak", "powercut", "vision", "ops",
+                                      "fleet-mqtt"])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--machines", type=int, default=1000, help="fleet-mqtt: simulated machines")
     p.add_argument("--sessions", type=int, default=500)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--kills", type=int, default=200)
@@ -45,6 +47,9 @@ def main() -> int:
     elif args.name == "fleet":
         from bench.sync_bench import run_fleet
         result = _maybe_async(run_fleet(machines=50 if args.quick else 200, quick=args.quick))
+    elif args.name == "fleet-mqtt":
+        from bench.fleet_mqtt_bench import run as run_fleet_mqtt
+        result = run_fleet_mqtt(machines=args.machines, per_machine=20 if args.quick else 100)
     elif args.name == "checkout":
         from bench.checkout_bench import run
         result = _maybe_async(run(sessions=args.sessions, seed=args.seed,

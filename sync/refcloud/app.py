@@ -160,14 +160,15 @@ async def push_outbox(request: web.Request) -> web.Response:
     return web.json_response({"acks": fill_acks(acks, statuses)})
 
 
-def check_records(raw: list[Any]) -> tuple[list[dict[str, Any]], list[OutboxRecord]]:
+def check_records(raw: list[Any], *, small_ints: bool = False) -> tuple[list[dict[str, Any]], list[OutboxRecord]]:
     """Per-record validation of a push (HTTPS or MQTT): the acks so far (`status` "" for the
-    valid ones, to be filled with the store's answer) and the valid records."""
+    valid ones, to be filled with the store's answer) and the valid records. `small_ints`: the
+    caller knows no integer in the body has more than 18 digits (so none can exceed 64 bits)."""
     acks: list[dict[str, Any]] = []
     valid = []
     for obj in raw:
         try:
-            if out_of_range(obj):
+            if not small_ints and out_of_range(obj):
                 raise protocol.ProtocolInvalid("bad_number: integers must fit 64 bits")
             record = protocol.parse_record(obj)
         except protocol.ProtocolInvalid as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from sync.transport.base import Backoff
 
 log = structlog.get_logger(__name__)
 MQTT_CLOUD = web.AppKey("mqtt_cloud", object)
+LONG_NUMBER = re.compile(rb"[0-9]{19}")  # no such run: no integer can exceed 64 bits (skips a walk)
+ACK_PIPELINE = 4  # groups whose acks may be in flight per worker while the next group is stored
+MAX_INFLIGHT = 1000  # QoS 1 publishes (acks) in flight per cloud client (paho's default is 20)
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,9 @@ class MqttCloud:
         self._control: aiomqtt.Client | None = None
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
+        self._ack_tasks: dict[int, set[asyncio.Task[None]]] = {}
         self.stats = {
+            "groups": 0,
             "batches": 0,
             "records": 0,
             "invalid_messages": 0,
@@ -108,7 +114,7 @@ class MqttCloud:
         dead member in the shared-subscription group that messages would be routed to."""
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.s.session_expiry_s if persistent else 0
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self._host,
             self._port,
             username=self.s.username,
@@ -117,9 +123,12 @@ class MqttCloud:
             protocol=aiomqtt.ProtocolVersion.V5,
             keepalive=self.s.keepalive_s,
             clean_start=not persistent,
+            max_inflight_messages=MAX_INFLIGHT,
             properties=props,
             tls_context=ssl.create_default_context(cafile=self.s.ca_file) if self._tls else None,
         )
+        client.pending_calls_threshold = MAX_INFLIGHT  # many acks in flight is the plan, not a leak
+        return client
 
     async def _forever(self, body: Any, index: int) -> None:
         """Run `body` (connect + serve) again and again; a lost broker is logged once per outage."""
@@ -164,7 +173,7 @@ class MqttCloud:
                 payload = _bytes(message.payload)
                 if leaf == "outbox":
                     batch_id, backlog, raw = wire.decode_batch(payload)
-                    acks, valid = check_records(raw)
+                    acks, valid = check_records(raw, small_ints=LONG_NUMBER.search(payload) is None)
                     batches.append(_Batch(machine_id, batch_id, acks, valid, backlog))
                 elif leaf == "result":
                     results.append((machine_id, *wire.decode_result(payload)))
@@ -177,16 +186,15 @@ class MqttCloud:
             answers = await run_db(
                 self.app, store.ingest_many, [(b.machine_id, b.valid, b.backlog) for b in batches], now
             )
-            await asyncio.gather(
-                *(
-                    client.publish(
-                        wire.topic(self.s.prefix, b.machine_id, "ack"),
-                        wire.encode_acks(b.batch_id, fill_acks(b.acks, statuses), int(now)),
-                        qos=1,
-                    )
-                    for b, statuses in zip(batches, answers, strict=True)
+            acks = [
+                (
+                    wire.topic(self.s.prefix, b.machine_id, "ack"),
+                    wire.encode_acks(b.batch_id, fill_acks(b.acks, st), int(now)),
                 )
-            )
+                for b, st in zip(batches, answers, strict=True)
+            ]
+            await self._send_acks(client, acks)
+            self.stats["groups"] += 1
             self.stats["batches"] += len(batches)
             self.stats["records"] += sum(len(b.acks) for b in batches)
         for machine_id, command_id, status, detail in results:
@@ -195,6 +203,18 @@ class MqttCloud:
                     "refcloud_mqtt_result_unknown_command", machine_id=machine_id, command_id=command_id
                 )
             self.stats["results"] += 1
+
+    async def _send_acks(self, client: aiomqtt.Client, acks: list[tuple[str, bytes]]) -> None:
+        """Publish a group's acks (stored already) while the next group is read and stored: at most
+        `ACK_PIPELINE` groups' acks in flight per worker, so a slow broker slows ingest down."""
+        pending = self._ack_tasks.setdefault(id(client), set())
+        while len(pending) >= ACK_PIPELINE:
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(
+            _gather(*(client.publish(topic, body, qos=1) for topic, body in acks)), name="refcloud.mqtt.acks"
+        )
+        pending.add(task)
+        task.add_done_callback(pending.discard)
 
     # control -----------------------------------------------------------------------------------
     async def _control_loop(self, _index: int, backoff: Backoff) -> None:
@@ -258,6 +278,14 @@ class MqttCloud:
             command["signature"] = signing.sign_command(secret, command)
             body = wire.dumps(command)
             await client.publish(wire.topic(self.s.prefix, machine_id, "cmd"), body, qos=1)
+
+
+async def _gather(*publishes: Any) -> None:
+    """Publish acks; a lost link loses them, and the machines re-send after their ack timeout."""
+    try:
+        await asyncio.gather(*publishes)
+    except aiomqtt.MqttError as exc:
+        log.debug("refcloud_mqtt_acks_lost", error=str(exc))
 
 
 def _bytes(payload: Any) -> bytes:

@@ -83,7 +83,7 @@ class Broker:
                     f"persistence_location {directory}/",
                     "autosave_interval 60",
                     "max_queued_messages 10000",
-                    "max_inflight_messages 100",
+                    "max_inflight_messages 1000",
                     f"max_keepalive {max_keepalive}",
                     "max_packet_size 1048576",
                     f"user {user}",
