@@ -1,4 +1,5 @@
-"""HACCP temperature log on the technician page: GET /haccp (printable) and GET /haccp.csv.
+"""HACCP temperature log on the technician page: GET /haccp (printable), GET /haccp.csv and
+GET /api/v1/haccp (JSON, for remote monitoring).
 
 `?days=N` (1..400, default 7 on the page, 90 in the CSV) picks the period ending now. Any
 logged-in user may read it: a food inspector is shown the page or handed the CSV.
@@ -63,6 +64,13 @@ async def haccp_csv(request: web.Request) -> web.Response:
     )
 
 
+async def haccp_api(request: web.Request) -> web.Response:
+    days = _days(request, 7)
+    hours, period = await _log(request, days)
+    return web.json_response({"period": period, "summary": haccp.summary(hours), "hours": hours})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/haccp", haccp_page)
     app.router.add_get("/haccp.csv", haccp_csv)
+    app.router.add_get("/api/v1/haccp", haccp_api)

@@ -55,3 +55,15 @@ async def test_haccp_needs_a_login(web):  # noqa: F811
         page = await s.get("/haccp", allow_redirects=False)
         data = await s.get("/haccp.csv", allow_redirects=False)
     assert page.status in (302, 303, 401) and data.status in (302, 303, 401)
+
+
+async def test_haccp_json_api(web):  # noqa: F811
+    s, _ = await web.login("view")
+    async with s:
+        ok = await s.get("/api/v1/haccp?days=2")
+        doc = await ok.json()
+        bad = await s.get("/api/v1/haccp?days=0")
+        err = await bad.json()
+    assert ok.status == 200 and doc["period"]["days"] == 2 and doc["period"]["limit_c"] == 5.0
+    assert set(doc["summary"]) == {"hours", "hours_exceeded", "minutes_above", "min_c", "max_c"}
+    assert isinstance(doc["hours"], list) and bad.status == 400 and "error" in err
