@@ -11,13 +11,10 @@ from typing import Any
 
 from aiohttp import web
 
-from edge.clock import iso
-from edge.ledger import haccp
+from edge.services import haccp
 from edge.web.views import q_of, render
 
 MAX_DAYS = 400
-DAY_S = 86_400.0
-DEFAULT_LIMIT_C = 5.0
 
 
 def _days(request: web.Request, default: int) -> int:
@@ -28,20 +25,7 @@ def _days(request: web.Request, default: int) -> int:
 
 
 async def _log(request: web.Request, days: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    m = q_of(request).m
-    temperature = m.extras.get("temperature")
-    limit_c = float(temperature.limits.limit_c) if temperature is not None else DEFAULT_LIMIT_C
-    now = m.db.clock.wall()
-    since, until = iso(now - days * DAY_S), iso(now)
-    hours = await haccp.hourly(m.db, since, until, limit_c=limit_c)
-    period = {
-        "since": since,
-        "until": until,
-        "days": days,
-        "limit_c": limit_c,
-        "lockouts": await haccp.lockouts(m.db, since, until),
-    }
-    return hours, period
+    return await haccp.report(q_of(request).m, days)
 
 
 async def haccp_page(request: web.Request) -> web.Response:
