@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--payment", choices=["none", "mdb"], default="none",
                       help="classic-vend: 'mdb' pays by card through a simulated MDB reader (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
+    demo.add_argument("--transport", choices=["https", "mqtt"], default="https",
+                      help="the interactive demo's cloud link: https (default) or mqtt through a local "
+                           "Mosquitto (docs/protocols/mqtt.md)")
     demo.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
     demo.add_argument("--dir", "--state", "--keep-state", dest="dir", default="", metavar="DIR",
                       help="state directory, kept afterwards (default: a temp dir removed on exit)")

@@ -25,6 +25,10 @@ MACHINE_ID = "demo-0001"  # the id every demo config writes (edge.demo.setup.wri
 def run_demo(args: argparse.Namespace) -> int:
     """Run a scenario. The state directory is removed afterwards unless the user named one (--state DIR)."""
     problem = missing_prerequisite(args.scenario, args.web_port)
+    if not problem and getattr(args, "transport", "https") == "mqtt":
+        from edge.demo.mqtt_broker import missing_mosquitto
+
+        problem = missing_mosquitto()
     if problem:
         print(f"vendedge demo: {problem}", file=sys.stderr)
         return 2
@@ -62,7 +66,7 @@ def _scenario(args: argparse.Namespace, state_dir: str) -> int:
     with open(log_path, "a", encoding="utf-8") as log_file:  # logs to a file: the banner stays on screen
         setup_logging(MACHINE_ID, level="info", fmt="json", stream=log_file)
         return asyncio.run(interactive(state_dir, web_port=args.web_port, keep_state=bool(args.dir),
-                                       log_path=log_path))
+                                       log_path=log_path, transport=getattr(args, "transport", "https")))
 
 
 def missing_prerequisite(scenario: str, web_port: int) -> str:

@@ -30,9 +30,12 @@ from sync.refcloud.server import serve as serve_cloud
 ADMIN = "/admin/machines"
 
 
-async def start_cloud(state_dir: str, admin_token: str, secret_hex: str, machine_id: str) -> tuple[Any, int]:
-    """The reference cloud on a free loopback port, with this machine registered and its planogram."""
-    runner = await serve_cloud("127.0.0.1", 0, os.path.join(state_dir, "refcloud.sqlite3"), admin_token)
+async def start_cloud(state_dir: str, admin_token: str, secret_hex: str, machine_id: str,
+                      mqtt: Any = None) -> tuple[Any, int]:
+    """The reference cloud on a free loopback port, with this machine registered and its planogram
+    (and, with `mqtt` settings, its MQTT workers on that broker)."""
+    runner = await serve_cloud("127.0.0.1", 0, os.path.join(state_dir, "refcloud.sqlite3"), admin_token,
+                               mqtt=mqtt)
     port = int(runner.addresses[0][1])
     headers = {"Authorization": f"Bearer {admin_token}"}
     base = f"http://127.0.0.1:{port}{ADMIN}"
@@ -130,15 +133,17 @@ async def customers(rig: TakeAndGoRig, stop: asyncio.Event, seed: int,
 
 
 async def interactive(state_dir: str, *, web_port: int = 8080, seed: int = 1, keep_state: bool = True,
-                      log_path: str = "") -> int:
-    """Run until Ctrl-C. `run_demo` sends the logs to `log_path` so the banner stays readable on screen."""
+                      log_path: str = "", transport: str = "https") -> int:
+    """Run until Ctrl-C. `run_demo` sends the logs to `log_path` so the banner stays readable on screen.
+    `transport="mqtt"` syncs through a local Mosquitto (edge/demo/mqtt_broker.py)."""
     state_dir = state_dir or tempfile.mkdtemp(prefix="vendedge-demo-")
-    return await _interactive(state_dir, web_port, seed, log_path or "(stderr)", keep_state)
+    return await _interactive(state_dir, web_port, seed, log_path or "(stderr)", keep_state, transport)
 
 
 def banner(state_dir: str, port: int, password: str, cloud_port: int, admin_token: str, rig: TakeAndGoRig,
-           scanner: CameraServer, log_path: str, keep_state: bool) -> str:
+           scanner: CameraServer, log_path: str, keep_state: bool, broker_url: str = "") -> str:
     kept = "kept after exit" if keep_state else "removed on exit; keep it with --state DIR"
+    link = f"\n  cloud link        MQTT 5 via Mosquitto at {broker_url} (docs/protocols/mqtt.md)" if broker_url else ""
     return f"""
 vendedge demo is running — machine demo-0001 (state in {state_dir}, {kept})
   diagnostics page  http://127.0.0.1:{port}/
@@ -149,25 +154,35 @@ vendedge demo is running — machine demo-0001 (state in {state_dir}, {kept})
                     admin token: {admin_token}
   shelf cameras     {rig.cameras.url('shelf0', 'mjpg')} (shelf0..shelf3)
   scanner camera    {scanner.url('scanner', 'mjpg')} (customers' phones show signed QR codes here)
-  logs              {log_path}  (JSON lines: tail -f it in another terminal)
+  logs              {log_path}  (JSON lines: tail -f it in another terminal){link}
   another account   vendedge user add NAME --config {os.path.join(state_dir, 'vendedge.toml')}
 Simulated customers shop every few seconds (below). Ctrl-C to stop.
 """
 
 
-async def _interactive(state_dir: str, web_port: int, seed: int, log_path: str, keep_state: bool) -> int:
+async def _interactive(state_dir: str, web_port: int, seed: int, log_path: str, keep_state: bool,
+                       transport: str = "https") -> int:
     stop = asyncio.Event()  # Ctrl-C during start-up, too, ends in a clean stop rather than a traceback
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     admin_token, secret_hex, machine_id = secrets.token_hex(16), secrets.token_hex(32), "demo-0001"
-    cloud, cloud_port = await start_cloud(state_dir, admin_token, secret_hex, machine_id)
+    broker, mqtt = None, None
+    if transport == "mqtt":
+        from edge.demo.mqtt_broker import start_broker
+
+        broker, mqtt = start_broker(state_dir, machine_id, secret_hex)
+    cloud, cloud_port = await start_cloud(state_dir, admin_token, secret_hex, machine_id, mqtt=mqtt)
     phone = PhoneScreen()
     scanner = CameraServer({"scanner": phone})
     await scanner.start()
     rig: TakeAndGoRig | None = None
     try:
         extra = sync_config(state_dir, cloud_port, secret_hex)
+        if broker is not None:
+            from edge.demo.mqtt_broker import sync_lines
+
+            extra += sync_lines(broker.url)
         extra += await offline_authorization(state_dir, cloud_port, admin_token, phone, scanner)
         rig = await start_takeandgo_rig(state_dir, seed=seed, extra=extra, web_port=web_port,
                                         secrets_file=os.path.join(state_dir, "secrets.toml"))
@@ -175,8 +190,8 @@ async def _interactive(state_dir: str, web_port: int, seed: int, log_path: str, 
         password = secrets.token_urlsafe(12)
         await UserStore(rig.daemon.db).add("tech", "technician", password, actor="demo")
         port = bound_port(rig.daemon.web_runner)
-        print(banner(state_dir, port, password, cloud_port, admin_token, rig, scanner, log_path, keep_state),
-              flush=True)
+        print(banner(state_dir, port, password, cloud_port, admin_token, rig, scanner, log_path, keep_state,
+                     broker.url if broker else ""), flush=True)
         the_rig = rig
         await customers(rig, stop, seed,
                         lambda rng: token_shopper(the_rig, phone, (cloud_port, admin_token), rng),
@@ -186,5 +201,7 @@ async def _interactive(state_dir: str, web_port: int, seed: int, log_path: str, 
             await rig.stop()  # the daemon locks the door while the plant simulator is still there
         await scanner.stop()
         await cloud.cleanup()
+        if broker is not None:
+            broker.stop()
     print("demo stopped", file=sys.stderr)
     return 0

@@ -109,3 +109,13 @@ def test_topics_outside_the_layout_are_refused(name: str) -> None:
     with pytest.raises(wire.WireInvalid):
         wire.split_topic("vendedge", name)
     assert wire.split_topic("vendedge", "vendedge/m/m1/outbox") == ("m1", "outbox")
+
+
+def test_demo_over_mqtt_says_how_to_install_mosquitto_when_it_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import edge.demo.mqtt_broker as demo_mqtt  # noqa: PLC0415
+
+    monkeypatch.setattr(demo_mqtt, "mosquitto_binary", lambda: None)
+    assert cli_main(["demo", "--transport", "mqtt", "--web-port", "0"]) == 2
+    assert "apt-get install -y mosquitto" in capsys.readouterr().err
