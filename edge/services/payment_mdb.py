@@ -27,12 +27,15 @@ from edge.config import PaymentConfig
 from edge.core.dex import minor_units
 from edge.core.errors import SaleRefused
 from edge.core.ports import Authorization
-from edge.ledger import payments
+from edge.ledger import payments, repo
 from edge.ledger.db import LedgerDB
 
 log = structlog.get_logger(__name__)
 
 METHOD = "mdb"
+ALARM_OFFLINE = "device_offline:mdb_reader"
+OFFLINE_ALARM_S = 3.0  # not working this long (after start, a reset, a lost cable): alarm
+IN_SESSION = (ReaderState.SESSION_IDLE, ReaderState.VEND)
 
 
 def mdb_item(slot_id: str) -> int:
@@ -60,6 +63,7 @@ class MdbPayment:
         self.unsettled = 0  # payments a bus failure left open; no new sale until ``recover`` closes them
         self._resets_at: dict[str, int] = {}
         self._live: set[str] = set()
+        self._alarmed = False  # the device_offline alarm is raised
         self._settling = asyncio.Lock()  # settle and recover never send settling commands side by side
 
     # ---- PaymentPort -------------------------------------------------------------------------
@@ -176,6 +180,7 @@ class MdbPayment:
     async def run(self, vend_settled: Callable[[], bool], period_s: float = 0.25) -> None:
         """Supervised loop: set up a reader that reset or came back, and close payments left open once the
         vend journal they depend on is settled (``vend_settled``)."""
+        offline_for = 0
         while True:
             try:
                 if await self._leftovers():
@@ -185,7 +190,28 @@ class MdbPayment:
                     await self.watch()
             except SaleRefused as exc:
                 log.warning("mdb_payment_watch", error=str(exc))
+            working = self.reader.connected and self.reader.state in (ReaderState.ENABLED, *IN_SESSION)
+            offline_for = 0 if working else offline_for + 1
+            await self._offline_alarm(offline_for * period_s >= OFFLINE_ALARM_S)
             await asyncio.sleep(period_s)
+
+    async def _offline_alarm(self, offline: bool) -> None:
+        """Losing the card reader is a safety event: one alarm while no card sale can start, cleared on return."""
+        if offline == self._alarmed:
+            return
+        async with self.db.tx() as tx:
+            if offline:
+                await repo.raise_alarm(
+                    tx,
+                    ALARM_OFFLINE,
+                    "device_offline",
+                    f"card reader not ready: {self.reader.last_error or self.reader.state.value}",
+                    severity="critical",
+                    data={"device": "mdb_reader"},
+                )
+            else:
+                await repo.clear_alarm(tx, ALARM_OFFLINE, "card reader ready")
+        self._alarmed = offline
 
     async def _leftovers(self) -> bool:
         """Payments open in the ledger that no sale in progress owns (a restart's, a bus failure's)."""
@@ -199,7 +225,7 @@ class MdbPayment:
         Never while a payment is left open: a RESET would void an approval whose item may have fallen."""
         if not self.reader.connected or self.reader.ready:
             return
-        if self.reader.state in (ReaderState.SESSION_IDLE, ReaderState.VEND) or await self._leftovers():
+        if self.reader.state in IN_SESSION or await self._leftovers():
             return
         try:
             await self.reader.initialize(self.config.step_timeout_s)
@@ -350,11 +376,21 @@ class MdbPayment:
 
     async def _close(self, payment_id: str, state: str, error: str = "") -> None:
         async with self.db.tx() as tx:
-            await payments.set_payment_state(tx, payment_id, state, error=error)
+            row = await payments.set_payment_state(tx, payment_id, state, error=error)
+            if state == "capture_unknown":  # only the processor's report can tell: a person must look
+                await repo.raise_alarm(
+                    tx,
+                    f"payment_capture_unknown:{payment_id}",
+                    "payment_capture_unknown",
+                    f"card payment {payment_id} ({row.amount} {row.currency}, slot {row.slot_id}):"
+                    " the reader restarted around VEND SUCCESS; check the processor's report",
+                    severity="critical",
+                    data={"payment_id": payment_id},
+                )
         log.info("payment_closed", payment_id=payment_id, state=state, error=error)
 
     async def _complete_session(self) -> None:
-        if self.reader.state not in (ReaderState.SESSION_IDLE, ReaderState.VEND):
+        if self.reader.state not in IN_SESSION:
             return
         try:
             await self.reader.complete_session(self.config.step_timeout_s)

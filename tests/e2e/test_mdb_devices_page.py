@@ -11,6 +11,7 @@ import pytest
 
 from edge.config import Secrets, WebConfig
 from edge.demo.setup import start_rig
+from edge.ledger import repo
 from edge.ledger.users import UserStore
 from edge.web.app import bound_port, start_web
 from hw_sim.mdb_reader import SimMdbReader
@@ -75,3 +76,15 @@ async def test_reader_state_last_error_and_counters_on_the_page(site):
         api["info"]["payment"]["state"] == "offline" and "silent for" in api["info"]["payment"]["last_error"]
     )
     assert 'id="payment-state">offline<' in page
+    db = rig.daemon.db
+    await alarm(db, "device_offline:mdb_reader", True)  # a safety event, alarmed once
+
+    reader.silence(0)  # back on the bus: the payment loop sets it up again and clears the alarm
+    await until(lambda: pay.reader.ready)
+    await alarm(db, "device_offline:mdb_reader", False)
+
+
+async def alarm(db, key: str, active: bool) -> None:
+    async with asyncio.timeout(10):
+        while (key in {a["alarm_key"] for a in await repo.active_alarms(db)}) != active:
+            await asyncio.sleep(0.05)
