@@ -7,12 +7,14 @@ authorize → vend with ``payment_ref = auth.ref`` → settle with the drop sens
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from drivers.mdb import CashlessReader, ReaderState
 from edge.core.errors import SaleRefused
 from edge.demo.setup import start_rig
-from edge.ledger import payments
+from edge.ledger import payments, repo
 from edge.services.payment_mdb import MdbPayment, MdbPaymentConfig
 from hw_sim.mdb_reader import SimMdbReader
 
@@ -45,8 +47,6 @@ async def card(rig, request):
 
 
 async def price_of(rig, slot):
-    from edge.ledger import repo
-
     sku = (await repo.current_planogram(rig.daemon.db)).sku_for_slot(slot)
     return sku.price.amount, sku.price.currency
 
@@ -145,8 +145,6 @@ async def test_reader_reset_before_approval_refuses_the_sale(rig, card):
     sim.script("timeout")
     sim.tap()
     amount, currency = await price_of(rig, "E1")
-    import asyncio
-
     task = asyncio.create_task(pay.authorize("E1", amount, currency))
     await asyncio.sleep(0.3)
     sim.reset_now()
@@ -197,8 +195,6 @@ async def test_technician_status_shows_state_and_last_error(rig, card):
     sim, _, pay = card
     assert pay.status()["state"] == "enabled" and pay.status()["model"] == "sim-reader"
     sim.silence(10_000)
-    import asyncio
-
     for _ in range(100):
         if pay.status()["state"] == "offline":
             break
@@ -229,3 +225,21 @@ async def test_the_ledger_check_finds_a_capture_without_a_drop(rig, card):
     assert broken["captured_without_drop"] == [auth.payment_id]
     assert broken["dropped_without_approval"] == [ok_order["order_id"]]
     assert broken["mispriced"] == [ok_order["payment_ref"].split(":")[1]]
+
+
+async def test_reader_reset_around_a_capture_in_flight_is_capture_unknown_and_alarmed(rig, card):
+    sim, _, pay = card
+    auth, order, state = await paid_sale(rig, pay, sim, "D1")
+    assert state == "captured"
+    db = rig.daemon.db
+    async with db.tx() as tx:  # as a restart finds it: VEND SUCCESS may or may not have reached the reader
+        await tx.execute(
+            "UPDATE payment_sessions SET state='capturing' WHERE payment_id=?", (auth.payment_id,)
+        )
+    sim.reset_now()  # ... and the reader restarted meanwhile: nobody on the machine can tell
+    assert await pay.recover() == 0
+    row = await payments.payment(db, auth.payment_id)
+    assert row.state == "capture_unknown"
+    keys = {a["alarm_key"] for a in await repo.active_alarms(db)}
+    assert f"payment_capture_unknown:{auth.payment_id}" in keys
+    assert sim.books.captured == [(401, auth.amount)]  # the reader's books still say captured once
