@@ -159,7 +159,8 @@ class MdbPayment:
             await self.reader.poll_now()  # collect a JUST RESET or a late approval first
         except DeviceError as exc:
             log.warning("payment_recover_deferred", error=str(exc))
-            self.unsettled = len(await payments.open_payments(self.db, METHOD))
+            open_ = await payments.open_payments(self.db, METHOD)
+            self.unsettled = sum(1 for p in open_ if p.payment_id not in self._live)
             return self.unsettled
         for row in await payments.open_payments(self.db, METHOD):
             if row.payment_id in self._live:
