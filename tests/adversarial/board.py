@@ -127,6 +127,7 @@ class Fault:
 
     dup: bool = False  # every reply sent twice
     late_s: float = 0.0  # ACK and VEND_RESULT replies held back this long (past the reply timeout)
+    ack_late_s: float = 0.0  # only the ACKs held back this long
     wrong_seq: bool = False  # before each reply, the same reply with an older seq and with a never-used one
     replay: bool = False  # before each reply, the last frames this board sent (maybe from an older boot)
     noise: bool = False  # random bytes (with stray SOFs) before and after each reply
@@ -150,6 +151,8 @@ class Fault:
     result_state: int | None = None  # VEND_RESULT_REPLY state byte sent instead of the real one
     result_target: int | None = None  # VEND_RESULT_REPLY names this target seq instead of the asked one
     result_slot_none: bool = False  # VEND_RESULT_REPLY done with slot 00 00
+    forget: bool = False  # after the drop the board forgets the seq without a reset (and sends no VEND_DONE)
+    lose_vends: int = 0  # this many copies of the VEND are lost on the line before one gets through
 
 
 @dataclasses.dataclass
@@ -191,6 +194,7 @@ class AdversarialBoard:
         self.reboots = 0
         self.boot = self._new_boot()
         self.deaf_until = 0.0
+        self.memory_after_reset: int | None = None  # the memory the board comes up with after its next reset
         self.ram: dict[int, Record] = {}
         self.nvm: collections.OrderedDict[int, Record] = collections.OrderedDict()
         self.faults: dict[int, Fault] = {}
@@ -250,6 +254,11 @@ class AdversarialBoard:
     def reboot(self, deaf_s: float = 0.3) -> None:
         with self.lock:
             self._reset(deaf_s)
+
+    def memory_at_next_reset(self, n: int) -> None:
+        """The board comes up from its next reset keeping ``n`` outcomes (0: it forgot everything)."""
+        with self.lock:
+            self.memory_after_reset = n
 
     def set_memory(self, n: int) -> None:
         """Takes effect as the board's next HELLO_REPLY says (use before a reboot)."""
@@ -433,6 +442,9 @@ class AdversarialBoard:
         except ValueError:
             slot = None
         self.vend_copies[seq] += 1
+        if seq not in self.faults and self._plans and self._plans[0].lose_vends > 0:
+            self._plans[0].lose_vends -= 1  # lost on the line (as if its CRC failed): no answer
+            return
         if f.boot != self.boot:
             self._reply(seq, NAK, bytes([STALE_BOOT]))
             return
@@ -512,6 +524,10 @@ class AdversarialBoard:
         if fault.reboot_after_drop is not None:
             self._reset(fault.reboot_after_drop)
             return
+        if fault.forget:  # a board fault: no reset, yet it no longer knows the seq
+            self.ram.pop(seq, None)
+            self.nvm.pop(seq, None)
+            return
         if not fault.silent_done:
             self._send_done(seq, rec, fault, truncate=fault.truncate)
 
@@ -543,6 +559,8 @@ class AdversarialBoard:
         if ack and fault.truncate:
             truncate = True
         delay = fault.late_s if late else 0.0
+        if code == ACK and fault.ack_late_s:
+            delay = max(delay, fault.ack_late_s)
         pre = b""
         if fault.replay and self.sent:
             pre += b"".join(self.sent[-4:])
@@ -573,6 +591,8 @@ class AdversarialBoard:
 
     def _reset(self, deaf_s: float) -> None:
         """Brown-out: the motor stops, RAM and pending output are lost, deaf for ``deaf_s``, new boot id."""
+        if self.memory_after_reset is not None:  # e.g. its memory chip failed, or new firmware came up
+            self.memory, self.memory_after_reset = self.memory_after_reset, None
         self._motor = None
         self._motor_gen += 1
         self._out.clear()

@@ -60,7 +60,7 @@ class Rig:
 
     async def __aexit__(self, *exc: object) -> None:
         try:
-            await self.daemon.stop()
+            await self.daemon.stop(timeout_s=5)
         finally:
             self.board.stop()
 
@@ -155,7 +155,7 @@ def violations(rig: Rig, *, settled: bool = True) -> list[str]:
         if settled and order["status"] not in ("completed", "failed"):
             out.append(f"not settled {where}")
     for slot, n in stock.items():
-        if settled and led.stock[slot]["count"] != n:
+        if settled and slot in led.stock and led.stock[slot]["count"] != n:
             out.append(f"stock {slot}: ledger {led.stock[slot]['count']} board {n}")
     out += [f"controller: {v}" for v in rig.board.violations]
     out += [

@@ -357,6 +357,12 @@ TABLE = {
         "completed",
         False,
     ),
+    # copies of the VEND lost on the line: all of them (sent, not acked, unknown, same boot → failed,
+    # refund; nothing ran) or the first three (the fourth runs it: completed)
+    "every_vend_copy_lost": (Fault(lose_vends=4), MEM, False, "failed", False),
+    "three_vend_copies_lost": (Fault(lose_vends=3), MEM, False, "completed", False),
+    # the board forgets an ACKed seq without a reset (a board fault): acked, unknown, same boot → needs_count
+    "forgets_acked_seq_same_boot": (Fault(forget=True), MEM, True, "completed", False),
     # a jam on the wrong slot: nothing fell, both slots disabled, refund
     "slot_mismatch_jam": (Fault(turn_slot="D2", outcome="jam"), MEM, False, "failed", False),
 }
@@ -412,3 +418,51 @@ async def test_result_about_another_seq(tmp_path: pathlib.Path) -> None:
         order = rig.ledger().orders[sold["order_id"]]
         assert order["status"] == "failed" and order["refund_due"], order
         await alive(rig)
+
+
+@pytest.mark.parametrize("before,after", [(MEM, 0), (0, MEM)], ids=["memory_lost", "memory_gained"])
+async def test_memory_changes_across_the_reset(tmp_path: pathlib.Path, before: int, after: int) -> None:
+    """The ACK is lost (held back past every retry), the item falls, the board resets and comes up
+    keeping `after` outcomes where the boot that took the VEND kept `before` (memory chip failed /
+    recovered, new firmware). Sent, not acked, unknown from a new boot: only a boot that took the
+    VEND *with* memory would have remembered it, so either way the board cannot tell: needs_count,
+    counted: completed. Never a refund for the item that fell."""
+    async with Rig(tmp_path, memory=before) as rig:
+        assert (await rig.sell("C5")).get("status") == "completed"
+        rig.board.memory_at_next_reset(after)
+        rig.board.plan(Fault(ack_late_s=5, reboot_after_drop=0.8))
+        sold = await rig.sell("C5")
+        assert await settle(rig, {sold["order_id"]}) == []
+        assert rig.ledger().orders[sold["order_id"]]["status"] == "completed"
+        await alive(rig)
+
+
+async def test_board_names_a_slot_the_machine_does_not_have(tmp_path: pathlib.Path) -> None:
+    """Asked for A1, a miswired board turns a spiral the planogram does not have (Z9) and says so: a
+    reply for another slot is a protocol breach. The sale must come back (not raise out of the sale
+    path), the vend must not be left looking settled or be forgotten: sales are refused while it is
+    open, an alarm is raised, the reconciler does not crash-loop, and it ends right (the item fell)."""
+    async with Rig(tmp_path) as rig:
+        rig.board.restock({"Z9": 5})
+        rig.board.plan(Fault(turn_slot="Z9"))
+        try:
+            sold = await rig.sell("A1", timeout_s=15)
+        except (TimeoutError, RuntimeError) as exc:
+            log = rig.daemon.log_path.read_text(errors="replace")
+            raise AssertionError(f"the sale raised out of the daemon: {log[-1500:]}") from exc
+        assert "error" not in sold, sold
+        answer = await rig.sell("A2")
+        led = rig.ledger()
+        entry = led.entry(sold["order_id"])
+        if entry["state"] not in ("done", "needs_count"):  # still open: sales must wait for it
+            assert answer == {"refused": "reconciling"}, (answer, led.dump(sold["order_id"]))
+        assert led.alarms, led.alarms
+        await rig.daemon.kill()  # and after a restart the reconciler must not crash-loop on it
+        await rig.start_daemon()
+        await rig.wait_reconciled()
+        log = rig.daemon.log_path.read_text(errors="replace")
+        assert "task_crashed_again" not in log, log[-1500:]
+        assert await settle(rig, {n["order_id"] for n in await rig.needs_count()}) == []
+        led = rig.ledger()
+        assert led.orders[sold["order_id"]]["status"] == "completed", led.dump(sold["order_id"])
+        assert led.stock["A1"]["disabled"], led.stock["A1"]

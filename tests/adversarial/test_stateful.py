@@ -35,6 +35,7 @@ FAULTS = {
     "reboot_mid_motor": Fault(motor_ms=300, reboot_mid_motor=0.3),
     "reboot_after_drop_short": Fault(reboot_after_drop=0.8),
     "reboot_after_drop_long": Fault(reboot_after_drop=3.0),
+    "ack_lost_then_reboot": Fault(ack_late_s=5, reboot_after_drop=0.8),
     "bad_code_then_right": Fault(done_code=6, result_code=200, bad_results=1),
 }
 
@@ -73,20 +74,23 @@ class BoardAndDaemon(RuleBasedStateMachine):
 
     @rule(deaf=st.sampled_from([0.1, 0.8]), memory=st.sampled_from([None, 1024, 0]))
     def reboot_board(self, deaf: float, memory: int | None) -> None:
-        """A reset while idle (or while a motor of an earlier, unsettled sale still runs)."""
+        """A reset while idle (or while a motor of an earlier, unsettled sale still runs); the board may
+        come up keeping a different number of outcomes than before."""
         if memory is not None:
-            self.r.board.set_memory(memory)
+            self.r.board.memory_at_next_reset(memory)
         self.r.board.reboot(deaf)
         self.run(asyncio.sleep(deaf + 0.1))
-        self.log.append(f"board reset, deaf {deaf}s, memory {memory}")
+        self.log.append(f"board reset, deaf {deaf}s, memory after {memory}")
 
     @rule(
         slot=st.sampled_from(SLOTS),
-        fault=st.sampled_from(["none", "reboot_after_drop_short", "late"]),
+        fault=st.sampled_from(["none", "reboot_after_drop_short", "late", "ack_lost_then_reboot"]),
         after=st.sampled_from([0.0, 0.05, 0.15, 0.4]),
+        board_reset=st.booleans(),
     )
-    def kill_daemon_mid_sale(self, slot: str, fault: str, after: float) -> None:
-        """SIGKILL the daemon `after` seconds into a sale (a power cut of the controller only), restart."""
+    def kill_daemon_mid_sale(self, slot: str, fault: str, after: float, board_reset: bool) -> None:
+        """SIGKILL the daemon `after` seconds into a sale (a power cut of the controller only), maybe
+        reset the board while the daemon is down, restart."""
         self.r.board.clear_plans()
         self.r.board.plan(Fault(**vars(FAULTS[fault])))
 
@@ -97,10 +101,15 @@ class BoardAndDaemon(RuleBasedStateMachine):
             await proc.stdin.drain()
             await asyncio.sleep(after)
             await self.r.daemon.kill()
+            if board_reset:
+                self.r.board.reboot(0.3)
+                await asyncio.sleep(0.4)
             await self.r.start_daemon()
 
         self.run(go())
-        self.log.append(f"kill after {after}s into sell {slot} {fault}")
+        self.log.append(
+            f"kill after {after}s into sell {slot} {fault}" + (", board reset" if board_reset else "")
+        )
 
     def check(self) -> None:
         async def go() -> list[str]:
@@ -131,7 +140,7 @@ def test_sales_faults_resets_and_kills() -> None:
     run_state_machine_as_test(
         BoardAndDaemon,
         settings=settings(
-            max_examples=6,
+            max_examples=5,
             stateful_step_count=10,
             deadline=None,
             database=None,
