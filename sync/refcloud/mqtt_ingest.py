@@ -31,6 +31,7 @@ from sync import signing
 from sync.refcloud.app import CHANGE_LISTENERS, CLOCK, SECRETS, STORE, check_records, fill_acks, run_db
 from sync.transport import mqtt_wire as wire
 from sync.transport.base import Backoff
+from sync.transport.mqtt import NO_DELAY
 
 log = structlog.get_logger(__name__)
 MQTT_CLOUD = web.AppKey("mqtt_cloud", object)
@@ -124,6 +125,7 @@ class MqttCloud:
             keepalive=self.s.keepalive_s,
             clean_start=not persistent,
             max_inflight_messages=MAX_INFLIGHT,
+            socket_options=NO_DELAY,
             properties=props,
             tls_context=ssl.create_default_context(cafile=self.s.ca_file) if self._tls else None,
         )

@@ -86,6 +86,7 @@ class Broker:
                     "max_inflight_messages 1000",
                     f"max_keepalive {max_keepalive}",
                     "max_packet_size 1048576",
+                    "set_tcp_nodelay true",  # small acks must not wait for Nagle + delayed ACK (40 ms)
                     f"user {user}",
                     f"log_dest file {self.log}",
                     "log_type error",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import ssl
 import time
 import uuid
@@ -32,6 +33,8 @@ from sync.transport.base import Backoff, LinkDown
 from sync.transport.https import is_loopback
 
 log = structlog.get_logger(__name__)
+# paho leaves Nagle on: a small publish (an ack, a batch) then waits for the peer's delayed ACK
+NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 class MqttTransport:
@@ -127,6 +130,7 @@ class MqttTransport:
             properties=props,
             tls_context=self._tls,
             timeout=self._timeout,
+            socket_options=NO_DELAY,
         )
 
     async def _serve(self, client: aiomqtt.Client) -> None:
