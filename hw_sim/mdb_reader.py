@@ -328,6 +328,13 @@ class SimMdbReader:
         self._pending.append(BeginSession(funds))
         return True
 
+    def cancel_session(self) -> bool:
+        """The customer presses cancel on the reader: SESSION CANCEL REQUEST (only outside a vend)."""
+        if self.state is not State.SESSION_IDLE:
+            return False
+        self._pending.append(Simple(Resp.SESSION_CANCEL_REQUEST))
+        return True
+
     def script(self, *decisions: str) -> None:
         """The next vend requests' outcomes: 'approve', 'deny' or 'timeout' (never decides)."""
         for d in decisions:

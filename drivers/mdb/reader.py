@@ -111,6 +111,7 @@ class CashlessReader:
                 "garbage_bytes",
                 "protocol_errors",
                 "late_replies",
+                "poll_errors",
                 "reconnects",
                 "disconnects",
                 "malfunctions",
@@ -367,7 +368,15 @@ class CashlessReader:
                     self._set_state(ReaderState.OFFLINE)
             except DeviceDisconnected:
                 pass  # the reconnect task handles it
-            await self._after_poll()
+            except (
+                Exception
+            ):  # a bug must not stop the polling (the reader would look alive but never be heard)
+                self.counters["poll_errors"] += 1
+                self._log.exception("mdb_poll_failed")
+            try:
+                await self._after_poll()
+            except DeviceError as exc:
+                self._log.warning("mdb_session_cancel_failed", error=str(exc))
             await asyncio.sleep(self._poll_interval_s)
 
     async def _after_poll(self) -> None:
@@ -376,10 +385,7 @@ class CashlessReader:
         if cancel and self.state is ReaderState.SESSION_IDLE:
             for r in cancel:
                 self._inbox.remove(r)
-            try:
-                await self._command(codec.session_complete(), retry=True)
-            except DeviceTimeout as exc:
-                self._log.warning("mdb_session_cancel_failed", error=str(exc))
+            await self._command(codec.session_complete(), retry=True)
 
     async def _take(
         self,

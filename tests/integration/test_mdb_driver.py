@@ -58,3 +58,14 @@ async def test_a_vend_request_that_gets_no_answer_in_time_is_not_resent(wired):
         assert await reader.vend_failure()
     await reader.complete_session(2)
     assert sim.books.captured == [] and sim.books.open == 0
+
+
+async def test_a_customer_cancel_on_the_reader_ends_the_session(wired):
+    sim, reader = wired
+    sim.tap()
+    await reader.wait_session(2)
+    assert sim.cancel_session()
+    async with asyncio.timeout(5):
+        while sim.state.value != "enabled" or reader.state is not ReaderState.ENABLED:
+            await asyncio.sleep(0.02)
+    assert "R,13,04" in sim.log and sim.books.approved == []  # SESSION COMPLETE, nothing sold
