@@ -81,16 +81,15 @@ def simulate(
     leak: RefrigerantLeak | None = None,
     worn: dict[str, tuple[float, float]] | None = None,
     hot_day: int | None = None,
+    setpoint_c: float = NORMAL_SETPOINT_C,
 ) -> Week:
     """One machine for `days`: fridge (+ eco when on), 10 spirals; `worn` slot -> (start s, friction/day)."""
     rng = random.Random(seed)
     ambient = _ambient(rng, days, hot_day)
     doors = _door_schedule(rng, days)
     vends = _vend_schedule(rng, days)
-    f = FridgePhysics(
-        replace(MERCHANDISER), setpoint_c=NORMAL_SETPOINT_C, start_c=NORMAL_SETPOINT_C, seed=seed
-    )
-    cfg = eco.EcoConfig(normal_setpoint_c=NORMAL_SETPOINT_C, hysteresis_c=f.p.hysteresis_c)
+    f = FridgePhysics(replace(MERCHANDISER), setpoint_c=setpoint_c, start_c=setpoint_c, seed=seed)
+    cfg = eco.EcoConfig(normal_setpoint_c=setpoint_c, hysteresis_c=f.p.hysteresis_c)
     spirals = {
         s: Spiral(
             s,
@@ -164,6 +163,8 @@ def _note(week: Week, effects: list[Any], t: float) -> None:
 def run(days: int = 7, seed: int = 7, healthy_weeks: int = 4) -> dict[str, Any]:
     normal = simulate(days, seed, eco_on=False)
     eco_week = simulate(days, seed, eco_on=True)
+    # the daemon's default setpoint (4 °C, cut-in at the 5 °C limit): no room to set back, lights/fan only
+    normal4, eco4 = (simulate(days, seed, eco_on=on, setpoint_c=4.0) for on in (False, True))
     # degradation: a refrigerant leak from day 1, and two spirals that start to bind
     leak_start, worn_start = 1.0 * DAY, 2.0 * DAY
     worn = {"A2": (worn_start, 0.25), "B4": (worn_start + 0.5 * DAY, 0.3)}
@@ -193,6 +194,11 @@ def run(days: int = 7, seed: int = 7, healthy_weeks: int = 4) -> dict[str, Any]:
         "compressor_h_normal": round(normal.compressor_h, 1),
         "compressor_h_eco": round(eco_week.compressor_h, 1),
         "compressor_saving_ratio": round(1.0 - eco_week.compressor_h / normal.compressor_h, 3),
+        "energy_saving_ratio_at_4c": round(1.0 - eco4.kwh / normal4.kwh, 3),
+        "food_safety_exceedances_at_4c": len(normal4.lockouts)
+        + len(eco4.lockouts)
+        + normal4.product_hours_above
+        + eco4.product_hours_above,
         "food_safety_exceedances": len(normal.lockouts)
         + len(eco_week.lockouts)
         + normal.product_hours_above
