@@ -100,4 +100,7 @@ ALTER TABLE stock ADD COLUMN best_before TEXT;
     (9, """
 ALTER TABLE order_lines ADD COLUMN price_rule TEXT NOT NULL DEFAULT '';
 """),
+    (10, """
+ALTER TABLE vend_journal ADD COLUMN sent_memory INTEGER;
+"""),
 ]
