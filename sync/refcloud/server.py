@@ -42,7 +42,9 @@ async def serve(host: str, port: int, db_path: str, admin_token: str, *,
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="vendedge refcloud", description="vendedge reference cloud")
+    p = argparse.ArgumentParser(prog="vendedge refcloud", description="vendedge reference cloud",
+                                epilog="`vendedge refcloud mqtt-acl --help`: write the Mosquitto password "
+                                       "and ACL files for the registered machines")
     p.add_argument("--db", required=True, help="SQLite file (created if missing)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8700)

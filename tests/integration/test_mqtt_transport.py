@@ -281,3 +281,42 @@ async def test_last_will_marks_a_vanished_machine_offline_on_the_fleet_page(
 
 async def _link(rig: MqttRig, state: str) -> bool:
     return 'data-machine="m2"' in (page := await rig.fleet_page()) and f'class="link {state}"' in page
+
+
+async def test_refcloud_mqtt_acl_writes_files_mosquitto_accepts(tmp_path: pathlib.Path) -> None:
+    from edge.cli import main as cli_main  # noqa: PLC0415
+    from sync.refcloud.store import Store  # noqa: PLC0415
+    from sync.transport.mosquitto import Broker  # noqa: PLC0415
+
+    store = Store(str(tmp_path / "cloud.db"))
+    store.register_machine("m1", SECRETS["m1"], time.time())
+    store.close()
+    out = tmp_path / "auth"
+    args = ["refcloud", "mqtt-acl", "--db", str(tmp_path / "cloud.db"), "--out", str(out)]
+    assert cli_main([*args, "--cloud-password", CLOUD_PASSWORD]) == 0
+    assert (out / "passwd").stat().st_mode & 0o777 == 0o600
+    assert [line.split(":")[0] for line in (out / "passwd").read_text().splitlines()] == ["m1", "refcloud"]
+    (tmp_path / "broker").mkdir()
+    broker = Broker(tmp_path / "broker", out / "passwd", out / "acl")
+    await asyncio.to_thread(broker.start)
+    try:
+        for user, password in (("m1", wire.machine_password(SECRETS["m1"])), ("refcloud", CLOUD_PASSWORD)):
+            async with aiomqtt.Client(
+                "127.0.0.1",
+                broker.port,
+                username=user,
+                password=password,
+                protocol=aiomqtt.ProtocolVersion.V5,
+            ) as c:
+                await c.publish(f"vendedge/m/{user}/status", wire.encode_status("online"), qos=1)
+        with pytest.raises(aiomqtt.MqttError):  # m2 is not registered in the cloud: no login
+            async with aiomqtt.Client(
+                "127.0.0.1",
+                broker.port,
+                username="m2",
+                password=wire.machine_password(SECRETS["m2"]),
+                protocol=aiomqtt.ProtocolVersion.V5,
+            ):
+                pass
+    finally:
+        await asyncio.to_thread(broker.stop)
