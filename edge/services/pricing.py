@@ -20,6 +20,7 @@ from edge.core import pricing as pr
 from edge.core.catalog import Sku
 from edge.core.errors import SaleRefused
 from edge.ledger import pricing as store
+from edge.ledger import repo
 from edge.ledger.db import LedgerDB, Tx
 
 log = structlog.get_logger(__name__)
@@ -87,7 +88,7 @@ class PriceBook:
             raise SaleRefused("expired", f"{slot_id}: past its best-before")
         return priced
 
-    async def price_lines(self, tx: Tx, lines: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    async def price_lines(self, tx: Tx, lines: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """A take-and-go basket (qty per lane, `unit_price` = list price) under the rules, bundles
         included; a line splits when its units get different prices, and each says its rule. A unit
         taken from a lane past its best-before is charged nothing (rule "expired"): it should not have
@@ -109,6 +110,30 @@ class PriceBook:
             {"sku_id": sku, "slot_id": slot, "qty": n, "unit_price": price, "price_rule": rule}
             for (slot, sku, price, rule), n in grouped.items()
         ]
+
+    async def board(self) -> dict[str, Any]:
+        """What every slot costs now and why, and the rules in force (the technician's price page)."""
+        planogram = await repo.current_planogram(self.db)
+        rules = await self.rules()
+        slots = []
+        for slot_id in sorted(planogram.slots if planogram else ()):
+            sku = planogram.sku_for_slot(slot_id) if planogram else None
+            if sku is None:
+                continue
+            p = await self.price(self.db, slot_id, sku)
+            expired = isinstance(p, pr.Expired)
+            slots.append(
+                {
+                    "slot_id": slot_id,
+                    "sku_id": sku.sku_id,
+                    "name": sku.name,
+                    "currency": sku.price.currency,
+                    "list_price": sku.price.amount,
+                    "price": None if expired else p.unit_price,
+                    "rule": "expired" if expired else p.rule_id,
+                }
+            )
+        return {"version": rules.version, "rules": pr.describe(rules), "slots": slots}
 
 
 def validate(doc: Mapping[str, Any] | None) -> pr.RuleSet:

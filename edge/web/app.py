@@ -25,7 +25,7 @@ from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
 from edge.services.machine import Machine
 from edge.services.queries import Queries, money
-from edge.web import api, auth, dex, fmt, haccp, metrics, products, sse, views
+from edge.web import api, auth, dex, fmt, haccp, metrics, prices, products, sse, views
 from edge.web.keys import ALLOWED_HOSTS, FLASH, HUB, JINJA, METRICS_TOKEN, QUERIES, STATIC, STATS
 
 log = structlog.get_logger(__name__)
@@ -151,6 +151,7 @@ def _add_routes(app: web.Application) -> None:
     dex.add_routes(app)
     products.add_routes(app)
     haccp.add_routes(app)
+    prices.add_routes(app)
     api.add_routes(app)
 
 

@@ -20,7 +20,7 @@ from edge.web.keys import FLASH, HUB, JINJA, QUERIES, SESSION, TOKEN, USER_NAME
 log = structlog.get_logger(__name__)
 
 NAV = [("/", "Dashboard"), ("/stock", "Stock"), ("/picklist", "Pick list"), ("/sales", "Sales"), ("/devices", "Devices"), ("/products", "Products"),
-       ("/events", "Events"), ("/haccp", "HACCP"), ("/export", "Export")]
+       ("/events", "Events"), ("/prices", "Prices"), ("/haccp", "HACCP"), ("/export", "Export")]
 
 
 def q_of(request: web.Request) -> Queries:

@@ -227,7 +227,7 @@ async def test_clear_food_safety_lockout_from_the_page(browser, fridge):
     assert flash.startswith("registers of plant.bus0.fridge:") and flash.count("=") >= 3, flash
 
 
-PAGES = ["/", "/stock", "/picklist", "/sales", "/devices", "/products", "/events", "/export", "/haccp"]
+PAGES = ["/", "/stock", "/picklist", "/sales", "/devices", "/products", "/events", "/export", "/haccp", "/prices"]
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 
 
