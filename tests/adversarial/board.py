@@ -152,6 +152,7 @@ class Fault:
     result_target: int | None = None  # VEND_RESULT_REPLY names this target seq instead of the asked one
     result_slot_none: bool = False  # VEND_RESULT_REPLY done with slot 00 00
     forget: bool = False  # after the drop the board forgets the seq without a reset (and sends no VEND_DONE)
+    done_slot: bytes | None = None  # VEND_DONE names these two slot bytes (e.g. 00 00, "no slot")
     lose_vends: int = 0  # this many copies of the VEND are lost on the line before one gets through
 
 
@@ -533,7 +534,8 @@ class AdversarialBoard:
 
     def _send_done(self, seq: int, rec: Record, fault: Fault, truncate: bool = False) -> None:
         code = rec.outcome if fault.done_code is None else fault.done_code
-        payload = slot_bytes(rec.slot) + bytes([code]) + rec.motor_ms.to_bytes(2, "big")
+        slot = slot_bytes(rec.slot) if fault.done_slot is None else fault.done_slot
+        payload = slot + bytes([code]) + rec.motor_ms.to_bytes(2, "big")
         self._reply(seq, VEND_DONE, payload, fault, truncate=truncate)
 
     def _trim(self) -> None:

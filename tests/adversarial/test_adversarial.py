@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import shutil
 from typing import Any
 
 import pytest
@@ -466,3 +467,43 @@ async def test_board_names_a_slot_the_machine_does_not_have(tmp_path: pathlib.Pa
         led = rig.ledger()
         assert led.orders[sold["order_id"]]["status"] == "completed", led.dump(sold["order_id"])
         assert led.stock["A1"]["disabled"], led.stock["A1"]
+
+
+@pytest.mark.parametrize("how", ["fresh", "restored_backup"])
+async def test_new_or_restored_ledger_against_a_board_that_remembers(
+    tmp_path: pathlib.Path, how: str
+) -> None:
+    """The controller's ledger is replaced (a new SD card / reinstall: fresh; or restored from a backup
+    taken one sale earlier) while the vend board, which keeps its outcomes by seq, stays. The board is
+    right to answer a seq it knows with the stored VEND_DONE and not run the motor; the controller must
+    therefore never reuse a seq: every new paid sale drops its item (or is not charged)."""
+    async with Rig(tmp_path) as rig:
+        assert (await rig.sell("A1")).get("status") == "completed"
+        backup = tmp_path / "backup"
+        await rig.daemon.stop()
+        shutil.copytree(rig.ledger_path.parent, backup)
+        await rig.start_daemon()
+        for slot in ("A2", "A3"):
+            assert (await rig.sell(slot)).get("status") == "completed"
+        used = {j["board_seq"] for j in rig.ledger().journal}
+        await rig.daemon.stop()
+        shutil.rmtree(rig.ledger_path.parent)
+        if how == "restored_backup":
+            shutil.copytree(backup, rig.ledger_path.parent)
+        await rig.start_daemon()
+        await rig.daemon.ask("restock")  # the ledger's counts follow the board's again
+        for slot, n in rig.board.snapshot()[0].items():
+            await rig.daemon.ask(f"restock {slot} {n}")
+        fell_before = sum(rig.board.snapshot()[1].values())
+        sold = [await rig.sell(slot) for slot in ("B1", "B2", "B3")]
+        await rig.wait_reconciled()
+        led = rig.ledger()
+        reused = {j["board_seq"] for j in led.journal} & used
+        charged = sum(led.orders[s["order_id"]]["status"] == "completed" for s in sold)
+        fell = sum(rig.board.snapshot()[1].values()) - fell_before
+        assert not reused and charged == fell, (
+            f"seqs {sorted(reused)} reused: the board answered them from its memory; {charged} sales "
+            f"charged, {fell} items fell; {led.journal}"
+        )
+        assert await settle(rig) == []
+        await alive(rig)
