@@ -51,7 +51,8 @@ def free_port() -> int:
 
 class Broker:
     """One Mosquitto process on 127.0.0.1:`port`, persistence in `directory` (so a restart keeps
-    retained messages and persistent sessions, as a production broker does)."""
+    retained messages and persistent sessions, as a production broker does); with `tls` =
+    (CA file, server certificate, key) it listens for mqtts:// only."""
 
     def __init__(
         self,
@@ -61,6 +62,7 @@ class Broker:
         *,
         port: int = 0,
         max_keepalive: int = 65535,
+        tls: tuple[str, str, str] | None = None,
     ) -> None:
         binary = mosquitto_binary()
         if binary is None:
@@ -68,7 +70,8 @@ class Broker:
         self.binary = binary
         self.directory = directory
         self.port = port or free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
+        tls_lines = [f"cafile {tls[0]}", f"certfile {tls[1]}", f"keyfile {tls[2]}"] if tls else []
         self.conf = directory / "mosquitto.conf"
         self.log = directory / "mosquitto.log"
         user = getpass.getuser()
@@ -76,6 +79,7 @@ class Broker:
             "\n".join(
                 [
                     f"listener {self.port} 127.0.0.1",
+                    *tls_lines,
                     "allow_anonymous false",
                     f"password_file {passwd}",
                     f"acl_file {acl}",

@@ -320,3 +320,23 @@ async def test_refcloud_mqtt_acl_writes_files_mosquitto_accepts(tmp_path: pathli
                 pass
     finally:
         await asyncio.to_thread(broker.stop)
+
+
+async def test_mqtts_with_a_pinned_ca_syncs_and_an_unknown_ca_never_connects(tmp_path: pathlib.Path) -> None:
+    from tests.integration.test_sync_client import _make_ca_and_server_cert  # noqa: PLC0415
+
+    ca_file, cert, key = _make_ca_and_server_cert(tmp_path)
+    async with mqtt_rig(tmp_path, SECRETS, tls=(ca_file, cert, key)) as rig:
+        assert rig.broker.url.startswith("mqtts://")
+        untrusting = MqttTransport(rig.broker.url, "m1", SECRETS["m1"], backoff_max_s=0.5)  # system CAs only
+        link = asyncio.create_task(untrusting.run())
+        await asyncio.sleep(1.5)
+        link.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await link
+        assert untrusting.connects == 0
+        outbox = MemoryOutbox(orders("m1", 20))
+        async with machine(rig, "m1", outbox, ca_file=ca_file) as client:
+            client.notify()
+            assert await until(lambda: _drained(outbox), 10), client.status
+        assert (await rig.get("m1", "orders"))["count"] == 20

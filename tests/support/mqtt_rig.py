@@ -75,7 +75,11 @@ class MqttRig:
 
 @contextlib.asynccontextmanager
 async def mqtt_rig(
-    tmp_path: pathlib.Path, secrets: Mapping[str, bytes], *, workers: int = 1
+    tmp_path: pathlib.Path,
+    secrets: Mapping[str, bytes],
+    *,
+    workers: int = 1,
+    tls: tuple[str, str, str] | None = None,
 ) -> AsyncIterator[MqttRig]:
     """Broker + refcloud (HTTP admin on a free port, MQTT workers) with these machines registered."""
     db = str(tmp_path / "cloud.db")
@@ -87,12 +91,18 @@ async def mqtt_rig(
         store.close()
     passwd, acl = write_auth_files(tmp_path / "mqtt-auth", passwords(db, CLOUD_PASSWORD), "vendedge")
     (tmp_path / "broker").mkdir()
-    broker = Broker(tmp_path / "broker", passwd, acl)
+    broker = Broker(tmp_path / "broker", passwd, acl, tls=tls)
     await asyncio.to_thread(broker.start)
     runner = None
     try:
         runner = await serve(
-            "127.0.0.1", 0, db, TOKEN, mqtt=MqttCloudSettings(broker.url, CLOUD_PASSWORD, workers=workers)
+            "127.0.0.1",
+            0,
+            db,
+            TOKEN,
+            mqtt=MqttCloudSettings(
+                broker.url, CLOUD_PASSWORD, workers=workers, ca_file=tls[0] if tls else None
+            ),
         )
         base = f"http://127.0.0.1:{runner.addresses[0][1]}"
         async with aiohttp.ClientSession() as http:
