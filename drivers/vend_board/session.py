@@ -89,6 +89,11 @@ class BoardSession:
         return self._link is not None and self._connected.is_set()
 
     @property
+    def memory(self) -> int:
+        """Vend outcomes the board said (at the last HELLO) it keeps across a reset; 0 before one."""
+        return self.info.memory if self.info is not None else 0
+
+    @property
     def boot_id(self) -> int:
         """The board's boot id as last seen (0 before the first handshake)."""
         return self._boot

@@ -29,6 +29,7 @@ class JournalStep:
     sent: bool
     sent_boot: int | None
     acked_boot: int | None
+    sent_memory: int | None = None  # outcomes the boot the VEND was sent to kept across a reset
 
 
 def decide(step: JournalStep, board_state: str | None, board_boot: int, memory: int) -> tuple[Verdict, str]:
@@ -56,9 +57,12 @@ def decide(step: JournalStep, board_state: str | None, board_boot: int, memory: 
         return Verdict.NOT_SENT, "the board, in the boot the VEND was sent to, never received it"
     if acked:
         return Verdict.NEEDS_COUNT, "the board ACKed this vend, then was reset and forgot it"
-    if memory > 0:
+    if memory > 0 and (step.sent_memory or 0) > 0:
+        # only a boot that took the VEND *with* memory recorded it before its motor ran, and only a
+        # boot that still has that memory can read it back
         return Verdict.NOT_SENT, "the board keeps vends across resets and never received this one"
-    return Verdict.NEEDS_COUNT, "the board was reset after the VEND was sent and keeps no vends across resets"
+    return Verdict.NEEDS_COUNT, ("the board was reset after the VEND was sent, and the boot it was sent to or the "
+                                 "one answering keeps no vends across resets")
 
 
 @dataclass(frozen=True)

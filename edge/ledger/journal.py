@@ -30,20 +30,23 @@ class Entry:
     sent_boot: int | None
     acked_boot: int | None
     board_slot: str | None
+    sent_memory: int | None
 
 
 def _entry(row: Any) -> Entry:
     return Entry(row["journal_id"], row["order_id"], row["slot_id"], row["board_seq"], row["state"],
-                 row["outcome"], row["sent_boot"], row["acked_boot"], row["board_slot"])
+                 row["outcome"], row["sent_boot"], row["acked_boot"], row["board_slot"], row["sent_memory"])
 
 
-_COLS = "journal_id, order_id, slot_id, board_seq, state, outcome, sent_boot, acked_boot, board_slot"
+_COLS = "journal_id, order_id, slot_id, board_seq, state, outcome, sent_boot, acked_boot, board_slot, sent_memory"
 
 
-async def insert(tx: Tx, order_id: str, slot_id: str, seq: int, boot: int) -> None:
-    """A new entry, ``sent`` to board boot ``boot``: its commit is the last step before the frame leaves."""
-    await tx.execute("INSERT INTO vend_journal(order_id, slot_id, board_seq, state, sent_boot, created_at, updated_at)"
-                     " VALUES (?,?,?,?,?,?,?)", (order_id, slot_id, seq, "sent", boot, tx.now, tx.now))
+async def insert(tx: Tx, order_id: str, slot_id: str, seq: int, boot: int, memory: int) -> None:
+    """A new entry, ``sent`` to board boot ``boot`` (which keeps ``memory`` outcomes across a reset):
+    its commit is the last step before the frame leaves."""
+    await tx.execute("INSERT INTO vend_journal(order_id, slot_id, board_seq, state, sent_boot, sent_memory, "
+                     "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                     (order_id, slot_id, seq, "sent", boot, memory, tx.now, tx.now))
 
 
 async def get(tx: Tx | LedgerDB, seq: int) -> Entry | None:

@@ -45,6 +45,9 @@ class BoardPort(Protocol):
     connected: bool
     on_frame_sent: Callable[[Any], None] | None  # called with each frame right after it is written
 
+    @property
+    def memory(self) -> int: ...  # vend outcomes the board keeps across a reset (from its handshake)
+
     async def current_boot(self) -> int: ...
 
     async def vend(self, slot: str, seq: int, *, boot: int | None = None,
@@ -178,7 +181,7 @@ class VendService:
                                     total=price, currency=sku.price.currency, payment_ref=payment_ref,
                                     lines=[{"sku_id": sku.sku_id, "slot_id": slot_id, "qty": 1, "unit_price": price,
                                            "price_rule": "" if priced is None else priced.rule_id}])
-            await journal.insert(tx, order_id, slot_id, seq, boot)
+            await journal.insert(tx, order_id, slot_id, seq, boot, self.board.memory)
             await tx.event("vend_requested", {"order_id": order_id, "slot_id": slot_id, "seq": seq, "boot": boot,
                                               "actor": actor}, sync=False)
         log.info("vend_requested", order_id=order_id, slot=slot_id, seq=seq, boot=boot)
@@ -238,9 +241,17 @@ class VendService:
         assert j is not None, f"journal entry {seq} vanished"
         order_id, slot_id = j.order_id, j.slot_id
         turned = board_slot or slot_id
+        known = turned == slot_id or await repo.stock_row(tx, turned) is not None
         await journal.mark_done(tx, seq, outcome.name.lower(), turned)
         if turned != slot_id:
             await self._slot_mismatch(tx, order_id, seq, slot_id, turned, outcome)
+        if not known:
+            # a spiral this machine's planogram does not have: the drop sensor still decides the order,
+            # but there is no ledger stock to move (the alarm asks for the wiring to be checked)
+            ok = outcome is VendOutcome.OK
+            return await repo.finish_order(tx, order_id, "completed" if ok else "failed",
+                                           refund_due=not ok and await journal.order_total(tx, order_id) > 0,
+                                           reason=f"slot_mismatch:{turned}" if ok else outcome.name.lower())
         if outcome is VendOutcome.OK:
             left = await repo.change_stock(tx, turned, -1, "vend", order_id=order_id)
             await journal.reset_jam(tx, turned)
@@ -308,7 +319,7 @@ class VendService:
                 self.unreconciled = max(self.unreconciled, len(entries))
                 raise
         for entry in entries:
-            step = JournalStep(entry.state != "requested", entry.sent_boot, entry.acked_boot)
+            step = JournalStep(entry.state != "requested", entry.sent_boot, entry.acked_boot, entry.sent_memory)
             if not step.sent:
                 verdict, why = decide(step, None, 0, 0)
                 q = None

@@ -10,8 +10,9 @@ from edge.core.vend_reconcile import JournalStep, Verdict, decide, settle_count
 
 B, B2 = 0x1111, 0x2222
 NOT_SENT = JournalStep(False, None, None)
-SENT = JournalStep(True, B, None)
-ACKED = JournalStep(True, B, B)
+SENT = JournalStep(True, B, None, 1024)  # sent to a boot that keeps 1024 outcomes across a reset
+SENT_NO_MEMORY = JournalStep(True, B, None, 0)
+ACKED = JournalStep(True, B, B, 1024)
 V1 = JournalStep(True, None, None)  # an entry journaled before boot ids existed
 
 TABLE = [
@@ -24,7 +25,9 @@ TABLE = [
     (SENT, "unknown", B, 0, Verdict.NOT_SENT),
     (ACKED, "unknown", B, 1024, Verdict.NEEDS_COUNT),
     (SENT, "unknown", B2, 1024, Verdict.NOT_SENT),
-    (SENT, "unknown", B2, 0, Verdict.NEEDS_COUNT),
+    (SENT, "unknown", B2, 0, Verdict.NEEDS_COUNT),  # memory lost across the reset
+    (SENT_NO_MEMORY, "unknown", B2, 1024, Verdict.NEEDS_COUNT),  # memory gained: the old boot kept nothing
+    (SENT_NO_MEMORY, "unknown", B, 0, Verdict.NOT_SENT),
     (ACKED, "unknown", B2, 1024, Verdict.NEEDS_COUNT),
     (ACKED, "unknown", B2, 0, Verdict.NEEDS_COUNT),
     (V1, "unknown", B2, 1024, Verdict.NEEDS_COUNT),
