@@ -258,7 +258,7 @@ def _read_toml(p: pathlib.Path, key: str) -> dict[str, Any]:
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate the TOML file; raise ConfigError naming the key, value and what is allowed."""
     p = pathlib.Path(path)
-    cfg = build(Config, _read_toml(p, "<file>"), "")
+    cfg: Config = build(Config, _read_toml(p, "<file>"), "")
     return dataclasses.replace(cfg, source=str(p))
 
 
@@ -272,7 +272,8 @@ def load_secrets(path: str | os.PathLike[str]) -> Secrets:
         mode = stat.S_IMODE(p.stat().st_mode)
         if mode & 0o077:
             raise ConfigError("machine.secrets_file", f"{p} mode {mode:o}", "a file with mode 0600 (owner only)")
-    return build(Secrets, _read_toml(p, "machine.secrets_file"), "secrets")
+    secrets: Secrets = build(Secrets, _read_toml(p, "machine.secrets_file"), "secrets")
+    return secrets
 
 
 def load_all(path: str | os.PathLike[str]) -> tuple[Config, Secrets]:
