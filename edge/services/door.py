@@ -202,11 +202,12 @@ class Door:
         self.safe = True
 
     async def shutdown_lock(self, timeout_s: float = 2.0) -> bool:
-        """Refuse every further unlock, then lock, retrying until `timeout_s` (the bus may still be
-        connecting when a start fails half-way). Returns False when the lock could not be told."""
+        """Refuse every further unlock, then lock. Until the door has been confirmed locked once since
+        start (`safe`: a start that fails half-way, the bus still connecting) the lock is retried for
+        `timeout_s`; after that one attempt. Returns False when the lock could not be told."""
         self.refusing = True
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        deadline = loop.time() + (0.0 if self.safe else timeout_s)
         while True:
             try:
                 await self.lock()
