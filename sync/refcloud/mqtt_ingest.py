@@ -14,6 +14,7 @@ and one control client, over the same store as the HTTPS API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import ssl
@@ -54,6 +55,7 @@ class MqttCloudSettings:
     keepalive_s: int = 30
     client_prefix: str = "refcloud"  # unique per cloud process sharing one broker
     session_expiry_s: int = 3600  # how long the broker queues for an ingest worker that is away
+    redeliver_s: float = 30.0  # commands without a result are published again this often
 
 
 @dataclass
@@ -251,27 +253,45 @@ class MqttCloud:
             await self._publish_machine(client, machine_id, config_version)
 
     async def _publish_changes(self) -> None:
+        """Publish what admin changes made dirty at once; every `redeliver_s`, publish again the
+        commands still without a result (a result or a command the broker dropped — e.g. across a
+        restart, before the ingest workers re-subscribed — must not leave a command pending forever;
+        the machine applies each id once and answers a repeat with its stored result)."""
+        commands_only: set[str] = set()
+        loop = asyncio.get_running_loop()
+        sweep_at = loop.time() + self.s.redeliver_s
         while True:
-            await self._dirty_event.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, sweep_at - loop.time())):
+                    await self._dirty_event.wait()
+            if loop.time() >= sweep_at:
+                sweep_at = loop.time() + self.s.redeliver_s
+                pending = await run_db(
+                    self.app, self.app[STORE].machines_with_pending_commands, self.app[CLOCK]()
+                )
+                commands_only.update(m for m in pending if m not in self._dirty)
             self._dirty_event.clear()
             client = self._control
             if client is None:
                 continue  # set again when the control client connects
-            while self._dirty:
-                machine_id = self._dirty.pop()
+            todo = [*((m, True) for m in self._dirty), *((m, False) for m in commands_only - self._dirty)]
+            self._dirty.clear()  # a change made while we publish marks the machine again
+            commands_only.clear()
+            for i, (machine_id, config) in enumerate(todo):
                 try:
-                    await self._publish_machine(client, machine_id, None)
+                    await self._publish_machine(client, machine_id, None, config=config)
                 except aiomqtt.MqttError:
-                    self._dirty.add(machine_id)
+                    for m, c in todo[i:]:
+                        (self._dirty if c else commands_only).add(m)
                     break
 
     async def _publish_machine(
-        self, client: aiomqtt.Client, machine_id: str, has_version: int | None
+        self, client: aiomqtt.Client, machine_id: str, has_version: int | None, *, config: bool = True
     ) -> None:
         """The retained config (when the machine's is older or unknown) and every pending command,
         signed with the machine's secret exactly as the HTTPS poll signs them."""
         store, now = self.app[STORE], self.app[CLOCK]()
-        cfg = await run_db(self.app, store.config, machine_id)
+        cfg = await run_db(self.app, store.config, machine_id) if config else None
         if cfg is not None and (has_version is None or has_version < cfg[0]):
             body = wire.encode_config(*cfg)
             await client.publish(wire.topic(self.s.prefix, machine_id, "config"), body, qos=1, retain=True)

@@ -265,6 +265,12 @@ class Store:
         return [{"command_id": c, "name": n, "args": json.loads(a), "issued_at": i,
                  "expires_at": e} for c, n, a, i, e in rows]
 
+    def machines_with_pending_commands(self, now: float) -> list[str]:
+        """Machines that have unanswered, unexpired commands (the MQTT side re-delivers them)."""
+        rows = self._db.execute("SELECT DISTINCT machine_id FROM commands WHERE state = 'pending' AND "
+                                "(expires_ts IS NULL OR expires_ts >= ?)", (now,))
+        return [r[0] for r in rows]
+
     def post_result(self, machine_id: str, command_id: str, status: str,
                     detail: Mapping[str, Any], now: float) -> bool:
         """Close a command with the machine's result; False if unknown for this machine."""

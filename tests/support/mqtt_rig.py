@@ -101,7 +101,7 @@ async def mqtt_rig(
             db,
             TOKEN,
             mqtt=MqttCloudSettings(
-                broker.url, CLOUD_PASSWORD, workers=workers, ca_file=tls[0] if tls else None
+                broker.url, CLOUD_PASSWORD, workers=workers, ca_file=tls[0] if tls else None, redeliver_s=2.0
             ),
         )
         base = f"http://127.0.0.1:{runner.addresses[0][1]}"
