@@ -153,6 +153,7 @@ class Fault:
     result_slot_none: bool = False  # VEND_RESULT_REPLY done with slot 00 00
     forget: bool = False  # after the drop the board forgets the seq without a reset (and sends no VEND_DONE)
     done_slot: bytes | None = None  # VEND_DONE names these two slot bytes (e.g. 00 00, "no slot")
+    drop_acks: int = 0  # this many ACKs for the VEND are never sent (VEND_DONE still is)
     lose_vends: int = 0  # this many copies of the VEND are lost on the line before one gets through
 
 
@@ -556,6 +557,9 @@ class AdversarialBoard:
         truncate: bool = False,
     ) -> None:
         fault = fault or Fault()
+        if code == ACK and fault.drop_acks > 0:
+            fault.drop_acks -= 1
+            return
         boot = fault.ack_boot if (code == ACK and fault.ack_boot is not None) else self.boot
         frame = encode(seq, boot, code, payload)
         if ack and fault.truncate:

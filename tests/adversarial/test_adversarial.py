@@ -362,6 +362,8 @@ TABLE = {
     # refund; nothing ran) or the first three (the fourth runs it: completed)
     "every_vend_copy_lost": (Fault(lose_vends=4), MEM, False, "failed", False),
     "three_vend_copies_lost": (Fault(lose_vends=3), MEM, False, "completed", False),
+    # no ACK ever reaches the controller, VEND_DONE does (before any ACK): completed
+    "acks_lost_done_arrives": (Fault(drop_acks=10), MEM, False, "completed", False),
     # the board forgets an ACKed seq without a reset (a board fault): acked, unknown, same boot → needs_count
     "forgets_acked_seq_same_boot": (Fault(forget=True), MEM, True, "completed", False),
     # a jam on the wrong slot: nothing fell, both slots disabled, refund

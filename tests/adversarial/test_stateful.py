@@ -82,6 +82,12 @@ class BoardAndDaemon(RuleBasedStateMachine):
         self.run(asyncio.sleep(deaf + 0.1))
         self.log.append(f"board reset, deaf {deaf}s, memory after {memory}")
 
+    @rule(memory=st.sampled_from([1024, 0]))
+    def memory_changes_at_next_reset(self, memory: int) -> None:
+        """The board will come up from its next reset (whenever it comes) keeping `memory` outcomes."""
+        self.r.board.memory_at_next_reset(memory)
+        self.log.append(f"board memory after its next reset: {memory}")
+
     @rule(
         slot=st.sampled_from(SLOTS),
         fault=st.sampled_from(["none", "reboot_after_drop_short", "late", "ack_lost_then_reboot"]),
