@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from edge.core.errors import SyncError
-from edge.core.ports import Command, CommandResult, CommandSink, ConfigSink, OutboxPort
+from edge.core.wire import Command, CommandResult, CommandSink, ConfigSink, OutboxPort
 from sync import signing
 from sync.transport.base import Backoff, LinkDown, Transport
 from sync.transport.https import HttpsTransport

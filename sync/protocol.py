@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edge.core.ports import PRIORITY, OutboxRecord
+from edge.core.wire import PRIORITY, OutboxRecord
 
 API_PREFIX = "/v1"
 KINDS = frozenset(PRIORITY)

@@ -21,7 +21,7 @@ import structlog
 
 from edge.clock import SystemClock
 from edge.core.errors import LedgerError
-from edge.core.ports import PRIORITY
+from edge.core.wire import PRIORITY
 from edge.crashpoints import crash_point
 from edge.ledger.migrations import MIGRATIONS
 

@@ -6,7 +6,7 @@ import json
 
 import structlog
 
-from edge.core.ports import OutboxRecord
+from edge.core.wire import OutboxRecord
 from edge.crashpoints import crash_point
 from edge.ledger.db import LedgerDB
 from edge.ledger.repo import raise_alarm

@@ -10,8 +10,8 @@ import structlog
 
 from edge.core.catalog import CatalogInvalid, Money, Planogram
 from edge.core.errors import EdgeError
-from edge.core.ports import Command, CommandResult
 from edge.core.pricing import RuleSet
+from edge.core.wire import Command, CommandResult
 from edge.crashpoints import crash_point
 from edge.ledger import commands, journal, repo
 from edge.ledger import pricing as ledger_pricing

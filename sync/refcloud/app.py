@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
-from edge.core.ports import OutboxRecord
+from edge.core.wire import OutboxRecord
 from sync import protocol, signing
 from sync.refcloud.store import Store
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.core.ports import OutboxRecord
+from edge.core.wire import OutboxRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS machines (

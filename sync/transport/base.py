@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from edge.core.errors import SyncError
-from edge.core.ports import CommandResult, OutboxRecord
+from edge.core.wire import CommandResult, OutboxRecord
 from sync.protocol import Ack
 
 

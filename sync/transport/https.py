@@ -20,7 +20,7 @@ import aiohttp
 import structlog
 
 from edge.core.errors import ConfigError, SyncError
-from edge.core.ports import CommandResult, OutboxRecord
+from edge.core.wire import CommandResult, OutboxRecord
 from sync import protocol, signing
 from sync.transport.base import LinkDown
 

@@ -26,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.core.errors import ConfigError
-from edge.core.ports import CommandResult, OutboxRecord
+from edge.core.wire import CommandResult, OutboxRecord
 from sync import protocol
 from sync.transport import mqtt_wire as wire
 from sync.transport.base import Backoff, LinkDown

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from edge.core.ports import OutboxRecord
+from edge.core.wire import OutboxRecord
 from sync import protocol
 
 DEFAULT_PREFIX = "vendedge"
