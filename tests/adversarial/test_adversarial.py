@@ -203,7 +203,7 @@ async def test_idle_reboots_with_and_without_memory(tmp_path: pathlib.Path) -> N
 # ---- protocol breaches ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("code", [200])
+@pytest.mark.parametrize("code", [6, 200])
 async def test_bad_outcome_code_in_vend_done(tmp_path: pathlib.Path, code: int) -> None:
     """VEND_DONE with an outcome outside 0..4 (the item fell): a protocol breach. The vend stays open,
     sales are refused while it is, an alarm is raised; the first two VEND_RESULT answers carry the same
@@ -328,9 +328,9 @@ TABLE = {
     # cannot tell (needs_count; the count says nothing fell)
     "reboot_before_ack-memory": (Fault(reboot_before_ack=0.3), MEM, False, "failed", False),
     "reboot_before_ack-no_memory": (Fault(reboot_before_ack=0.3), 0, True, "failed", False),
-    # seq recorded, then reset before the ACK and the motor: interrupted (memory) / unknown (no memory)
+    # seq recorded, then reset before the ACK and the motor: interrupted (without memory nothing is
+    # recorded, which is reboot_before_ack-no_memory)
     "reboot_after_accept-memory": (Fault(reboot_after_accept=0.3), MEM, True, "failed", False),
-    "reboot_after_accept-no_memory": (Fault(reboot_after_accept=0.3), 0, True, "failed", False),
     # a NAK reason outside 5..8 (nothing ran): a breach; the board then says unknown, same boot, not
     # acked → failed, refund
     "nak_code_2": (Fault(nak_code=2), MEM, False, "failed", False),
