@@ -51,7 +51,7 @@ class TakeAndGoService:
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.last_latency_ms: float | None = None
         self.counters = Counter[str]()
-        self.executor: Any = None  # owned pool for cameras/inference, shut down by close()
+        self.executor: Any = None  # owned inference pool (evidence has its own); shut down by close()
         self.enrollment: Any = None  # edge.services.enrollment.EnrollmentService when a model is loaded
         # held while events are processed and while a session is opened: a new session never
         # replaces the one whose last effects (persist, log) are still being carried out
@@ -313,9 +313,9 @@ class TakeAndGoService:
             await asyncio.gather(*pending, return_exceptions=True)
         for cam in self.capturer.cameras.values():
             await cam.close()
-        executor = getattr(self, "executor", None)
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        for pool in (self.executor, self.evidence.executor):  # inference, then evidence writes
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def status(self) -> dict[str, Any]:
         s = self.session
