@@ -207,6 +207,7 @@ class AdversarialBoard:
         self._counter = itertools.count()
         self._out: list[tuple[float, int, bytes]] = []  # (due, order, bytes) waiting to be written
         self._tail = 0.0  # when the last queued byte goes out
+        self._on_sent: dict[int, Callable[[], None]] = {}
         self._inbuf = bytearray()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -315,23 +316,31 @@ class AdversarialBoard:
 
     def _flush(self, now: float) -> None:
         while self._out and self._out[0][0] <= now:
-            _, _, data = heapq.heappop(self._out)
+            _, order, data = heapq.heappop(self._out)
             try:
                 os.write(self.master, data)
             except OSError:
-                pass  # nobody reads the pty right now (the daemon is down): the bytes are lost
+                continue  # nobody reads the pty right now (the daemon is down): the bytes are lost
+            if order in self._on_sent:
+                self._on_sent.pop(order)()
 
     def _later(self, delay: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self._events, (time.monotonic() + delay, next(self._counter), fn))
 
-    def _write(self, data: bytes, delay: float = 0.0, split: bool = False) -> None:
+    def _write(
+        self, data: bytes, delay: float = 0.0, split: bool = False, on_sent: Callable[[], None] | None = None
+    ) -> None:
         """Queue bytes for the line. The line is serial: a write never overtakes or interleaves with one
-        queued before it (a late reply holds back what follows it, as on a real UART)."""
+        queued before it (a late reply holds back what follows it, as on a real UART). ``on_sent`` runs
+        once the last byte is out (not if a reset drops it first)."""
         due = max(time.monotonic() + delay, self._tail)
         step = 0.002 if split else 0.0
         chunks = [bytes([b]) for b in data] if split else [data]
         for i, chunk in enumerate(chunks):
-            heapq.heappush(self._out, (due + i * step, next(self._counter), chunk))
+            order = next(self._counter)
+            heapq.heappush(self._out, (due + i * step, order, chunk))
+        if on_sent is not None:
+            self._on_sent[order] = on_sent
         self._tail = due + len(chunks) * step
 
     # ---- receiving ----------------------------------------------------------------------------------
@@ -447,19 +456,19 @@ class AdversarialBoard:
         if seq not in self.faults and self._plans and self._plans[0].lose_vends > 0:
             self._plans[0].lose_vends -= 1  # lost on the line (as if its CRC failed): no answer
             return
+        if seq in self.acked_in_boot and self.acked_in_boot[seq] != self.boot:
+            self.violations.append(
+                f"VEND {seq} (addressed to boot {f.boot:#x}) sent again after boot "
+                f"{self.acked_in_boot[seq]:#x} had ACKed it and reset"
+            )
         if f.boot != self.boot:
             self._reply(seq, NAK, bytes([STALE_BOOT]))
             return
-        if seq in self.acked_in_boot and self.acked_in_boot[seq] != self.boot:
-            self.violations.append(
-                f"VEND {seq} re-sent to boot {self.boot:#x} after boot "
-                f"{self.acked_in_boot[seq]:#x} had ACKed it"
-            )
         rec = self._known(seq)
         if rec is not None:
             fault = self.faults.get(seq, Fault())
             if rec.state == "running":
-                self._reply(seq, fault.ack_code or ACK, b"", fault, late=True)
+                self._reply(seq, fault.ack_code or ACK, b"", fault, late=True, vend_ack=True)
             elif rec.state == "done":
                 self._send_done(seq, rec, fault)
             else:  # accepted in an earlier boot, never finished: never run it again
@@ -492,8 +501,7 @@ class AdversarialBoard:
         if fault.reboot_after_accept is not None:
             self._reset(fault.reboot_after_accept)
             return
-        self.acked_in_boot[seq] = self.boot
-        self._reply(seq, fault.ack_code or ACK, b"", fault, late=True, ack=True)
+        self._reply(seq, fault.ack_code or ACK, b"", fault, late=True, ack=True, vend_ack=True)
         if self.stock[turn] <= 0:
             self._decide(seq, turn, "empty", 0)
             return
@@ -555,6 +563,7 @@ class AdversarialBoard:
         late: bool = False,
         ack: bool = False,
         truncate: bool = False,
+        vend_ack: bool = False,
     ) -> None:
         fault = fault or Fault()
         if code == ACK and fault.drop_acks > 0:
@@ -581,8 +590,15 @@ class AdversarialBoard:
         if truncate:
             frame = frame[: self.rng.randint(2, len(frame) - 1)]
         post = self._noise() if fault.noise else b""
+        on_sent = None
+        if vend_ack and code == ACK and not truncate:  # the controller may now know this boot took the seq
+            seen, boot_now = self.acked_in_boot, self.boot
+
+            def on_sent() -> None:
+                seen.setdefault(seq, boot_now)
+
         for _ in range(2 if fault.dup else 1):
-            self._write(pre + frame + post, delay, fault.split)
+            self._write(pre + frame + post, delay, fault.split, on_sent)
 
     def _noise(self) -> bytes:
         n = self.rng.randint(3, 24)
@@ -602,6 +618,7 @@ class AdversarialBoard:
         self._motor = None
         self._motor_gen += 1
         self._out.clear()
+        self._on_sent.clear()
         self._tail = 0.0
         self._events.clear()
         self.ram.clear()
