@@ -154,6 +154,7 @@ class Fault:
     forget: bool = False  # after the drop the board forgets the seq without a reset (and sends no VEND_DONE)
     done_slot: bytes | None = None  # VEND_DONE names these two slot bytes (e.g. 00 00, "no slot")
     drop_acks: int = 0  # this many ACKs for the VEND are never sent (VEND_DONE still is)
+    reset_on_query: float | None = None  # the first VEND_RESULT about the seq: reset at once (deaf this long)
     lose_vends: int = 0  # this many copies of the VEND are lost on the line before one gets through
 
 
@@ -402,6 +403,11 @@ class AdversarialBoard:
             self._vend(f)
         elif f.code == VEND_RESULT and len(f.payload) == 4:
             target = int.from_bytes(f.payload, "big")
+            armed = self.faults.get(target)
+            if armed is not None and armed.reset_on_query is not None:  # browns out as the question comes
+                deaf, armed.reset_on_query = armed.reset_on_query, None
+                self._reset(deaf)
+                return
             state, outcome, slot, motor_ms = self._result(target)
             fault = self.faults.get(target, Fault())
             if state == ST_DONE and fault.result_code is not None and fault.bad_results != 0:

@@ -509,3 +509,18 @@ async def test_new_or_restored_ledger_against_a_board_that_remembers(
         )
         assert await settle(rig) == []
         await alive(rig)
+
+
+async def test_reset_while_the_reconciler_asks(tmp_path: pathlib.Path) -> None:
+    """The ACK never gets out, the item falls, the vend is unknown (sent, not acked, to a boot with
+    memory). The board resets the moment the reconciler's VEND_RESULT arrives and comes up without
+    memory; the retried question is answered `unknown` by that new boot. Its memory is not the one
+    learnt at the reconciler's handshake: the board cannot tell, needs_count (counted: completed) —
+    never a refund for the item that fell."""
+    async with Rig(tmp_path, memory=MEM) as rig:
+        rig.board.memory_at_next_reset(0)
+        rig.board.plan(Fault(ack_late_s=5, reset_on_query=0.05))
+        sold = await rig.sell("A1")
+        assert await settle(rig, {sold["order_id"]}) == []
+        assert rig.ledger().orders[sold["order_id"]]["status"] == "completed"
+        await alive(rig)
