@@ -244,7 +244,7 @@ class Daemon:
         """Losing the board is a safety event: alarm once, refuse sales (VendService checks), clear on return."""
         assert self.db and self.board
         heartbeat = self.supervisor.tasks["vend_board.watch"]
-        was, incompatible = True, None
+        was, incompatible, handshake = True, None, None
         while True:
             heartbeat.beat()
             now = self.board.connected
@@ -257,6 +257,9 @@ class Daemon:
                                                data={"device": "vend_board", "reason": incompatible})
                     else:
                         await repo.clear_alarm(tx, "board_incompatible", "handshake ok")
+            if now and self.board.info is not handshake and self.machine is not None:
+                handshake = self.board.info  # a new HELLO: never reuse a seq the board remembers
+                await self.machine.vend.note_board_seq()
             if now != was:
                 async with self.db.tx() as tx:
                     if now:

@@ -318,7 +318,8 @@ class SimVendBoard:
                     self._send(peer, VendResultReply(seq, target, rec.state, rec.outcome,
                                                      None if rec.outcome is None else rec.slot, rec.motor_ms, boot))
             case HelloReq(seq):
-                self._send(peer, HelloReply(seq, PROTOCOL_VERSION, self.memory, FIRMWARE, boot))
+                last = max([*self._results, *self._unlocks], default=0)
+                self._send(peer, HelloReply(seq, PROTOCOL_VERSION, self.memory, FIRMWARE, last, boot))
             case StatusReq(seq):
                 counters = {k: self.counters[k] for k in STATUS_COUNTERS}  # a frame holds ≤ 128 payload bytes
                 self._send(peer, StatusReply(seq, FIRMWARE, self._busy is not None, self.door_closed,

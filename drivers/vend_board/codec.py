@@ -197,6 +197,7 @@ class HelloReply:
     version: int
     memory: int  # how many vend outcomes the board keeps by seq across a reset (0 = none)
     firmware: str
+    last_seq: int = 0  # the highest caller seq (VEND, DOOR_UNLOCK) the board remembers (0 = none)
     boot: int = 0
 
 
@@ -312,9 +313,10 @@ def encode(msg: Frame) -> bytes:
                           + struct.pack(">H", motor_ms))
         case DoorStateReply(seq, closed, locked, boot):
             return _frame(seq, boot, Code.DOOR_STATE_REPLY, bytes((int(closed), int(locked))))
-        case HelloReply(seq, version, memory, fw, boot):
+        case HelloReply(seq, version, memory, fw, last_seq, boot):
             raw = fw.encode("ascii")
-            return _frame(seq, boot, Code.HELLO_REPLY, struct.pack(">BHB", version, memory, len(raw)) + raw)
+            return _frame(seq, boot, Code.HELLO_REPLY,
+                          struct.pack(">BHIB", version, memory, last_seq, len(raw)) + raw)
     raise ValueError(f"cannot encode {msg!r}")
 
 
@@ -370,10 +372,10 @@ def _parse(seq: int, boot: int, code: Code, p: bytes) -> Frame:
         outcome = None if oc == NO_OUTCOME else oc
         return VendResultReply(seq, target, state, outcome, slot, struct.unpack(">H", p[8:])[0], boot)
     if code is Code.HELLO_REPLY:
-        version, memory, n = struct.unpack(">BHB", p[:4])
-        if len(p) != 4 + n:
+        version, memory, last_seq, n = struct.unpack(">BHIB", p[:8])
+        if len(p) != 8 + n:
             raise ValueError("HELLO_REPLY firmware length does not match the payload")
-        return HelloReply(seq, version, memory, p[4:].decode("ascii"), boot)
+        return HelloReply(seq, version, memory, p[8:].decode("ascii"), last_seq, boot)
     return DoorStateReply(seq, _bool(p[0]), _bool(p[1]), boot)
 
 

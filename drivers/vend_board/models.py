@@ -67,6 +67,7 @@ class BoardInfo:
     boot: int
     memory: int
     firmware: str
+    last_seq: int = 0  # the highest caller seq the board remembers: the next one must be above it
 
 
 @dataclass(frozen=True)

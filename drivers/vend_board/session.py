@@ -94,6 +94,11 @@ class BoardSession:
         return self.info.memory if self.info is not None else 0
 
     @property
+    def last_seq(self) -> int:
+        """The highest caller seq the board said (at the last HELLO) it remembers: never reuse one."""
+        return self.info.last_seq if self.info is not None else 0
+
+    @property
     def boot_id(self) -> int:
         """The board's boot id as last seen (0 before the first handshake)."""
         return self._boot
@@ -182,7 +187,8 @@ class BoardSession:
             raise ProtocolError(f"board speaks protocol v{reply.version}, this driver v{PROTOCOL_VERSION}")
         if reply.boot == 0:
             raise ProtocolError("board reports boot id 0 (reserved)")
-        self.info = BoardInfo(version=reply.version, boot=reply.boot, memory=reply.memory, firmware=reply.firmware)
+        self.info = BoardInfo(version=reply.version, boot=reply.boot, memory=reply.memory, firmware=reply.firmware,
+                              last_seq=reply.last_seq)
         self._boot = reply.boot
         return self.info
 

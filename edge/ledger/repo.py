@@ -178,10 +178,15 @@ async def active_alarms(db: LedgerDB) -> list[dict[str, Any]]:
 MAX_BOARD_SEQ = 0x7FFF_FFFF  # the board driver reserves the upper half for its own requests
 
 
-async def next_board_seq(tx: Tx) -> int:
-    """A board sequence id never used before on this machine (vends, unlocks): stored in the ledger."""
+async def next_board_seq(tx: Tx, at_least: int = 1) -> int:
+    """A board sequence id never used before on this machine (vends, unlocks): stored in the ledger.
+
+    ``at_least``: above every seq the board says it remembers (a new or restored ledger must not
+    reuse one the board would answer from memory instead of acting on)."""
     row = await tx.fetchone("SELECT value FROM meta WHERE key='board_seq'")
     seq = (int(row["value"]) if row else 0) % MAX_BOARD_SEQ + 1
+    if seq < at_least <= MAX_BOARD_SEQ:
+        seq = at_least
     await tx.execute("INSERT INTO meta(key, value) VALUES ('board_seq', ?) "
                      "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(seq),))
     return seq

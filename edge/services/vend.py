@@ -48,6 +48,9 @@ class BoardPort(Protocol):
     @property
     def memory(self) -> int: ...  # vend outcomes the board keeps across a reset (from its handshake)
 
+    @property
+    def last_seq(self) -> int: ...  # the highest VEND/DOOR_UNLOCK seq the board remembers (handshake)
+
     async def current_boot(self) -> int: ...
 
     async def vend(self, slot: str, seq: int, *, boot: int | None = None,
@@ -79,6 +82,15 @@ class VendService:
     async def load(self) -> None:
         """Count the journal entries a previous run left open: sales wait until they are settled."""
         self.unreconciled = await journal.count_open(self.db)
+
+    async def note_board_seq(self) -> None:
+        """After a handshake: move the ledger's seq counter past every seq the board remembers, so
+        door unlocks (numbered from the same counter) never reuse one either."""
+        last = self.board.last_seq
+        if last:
+            async with self.db.tx() as tx:
+                seq = await repo.next_board_seq(tx, at_least=last)
+            log.info("board_seq_checked", board_last_seq=last, ledger_seq=seq)
 
     async def drain(self) -> None:
         """Refuse new sales and wait for the one in progress to finish (daemon stop)."""
@@ -176,7 +188,7 @@ class VendService:
             if priced is None and not test and self.prices is not None:
                 priced = await self.prices.for_sale(tx, slot_id, sku)
             price = 0 if test else sku.price.amount if priced is None else priced.unit_price
-            seq = await repo.next_board_seq(tx)
+            seq = await repo.next_board_seq(tx, at_least=self.board.last_seq + 1)
             await repo.insert_order(tx, order_id, kind="test_vend" if test else "vend", status="pending",
                                     total=price, currency=sku.price.currency, payment_ref=payment_ref,
                                     lines=[{"sku_id": sku.sku_id, "slot_id": slot_id, "qty": 1, "unit_price": price,

@@ -383,12 +383,18 @@ class AdversarialBoard:
                 payload = bytes([len(self.fw)]) + self.fw.encode() + b"\x00\x01\x01\x00"
                 self._write(encode_v1(seq, STATUS_REPLY, payload))
 
+    def _last_seq(self) -> int:
+        """HELLO_REPLY's last_seq: the highest VEND/DOOR_UNLOCK seq this board remembers (doc, rule 1)."""
+        known = list(self.ram) + (list(self.nvm) if self.memory > 0 else [])
+        return max(known, default=0)
+
     def _handle(self, f: Frame) -> None:
         if f.code == HELLO:
             self._reply(
                 f.seq,
                 HELLO_REPLY,
-                bytes([2]) + self.memory.to_bytes(2, "big") + bytes([len(self.fw)]) + self.fw.encode(),
+                bytes([2]) + self.memory.to_bytes(2, "big") + self._last_seq().to_bytes(4, "big")
+                + bytes([len(self.fw)]) + self.fw.encode(),
             )
         elif f.code == STATUS:
             payload = (

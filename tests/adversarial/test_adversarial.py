@@ -500,7 +500,8 @@ async def test_new_or_restored_ledger_against_a_board_that_remembers(
         sold = [await rig.sell(slot) for slot in ("B1", "B2", "B3")]
         await rig.wait_reconciled()
         led = rig.ledger()
-        reused = {j["board_seq"] for j in led.journal} & used
+        sold_ids = {s["order_id"] for s in sold}
+        reused = {j["board_seq"] for j in led.journal if j["order_id"] in sold_ids} & used
         charged = sum(led.orders[s["order_id"]]["status"] == "completed" for s in sold)
         fell = sum(rig.board.snapshot()[1].values()) - fell_before
         assert not reused and charged == fell, (

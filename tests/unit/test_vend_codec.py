@@ -35,7 +35,8 @@ from drivers.vend_board.codec import (
 B = 0x1A2B3C4D  # a board boot id
 GOLDEN = [
     (HelloReq(0x80000001), "a6 01 80 00 00 01 00 00 00 00 07 02 e9 c6"),
-    (HelloReply(0x80000001, 2, 1024, "sv2", boot=B), "a6 07 80 00 00 01 1a 2b 3c 4d 86 02 04 00 03 73 76 32 5c 21"),
+    (HelloReply(0x80000001, 2, 1024, "sv2", 41, boot=B),
+     "a6 0b 80 00 00 01 1a 2b 3c 4d 86 02 04 00 00 00 00 29 03 73 76 32 39 16"),
     (StatusReq(0x80000002, boot=B), "a6 00 80 00 00 02 1a 2b 3c 4d 01 65 1b"),
     (VendReq(42, "A1", boot=B), "a6 02 00 00 00 2a 1a 2b 3c 4d 02 41 01 ca fb"),
     (VendReq(0x01020304, "Z99", boot=B), "a6 02 01 02 03 04 1a 2b 3c 4d 02 5a 63 97 68"),
@@ -96,7 +97,7 @@ def test_round_trip(seq: int, boot: int, row: str, col: int, outcome: int, ms: i
     slot = f"{row}{col}"
     for msg in (VendReq(seq, slot, boot), VendDone(seq, slot, outcome, ms, boot), DoorUnlockReq(seq, ms, boot),
                 VendResultReply(seq, seq, VendState.IN_PROGRESS, None, slot, ms, boot),
-                HelloReply(seq, 2, ms, f"fw-{row}{col}", boot)):
+                HelloReply(seq, 2, ms, f"fw-{row}{col}", seq, boot)):
         raw = encode(msg)
         assert decode(raw) == (len(raw), msg)
 
