@@ -151,7 +151,9 @@ class _Capture:
         """
         asked = time.monotonic()
         with self._cond:
-            if self._thread is None or not self._thread.is_alive():
+            # a reader that gave up may still be releasing its capture (slow under load): its error
+            # answered an earlier call, so this call starts a new reader instead of raising it again
+            if self._thread is None or not self._thread.is_alive() or self._error is not None:
                 self._error = None
                 self._thread = threading.Thread(target=self._pump, name=f"camera-reader-{self.source}",
                                                 daemon=True)
