@@ -155,7 +155,9 @@ class VendBoard(BoardSession):
         outcome = None if reply.outcome is None else VendOutcome.from_code(reply.outcome)
         if state == "done" and (outcome is None or reply.slot is None):
             raise ProtocolError(f"VEND_RESULT for seq {seq} says done without an outcome and slot")
-        memory = self.info.memory if self.info is not None else 0
+        # the memory learnt at HELLO belongs to that boot; an answer from another boot (a reset since)
+        # is judged as from a board that keeps nothing — the safe side (never a refund it cannot back)
+        memory = self.info.memory if self.info is not None and self.info.boot == reply.boot else 0
         return VendQuery(seq=seq, state=state, outcome=outcome, slot=reply.slot, boot=reply.boot,
                          memory=memory, motor_ms=reply.motor_ms)
 
