@@ -36,7 +36,7 @@ async def build_takeandgo(config: Config, db: LedgerDB, plant: Plant | None, clo
     one pool, evidence writes on another: a slow disk never delays a decision, a stuck camera never
     holds the model. The model's load and warm-up inference run off the event loop."""
     tg = config.takeandgo
-    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="takeandgo.infer")
+    executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="takeandgo.infer")
     evidence_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="takeandgo.evidence")
     problems: list[str] = []
     recognizer = gallery = None
