@@ -38,7 +38,9 @@ class FlakyProxy:
         self.delay_rate, self.max_delay_s = delay_rate, max_delay_s
         self.enabled = True
         self.stats = ProxyStats()
-        self._rng = random.Random(seed)
+        # one stream per decision: how TCP happens to chunk the bytes (which varies with load) changes
+        # how many rolls are made, but never which roll is the n-th drop or cut for a seed
+        self._rng = {kind: random.Random(f"{seed}-{kind}") for kind in ("delay", "drop", "cut", "amount")}
         self._listen = (host, port)
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
@@ -67,8 +69,8 @@ class FlakyProxy:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
-    def _roll(self, rate: float) -> bool:
-        return self.enabled and rate > 0 and self._rng.random() < rate
+    def _roll(self, kind: str, rate: float) -> bool:
+        return self.enabled and rate > 0 and self._rng[kind].random() < rate
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -98,17 +100,17 @@ class FlakyProxy:
     async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, up: bool) -> None:
         with contextlib.suppress(OSError):
             while chunk := await src.read(65536):
-                if self._roll(self.delay_rate):
+                if self._roll("delay", self.delay_rate):
                     self.stats.delayed += 1
-                    await asyncio.sleep(self._rng.uniform(0, self.max_delay_s))
-                if up and self._roll(self.drop_rate):
+                    await asyncio.sleep(self._rng["amount"].uniform(0, self.max_delay_s))
+                if up and self._roll("drop", self.drop_rate):
                     self.stats.dropped += 1
                     self.stats.faults.append("drop")
                     return
-                if not up and self._roll(self.cut_rate):
+                if not up and self._roll("cut", self.cut_rate):
                     self.stats.cut += 1
                     self.stats.faults.append("cut")
-                    dst.write(chunk[: self._rng.randrange(len(chunk))])
+                    dst.write(chunk[: self._rng["amount"].randrange(len(chunk))])
                     await dst.drain()
                     return
                 dst.write(chunk)
