@@ -111,7 +111,7 @@ def price_override(planogram: Planogram, sku_id: str, price: int) -> Planogram:
 
 
 def standard_handlers(machine: Any) -> dict[str, Handler]:
-    """The commands every machine understands; services in `machine.extras` add theirs."""
+    """The commands every machine understands; services in `machine.services` add theirs."""
 
     async def vend(args: Mapping[str, Any]) -> Mapping[str, Any]:
         order = await machine.sell(str(args["slot_id"]), str(args.get("payment_ref", "cloud")))

@@ -16,7 +16,7 @@ to_csv = haccp.to_csv
 
 async def report(machine: Machine, days: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Hours of the last `days` (oldest first) and the period: since, until, days, limit_c, lockouts."""
-    temperature = machine.extras.get("temperature")
+    temperature = machine.services.temperature
     limit_c = float(temperature.limits.limit_c) if temperature is not None else DEFAULT_LIMIT_C
     now = machine.db.clock.wall()
     since, until = iso(now - days * DAY_S), iso(now)

@@ -22,7 +22,7 @@ UPLOAD_MAX = MAX_IMAGES * 512 * 1024  # the whole multipart body of one upload
 
 
 def _service(request: web.Request) -> Any:
-    return q_of(request).m.extras.get("enrollment")
+    return q_of(request).m.services.enrollment
 
 
 async def products_page(request: web.Request) -> web.Response:
