@@ -81,3 +81,41 @@ async def test_stop_refuses_sales_and_unlocks_locks_the_door_and_finishes_the_ve
             await rig.daemon.stop()
         await rig.board_sim.stop()
         await rig.sim.close()
+
+
+async def test_a_relock_the_io_module_misses_is_retried_until_the_door_is_locked(tmp_path):
+    """The unlock window ends while the I/O module does not answer: the door task keeps trying (before:
+    one attempt, a log line, and the door stayed unlocked)."""
+    from drivers.modbus import ModbusHub, RegisterMap
+    from edge.config import DoorConfig
+    from edge.demo.fridge import PlantClock
+    from edge.ledger.db import LedgerDB
+    from edge.services.door import Door, IoModuleDoor
+    from tests.integration.test_door import wait_for
+
+    sim = SimModbusPlant(FridgeWorld(load_demo_planogram()), speed=200.0, wire_timing=False)
+    link = await sim.serve_rtu(str(tmp_path / "ttyMB"))
+    clock = PlantClock(sim.clock)
+    db = await LedgerDB.open(str(tmp_path / "ledger.sqlite3"), clock)
+    hub = ModbusHub("bus0", serial_port=link, timeout_s=0.05, retries=0, gap_ms=0)
+    io = hub.add_device("io", 3, RegisterMap.builtin("io_module"), poll_interval_s=0.01, offline_after=2)
+    await hub.start()
+    door = Door(db, IoModuleDoor(io), DoorConfig(unlock_ms=8000), clock=clock, time_scale=200.0, tick_s=0.01)
+    task = asyncio.create_task(door.run(), name="door")
+    try:
+        await wait_for(lambda: io.online)
+        await door.start()  # as the daemon does: locked and read once, the door is "safe"
+        assert door.safe
+        await door.unlock(20_000, "restock", actor="pytest")  # 0.1 s of real time at 200x
+        assert sim.io.locked is False
+        sim.silence(3, seconds=0.6)  # the module is deaf when the window ends
+        await asyncio.sleep(0.3)
+        assert sim.io.locked is False  # the relock could not be told yet
+        await wait_for(lambda: sim.io.locked, timeout_s=3.0)  # retried every tick until it was
+        assert door.locked is True
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await hub.stop()
+        await db.close()
+        await sim.close()
