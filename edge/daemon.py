@@ -94,7 +94,7 @@ class Daemon:
         vb = cfg.vend_board
         self.board = VendBoard(vb.port, baudrate=vb.baudrate, reply_timeout_s=vb.reply_timeout_s,
                                retries=vb.retries, vend_timeout_s=vb.vend_timeout_s)
-        await self.board.start()
+        self.supervisor.spawn("vend_board.link", self.board.run)  # reconnects and handshakes for ever
         self.plant = await start_plant(cfg, db, self.supervisor, board=self.board, clock=self.clock,
                                        time_scale=self.time_scale)
         payment = await self._start_payment(db)

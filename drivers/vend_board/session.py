@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import structlog
 
+from drivers.backoff import Backoff
 from drivers.errors import DeviceDisconnected, DeviceError, DeviceTimeout, ProtocolError
 from drivers.vend_board import codec
 from drivers.vend_board.codec import (
@@ -104,9 +105,18 @@ class BoardSession:
         return self._boot
 
     async def start(self) -> None:
-        """Start the reconnect task; returns at once, even when the port is absent."""
+        """Start the link task itself (standalone use); a daemon runs ``run()`` under its supervisor."""
         if self._task is None:
-            self._task = asyncio.create_task(self._connect_loop(), name="vend_board.reconnect")
+            self._task = asyncio.create_task(self.run(), name="vend_board.reconnect")
+
+    async def run(self) -> None:
+        """Keep the link up for ever: open, handshake, wait for loss, reopen with backoff. Safe to
+        restart after a crash (a supervisor's restart drops whatever link was left)."""
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
+        self._connected.clear()
+        await self._connect_loop()
 
     async def stop(self) -> None:
         """Stop reconnecting, close the link, fail pending calls with DeviceDisconnected."""
@@ -134,7 +144,7 @@ class BoardSession:
         self._callbacks.append(callback)
 
     async def _connect_loop(self) -> None:
-        delay, first, quiet = BACKOFF_START_S, True, False
+        backoff, first, quiet = Backoff(BACKOFF_START_S, max(self._reconnect_max_s, BACKOFF_START_S), self._rng), True, False
         while True:
             try:
                 link = await open_link(self._port, self._baudrate, self._on_data, self._on_lost,
@@ -143,21 +153,21 @@ class BoardSession:
                 if not quiet:
                     self._log.warning("vend_board_unavailable", error=str(exc))
                     quiet = True
-                await asyncio.sleep(delay * (0.5 + 0.5 * self._rng.random()))
-                delay = min(delay * 2, self._reconnect_max_s)
+                await asyncio.sleep(backoff.next())
                 continue
             self._reader, self._seen, self.info = FrameReader(), (0, 0), None
             self._link = link
             self._lost.clear()
             if not first:
                 self.counters["reconnects"] += 1
-            first, quiet, delay = False, False, BACKOFF_START_S
+            first, quiet = False, False
+            backoff.reset()
             await self._handshake_until_ok()
             await self._lost.wait()
 
     async def _handshake_until_ok(self) -> None:
         """HELLO until the board answers as a v2 board, backing off; give up only when the link goes."""
-        delay, logged = BACKOFF_START_S, None
+        backoff, logged = Backoff(BACKOFF_START_S, max(self._reconnect_max_s, BACKOFF_START_S), self._rng), None
         while not self._lost.is_set():
             try:
                 await self._hello()
@@ -169,8 +179,7 @@ class BoardSession:
                     self._log.error("vend_board_incompatible", reason=why)
                     logged = why
                 self.incompatible = why
-                await asyncio.sleep(delay * (0.5 + 0.5 * self._rng.random()))
-                delay = min(delay * 2, self._reconnect_max_s)
+                await asyncio.sleep(backoff.next())
                 continue
             self.incompatible = None
             assert self.info is not None

@@ -10,13 +10,13 @@ See docs/reliability.md for every case and its test.
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
 
+from drivers.backoff import Backoff
 from drivers.errors import DeviceError, ProtocolError
 from drivers.vend_board import SlotMismatch, VendOutcome, VendQuery, VendRefused, VendResult
 from drivers.vend_board.codec import VendReq
@@ -385,7 +385,7 @@ class VendService:
     async def run_reconciler(self, board_ready: Callable[[], bool]) -> None:
         """Settle open entries whenever the board is reachable; back off (and raise one alarm) while the
         board cannot be asked or answers outside the protocol — never a crash loop."""
-        delay, rng = RECONCILE_PERIOD_S, random.Random()
+        backoff = Backoff(RECONCILE_PERIOD_S, RECONCILE_BACKOFF_MAX_S)
         while True:
             if not (self.unreconciled and board_ready()):
                 await asyncio.sleep(RECONCILE_PERIOD_S)
@@ -393,12 +393,12 @@ class VendService:
             try:
                 left = await self.reconcile()
             except DeviceError as exc:
+                delay = backoff.next()
                 log.warning("reconcile_deferred", error=str(exc), retry_s=round(delay, 2))
                 await self._reconcile_alarm(exc)
-                await asyncio.sleep(delay * (0.5 + rng.random()))
-                delay = min(delay * 2, RECONCILE_BACKOFF_MAX_S)
+                await asyncio.sleep(delay)
                 continue
-            delay = RECONCILE_PERIOD_S
+            backoff.reset()
             await self._reconcile_alarm(None)
             if not left:
                 log.info("reconcile_complete")
