@@ -33,7 +33,7 @@ async def classic_vend_mdb(state_dir: str, *, customers: int = 30, seed: int = 1
     refused: Counter[str] = Counter()
     machine = rig.daemon.machine
     assert machine is not None
-    pay = machine.extras["payment"]
+    pay = machine.services.payment
     assert isinstance(pay, MdbPayment)
     slots = sorted(rig.sim.stock)
     cash = 0

@@ -35,7 +35,7 @@ class TakeAndGoRig:
     @property
     def service(self) -> Any:
         assert self.daemon.machine is not None
-        return self.daemon.machine.extras["takeandgo"]
+        return self.daemon.machine.services.takeandgo
 
     async def stop(self) -> None:
         await self.daemon.stop()

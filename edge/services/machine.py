@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from drivers.vend_board import VendBoard
 from edge import __version__
 from edge.ledger import journal, repo
 from edge.ledger.db import LedgerDB
-from edge.services.registry import Services, ServicesView
+from edge.services.registry import Services
 from edge.services.stock import StockService
 from edge.services.vend import VendService
 
@@ -21,17 +22,12 @@ class Machine:
 
     machine_id: str
     db: LedgerDB
-    board: Any
+    board: VendBoard
     vend: VendService
     stock: StockService
     services: Services = field(default_factory=Services)  # the optional services, typed
     started_at: float = field(default_factory=time.time)
     mode: str = "starting"
-
-    @property
-    def extras(self) -> ServicesView:
-        """Deprecated dict view of `services` (for code not moved yet); unknown names raise KeyError."""
-        return ServicesView(self.services)
 
     async def sell(self, slot_id: str, payment_ref: str = "") -> dict[str, Any]:
         return await self.vend.sell(slot_id, payment_ref)
@@ -57,10 +53,9 @@ class Machine:
             "version": __version__,
             "uptime_s": round(time.time() - self.started_at, 1),
             "mode": self.mode,
-            "board": {"connected": bool(getattr(self.board, "connected", False)),
-                      "counters": dict(getattr(self.board, "counters", {})),
-                      "info": dataclasses.asdict(info) if (info := getattr(self.board, "info", None)) else None,
-                      "incompatible": getattr(self.board, "incompatible", None)},
+            "board": {"connected": bool(self.board.connected), "counters": dict(self.board.counters),
+                      "info": dataclasses.asdict(info) if (info := self.board.info) else None,
+                      "incompatible": self.board.incompatible},
             "unreconciled_vends": self.vend.unreconciled,
             "alarms": alarms,
         }

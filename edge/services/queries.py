@@ -1,16 +1,8 @@
-"""Read models and technician actions for the diagnostics page, built on the `Machine` façade.
+"""Read models for the diagnostics page, built on the `Machine` façade and the ledger's reports.
 
-The web layer talks to the machine only through `Queries` (reads) and its action methods (each one
-audited). Optional services live in `machine.extras` and are used by duck type; a missing one is
-reported as not available instead of failing:
-
-- ``extras["temperature"]``: ``series(since) -> [(wall_ts, cabinet_c, evap_c, compressor_on)]``,
-  ``status() -> dict`` (duty cycle, food safety), ``async clear_lockout(actor) -> bool``
-- ``extras["door"]``: ``async unlock(ms, reason, actor=...)``, ``state() -> {closed, locked, open_since}``
-- ``extras["shelves"]``: ``async tare(shelf: int)``, ``shelves`` (the shelf numbers)
-- ``extras["plant"]``: ``devices: {name: device}`` (each with ``online``, ``last_seen``, ``counters``)
-- ``extras["takeandgo"]``: ``review_queue() -> list[dict]`` (items may carry ``evidence`` URLs)
-- ``extras["sync"]``: ``status -> {"online": bool, ...}`` (the `SyncClient` property)
+The web layer reads the machine through `Queries` and acts through `edge.services.technician`. Optional
+services come from the typed registry `machine.services` (None when this machine has no such service):
+the page shows "not available" instead of failing. Every SQL statement is in `edge.ledger.reports`.
 """
 
 from __future__ import annotations
@@ -18,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
-import inspect
 import io
-import json
+import pathlib
 import time
 import zoneinfo
 from collections.abc import Awaitable, Callable
@@ -29,11 +20,13 @@ from typing import Any
 import structlog
 
 from drivers.errors import DeviceError
+from drivers.modbus.device import ModbusDevice
+from drivers.vend_board import DoorState, VendBoard
 from edge.clock import SystemClock
-from edge.core.errors import SaleRefused
+from edge.config import TemperatureConfig
 from edge.ledger import fresh, repo, reports
-from edge.ledger.users import UserStore, audit
-from edge.services import diagnostics, review
+from edge.ledger.users import UserStore
+from edge.services import diagnostics
 from edge.services.machine import Machine
 
 log = structlog.get_logger(__name__)
@@ -41,25 +34,13 @@ log = structlog.get_logger(__name__)
 DOOR_CACHE_S = 2.0        # the board is asked at most this often; unsolicited changes update at once
 EVENTS_PAGE_MAX = 200
 EVENTS_PAGE_LAST = 10**9  # pages past this are empty anyway; keeps (page - 1) * per_page inside int64
-MAX_SHELF_LIFE_DAYS = 366  # a best-before further ahead is a typing error
 NEAR_EXPIRY_DAYS = 1      # a lane whose best-before is today or tomorrow is "near"
 LOW_FRACTION = 0.25       # a slot at or below a quarter of its capacity is "low"
 READ_CACHE_S = 1.0        # how stale a page may be (actions invalidate at once)
 
 
-class NotAvailable(SaleRefused):
-    """The optional service an action needs is not part of this machine."""
-
-    def __init__(self, service: str) -> None:
-        super().__init__("not_available", f"{service} is not available on this machine")
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
 class Queries:
-    """One per web app: read models with small caches, and the audited technician actions."""
+    """One per web app: read models with small caches (technician actions invalidate them)."""
 
     def __init__(self, machine: Machine, *, session_clock: SystemClock | None = None,
                  tz: zoneinfo.ZoneInfo | None = None) -> None:
@@ -70,9 +51,7 @@ class Queries:
         self._door_at = 0.0
         self._door_lock = asyncio.Lock()
         self._cache: dict[tuple[Any, ...], tuple[float, asyncio.Future[Any]]] = {}
-        on_event: Callable[[Callable[[Any], None]], None] | None = getattr(machine.board, "on_event", None)
-        if on_event is not None:
-            on_event(self._on_door)
+        machine.board.on_event(self._on_door)
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -86,14 +65,9 @@ class Queries:
     def today(self) -> str:
         return dt.datetime.fromtimestamp(self._now(), self.tz).date().isoformat()
 
-    def _on_door(self, state: Any) -> None:
+    def _on_door(self, state: DoorState) -> None:
         self._door = {"closed": bool(state.closed), "locked": bool(state.locked), "source": "vend_board"}
         self._door_at = time.monotonic()
-
-    async def audit(self, actor: str, action: str, outcome: str = "ok", **detail: Any) -> None:
-        self.invalidate()
-        async with self.m.db.tx() as tx:
-            await audit(tx, actor, action, outcome, **detail)
 
     def invalidate(self) -> None:
         """Forget cached read models (after an action, so the next page shows its effect)."""
@@ -118,10 +92,10 @@ class Queries:
     # ---- dashboard ---------------------------------------------------------------------------
 
     async def door(self) -> dict[str, Any] | None:
-        svc = self.m.extras.get("door")
-        if svc is not None and hasattr(svc, "state"):
-            return dict(await _maybe_await(svc.state()))
-        if time.monotonic() - self._door_at < DOOR_CACHE_S or not getattr(self.m.board, "connected", False):
+        svc = self.m.services.door
+        if svc is not None:
+            return dict(svc.state())
+        if time.monotonic() - self._door_at < DOOR_CACHE_S or not self.m.board.connected:
             return self._door
         async with self._door_lock:  # one board request however many pages ask at once
             if time.monotonic() - self._door_at >= DOOR_CACHE_S:
@@ -135,8 +109,8 @@ class Queries:
 
     def temperature(self, since_s: float = 24 * 3600.0, max_points: int = 288) -> dict[str, Any] | None:
         """Last 24 h (downsampled for the chart) and the latest reading, or None without the service."""
-        svc = self.m.extras.get("temperature")
-        if svc is None or not hasattr(svc, "series"):
+        svc = self.m.services.temperature
+        if svc is None:
             return None
         rows = list(svc.series(self._now() - since_s))
         step = max(1, len(rows) // max_points)
@@ -145,35 +119,39 @@ class Queries:
             r = rows[-1]
             points.append([round(float(r[0]), 1), _num(r[1]), _num(r[2]), bool(r[3])])
         last = points[-1] if points else None
-        st: dict[str, Any] = svc.status() if callable(getattr(svc, "status", None)) else {}
+        st = svc.status()
         return {"points": points, "cabinet_c": last[1] if last else None, "evaporator_c": last[2] if last else None,
                 "compressor_on": last[3] if last else None, "setpoint_c": st.get("setpoint_c"),
-                **_alarm_limits(getattr(svc, "config", None)), "duty_cycle_1h": st.get("duty_cycle_1h"),
+                **_alarm_limits(svc.config), "duty_cycle_1h": st.get("duty_cycle_1h"),
                 "food_safety_locked": bool((st.get("food_safety") or {}).get("locked", False))}
 
     async def sync_status(self) -> dict[str, Any]:
-        row = await self.m.db.fetchone(
-            "SELECT SUM(acked_at IS NULL AND parked_reason IS NULL) AS backlog, "
-            "SUM(parked_reason IS NOT NULL) AS parked, MAX(acked_at) AS last_ack FROM outbox")
-        svc = self.m.extras.get("sync")
-        online = _sync_online(svc)
+        outbox = await reports.outbox_state(self.m.db)
+        svc = self.m.services.sync
+        online = bool(svc.status.get("online", False)) if svc is not None else False
         return {"enabled": svc is not None, "online": online,
-                "state": "not configured" if svc is None else ("online" if online else "offline"),
-                "backlog": int(row["backlog"] or 0) if row else 0, "parked": int(row["parked"] or 0) if row else 0,
-                "last_ack": row["last_ack"] if row else None}
+                "state": "not configured" if svc is None else ("online" if online else "offline"), **outbox}
 
     def devices(self) -> list[dict[str, Any]]:
         """Each device with connection state and error counters (board first, then optional services)."""
         b = self.m.board
-        out = [{"name": "vend_board", "online": bool(getattr(b, "connected", False)),
-                "counters": dict(getattr(b, "counters", {})), "seen_s_ago": _board_seen_ago(b), "points": {}}]
-        for name, svc in sorted(self.m.extras.items()):
-            for dev_name, dev in _devices_of(name, svc):
-                seen = getattr(dev, "last_seen", None)  # drivers stamp it with time.monotonic()
-                out.append({"name": dev_name, "online": _online(dev), "counters": dict(getattr(dev, "counters", {})),
-                            "seen_s_ago": round(time.monotonic() - seen, 1) if isinstance(seen, float) else None,
-                            "points": _plain(getattr(dev, "values", {}))})
+        out = [{"name": "vend_board", "online": bool(b.connected), "counters": dict(b.counters),
+                "seen_s_ago": _board_seen_ago(b), "points": {}}]
+        pay = self.m.services.payment
+        if pay is not None:  # the reader is one device ("payment" sorts before "plant.*", as it always did)
+            out.append({"name": "payment", "online": bool(pay.connected), "counters": dict(pay.counters),
+                        "seen_s_ago": None, "points": {}})
+        for dev_name, dev in self.modbus_devices().items():
+            seen = dev.last_seen  # drivers stamp it with time.monotonic()
+            out.append({"name": dev_name, "online": bool(dev.online), "counters": dict(dev.counters),
+                        "seen_s_ago": round(time.monotonic() - seen, 1) if isinstance(seen, float) else None,
+                        "points": plain(dev.values)})
         return out
+
+    def modbus_devices(self) -> dict[str, ModbusDevice]:
+        """The plant's Modbus devices by the name the page shows ("plant.<bus>.<device>")."""
+        plant = self.m.services.plant
+        return {f"plant.{k}": v for k, v in plant.devices.items()} if plant is not None else {}
 
     async def dashboard(self) -> dict[str, Any]:
         return await self._cached(("dashboard",), self._dashboard)  # type: ignore[no-any-return]
@@ -225,59 +203,43 @@ class Queries:
         return {"lines": [ln for ln in lines if ln["bring"]], "totals": sorted(totals.values(), key=lambda t: t["name"]),
                 "items": sum(t["bring"] for t in totals.values())}
 
-    async def orders(self, start: str, end: str, *, where: str = "", limit: int = 10_000) -> list[dict[str, Any]]:
-        """Orders created on days start..end (UTC, inclusive), newest first, with their lines."""
+    async def orders(self, start: str, end: str, *, failed_only: bool = False,
+                     limit: int = 10_000) -> list[dict[str, Any]]:
+        """Orders created on local days start..end (inclusive), newest first, with their lines."""
         lo, hi = _day_bounds(start, end, self.tz)
-        rows = await self.m.db.fetchall(
-            f"SELECT * FROM orders WHERE created_at >= ? AND created_at < ? {where} ORDER BY seq DESC LIMIT ?",
-            (lo, hi, limit))
-        lines = await self.m.db.fetchall(
-            "SELECT l.order_id, l.sku_id, l.slot_id, l.qty, l.unit_price FROM order_lines l JOIN orders o "
-            "ON o.order_id = l.order_id WHERE o.created_at >= ? AND o.created_at < ? ORDER BY l.line_no", (lo, hi))
-        by_order: dict[str, list[dict[str, Any]]] = {}
-        for ln in lines:
-            by_order.setdefault(ln["order_id"], []).append(dict(ln))
-        return [{**dict(r), "refund_due": bool(r["refund_due"]), "lines": by_order.get(r["order_id"], [])}
-                for r in rows]
+        return await reports.orders(self.m.db, lo, hi, failed_only=failed_only, limit=limit)
 
     async def sales_summary(self, day: str) -> dict[str, Any]:
         lo, hi = _day_bounds(day, day, self.tz)
-        row = await self.m.db.fetchone(
-            "SELECT COUNT(*) AS n, SUM(status='completed' AND kind!='test_vend') AS sold, "
-            "SUM(CASE WHEN status='completed' THEN total_amount ELSE 0 END) AS revenue, "
-            "SUM(status='failed') AS failed FROM orders WHERE created_at >= ? AND created_at < ?", (lo, hi))
-        due = await self.m.db.fetchone("SELECT COUNT(*) AS n FROM orders WHERE refund_due=1")
-        assert row is not None  # an aggregate always answers one row
+        counts = await reports.sales_counts(self.m.db, lo, hi)
         planogram = await repo.current_planogram(self.m.db)
         currency = next((k.price.currency for k in planogram.skus.values()), "") if planogram else ""
-        return {"day": day, "currency": currency, "orders": row["n"] or 0, "sold": row["sold"] or 0, "revenue": row["revenue"] or 0,
-                "failed": row["failed"] or 0, "refunds_due": due["n"] if due else 0}
+        return {"day": day, "currency": currency, **counts}
 
     async def sales(self, day: str) -> dict[str, Any]:
         return await self._cached(("sales", day), lambda: self._sales(day))  # type: ignore[no-any-return]
 
     async def _sales(self, day: str) -> dict[str, Any]:
-        refunds = await self.m.db.fetchall("SELECT * FROM orders WHERE refund_due=1 ORDER BY seq DESC LIMIT 200")
+        refunds = await reports.refunds_due(self.m.db, 200)
         stock = await self.stock()
         names = {r["sku_id"]: r["name"] for r in stock}
         shelf_products = sorted({(r["name"], r["sku_id"]) for r in stock if r["shelf"] is not None})
         return {"summary": await self.sales_summary(day), "names": names,
                 "products": [{"sku_id": sku, "name": name} for name, sku in shelf_products],
                 "orders": await self.orders(day, day, limit=500),
-                "failed": await self.orders(day, day, where="AND status='failed'", limit=200),
-                "refunds_due": [dict(r) for r in refunds], "review_queue": await self.review_queue()}
+                "failed": await self.orders(day, day, failed_only=True, limit=200),
+                "refunds_due": refunds, "review_queue": await self.review_queue()}
 
-    def evidence_path(self, session_id: str, name: str) -> Any:
+    def evidence_path(self, session_id: str, name: str) -> pathlib.Path | None:
         """Path of one take-and-go evidence image, or None (no service, bad name, not kept)."""
-        svc = self.m.extras.get("takeandgo")
-        store = getattr(svc, "evidence", None)
-        return store.path(session_id, name) if store is not None else None
+        svc = self.m.services.takeandgo
+        return svc.evidence.path(session_id, name) if svc is not None else None
 
     async def review_queue(self) -> list[dict[str, Any]] | None:
-        svc = self.m.extras.get("takeandgo")
-        if svc is None or not hasattr(svc, "review_queue"):
+        svc = self.m.services.takeandgo
+        if svc is None:
             return None
-        return [dict(item) for item in await _maybe_await(svc.review_queue())]
+        return [dict(item) for item in await svc.review_queue()]
 
     async def orders_csv(self, start: str, end: str) -> str:
         buf = io.StringIO()
@@ -299,15 +261,8 @@ class Queries:
                                   lambda: self._events(kind, page, per_page))
 
     async def _events(self, kind: str, page: int, per_page: int) -> dict[str, Any]:
-        where, args = ("WHERE kind=?", [kind]) if kind else ("", [])
-        total = await self.m.db.fetchone(f"SELECT COUNT(*) AS n FROM events {where}", args)
-        rows = await self.m.db.fetchall(f"SELECT event_id, seq, at, kind, severity, source, data FROM events {where} "
-                                        "ORDER BY event_id DESC LIMIT ? OFFSET ?", [*args, per_page,
-                                                                                    (page - 1) * per_page])
-        kinds = await self.m.db.fetchall("SELECT DISTINCT kind FROM events ORDER BY kind")
-        return {"kind": kind, "page": page, "per_page": per_page, "total": total["n"] if total else 0,
-                "kinds": [k["kind"] for k in kinds],
-                "events": [{**dict(r), "data": json.loads(r["data"])} for r in rows]}
+        found = await reports.events_page(self.m.db, kind, per_page, (page - 1) * per_page)
+        return {"kind": kind, "page": page, "per_page": per_page, **found}
 
     async def alarm_history(self, limit: int = 100) -> list[dict[str, Any]]:
         """Alarm episodes, newest first, each with a human duration ("3 h 12 min", or "active")."""
@@ -320,74 +275,6 @@ class Queries:
         names = {r["slot_id"]: r["name"] for r in await self.stock()}
         return [{**r, "name": names.get(r["slot_id"], "")} for r in await reports.slot_failures(self.m.db, since)]
 
-    async def lockouts(self) -> list[dict[str, Any]]:
-        rows = await self.m.db.fetchall("SELECT * FROM lockouts WHERE cleared_at IS NULL ORDER BY lockout_id")
-        return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
-
-    def frame_log(self, n: int = 50) -> list[dict[str, Any]]:
-        """The vend board's last frames, each decoded (message, seq, fields) next to its bytes."""
-        log_ = list(getattr(self.m.board, "frame_log", []))[-n:]
-        return [{"at": round(at, 3), "dir": d, "hex": h, **diagnostics.decode_frame(h)} for at, d, h in log_]
-
-    async def device_info(self) -> dict[str, Any]:
-        """Board firmware, network (interfaces, cloud link) and payment reader, "unknown" where not known."""
-        sync = await self.sync_status()
-        svc = self.m.extras.get("sync")
-        st = getattr(svc, "status", None) if svc is not None else None
-        st = st if isinstance(st, dict) else {}
-        return {"board": diagnostics.board_info(self.m.board, self.frame_log(200)),
-                "network": {"interfaces": diagnostics.network_state(), "cloud": sync["state"],
-                            "last_contact": st.get("last_ack_at") or sync["last_ack"],
-                            "last_error": st.get("last_error") or "", "transport": st.get("transport") or ""},
-                "payment": diagnostics.payment_state(self.m.extras.get("payment"))}
-
-    def capabilities(self) -> dict[str, bool]:
-        return {"door": _has(self.m.extras.get("door"), "unlock"), "tare": _has(self.m.extras.get("shelves"), "tare"),
-                "registers": bool(_devices_of("plant", self.m.extras.get("plant"))),
-                "food_safety": self._food_safety() is not None, "temperature": self.temperature(60) is not None,
-                "takeandgo": "takeandgo" in self.m.extras}
-
-    # ---- actions (each audited) --------------------------------------------------------------
-
-    async def restock(self, actor: str, slot_id: str | None, count: int | None,
-                      best_before: str | None = None) -> dict[str, int]:
-        """Fill one slot (or all); `best_before` (ISO date, one slot only) is the earliest date of what is
-        now in the lane. Without it a lane keeps the date it had."""
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
-            raise SaleRefused("bad_input", f"count must be a whole number >= 0 (got {count!r})")
-        day = self.check_best_before(best_before) if best_before else None
-        if day and slot_id is None:
-            raise SaleRefused("bad_input", "a best-before date belongs to one slot")
-        result = await self.m.restock(slot_id, count, actor)
-        if day and slot_id is not None:
-            async with self.m.db.tx() as tx:
-                await fresh.set_best_before(tx, slot_id, day)
-        await self.audit(actor, "restock", slot_id=slot_id or "*", count=count, slots=len(result),
-                         **({"best_before": day} if day else {}))
-        return result
-
-    def check_best_before(self, value: Any) -> str:
-        """An ISO date from today (local) up to MAX_SHELF_LIFE_DAYS ahead; anything else is refused."""
-        try:
-            day = dt.date.fromisoformat(value) if isinstance(value, str) else None
-        except ValueError:
-            day = None
-        today = dt.date.fromisoformat(self.today())
-        if day is None or not today <= day <= today + dt.timedelta(days=MAX_SHELF_LIFE_DAYS):
-            raise SaleRefused("bad_input", f"best-before must be a date (YYYY-MM-DD) from {today} to "
-                                           f"{today + dt.timedelta(days=MAX_SHELF_LIFE_DAYS)} (got {value!r})")
-        return day.isoformat()
-
-    async def review_decide(self, actor: str, session_id: str, action: str,
-                            basket: dict[str, int] | None = None) -> dict[str, Any]:
-        """Approve, correct or void a take-and-go basket waiting for review (charged only now; audited)."""
-        if "takeandgo" not in self.m.extras:
-            raise NotAvailable("take-and-go")
-        try:
-            return await review.decide(self.m.db, actor, session_id, action, basket)
-        finally:
-            self.invalidate()
-
     async def needs_count(self) -> list[dict[str, Any]]:
         """Vends the board could not account for, waiting for a technician's count (issue 12)."""
         names = {r["slot_id"]: r for r in await self.stock()}
@@ -395,74 +282,30 @@ class Queries:
                  "ledger_count": names[e["slot_id"]]["count"] if e["slot_id"] in names else None}
                 for e in await self.m.vends_needing_count()]
 
-    async def settle_count(self, actor: str, order_id: str, counted: int) -> dict[str, Any]:
-        """The technician counted the slot of a needs_count vend: the count settles it (VendService)."""
-        await self.audit(actor, "settle_count", order_id=order_id, counted=counted)
-        try:
-            return await self.m.settle_count(order_id, counted, actor)
-        finally:
-            self.invalidate()
+    async def lockouts(self) -> list[dict[str, Any]]:
+        return await reports.open_lockouts(self.m.db)
 
-    async def test_vend(self, actor: str, slot_id: str) -> dict[str, Any]:
-        await self.audit(actor, "test_vend", slot_id=slot_id)  # before: the motor may run even if we crash
-        try:
-            return await self.m.test_vend(slot_id, actor)
-        finally:
-            self.invalidate()
+    def frame_log(self, n: int = 50) -> list[dict[str, Any]]:
+        """The vend board's last frames, each decoded (message, seq, fields) next to its bytes."""
+        log_ = list(self.m.board.frame_log)[-n:]
+        return [{"at": round(at, 3), "dir": d, "hex": h, **diagnostics.decode_frame(h)} for at, d, h in log_]
 
-    async def unlock_door(self, actor: str, ms: int) -> str:
-        door: Any = self.m.extras.get("door")
-        if not _has(door, "unlock"):
-            raise NotAvailable("door service")
-        await self.audit(actor, "unlock_door", ms=ms)
-        try:
-            await door.unlock(ms, "technician", actor=actor)
-        except (DeviceError, TimeoutError) as exc:
-            raise SaleRefused("device_error", str(exc)) from exc
-        self.invalidate()
-        return "unlocked"
+    async def device_info(self) -> dict[str, Any]:
+        """Board firmware, network (interfaces, cloud link) and payment reader, "unknown" where not known."""
+        sync = await self.sync_status()
+        svc = self.m.services.sync
+        st = svc.status if svc is not None else {}
+        return {"board": diagnostics.board_info(self.m.board, self.frame_log(200)),
+                "network": {"interfaces": diagnostics.network_state(), "cloud": sync["state"],
+                            "last_contact": st.get("last_ack_at") or sync["last_ack"],
+                            "last_error": st.get("last_error") or "", "transport": st.get("transport") or ""},
+                "payment": diagnostics.payment_state(self.m.services.payment)}
 
-    async def tare(self, actor: str, shelf: int | None) -> Any:
-        shelves: Any = self.m.extras.get("shelves")
-        if not _has(shelves, "tare"):
-            raise NotAvailable("weight shelves")
-        targets = [shelf] if shelf is not None else sorted(getattr(shelves, "shelves", []))
-        if not targets:
-            raise SaleRefused("bad_input", "no shelves to tare")
-        await self.audit(actor, "tare", shelf=shelf)
-        try:
-            for k in targets:
-                await shelves.tare(k)
-        except (DeviceError, TimeoutError, KeyError) as exc:
-            raise SaleRefused("device_error", f"tare failed: {exc}") from exc
-        self.invalidate()
-        return f"tared {targets}"
-
-    async def clear_lockout(self, actor: str) -> Any:
-        fs = self._food_safety()
-        if fs is None:
-            raise NotAvailable("food-safety service")
-        cleared = bool(await fs.clear_lockout(actor))
-        self.invalidate()
-        await self.audit(actor, "clear_food_safety_lockout", cleared=cleared)
-        return "cleared" if cleared else "no lockout was active"
-
-    async def read_registers(self, actor: str, device: str) -> dict[str, Any]:
-        """One out-of-band read of every point of a Modbus device (`read_now`), for the technician."""
-        devs = dict(_devices_of("plant", self.m.extras.get("plant")))
-        dev = devs.get(device)
-        if dev is None or not callable(getattr(dev, "read_now", None)):
-            raise NotAvailable(f"register reads for {device!r}")
-        await self.audit(actor, "read_registers", device=device)
-        try:
-            async with asyncio.timeout(3.0):
-                return _plain(await dev.read_now())
-        except (DeviceError, TimeoutError) as exc:
-            raise SaleRefused("device_error", f"{device}: {type(exc).__name__} {exc}") from exc
-
-    def _food_safety(self) -> Any:
-        svc = self.m.extras.get("temperature")
-        return svc if _has(svc, "clear_lockout") else None
+    def capabilities(self) -> dict[str, bool]:
+        sv = self.m.services
+        return {"door": sv.door is not None, "tare": sv.shelves is not None, "registers": bool(self.modbus_devices()),
+                "food_safety": sv.temperature is not None, "temperature": sv.temperature is not None,
+                "takeandgo": sv.takeandgo is not None}
 
 
 def expiry(best_before: str | None, today: dt.date, count: int) -> str | None:
@@ -498,16 +341,12 @@ def money(amount: int | None, currency: str = "") -> str:
     return f"{sign}{abs(amount) // 100}.{abs(amount) % 100:02d} {currency}".strip()
 
 
-def _plain(values: Any) -> dict[str, Any]:
+def plain(values: Any) -> dict[str, Any]:
     """Register values as JSON-safe scalars."""
     out: dict[str, Any] = {}
     for k, v in dict(values or {}).items():
         out[str(k)] = v if isinstance(v, (bool, int, str)) or v is None else _num(v)
     return out
-
-
-def _has(obj: Any, method: str) -> bool:
-    return obj is not None and callable(getattr(obj, method, None))
 
 
 def _num(v: Any) -> float | None:
@@ -518,42 +357,15 @@ def _num(v: Any) -> float | None:
     return round(f, 2) if f == f else None  # NaN -> None
 
 
-def _alarm_limits(cfg: Any) -> dict[str, float | None]:
-    """The temperature alarm limits from the service's config (None where a value is not configured)."""
-    keys = ("high_alarm_c", "low_alarm_c", "food_safety_limit_c")
-    return {k: _num(getattr(cfg, k, None)) for k in keys}
+def _alarm_limits(cfg: TemperatureConfig) -> dict[str, float | None]:
+    """The temperature alarm limits from the service's config (None where a value is not a number)."""
+    return {"high_alarm_c": _num(cfg.high_alarm_c), "low_alarm_c": _num(cfg.low_alarm_c),
+            "food_safety_limit_c": _num(cfg.food_safety_limit_c)}
 
 
-def _sync_online(svc: Any) -> bool:
-    """The sync client's link state: `SyncClient.status["online"]` (a property returning a dict)."""
-    st = getattr(svc, "status", None) if svc is not None else None
-    return bool(st.get("online", False)) if isinstance(st, dict) else False
-
-
-def _online(dev: Any) -> bool:
-    for attr in ("online", "connected"):
-        v = getattr(dev, attr, None)
-        if v is not None:
-            return bool(v() if callable(v) else v)
-    return False
-
-
-def _board_seen_ago(dev: Any) -> float | None:
-    log_ = getattr(dev, "frame_log", None)
-    rx = [at for at, d, _ in list(log_ or [])[-20:] if d == "rx"]
+def _board_seen_ago(board: VendBoard) -> float | None:
+    rx = [at for at, d, _ in list(board.frame_log)[-20:] if d == "rx"]
     return round(time.time() - rx[-1], 1) if rx else None
-
-
-def _devices_of(name: str, svc: Any) -> list[tuple[str, Any]]:
-    """A service may expose `devices` ({name: device}) or be a device itself (has online/connected)."""
-    if svc is None:
-        return []
-    devs = getattr(svc, "devices", None)
-    if isinstance(devs, dict):
-        return [(f"{name}.{k}", v) for k, v in devs.items()]
-    if hasattr(svc, "online") or hasattr(svc, "connected"):
-        return [(name, svc)]
-    return []
 
 
 def _day_bounds(start: str, end: str, tz: dt.tzinfo = dt.UTC) -> tuple[str, str]:

@@ -13,8 +13,9 @@ from aiohttp import web
 
 from edge.core.errors import LedgerError, SaleRefused
 from edge.services.queries import Queries
+from edge.services.technician import Technician, TechnicianRefused
 from edge.web.auth import api_login, json_error, logout, session_of, technician
-from edge.web.keys import HUB, QUERIES
+from edge.web.keys import HUB, QUERIES, TECHNICIAN
 from edge.web.views import orders_csv
 
 PREFIX = "/api/v1"
@@ -23,6 +24,11 @@ PREFIX = "/api/v1"
 def _q(request: web.Request) -> Queries:
     q: Queries = request.app[QUERIES]
     return q
+
+
+def _tech(request: web.Request) -> Technician:
+    t: Technician = request.app[TECHNICIAN]
+    return t
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -43,7 +49,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 async def _run(request: web.Request, coro: Awaitable[Any]) -> web.Response:
     try:
         result = await coro
-    except SaleRefused as exc:
+    except (SaleRefused, TechnicianRefused) as exc:
         status = {"not_available": 501, "not_found": 404, "bad_input": 400}.get(exc.reason, 409)
         return json_error(status, exc.reason, exc.detail)
     except LedgerError as exc:
@@ -116,7 +122,7 @@ async def restock(request: web.Request) -> web.Response:
                                               "(capacity); best_before: YYYY-MM-DD or null")
     if slot is None and body.get("confirm") is not True:
         return json_error(400, "confirm_required", 'filling every slot needs "confirm": true')
-    return await _run(request, _q(request).restock(session_of(request).user.name, slot, count, best))
+    return await _run(request, _tech(request).restock(session_of(request).user.name, slot, count, best))
 
 
 @technician
@@ -126,7 +132,7 @@ async def count(request: web.Request) -> web.Response:
     counted = body.get("counted")
     if isinstance(counted, bool) or not isinstance(counted, int) or not 0 <= counted <= 100_000:
         return json_error(400, "bad_request", "counted: the integer number of items now in the slot (>= 0)")
-    return await _run(request, _q(request).settle_count(session_of(request).user.name,
+    return await _run(request, _tech(request).settle_count(session_of(request).user.name,
                                                         request.match_info["order_id"], counted))
 
 
@@ -141,7 +147,7 @@ async def review(request: web.Request) -> web.Response:
         return json_error(400, "bad_request", 'decision: "approve" | "correct" | "void"; basket {sku_id: qty} '
                                               "with correct")
     sid = request.match_info["sid"]
-    return await _run(request, _q(request).review_decide(session_of(request).user.name, sid, decision,
+    return await _run(request, _tech(request).review_decide(session_of(request).user.name, sid, decision,
                                                          basket if decision == "correct" else None))
 
 
@@ -152,7 +158,7 @@ async def test_vend(request: web.Request) -> web.Response:
         return bad
     if not isinstance(body.get("slot_id"), str):
         return json_error(400, "bad_request", "slot_id required")
-    return await _run(request, _q(request).test_vend(session_of(request).user.name, body["slot_id"]))
+    return await _run(request, _tech(request).test_vend(session_of(request).user.name, body["slot_id"]))
 
 
 @technician
@@ -163,7 +169,7 @@ async def unlock(request: web.Request) -> web.Response:
     ms = body.get("ms", 8000)
     if not isinstance(ms, int) or not 500 <= ms <= 60000:
         return json_error(400, "bad_request", "ms: 500..60000")
-    return await _run(request, _q(request).unlock_door(session_of(request).user.name, ms))
+    return await _run(request, _tech(request).unlock_door(session_of(request).user.name, ms))
 
 
 @technician
@@ -174,7 +180,7 @@ async def tare(request: web.Request) -> web.Response:
     shelf = body.get("shelf")
     if not (shelf is None or isinstance(shelf, int)):
         return json_error(400, "bad_request", "shelf: integer or null (all)")
-    return await _run(request, _q(request).tare(session_of(request).user.name, shelf))
+    return await _run(request, _tech(request).tare(session_of(request).user.name, shelf))
 
 
 @technician
@@ -182,7 +188,7 @@ async def clear_lockout(request: web.Request) -> web.Response:
     body = await _body(request)
     if (bad := _need_confirm(body)) is not None:
         return bad
-    return await _run(request, _q(request).clear_lockout(session_of(request).user.name))
+    return await _run(request, _tech(request).clear_lockout(session_of(request).user.name))
 
 
 @technician
@@ -192,7 +198,7 @@ async def read_registers(request: web.Request) -> web.Response:
         return bad
     if not isinstance(body.get("device"), str):
         return json_error(400, "bad_request", "device required (a name from GET /api/v1/devices)")
-    return await _run(request, _q(request).read_registers(session_of(request).user.name, body["device"]))
+    return await _run(request, _tech(request).read_registers(session_of(request).user.name, body["device"]))
 
 
 def add_routes(app: web.Application) -> None:

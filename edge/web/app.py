@@ -25,8 +25,9 @@ from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
 from edge.services.machine import Machine
 from edge.services.queries import Queries, money
+from edge.services.technician import Technician
 from edge.web import api, auth, dex, fmt, haccp, metrics, prices, products, sse, views
-from edge.web.keys import ALLOWED_HOSTS, FLASH, HUB, JINJA, METRICS_TOKEN, QUERIES, STATIC, STATS
+from edge.web.keys import ALLOWED_HOSTS, FLASH, HUB, JINJA, METRICS_TOKEN, QUERIES, STATIC, STATS, TECHNICIAN
 
 log = structlog.get_logger(__name__)
 
@@ -172,6 +173,7 @@ def create_app(machine: Machine, secrets: Secrets, *, web_cfg: WebConfig | None 
     app[ALLOWED_HOSTS] = frozenset(h.lower() for h in web_cfg.allowed_hosts)
     hub = sse.Hub(queries, live_interval_s)
     app[QUERIES], app[HUB], app[FLASH] = queries, hub, {}
+    app[TECHNICIAN] = Technician(machine, queries)
     app[METRICS_TOKEN] = secrets.metrics_token
     app[STATIC] = _load_static()
     app[STATS] = {"responses": Counter(), "sse_clients": lambda: len(hub.subscribers)}

@@ -9,12 +9,14 @@ from aiohttp import web
 
 from edge.ledger.users import WebSession
 from edge.services.queries import Queries
+from edge.services.technician import Technician
 from edge.web.sse import HUB
 
 __all__ = ["ALLOWED_HOSTS", "FLASH", "HUB", "JINJA", "METRICS_TOKEN", "QUERIES", "SESSION", "STATIC", "STATS",
-           "TOKEN", "USER_NAME"]
+           "TECHNICIAN", "TOKEN", "USER_NAME"]
 
 QUERIES = web.AppKey("queries", Queries)
+TECHNICIAN = web.AppKey("technician", Technician)
 ALLOWED_HOSTS = web.AppKey("allowed_hosts", frozenset[str])  # web.allowed_hosts, lower case
 FLASH = web.AppKey("flash", dict[str, tuple[str, str]])
 METRICS_TOKEN = web.AppKey("metrics_token", str)

@@ -13,9 +13,10 @@ from aiohttp import web
 
 from edge.core.errors import LedgerError, SaleRefused
 from edge.services.queries import Queries, money
+from edge.services.technician import Technician, TechnicianRefused
 from edge.web.auth import redirect, session_of, technician
 from edge.web.chart import temperature_chart
-from edge.web.keys import FLASH, HUB, JINJA, QUERIES, SESSION, TOKEN, USER_NAME
+from edge.web.keys import FLASH, HUB, JINJA, QUERIES, SESSION, TECHNICIAN, TOKEN, USER_NAME
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +27,11 @@ NAV = [("/", "Dashboard"), ("/stock", "Stock"), ("/picklist", "Pick list"), ("/s
 def q_of(request: web.Request) -> Queries:
     q: Queries = request.app[QUERIES]
     return q
+
+
+def tech_of(request: web.Request) -> Technician:
+    t: Technician = request.app[TECHNICIAN]
+    return t
 
 
 def render(request: web.Request, template: str, ctx: dict[str, Any] | None = None, *,
@@ -123,7 +129,7 @@ async def orders_csv(request: web.Request) -> web.Response:
     except ValueError:
         raise web.HTTPBadRequest(text="start/end must be ISO dates, start <= end, at most 366 days") from None
     body = await q.orders_csv(start, end)
-    await q.audit(request[USER_NAME], "export_orders", start=start, end=end)
+    await tech_of(request).audit(request[USER_NAME], "export_orders", start=start, end=end)
     return web.Response(text=body, content_type="text/csv", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="orders_{start}_{end}.csv"'})
 
@@ -139,7 +145,7 @@ async def _act(request: web.Request, back: str, what: str, coro: Any) -> web.Res
     """Run one technician action; success or refusal becomes the message shown after the redirect."""
     try:
         result = await coro
-    except SaleRefused as exc:
+    except (SaleRefused, TechnicianRefused) as exc:
         flash(request, "error", f"{what}: refused ({exc.reason}) {exc.detail}")
         return redirect(back)
     except (LedgerError, ValueError) as exc:
@@ -166,7 +172,7 @@ async def restock_action(request: web.Request) -> web.Response:
         return redirect("/stock")
     count = int(raw) if raw else None
     best = form.get("best_before", "").strip() or None
-    result = q_of(request).restock(session_of(request).user.name, slot, count, best)
+    result = tech_of(request).restock(session_of(request).user.name, slot, count, best)
     return await _act(request, "/stock", f"restock {slot}",
                       _fmt(result, lambda r: f"now {r.get(slot)}" + (f", best before {best}" if best else "")))
 
@@ -186,7 +192,7 @@ async def review_action(request: web.Request) -> web.Response:
             flash(request, "error", f"review {sid}: quantities must be whole numbers")
             return redirect("/sales")
         basket = {k: int(v) for k, v in raw.items()}
-    result = q_of(request).review_decide(session_of(request).user.name, sid, action, basket)
+    result = tech_of(request).review_decide(session_of(request).user.name, sid, action, basket)
     return await _act(request, "/sales", f"review {sid}",
                       _fmt(result, lambda o: f"{o['status']}, {money(o['total'], o['currency'])}"))
 
@@ -199,7 +205,7 @@ async def count_action(request: web.Request) -> web.Response:
     if not order_id or not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
         flash(request, "error", "count: enter the number of items now in the slot (a whole number >= 0)")
         return redirect("/stock")
-    result = q_of(request).settle_count(session_of(request).user.name, order_id, int(raw))
+    result = tech_of(request).settle_count(session_of(request).user.name, order_id, int(raw))
     return await _act(request, "/stock", f"count for order {order_id}",
                       _fmt(result, lambda o: "item fell, order completed" if o["status"] == "completed"
                            else "item did not fall, order failed" + (" (refund due)" if o["refund_due"] else "")))
@@ -210,7 +216,7 @@ async def fill_all_action(request: web.Request) -> web.Response:
     if not _confirmed(await _form(request)):
         flash(request, "error", "fill all: tick the confirmation box")
         return redirect("/stock")
-    result = q_of(request).restock(session_of(request).user.name, None, None)
+    result = tech_of(request).restock(session_of(request).user.name, None, None)
     return await _act(request, "/stock", "fill all", _fmt(result, lambda r: f"{len(r)} slots filled"))
 
 
@@ -221,7 +227,7 @@ async def test_vend_action(request: web.Request) -> web.Response:
     if not _confirmed(form) or not slot:
         flash(request, "error", "test vend: choose a slot and tick the confirmation box")
         return redirect("/devices")
-    result = q_of(request).test_vend(session_of(request).user.name, slot)
+    result = tech_of(request).test_vend(session_of(request).user.name, slot)
     return await _act(request, "/devices", f"test vend {slot}",
                       _fmt(result, lambda o: f"{o['status']} {o.get('reason') or ''}".strip()))
 
@@ -233,7 +239,7 @@ async def unlock_action(request: web.Request) -> web.Response:
         flash(request, "error", "unlock: tick the confirmation box")
         return redirect("/devices")
     ms = int(form["ms"]) if form.get("ms", "").isdigit() else 8000
-    result = q_of(request).unlock_door(session_of(request).user.name, max(500, min(ms, 60000)))
+    result = tech_of(request).unlock_door(session_of(request).user.name, max(500, min(ms, 60000)))
     return await _act(request, "/devices", "unlock door", _fmt(result, lambda _: "unlocked"))
 
 
@@ -244,7 +250,7 @@ async def tare_action(request: web.Request) -> web.Response:
         flash(request, "error", "tare: tick the confirmation box (shelves must be empty)")
         return redirect("/devices")
     shelf = int(form["shelf"]) if form.get("shelf", "").isdigit() else None
-    result = q_of(request).tare(session_of(request).user.name, shelf)
+    result = tech_of(request).tare(session_of(request).user.name, shelf)
     return await _act(request, "/devices", "tare", _fmt(result, lambda _: "done"))
 
 
@@ -253,7 +259,7 @@ async def clear_lockout_action(request: web.Request) -> web.Response:
     if not _confirmed(await _form(request)):
         flash(request, "error", "clear lockout: tick the confirmation box")
         return redirect("/devices")
-    result = q_of(request).clear_lockout(session_of(request).user.name)
+    result = tech_of(request).clear_lockout(session_of(request).user.name)
     return await _act(request, "/devices", "clear food-safety lockout", _fmt(result, str))
 
 
@@ -268,6 +274,6 @@ async def read_registers_action(request: web.Request) -> web.Response:
     if not _confirmed(form) or not device:
         flash(request, "error", "read registers: choose a device and tick the confirmation box")
         return redirect("/devices")
-    result = q_of(request).read_registers(session_of(request).user.name, device)
+    result = tech_of(request).read_registers(session_of(request).user.name, device)
     return await _act(request, "/devices", f"registers of {device}",
                       _fmt(result, lambda v: ", ".join(f"{k}={x}" for k, x in v.items())))

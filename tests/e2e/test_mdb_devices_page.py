@@ -53,7 +53,7 @@ async def until(predicate, timeout_s: float = 10.0) -> None:
 
 async def test_reader_state_last_error_and_counters_on_the_page(site):
     rig, reader, base = site
-    pay = rig.daemon.machine.extras["payment"]
+    pay = rig.daemon.machine.services.payment
     await until(lambda: pay.reader.ready)
     api, page = await devices(base)
     assert api["info"]["payment"]["state"] == "enabled" and 'id="payment-state">enabled<' in page

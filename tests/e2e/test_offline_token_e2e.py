@@ -90,7 +90,7 @@ clock_skew_s = 5
         rig = await start_takeandgo_rig(str(tmp_path), seed=3, extra=extra,
                                         secrets_file=str(tmp_path / "secrets.toml"))
         d = rig.daemon
-        auth = d.machine.extras.get("offline_auth") or await start_offline_auth(  # type: ignore[union-attr]
+        auth = d.machine.services.offline_auth or await start_offline_auth(  # type: ignore[union-attr]
             d.config, d.db, d.machine, d.supervisor, d.inbox)
         yield Env(rig, auth, phone, proxy, http, base, str(tmp_path / "refcloud.sqlite3"))
     finally:

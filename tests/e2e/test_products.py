@@ -108,7 +108,7 @@ def upload_form(csrf: str | None, sku: str, blobs: list[bytes]) -> aiohttp.FormD
 async def test_missing_prototype_goes_to_review_and_a_camera_capture_brings_vision_back(tg):
     rig, base = tg
     db = rig.daemon.db
-    enrollment = rig.daemon.machine.extras["enrollment"]
+    enrollment = rig.daemon.machine.services.enrollment
     assert await alarm(db) is None and enrollment.capturer.blind == {}
     s, csrf = await login(base, "tech")
     async with s:
@@ -156,7 +156,7 @@ async def test_missing_prototype_goes_to_review_and_a_camera_capture_brings_visi
 
 async def test_upload_is_technician_only_csrf_and_origin_checked_and_bounded(tg):
     rig, base = tg
-    enrollment = rig.daemon.machine.extras["enrollment"]
+    enrollment = rig.daemon.machine.services.enrollment
     blobs = novel_pngs()
     v, vcsrf = await login(base, "view")
     async with v:
@@ -212,7 +212,7 @@ async def test_upload_is_technician_only_csrf_and_origin_checked_and_bounded(tg)
 
 async def test_cli_enroll_while_the_daemon_runs_is_picked_up(tg, tmp_path):
     rig, _ = tg
-    enrollment = rig.daemon.machine.extras["enrollment"]
+    enrollment = rig.daemon.machine.services.enrollment
     files = []
     for i, b in enumerate(novel_pngs()):
         p = tmp_path / f"ref{i}.png"

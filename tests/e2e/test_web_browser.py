@@ -65,9 +65,9 @@ async def fridge(tmp_path):
     fridge_demo = pytest.importorskip("edge.demo.fridge", reason="the cold-chain demo rig is not built yet")
     rig = await fridge_demo.start_fridge_rig(str(tmp_path), speed=2000.0)
     machine = rig.daemon.machine
-    if "temperature" not in machine.extras:
+    if machine.services.temperature is None:
         await rig.stop()
-        pytest.skip("machine.extras has no temperature service (the plant is not wired)")
+        pytest.skip("machine.services has no temperature service (the plant is not wired)")
     # sessions run on wall time: the demo's clock runs 2000x and would expire a 12 h session in 22 s
     runner, base = await serve(machine, session_clock=SystemClock())
     yield rig, base
@@ -294,7 +294,7 @@ async def test_live_dashboard_moves_revenue_last_ack_and_devices(browser, classi
     cloud_base = f"http://127.0.0.1:{cloud.addresses[0][1]}"
     client = SyncClient(cloud_base, machine.machine_id, secret, LedgerOutbox(db),
                         LedgerConfigSink(db, lambda *_: None), CommandInbox(db))
-    machine.extras["sync"] = client
+    machine.services.sync = client
     try:
         page = await login(browser, base)
         problems = watch(page)

@@ -22,7 +22,7 @@ from edge.ledger.outbox import LedgerOutbox
 from edge.ledger.users import UserStore
 from edge.services.cloud import CommandInbox, LedgerConfigSink
 from edge.web.app import bound_port, start_web
-from edge.web.keys import QUERIES
+from edge.web.keys import QUERIES, TECHNICIAN
 from sync.client import SyncClient
 from sync.refcloud import serve
 from tests.e2e.test_web_security import PASSWORD, web  # noqa: F401  (the shared fixture)
@@ -82,7 +82,7 @@ async def test_cloud_state_follows_the_sync_client(web, tmp_path):  # noqa: F811
             assert r.status == 201
         client = SyncClient(cloud_base, machine.machine_id, secret, LedgerOutbox(db),
                             LedgerConfigSink(db, lambda *_: None), CommandInbox(db))
-        machine.extras["sync"] = client
+        machine.services.sync = client
         s, _ = await web.login("view")
         async with s:
             web.app[QUERIES].invalidate()
@@ -124,7 +124,7 @@ async def test_clear_lockout_says_when_none_was_active(tmp_path):
     runner = None
     try:
         machine = rig.daemon.machine
-        if "temperature" not in machine.extras:
+        if machine.services.temperature is None:
             pytest.skip("the fridge rig has no temperature service")
         await UserStore(machine.db).add("tech", "technician", PASSWORD)
         runner = await start_web(machine, WebConfig(host="127.0.0.1", port=0), Secrets(),
@@ -270,7 +270,7 @@ async def test_pick_list_replaces_fresh_food_at_its_best_before(web):  # noqa: F
     """A lane whose best-before is tomorrow: everything in it is swapped out on the next visit."""
     q = web.app[QUERIES]
     tomorrow = (dt.date.fromisoformat(q.today()) + dt.timedelta(days=1)).isoformat()
-    await q.restock("tech", "D3", 3, tomorrow)
+    await web.app[TECHNICIAN].restock("tech", "D3", 3, tomorrow)
     s, _ = await web.login("view")
     async with s:
         doc = await (await s.get("/api/v1/picklist")).json()

@@ -65,7 +65,7 @@ async def test_payment_reader_state_is_shown(site):
         await reader.wait_connected(5)
         pay = MdbPayment(rig.daemon.db, reader, MdbPaymentConfig(card_wait_s=2, approval_timeout_s=1))
         await pay.recover()
-        rig.daemon.machine.extras["payment"] = pay
+        rig.daemon.machine.services.payment = pay
         info, page = await devices(base)
         assert info["payment"]["state"] == reader.state.value != "unknown"
         assert "connected=True" in info["payment"]["detail"]

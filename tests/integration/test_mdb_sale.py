@@ -25,7 +25,7 @@ async def shop(tmp_path):
     link = await reader.serve_pty(str(tmp_path / "ttyMDB"))
     extra = f'[payment]\nmethod = "mdb"\nport = "{link}"\ncard_wait_s = 2\napproval_timeout_s = 1\n'
     rig = await start_rig(str(tmp_path), speed=200.0, extra=extra)
-    pay = rig.daemon.machine.extras["payment"]
+    pay = rig.daemon.machine.services.payment
     async with asyncio.timeout(10):  # the supervised payment loop sets the reader up
         while not pay.reader.ready:
             await asyncio.sleep(0.02)
@@ -105,7 +105,7 @@ async def slow_shop(tmp_path):
     link = await reader.serve_pty(str(tmp_path / "ttyMDB"))
     extra = f'[payment]\nmethod = "mdb"\nport = "{link}"\ncard_wait_s = 2\napproval_timeout_s = 1\nreply_timeout_s = 0.3\n'
     rig = await start_rig(str(tmp_path), speed=2.0, extra=extra)
-    pay = rig.daemon.machine.extras["payment"]
+    pay = rig.daemon.machine.services.payment
     async with asyncio.timeout(10):
         while not pay.reader.ready:
             await asyncio.sleep(0.02)

@@ -40,7 +40,7 @@ async def main(config_path: str) -> None:
     setup_logging(cfg.machine.id, level="warning", fmt="json", stream=sys.stderr)
     daemon = Daemon(cfg)
     machine = await daemon.start()
-    pay = machine.extras["payment"]
+    pay = machine.services.payment
     assert isinstance(pay, MdbPayment)
     async with asyncio.timeout(10):
         while not pay.reader.ready:

@@ -143,7 +143,7 @@ async def _takeandgo_command(daemon: Daemon, cmd: str, arg: str) -> Any:
     if cmd == "alarms":
         return {"alarms": sorted(a["alarm_key"] for a in await repo.active_alarms(daemon.db))}
     if cmd == "open_session":
-        return await daemon.machine.extras["takeandgo"].open_session(arg, "cust", None)
+        return await daemon.machine.services.takeandgo.open_session(arg, "cust", None)
     row = await daemon.db.fetchone("SELECT * FROM sessions WHERE session_id=?", (arg,))
     return dict(row) if row is not None else None
 

@@ -20,7 +20,6 @@ DB_CALLS = {"execute", "executemany", "executescript", "execute_fetchall", "fetc
 
 PENDING = {
     # issue 15, still to move; each owner was busy with it in the same session
-    "edge/services/queries.py": "read models → edge/ledger/reports.py (the issue-14 split of queries.py)",
     "edge/demo/": "the demo moves to hw_sim/demo and reads the ledger through repositories",
 }
 
