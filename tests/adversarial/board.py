@@ -199,6 +199,8 @@ class AdversarialBoard:
         self.deaf_until = 0.0
         self.memory_after_reset: int | None = None  # the memory the board comes up with after its next reset
         self.ram: dict[int, Record] = {}
+        self.doors: set[int] = set()  # DOOR_UNLOCK seqs of this boot
+        self.last_seq_override: int | None = None
         self.nvm: collections.OrderedDict[int, Record] = collections.OrderedDict()
         self.faults: dict[int, Fault] = {}
         self._plans: collections.deque[Fault] = collections.deque()
@@ -385,7 +387,9 @@ class AdversarialBoard:
 
     def _last_seq(self) -> int:
         """HELLO_REPLY's last_seq: the highest VEND/DOOR_UNLOCK seq this board remembers (doc, rule 1)."""
-        known = list(self.ram) + (list(self.nvm) if self.memory > 0 else [])
+        if self.last_seq_override is not None:  # a board bug: e.g. 0xFFFFFFFF meaning "none"
+            return self.last_seq_override
+        known = list(self.ram) + list(self.doors) + (list(self.nvm) if self.memory > 0 else [])
         return max(known, default=0)
 
     def _handle(self, f: Frame) -> None:
@@ -393,8 +397,11 @@ class AdversarialBoard:
             self._reply(
                 f.seq,
                 HELLO_REPLY,
-                bytes([2]) + self.memory.to_bytes(2, "big") + self._last_seq().to_bytes(4, "big")
-                + bytes([len(self.fw)]) + self.fw.encode(),
+                bytes([2])
+                + self.memory.to_bytes(2, "big")
+                + self._last_seq().to_bytes(4, "big")
+                + bytes([len(self.fw)])
+                + self.fw.encode(),
             )
         elif f.code == STATUS:
             payload = (
@@ -435,7 +442,11 @@ class AdversarialBoard:
             )
             self._reply(f.seq, VEND_RESULT_REPLY, payload, fault, late=True)
         elif f.code == DOOR_UNLOCK and len(f.payload) == 2:
-            self._reply(f.seq, NAK, bytes([STALE_BOOT])) if f.boot != self.boot else self._reply(f.seq, ACK)
+            if f.boot != self.boot:
+                self._reply(f.seq, NAK, bytes([STALE_BOOT]))
+            else:  # a known seq is ACKed without unlocking again (this boot only)
+                self.doors.add(f.seq)
+                self._reply(f.seq, ACK)
         elif f.code == DOOR_STATE and not f.payload:
             self._reply(f.seq, DOOR_STATE_REPLY, b"\x01\x01")
         elif f.code == LIGHT and len(f.payload) == 1:
@@ -634,6 +645,7 @@ class AdversarialBoard:
         self._tail = 0.0
         self._events.clear()
         self.ram.clear()
+        self.doors.clear()
         self._inbuf.clear()
         if self.memory == 0:
             self.nvm.clear()

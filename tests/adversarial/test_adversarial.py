@@ -525,3 +525,27 @@ async def test_reset_while_the_reconciler_asks(tmp_path: pathlib.Path) -> None:
         assert await settle(rig, {sold["order_id"]}) == []
         assert rig.ledger().orders[sold["order_id"]]["status"] == "completed"
         await alive(rig)
+
+
+@pytest.mark.parametrize("last_seq", [0x7FFFFFFE, 0x7FFFFFFF, 0xFFFFFFFF])
+async def test_board_reports_a_last_seq_at_the_top_of_the_range(
+    tmp_path: pathlib.Path, last_seq: int
+) -> None:
+    """A board firmware that says last_seq 0x7FFFFFFE / 0x7FFFFFFF (the top of the VEND range) or
+    0xFFFFFFFF ("none", outside it). The controller must not wrap onto seqs the board may remember nor
+    stop with a ledger error: each sale either runs under a seq never used before, or is refused with
+    an alarm saying why."""
+    async with Rig(tmp_path) as rig:
+        assert (await rig.sell("A1")).get("status") == "completed"
+        rig.board.last_seq_override = last_seq
+        rig.board.reboot(0.1)  # the next sale re-handshakes with the new boot
+        await asyncio.sleep(0.4)
+        answers = [await rig.sell(slot) for slot in ("A2", "A3", "A4")]
+        led = rig.ledger()
+        assert not [a for a in answers if "error" in a], (answers, led.journal)
+        if any("refused" in a for a in answers):
+            assert [a for a in led.alarms.values() if a["active"]], (answers, led.alarms)
+        seqs = [j["board_seq"] for j in led.journal]
+        assert len(seqs) == len(set(seqs)) and min(seqs) > 0, seqs
+        assert await settle(rig) == []
+        await alive(rig)
