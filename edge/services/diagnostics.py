@@ -15,15 +15,22 @@ import ipaddress
 import pathlib
 import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.errors import ProtocolError
-from drivers.vend_board import codec
+from drivers.vend_board import VendBoard, codec
+
+if TYPE_CHECKING:
+    from edge.services.payment_mdb import MdbPayment
 
 SIOCGIFADDR = 0x8915
 NET_ROOT = "/sys/class/net"
 # fields whose integer values are codes the reader knows by name
-NAMED = {"outcome": codec.ErrorCode, "error": codec.ErrorCode, "state": getattr(codec, "VendState", None)}
+NAMED: dict[str, type[enum.IntEnum]] = {
+    "outcome": codec.ErrorCode,
+    "error": codec.ErrorCode,
+    "state": codec.VendState,
+}
 
 
 def decode_frame(hex_text: str) -> dict[str, Any]:
@@ -42,12 +49,7 @@ def decode_frame(hex_text: str) -> dict[str, Any]:
 
 def _show(key: str, value: Any) -> str:
     names = NAMED.get(key)
-    if (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and isinstance(names, type)
-        and issubclass(names, enum.IntEnum)
-    ):
+    if isinstance(value, int) and not isinstance(value, bool) and names is not None:
         try:
             return names(value).name
         except ValueError:
@@ -57,24 +59,18 @@ def _show(key: str, value: Any) -> str:
     return str(value)
 
 
-def board_info(board: Any, decoded: list[dict[str, Any]]) -> dict[str, Any]:
+def board_info(board: VendBoard, decoded: list[dict[str, Any]]) -> dict[str, Any]:
     """Firmware, protocol version and boot id from the last handshake, else from the last status reply
     in the log; "unknown" when neither exists."""
-    info = getattr(board, "info", None)
+    info = board.info
     out = {
         "firmware": "unknown",
         "protocol": "unknown",
         "boot": "unknown",
-        "incompatible": getattr(board, "incompatible", None) or "",
+        "incompatible": board.incompatible or "",
     }
     if info is not None:
-        out.update(
-            {
-                k: str(getattr(info, src))
-                for k, src in (("firmware", "firmware"), ("protocol", "version"), ("boot", "boot"))
-                if getattr(info, src, None) is not None
-            }
-        )
+        out.update({"firmware": str(info.firmware), "protocol": str(info.version), "boot": str(info.boot)})
         return out
     for f in reversed(decoded):
         if "firmware=" in f["detail"]:
@@ -131,14 +127,11 @@ def _ipv4(ifname: str) -> str | None:
     return str(ipaddress.IPv4Address(packed[20:24]))
 
 
-def payment_state(svc: Any) -> dict[str, Any]:
+def payment_state(svc: MdbPayment | None) -> dict[str, Any]:
     """The payment reader's state from its service's `status()` when the machine has one."""
-    status = getattr(svc, "status", None) if svc is not None else None
-    if status is None:
+    if svc is None:
         return {"state": "unknown", "detail": "no payment device on this machine", "last_error": ""}
-    st = status() if callable(status) else status
-    if not isinstance(st, dict):
-        return {"state": "unknown", "detail": "", "last_error": ""}
+    st = svc.status()
     state = st.get("state") or ("online" if st.get("online") else "offline" if "online" in st else "unknown")
     detail = " ".join(
         f"{k}={v}"
