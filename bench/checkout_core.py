@@ -21,7 +21,6 @@ import statistics
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,10 +32,10 @@ from edge.services.evidence import cell_observations
 from hw_sim.camera.render import ShelfRenderer
 from hw_sim.customers import Truth, apply, generate
 from hw_sim.world import FridgeWorld, load_demo_planogram
-from vision_models.recognizer import Recognizer
+from vision_models.recognizer import DEFAULT_MODEL_DIR, Recognizer
 from vision_models.types import CellRoi
 
-MODEL_DIR = Path(__file__).resolve().parent.parent / "vision_models" / "models" / "shelf-v1"
+MODEL_DIR = DEFAULT_MODEL_DIR
 SHELVES = (0, 1, 2, 3)
 
 

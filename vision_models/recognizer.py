@@ -24,7 +24,7 @@ from vision_models.types import EMPTY, CellDetection, CellRoi, ModelError
 log = structlog.get_logger(__name__)
 
 MODEL_FILE, CARD_FILE, GALLERY_FILE = "model.onnx", "model_card.json", "gallery.npz"
-DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "shelf-v1"
+DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "shelf-v2"
 _REQUIRED = ("name", "version", "input", "normalization", "labels", "embedding_dim", "similarity_scale")
 
 

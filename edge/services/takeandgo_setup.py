@@ -21,14 +21,14 @@ from edge.ledger.db import LedgerDB
 from edge.services.enrollment import EnrollmentService, ProductGallery
 from edge.services.evidence import Capturer, EvidenceStore, grid_rois
 from edge.services.takeandgo import TakeAndGoService
-from vision_models.recognizer import Recognizer
+from vision_models.recognizer import DEFAULT_MODEL_DIR, Recognizer
 from vision_models.types import CellRoi, ModelError
 
 if TYPE_CHECKING:
     from edge.services.plant import Plant
 
 log = structlog.get_logger(__name__)
-DEFAULT_MODEL = pathlib.Path(__file__).resolve().parents[2] / "vision_models" / "models" / "shelf-v1"
+DEFAULT_MODEL = DEFAULT_MODEL_DIR  # the shipped model (vision_models/models/shelf-v2)
 
 
 async def build_takeandgo(config: Config, db: LedgerDB, plant: Plant | None, clock: SystemClock) -> TakeAndGoService:

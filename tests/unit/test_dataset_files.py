@@ -19,7 +19,8 @@ from vision_models.preprocess import crop_cells
 from vision_models.train.dataset import DataDir, DataError, as_strip
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["--frames", "2", "--distractors", "3", "--gallery-refs", "2", "--calib-frames", "2",
+SIZE = json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())["input"]["size"]  # the shipped model's
+SMALL = ["--size", str(SIZE), "--frames", "2", "--distractors", "3", "--gallery-refs", "2", "--calib-frames", "2",
          "--eval-frames", "2", "--latency-frames", "1"]
 
 
@@ -40,14 +41,14 @@ def test_cli_writes_every_set_with_the_expected_shapes(data_dir: Path) -> None:
     assert meta["distractors"] == ["distractor_000", "distractor_001", "distractor_002"]
     assert meta["train"]["seeds"] == [1000, 1001] and meta["heldout"]["seeds"] == [0, 1]
     train = np.load(data_dir / "train.npz", allow_pickle=False)  # plain arrays, no pickles
-    assert train["x"].shape == (60, 40, 40, 3) and train["x"].dtype == np.uint8
+    assert train["x"].shape == (60, SIZE, SIZE, 3) and train["x"].dtype == np.uint8
     assert list(train["frame"]) == [1000] * 30 + [1001] * 30
     assert set(train["labels"]) <= {*DEMO_SKUS, EMPTY, *meta["distractors"]}
     refs = np.load(data_dir / "gallery_refs.npz", allow_pickle=False)
     assert list(refs["labels"]) == [*DEMO_SKUS, EMPTY] and refs["refs"].shape == (25, 2, 76, 120, 3)
-    assert np.load(data_dir / "calib.npz")["x"].shape == (60, 40, 40, 3)
+    assert np.load(data_dir / "calib.npz")["x"].shape == (60, SIZE, SIZE, 3)
     held = np.load(data_dir / "heldout.npz", allow_pickle=False)
-    assert held["x"].shape == (60, 40, 40, 3) and list(held["frame"]) == [0] * 30 + [1] * 30
+    assert held["x"].shape == (60, SIZE, SIZE, 3) and list(held["frame"]) == [0] * 30 + [1] * 30
     for key in ("labels", "slot_id", "position", "occlusion", "pair"):
         assert held[key].shape == (60,), key
     assert all(p == "" or lb in p.split("/") for lb, p in zip(held["labels"], held["pair"], strict=True))
@@ -57,13 +58,13 @@ def test_cli_writes_every_set_with_the_expected_shapes(data_dir: Path) -> None:
 
 def test_files_hold_the_same_cells_as_rendering_directly(data_dir: Path) -> None:
     """Same seeds, same order: the files are the renders, not an approximation of them."""
-    x, labels, _ = build(range(1000, 1002), 40, DEMO_SKUS + distractor_ids(3), p_demo=0.6)
+    x, labels, _ = build(range(1000, 1002), SIZE, DEMO_SKUS + distractor_ids(3), p_demo=0.6)
     train = np.load(data_dir / "train.npz")
     assert np.array_equal(train["x"], x) and list(train["labels"]) == labels
     frame, layout, truth, var = render_frame(1)
     held = np.load(data_dir / "heldout.npz")
     rois = [CellRoi.from_dict(c) for c in layout]
-    assert np.array_equal(held["x"][30:], crop_cells(frame, rois, 40))  # the runtime crop, pixel for pixel
+    assert np.array_equal(held["x"][30:], crop_cells(frame, rois, SIZE))  # the runtime crop, pixel for pixel
     assert list(held["labels"][30:]) == truth
     assert set(held["occlusion"][30:]) == {np.float32(var["occlusion"])}
 
@@ -71,7 +72,7 @@ def test_files_hold_the_same_cells_as_rendering_directly(data_dir: Path) -> None
 def test_reader_scores_stored_cells_exactly_like_the_live_frame(data_dir: Path) -> None:
     data = DataDir(data_dir)
     held = data.heldout()
-    assert data.size == 40 and [(f.start, f.stop) for f in held.frames()] == [(0, 30), (30, 60)]
+    assert data.size == SIZE and [(f.start, f.stop) for f in held.frames()] == [(0, 30), (30, 60)]
     assert len(data.gallery_refs()[EMPTY]) == 2 and len(data.latency_frames()[0][1]) == 30
     rec = Recognizer.load(DEFAULT_MODEL_DIR, threads=1)
     frame, layout, _, _ = render_frame(0)
@@ -98,7 +99,7 @@ def test_lookalike_frames_add_hard_examples_after_the_ordinary_ones(tmp_path: Pa
     assert meta["command"].endswith("--lookalike-frames 2")
     train = np.load(out / "train.npz", allow_pickle=False)
     assert list(train["frame"]) == [1000] * 30 + [1001] * 30 + [1002] * 30 + [1003] * 30
-    x, labels, _ = build(range(1000, 1002), 40, DEMO_SKUS + distractor_ids(3), p_demo=0.6)
+    x, labels, _ = build(range(1000, 1002), SIZE, DEMO_SKUS + distractor_ids(3), p_demo=0.6)
     assert np.array_equal(train["x"][:60], x) and list(train["labels"][:60]) == labels
     twins = {s for pair in meta["lookalike_pairs"] for s in pair}
     hard = set(train["labels"][60:]) - {EMPTY}

@@ -311,7 +311,9 @@ def export_checkpoint(a: argparse.Namespace) -> int:
     args = ckpt["args"]
     cmd = (
         f"python -m vision_models.train.metric --data DATA --work WORK --backbone {a.backbone} "
-        f"--size {a.size} --steps {args['steps']} --randomized {args['randomized']} --views {args['views']} "
+        f"--size {a.size} "
+        + (f"--minutes {args['minutes']:g} " if args.get("minutes") else f"--steps {args['steps']} ")
+        + f"--randomized {args['randomized']} --views {args['views']} "
         f"--lr {args['lr']} --seed {args['seed']}"
     )
     info = {
@@ -321,6 +323,8 @@ def export_checkpoint(a: argparse.Namespace) -> int:
         "logos, textured surfaces, look-alike pairs one mark apart, hands, glare, blur, JPEG)",
         "commands": [data.meta["command"], cmd, cmd + f" --export OUT{' --int8' if a.int8 else ''}"],
         "backbone": a.backbone,
+        "seeds": data.meta["train"]["seeds"],
+        "frames": data.meta["train"]["frames"],
         "steps": ckpt["step"],
         "history": ckpt["history"],
         "loss": f"CosFace s={SIM_SCALE} m=0.2, look-alike twin margin {args['pair_margin']}",
