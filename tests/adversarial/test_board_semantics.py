@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import termios
 import time
 import tty
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ class Wire:
 
     def __init__(self, link: str) -> None:
         self.fd = os.open(link, os.O_RDWR | os.O_NOCTTY)
-        tty.setraw(self.fd)
+        tty.setraw(self.fd, termios.TCSANOW)  # not TCSAFLUSH: the boot announcement may be waiting
         os.set_blocking(self.fd, False)
         self.buf = b""
 
