@@ -16,8 +16,8 @@ import cv2
 import structlog
 
 from drivers.errors import DeviceError
-from edge.core.fusion import CellObs
-from vision_models.types import CellDetection, CellRoi
+from edge.core.fusion import CellObs, FusionParams
+from vision_models.types import EMPTY, CellDetection, CellRoi
 
 log = structlog.get_logger(__name__)
 
@@ -69,13 +69,22 @@ class Capturer:
             return ShelfView(shelf, None, self.blind[shelf]), frame.image
         loop = asyncio.get_running_loop()
         dets = await loop.run_in_executor(self.executor, self.recognizer.recognize, frame.image, self.rois[shelf])
-        return ShelfView(shelf, cell_observations(dets)), frame.image
+        return ShelfView(shelf, cell_observations(dets, doubt_margin(self.recognizer))), frame.image
 
 
-def cell_observations(dets: Sequence[CellDetection]) -> list[CellObs]:
-    """The recognizer's detections as fusion's cell observations (similarity -> quality)."""
+def doubt_margin(recognizer: Any) -> float:
+    """The model card's calibrated best-vs-second margin (`doubt.min_margin`; 0 = none)."""
+    return float(getattr(recognizer, "card", {}).get("doubt", {}).get("min_margin", 0.0))
+
+
+def cell_observations(dets: Sequence[CellDetection], min_margin: float = 0.0) -> list[CellObs]:
+    """The recognizer's detections as fusion's cell observations (similarity -> quality). A product
+    read whose runner-up is within `min_margin` (look-alikes, never-seen products) is passed on as
+    doubtful, just below fusion's `min_quality`: the other frame and the scale decide it."""
+    doubtful = FusionParams().min_quality - 0.01
     return [CellObs(d.slot_id, d.position, d.label, float(d.score), d.runner_up, float(d.runner_up_score),
-                    float(d.similarity)) for d in dets]
+                    float(d.similarity) if d.label == EMPTY or d.margin >= min_margin
+                    else min(float(d.similarity), doubtful)) for d in dets]
 
 
 def cells_to_json(view: ShelfView) -> dict[str, Any]:

@@ -1,0 +1,41 @@
+"""Fusion sees the model card's margin doubt: a product read whose runner-up is nearly as close is
+passed on as doubtful (just below `FusionParams.min_quality`), so the other frame and the scale
+decide it; clear reads and empty cells keep their similarity. The shipped model's card carries the
+margin (calibrated on held-out generated designs) and the runtime detections agree with
+`is_doubtful`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.core.fusion import FusionParams
+from edge.services.evidence import cell_observations, doubt_margin
+from vision_models import DEFAULT_MODEL_DIR, EMPTY, CellDetection, CellRoi, Recognizer, is_doubtful
+
+
+def det(label: str, similarity: float, margin: float) -> CellDetection:
+    return CellDetection("F1", 0, label, 0.9, "cola_zero", 0.1, similarity, margin)
+
+
+def test_low_margin_product_reads_become_doubtful_for_fusion() -> None:
+    q = FusionParams().min_quality
+    clear, close, empty, poor = (
+        det("cola", 0.99, 0.4),
+        det("cola", 0.97, 0.05),
+        det(EMPTY, 0.98, 0.01),
+        det("cola", 0.6, 0.01),
+    )
+    obs = cell_observations([clear, close, empty, poor], min_margin=0.14)
+    assert [o.quality for o in obs] == [0.99, q - 0.01, 0.98, 0.6]
+    assert [o.quality < q for o in obs] == [is_doubtful(d, q, 0.14) for d in (clear, close, empty, poor)]
+    assert [o.quality for o in cell_observations([clear, close], min_margin=0.0)] == [0.99, 0.97]
+
+
+def test_the_shipped_card_carries_a_calibrated_margin_the_daemon_uses() -> None:
+    rec = Recognizer.load(DEFAULT_MODEL_DIR)
+    m = doubt_margin(rec)
+    assert 0.0 < m < 0.5 and rec.card["doubt"]["calibration"]["wrong_trusted_rate"] <= 0.001
+    frame = np.random.default_rng(0).integers(0, 256, (64, 128, 3), np.uint8)
+    dets = rec.recognize(frame, [CellRoi("F1", 0, 0, 0, 64, 64), CellRoi("F1", 1, 64, 0, 64, 64)])
+    q = FusionParams().min_quality
+    assert [o.quality < q for o in cell_observations(dets, m)] == [is_doubtful(d, q, m) for d in dets]
