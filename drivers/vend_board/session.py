@@ -196,6 +196,8 @@ class BoardSession:
             raise ProtocolError(f"board speaks protocol v{reply.version}, this driver v{PROTOCOL_VERSION}")
         if reply.boot == 0:
             raise ProtocolError("board reports boot id 0 (reserved)")
+        if reply.last_seq > MAX_CALLER_SEQ:
+            raise ProtocolError(f"board reports last_seq {reply.last_seq:#x}, outside 0..{MAX_CALLER_SEQ:#x}")
         self.info = BoardInfo(version=reply.version, boot=reply.boot, memory=reply.memory, firmware=reply.firmware,
                               last_seq=reply.last_seq)
         self._boot = reply.boot
@@ -220,7 +222,13 @@ class BoardSession:
         if self.info is None or not self.connected:
             raise DeviceDisconnected(f"vend board {self._port} not connected")
         if self.info.boot != self._boot:
-            await self._hello()
+            try:
+                await self._hello()
+            except ProtocolError as exc:  # the rebooted board answers, but not as the protocol says
+                self.incompatible = f"handshake failed after a reset: {exc}"
+                self._log.error("vend_board_incompatible", reason=self.incompatible)
+                raise
+            self.incompatible = None
         return self._boot
 
     def _on_lost(self, exc: Exception | None) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.core.catalog import Planogram
+from edge.core.errors import SaleRefused
 from edge.ledger.db import LedgerDB, Tx
 
 
@@ -184,9 +185,10 @@ async def next_board_seq(tx: Tx, at_least: int = 1) -> int:
     ``at_least``: above every seq the board says it remembers (a new or restored ledger must not
     reuse one the board would answer from memory instead of acting on)."""
     row = await tx.fetchone("SELECT value FROM meta WHERE key='board_seq'")
-    seq = (int(row["value"]) if row else 0) % MAX_BOARD_SEQ + 1
-    if seq < at_least <= MAX_BOARD_SEQ:
-        seq = at_least
+    seq = max((int(row["value"]) if row else 0) + 1, at_least)
+    if seq > MAX_BOARD_SEQ:  # never wrap onto a seq the board may still remember (2^31 vends: a lying board)
+        raise SaleRefused("board_seq_exhausted", f"no board sequence id left above {seq - 1}: the board "
+                                                 "reports remembering the top of the range; clear its memory")
     await tx.execute("INSERT INTO meta(key, value) VALUES ('board_seq', ?) "
                      "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(seq),))
     return seq

@@ -76,6 +76,7 @@ class VendService:
         self._pay_lock = asyncio.Lock()  # one card payment at a time, authorize → settle
         self.unreconciled = 0
         self.accepting = True  # False while the daemon stops: new sales are refused
+        self._exhausted: SaleRefused | None = None  # the seq range ran out in this sale's transaction
         # a power cut right after the VEND frame left the port (tests/reliability arms this crash point)
         board.on_frame_sent = lambda frame: crash_point("vend.after_send") if isinstance(frame, VendReq) else None
 
@@ -88,9 +89,28 @@ class VendService:
         door unlocks (numbered from the same counter) never reuse one either."""
         last = self.board.last_seq
         if last:
-            async with self.db.tx() as tx:
-                seq = await repo.next_board_seq(tx, at_least=last)
+            try:
+                async with self.db.tx() as tx:
+                    seq = await repo.next_board_seq(tx, at_least=last)
+            except SaleRefused as exc:
+                await self._seq_alarm(exc)
+                return
             log.info("board_seq_checked", board_last_seq=last, ledger_seq=seq)
+
+    async def _next_seq(self, tx: Tx) -> int:
+        """The journal's next board seq, above every seq the board remembers (HELLO's last_seq)."""
+        try:
+            return await repo.next_board_seq(tx, at_least=self.board.last_seq + 1)
+        except SaleRefused as exc:  # the sale is refused; the alarm is written after the rollback
+            self._exhausted = exc
+            raise
+
+    async def _seq_alarm(self, exc: SaleRefused) -> None:
+        async with self.db.tx() as tx:
+            await repo.raise_alarm(tx, "board_seq_exhausted", "board_seq_exhausted",
+                                   f"sales refused: {exc.detail}", severity="critical",
+                                   data={"board_last_seq": self.board.last_seq})
+        log.error("board_seq_exhausted", board_last_seq=self.board.last_seq)
 
     async def drain(self) -> None:
         """Refuse new sales and wait for the one in progress to finish (daemon stop)."""
@@ -180,15 +200,30 @@ class VendService:
             raise SaleRefused("board_offline", "the vend board is not connected")
         try:
             boot = await self.board.current_boot()  # re-handshakes if the board was reset since HELLO
+        except ProtocolError as exc:  # it answers, but outside the protocol: say so now, not at the next poll
+            async with self.db.tx() as tx:
+                await repo.raise_alarm(tx, "board_incompatible", "board_incompatible",
+                                       f"vend board refused: {exc}", severity="critical",
+                                       data={"device": "vend_board", "reason": str(exc)})
+            raise SaleRefused("board_offline", f"the vend board breaks the protocol: {exc}") from exc
         except DeviceError as exc:
             raise SaleRefused("board_offline", f"the vend board does not answer: {exc}") from exc
+        self._exhausted = None
+        try:
+            return await self._write_sale(slot_id, payment_ref, test, actor, boot, priced)
+        finally:
+            if self._exhausted is not None:
+                await self._seq_alarm(self._exhausted)
+
+    async def _write_sale(self, slot_id: str, payment_ref: str, test: bool, actor: str, boot: int,
+                          priced: Any) -> tuple[str, int, int]:
         async with self.db.tx() as tx:
             sku = await self._sellable(tx, slot_id)
             order_id = uuid.uuid4().hex[:16]
             if priced is None and not test and self.prices is not None:
                 priced = await self.prices.for_sale(tx, slot_id, sku)
             price = 0 if test else sku.price.amount if priced is None else priced.unit_price
-            seq = await repo.next_board_seq(tx, at_least=self.board.last_seq + 1)
+            seq = await self._next_seq(tx)
             await repo.insert_order(tx, order_id, kind="test_vend" if test else "vend", status="pending",
                                     total=price, currency=sku.price.currency, payment_ref=payment_ref,
                                     lines=[{"sku_id": sku.sku_id, "slot_id": slot_id, "qty": 1, "unit_price": price,
