@@ -33,11 +33,17 @@ async def lines(rig, sid: str) -> list[tuple]:
     return [tuple(r) for r in rows]
 
 
+# The shopper holds the items a moment before closing the door, so the shelves' scales have been
+# polled after the take: this test is about pricing. (Closing within one scale poll of the take is
+# decided safely — needs_review, never a wrong charge — see docs/vision.md's known limits.)
+LINGER_S = 0.6
+
+
 async def test_meal_deal_is_charged_in_a_basket(tmp_path):
     rig = await start_takeandgo_rig(str(tmp_path), seed=3)
     try:
         row, _ = await shop(
-            rig, random.Random(0), session_id="s-list", actions=[("take", "H1"), ("take", "F1")]
+            rig, random.Random(0), session_id="s-list", actions=[("take", "H1"), ("take", "F1")], linger_s=LINGER_S
         )
         assert row["state"] == "charged", row
         assert sorted(await lines(rig, "s-list")) == [("cola", 1, 180, ""), ("sandwich_ham", 1, 450, "")]
@@ -47,6 +53,7 @@ async def test_meal_deal_is_charged_in_a_basket(tmp_path):
             random.Random(1),
             session_id="s-deal",
             actions=[("take", "H1"), ("take", "F1"), ("take", "G1")],
+            linger_s=LINGER_S,
         )
         assert row["state"] == "charged", row
         got = await lines(rig, "s-deal")
