@@ -410,7 +410,9 @@ async def test_push_resumes_within_a_second_or_two_after_an_outage(cloud: Cloud)
             proxy.drop_rate = 0.0
             t0 = time.monotonic()
             await until(lambda: _empty(outbox), timeout=30)
-            assert time.monotonic() - t0 < 3.0
+            # the push loop's own backoff is past 4 s by now: arriving sooner means the wake worked
+            # (3.9 s, not less: a loaded CI box took 3.1 s for the poll loop to see the link back)
+            assert time.monotonic() - t0 < 3.9
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
