@@ -18,12 +18,12 @@ from tests.support.run_daemon import DaemonProcess, spiral_stock
 REPLY_TIMEOUT_S, RETRIES, VEND_TIMEOUT_S = 0.5, 3, 15.0
 
 
-def write_rig_config(state_dir: pathlib.Path, link: str) -> pathlib.Path:
+def write_rig_config(state_dir: pathlib.Path, link: str, vend_timeout_s: float = VEND_TIMEOUT_S) -> pathlib.Path:
     cfg = write_config(state_dir, board_port=link)
     text = cfg.read_text()
     text = re.sub(r"(?m)^reply_timeout_s = .*$", f"reply_timeout_s = {REPLY_TIMEOUT_S}", text)
     text = re.sub(r"(?m)^retries = .*$", f"retries = {RETRIES}", text)
-    text = re.sub(r"(?m)^vend_timeout_s = .*$", f"vend_timeout_s = {VEND_TIMEOUT_S}", text)
+    text = re.sub(r"(?m)^vend_timeout_s = .*$", f"vend_timeout_s = {vend_timeout_s}", text)
     cfg.write_text(text)
     return cfg
 
@@ -39,11 +39,12 @@ class Rig:
         seed: int = 1,
         v1_only: bool = False,
         restock: bool = True,
+        vend_timeout_s: float = VEND_TIMEOUT_S,
     ) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.link = str(root / "ttyADV")
-        self.config = write_rig_config(root, self.link)
+        self.config = write_rig_config(root, self.link, vend_timeout_s)
         self.board = AdversarialBoard(
             self.link, spiral_stock(root), memory=memory, seed=seed, v1_only=v1_only
         )
