@@ -112,6 +112,8 @@ async def test_a_relock_the_io_module_misses_is_retried_until_the_door_is_locked
         await asyncio.sleep(0.3)
         assert sim.io.locked is False  # the relock could not be told yet
         await wait_for(lambda: sim.io.locked, timeout_s=3.0)  # retried every tick until it was
+        # the service marks itself locked once the write's reply is back (a tick after the module flips)
+        await wait_for(lambda: door.locked, timeout_s=3.0)
         assert door.locked is True
     finally:
         task.cancel()
