@@ -216,7 +216,7 @@ class VendService:
                 await self._seq_alarm(self._exhausted)
 
     async def _write_sale(self, slot_id: str, payment_ref: str, test: bool, actor: str, boot: int,
-                          priced: Any) -> tuple[str, int, int]:
+                          priced: Priced | None) -> tuple[str, int, int]:
         async with self.db.tx() as tx:
             sku = await self._sellable(tx, slot_id)
             order_id = uuid.uuid4().hex[:16]
