@@ -250,13 +250,8 @@ class Daemon:
             now = self.board.connected
             if self.board.incompatible != incompatible:  # the board answers, but not as a v2 board
                 incompatible = self.board.incompatible
-                async with self.db.tx() as tx:
-                    if incompatible:
-                        await repo.raise_alarm(tx, "board_incompatible", "board_incompatible",
-                                               f"vend board refused: {incompatible}", severity="critical",
-                                               data={"device": "vend_board", "reason": incompatible})
-                    else:
-                        await repo.clear_alarm(tx, "board_incompatible", "handshake ok")
+                if self.machine is not None:
+                    await self.machine.vend.board_incompatible(incompatible)
             if now and self.board.info is not handshake and self.machine is not None:
                 handshake = self.board.info  # a new HELLO: never reuse a seq the board remembers
                 await self.machine.vend.note_board_seq()

@@ -41,6 +41,12 @@ def _entry(row: Any) -> Entry:
 _COLS = "journal_id, order_id, slot_id, board_seq, state, outcome, sent_boot, acked_boot, board_slot, sent_memory"
 
 
+async def _entries(db: Tx | LedgerDB, sql: str, params: tuple[str, ...] = ()) -> list[Entry]:
+    """Rows inside a transaction (its own view) or committed ones (outside)."""
+    rows = await (db.db.execute_fetchall(sql, params) if isinstance(db, Tx) else db.fetchall(sql, params))
+    return [_entry(r) for r in rows]
+
+
 async def insert(tx: Tx, order_id: str, slot_id: str, seq: int, boot: int, memory: int) -> None:
     """A new entry, ``sent`` to board boot ``boot`` (which keeps ``memory`` outcomes across a reset):
     its commit is the last step before the frame leaves."""
@@ -84,12 +90,7 @@ async def mark_counted(tx: Tx, seq: int, outcome: str, counted: int, actor: str)
 
 async def open_entries(db: Tx | LedgerDB) -> list[Entry]:
     """Entries whose outcome the daemon has not settled, oldest first."""
-    if isinstance(db, Tx):
-        rows = await db.db.execute_fetchall(
-            f"SELECT {_COLS} FROM vend_journal WHERE state IN {_OPEN_SQL} ORDER BY journal_id")
-    else:
-        rows = await db.fetchall(f"SELECT {_COLS} FROM vend_journal WHERE state IN {_OPEN_SQL} ORDER BY journal_id")
-    return [_entry(r) for r in rows]
+    return await _entries(db, f"SELECT {_COLS} FROM vend_journal WHERE state IN {_OPEN_SQL} ORDER BY journal_id")
 
 
 async def count_open(db: LedgerDB) -> int:
@@ -101,9 +102,7 @@ async def needs_count(db: Tx | LedgerDB, slot_id: str | None = None) -> list[Ent
     where, params = "state='needs_count'", tuple[str, ...]()
     if slot_id is not None:
         where, params = where + " AND (slot_id=? OR board_slot=?)", (slot_id, slot_id)
-    sql = f"SELECT {_COLS} FROM vend_journal WHERE {where} ORDER BY journal_id"
-    rows = await (db.db.execute_fetchall(sql, params) if isinstance(db, Tx) else db.fetchall(sql, params))
-    return [_entry(r) for r in rows]
+    return await _entries(db, f"SELECT {_COLS} FROM vend_journal WHERE {where} ORDER BY journal_id", params)
 
 
 async def blocking_restock(tx: Tx, slot_id: str | None) -> str | None:

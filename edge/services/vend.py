@@ -41,6 +41,12 @@ RECONCILE_BACKOFF_MAX_S = 30.0
 SaleGuard = Callable[[str, str], Awaitable[None]]  # (slot_id, sku_id) -> raises SaleRefused
 
 
+async def _fail(tx: Tx, order_id: str, reason: str) -> dict[str, Any]:
+    """No item reached the customer: the order fails, and a paid one is refunded."""
+    return await repo.finish_order(tx, order_id, "failed", refund_due=await journal.order_total(tx, order_id) > 0,
+                                   reason=reason)
+
+
 class BoardPort(Protocol):
     connected: bool
     on_frame_sent: Callable[[Any], None] | None  # called with each frame right after it is written
@@ -104,6 +110,16 @@ class VendService:
         except SaleRefused as exc:  # the sale is refused; the alarm is written after the rollback
             self._exhausted = exc
             raise
+
+    async def board_incompatible(self, reason: str | None) -> None:
+        """Raise (a reason) or clear (None) the alarm for a board that answers outside protocol v2."""
+        async with self.db.tx() as tx:
+            if reason:
+                await repo.raise_alarm(tx, "board_incompatible", "board_incompatible",
+                                       f"vend board refused: {reason}", severity="critical",
+                                       data={"device": "vend_board", "reason": reason})
+            else:
+                await repo.clear_alarm(tx, "board_incompatible", "handshake ok")
 
     async def _seq_alarm(self, exc: SaleRefused) -> None:
         async with self.db.tx() as tx:
@@ -201,10 +217,7 @@ class VendService:
         try:
             boot = await self.board.current_boot()  # re-handshakes if the board was reset since HELLO
         except ProtocolError as exc:  # it answers, but outside the protocol: say so now, not at the next poll
-            async with self.db.tx() as tx:
-                await repo.raise_alarm(tx, "board_incompatible", "board_incompatible",
-                                       f"vend board refused: {exc}", severity="critical",
-                                       data={"device": "vend_board", "reason": str(exc)})
+            await self.board_incompatible(str(exc))
             raise SaleRefused("board_offline", f"the vend board breaks the protocol: {exc}") from exc
         except DeviceError as exc:
             raise SaleRefused("board_offline", f"the vend board does not answer: {exc}") from exc
@@ -273,8 +286,7 @@ class VendService:
         """The board certainly did not run this seq: the order fails, a paid one is refunded."""
         async with self.db.tx() as tx:
             await journal.mark_done(tx, seq, "not_sent")
-            order = await repo.finish_order(tx, order_id, "failed", refund_due=await journal.order_total(tx, order_id) > 0,
-                                            reason=reason)
+            order = await _fail(tx, order_id, reason)
         log.warning("vend_not_run", order_id=order_id, seq=seq, reason=reason, detail=detail)
         return order
 
@@ -295,10 +307,9 @@ class VendService:
         if not known:
             # a spiral this machine's planogram does not have: the drop sensor still decides the order,
             # but there is no ledger stock to move (the alarm asks for the wiring to be checked)
-            ok = outcome is VendOutcome.OK
-            return await repo.finish_order(tx, order_id, "completed" if ok else "failed",
-                                           refund_due=not ok and await journal.order_total(tx, order_id) > 0,
-                                           reason=f"slot_mismatch:{turned}" if ok else outcome.name.lower())
+            if outcome is VendOutcome.OK:
+                return await repo.finish_order(tx, order_id, "completed", reason=f"slot_mismatch:{turned}")
+            return await _fail(tx, order_id, outcome.name.lower())
         if outcome is VendOutcome.OK:
             left = await repo.change_stock(tx, turned, -1, "vend", order_id=order_id)
             await journal.reset_jam(tx, turned)
@@ -309,8 +320,7 @@ class VendService:
                                             reason="" if turned == slot_id else f"slot_mismatch:{turned}")
         else:
             await self._slot_trouble(tx, turned, outcome)
-            order = await repo.finish_order(tx, order_id, "failed", refund_due=await journal.order_total(tx, order_id) > 0,
-                                            reason=outcome.name.lower())
+            order = await _fail(tx, order_id, outcome.name.lower())
         log.info("vend_finished", order_id=order_id, slot=slot_id, board_slot=turned, seq=seq,
                  outcome=outcome.name.lower())
         return order
@@ -394,9 +404,7 @@ class VendService:
                 await self._record(tx, entry.seq, q.outcome, q.slot)
             elif verdict is Verdict.NOT_SENT:
                 await journal.mark_done(tx, entry.seq, "not_sent")
-                await repo.finish_order(tx, entry.order_id, "failed",
-                                        refund_due=await journal.order_total(tx, entry.order_id) > 0,
-                                        reason="not_sent")
+                await _fail(tx, entry.order_id, "not_sent")
             else:
                 await self._needs_count(tx, entry, why)
             await tx.event("vend_reconciled", {"order_id": entry.order_id, "seq": entry.seq,
@@ -474,8 +482,7 @@ class VendService:
             if verdict.fell:
                 order = await repo.finish_order(tx, order_id, "completed", reason="counted")
             else:
-                order = await repo.finish_order(tx, order_id, "failed", refund_due=await journal.order_total(tx, order_id) > 0,
-                                                reason="counted_not_dispensed")
+                order = await _fail(tx, order_id, "counted_not_dispensed")
             data = {"order_id": order_id, "slot_id": entry.slot_id, "ledger_count": row.count, "counted": counted,
                     "fell": verdict.fell, "actor": actor}
             await tx.event("vend_counted", data, severity="warning" if verdict.discrepancy else "info")
