@@ -133,6 +133,7 @@ class SyncConfig:
     batch_max_records: int = _f(500, **rng(1, 10000))
     poll_wait_s: float = _f(25.0, **rng(0, 300))
     config_interval_s: float = _f(60.0, **rng(1, 86400))
+    retry_max_s: float = _f(60.0, **rng(1, 3600))  # cap of the retry backoff while the cloud fails
     retention_days: float = _f(7.0, **rng(0, 3650))
     ledger_budget_mb: float = _f(512.0, **rng(1, 100000))
     mqtt: MqttConfig = _f(None)

@@ -66,7 +66,7 @@ async def start_inproc(root: pathlib.Path, *, speed: float = 20.0, motor_ms: int
     root.mkdir(parents=True, exist_ok=True)
     sim = SimVendBoard(dict(SPIRAL), motor_ms=motor_ms, speed=speed, seed=3)
     link = await sim.serve_pty(str(root / "ttyVEND"))
-    extra = f'\n[sync]\nenabled = true\nurl = "{sync_url}"\npoll_wait_s = 1\n' if sync_url else ""
+    extra = f'\n[sync]\nenabled = true\nurl = "{sync_url}"\npoll_wait_s = 1\nretry_max_s = 2\n' if sync_url else ""
     cfg = write_config(root, board_port=link, extra=extra)
     if data_dir is not None:
         cfg.write_text(cfg.read_text().replace(f'data_dir = "{root / "data"}"', f'data_dir = "{data_dir}"'))
