@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import subprocess
-import time
 
 import pytest
 
 from drivers.mdb import CashlessReader, ReaderState
 from tests.support.mdb_peer import PeerReader
+from tests.support.socat import socat_pair
 
 pytestmark = [
     pytest.mark.timeout(30),
@@ -21,21 +19,8 @@ pytestmark = [
 
 @pytest.fixture
 def pair(tmp_path):
-    a, b = str(tmp_path / "ttyHost"), str(tmp_path / "ttyPeer")
-    proc = subprocess.Popen(
-        ["socat", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        if os.path.exists(a) and os.path.exists(b):
-            break
-        proc.poll()
-        assert proc.returncode is None, "socat exited"
-        time.sleep(0.01)
-    yield a, b
-    proc.terminate()
-    proc.wait(5)
+    with socat_pair(tmp_path) as ends:
+        yield ends
 
 
 @pytest.fixture
