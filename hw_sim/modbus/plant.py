@@ -37,14 +37,19 @@ _WRITE_FCS = frozenset({5, 6, 15, 16})
 
 
 class SimClock:
-    """Simulated seconds: `speed` x real time since start, plus any manual `advance`."""
+    """Simulated seconds: `speed` x real time since start, plus any manual `advance`. With `origin_unix`
+    it counts from that Unix time instead, so another process (a daemon whose `[simulation]` has the
+    same origin and time_scale) reads the same simulated time."""
 
-    def __init__(self, speed: float = 1.0) -> None:
+    def __init__(self, speed: float = 1.0, origin_unix: float | None = None) -> None:
         self.speed = speed
+        self._origin = origin_unix
         self._t0 = time.monotonic()
         self._offset = 0.0
 
     def now(self) -> float:
+        if self._origin is not None:
+            return (time.time() - self._origin) * self.speed + self._offset
         return (time.monotonic() - self._t0) * self.speed + self._offset
 
     def advance(self, seconds: float) -> None:
@@ -89,9 +94,10 @@ class SimModbusPlant:
     """Three Modbus slaves with physics, served over RTU (pty) and/or TCP. See module docstring."""
 
     def __init__(self, world: FridgeWorld, *, speed: float = 1.0, seed: int = 0, baudrate: int = 19200,
-                 wire_timing: bool = True, extra_units: Mapping[int, str] | None = None) -> None:
+                 wire_timing: bool = True, extra_units: Mapping[int, str] | None = None,
+                 clock_origin_unix: float | None = None) -> None:
         self.world = world
-        self.clock = SimClock(speed)
+        self.clock = SimClock(speed, clock_origin_unix)
         self.baudrate = baudrate
         self.wire_timing = wire_timing
         self.fridge = FridgePhysics(setpoint_c=4.0, start_c=4.0, seed=seed)
