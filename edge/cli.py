@@ -57,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                                       "There is no default password; it is asked twice on a terminal.")
     user.add_argument("action", choices=["add", "list", "remove"], help="what to do")
     user.add_argument("name", nargs="?", help="account name (add, remove)")
-    user.add_argument("--role", choices=["technician", "viewer"], default="technician",
-                      help="technician may act, viewer only reads (default: %(default)s)")
+    user.add_argument("--role", choices=["technician", "viewer", "kiosk"], default="technician",
+                      help="technician may act, viewer only reads, kiosk only sells (the touchscreen app; "
+                           "default: %(default)s)")
     _config_arg(user)
     dex = sub.add_parser("dex", help="print a DEX/EVA-DTS audit read of the ledger (docs/protocols/dex.md)",
                          description="Print one DEX (EVA-DTS) read to stdout; it is recorded in the ledger and "

@@ -23,7 +23,7 @@ from edge.ledger.db import LedgerDB, Tx
 
 log = structlog.get_logger(__name__)
 
-ROLES = ("technician", "viewer")
+ROLES = ("technician", "viewer", "kiosk")  # kiosk: the machine's own touchscreen app (sells only)
 SCRYPT_N, SCRYPT_R, SCRYPT_P, DKLEN = 2**14, 8, 1, 32
 MAX_FAILURES = 5          # the 6th attempt after 5 failures is refused even with the right password
 LOCK_BASE_S = 30.0        # first lock; doubles with every further failure

@@ -14,7 +14,7 @@ from aiohttp import web
 from edge.core.errors import LedgerError, SaleRefused
 from edge.services.queries import Queries
 from edge.services.technician import Technician, TechnicianRefused
-from edge.web.auth import api_login, json_error, logout, session_of, technician
+from edge.web.auth import api_login, json_error, logout, session, session_of, technician
 from edge.web.keys import HUB, QUERIES, TECHNICIAN
 from edge.web.views import orders_csv
 
@@ -62,6 +62,7 @@ def _need_confirm(body: dict[str, Any]) -> web.Response | None:
     return None if body.get("confirm") is True else json_error(400, "confirm_required", 'send "confirm": true')
 
 
+@session
 async def me(request: web.Request) -> web.Response:
     s = session_of(request)
     return web.json_response({"user": s.user.name, "role": s.user.role, "csrf": s.csrf})

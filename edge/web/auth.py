@@ -1,10 +1,13 @@
 """Login, sessions, CSRF and roles for the diagnostics app.
 
-Every handler carries an access level (`public`, `viewer` — the default — or `technician`); one
-middleware enforces it before the handler runs, so a refused request never reaches the machine:
+Every handler carries an access level (`public`, `viewer` — the default —, `technician`, `kiosk` or
+`session`); one middleware enforces it before the handler runs, so a refused request never reaches the
+machine:
 - no valid session → pages redirect to /login, the API and the live stream answer 401;
 - a state-changing method (POST/PUT/PATCH/DELETE) without the session's CSRF token → 403;
-- a `technician` route for a viewer → 403.
+- a route the account's role may not reach (`ROLE_LEVELS`) → 403: a viewer reads, a technician reads
+  and acts, a kiosk account (the machine's own touchscreen app) reaches only `kiosk` routes and the
+  `session` ones every account has (who am I, log out).
 The login form itself is protected by a double-submit token (cookie + form field).
 """
 
@@ -35,9 +38,20 @@ LOGIN_PATHS = {"/login", "/api/v1/login"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+LEVELS = ("public", "viewer", "technician", "kiosk", "session")
+# the access levels each role may reach ("public" needs no session); an unknown role reaches nothing
+ROLE_LEVELS: dict[str, frozenset[str]] = {
+    "technician": frozenset({"viewer", "technician", "kiosk", "session"}),
+    "viewer": frozenset({"viewer", "session"}),
+    "kiosk": frozenset({"kiosk", "session"}),
+}
+REFUSALS = {"technician": "this account may only read", "kiosk": "only a kiosk or technician account may sell",
+            "viewer": "this account may only use the kiosk routes"}
+
+
 def access(level: str) -> Callable[[Handler], Handler]:
-    """Mark a handler `public`, `viewer` or `technician`."""
-    assert level in ("public", "viewer", "technician")
+    """Mark a handler with one of LEVELS."""
+    assert level in LEVELS
 
     def mark(fn: Handler) -> Handler:
         fn.access = level  # type: ignore[attr-defined]
@@ -47,6 +61,8 @@ def access(level: str) -> Callable[[Handler], Handler]:
 
 public = access("public")
 technician = access("technician")
+kiosk = access("kiosk")
+session = access("session")
 
 
 def level_of(handler: Any) -> str:
@@ -135,8 +151,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         sent = await csrf_token_of(request)
         if not sent or not hmac.compare_digest(sent.encode(), sess.csrf.encode()):
             return refuse(request, 403, "csrf", "missing or wrong CSRF token")
-    if level == "technician" and not sess.user.can_act:
-        return refuse(request, 403, "forbidden", "this account may only read")
+    if level not in ROLE_LEVELS.get(sess.user.role, frozenset()):
+        return refuse(request, 403, "forbidden", REFUSALS.get(level, "not for this account"))
     return await handler(request)
 
 
@@ -198,6 +214,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+@session
 async def logout(request: web.Request) -> web.StreamResponse:
     await request.app[QUERIES].users.end_session(request[TOKEN], request[USER_NAME])
     resp: web.StreamResponse = (web.json_response({"ok": True}) if is_api(request) else redirect("/login"))
