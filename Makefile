@@ -41,7 +41,7 @@ bench: $(STAMP)
 
 # the README's dashboard picture (tests never write into the source tree)
 screenshot: $(STAMP) sysdeps
-	$(PY) -m edge.web.screenshot docs/img/dashboard.png
+	$(PY) -m tests.support.screenshot docs/img/dashboard.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from edge.demo.takeandgo import TakeAndGoRig, shop, start_takeandgo_rig
+from tests.support.rigs.takeandgo import TakeAndGoRig, shop, start_takeandgo_rig
 
 
 def _conditions(rng: random.Random, after: bool) -> dict[str, Any]:

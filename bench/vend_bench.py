@@ -11,8 +11,8 @@ import tempfile
 import time
 from typing import Any
 
-from edge.demo.setup import start_rig, write_config
 from hw_sim.vend_board import SimVendBoard, run_in_thread
+from tests.support.rigs.vend import start_rig, write_config
 
 
 async def overhead(n: int) -> dict[str, float]:

@@ -81,11 +81,11 @@ async def _run(quick: bool, speed: float | None = None) -> dict[str, Any]:
 
     from edge.config import Secrets, WebConfig, load_config
     from edge.daemon import Daemon
-    from edge.demo.setup import write_config
     from edge.ledger.users import UserStore
     from edge.web.app import bound_port, start_web
     from hw_sim.vend_board import SimVendBoard, run_in_thread
     from hw_sim.world import load_demo_planogram
+    from tests.support.rigs.vend import write_config
 
     # Real motor timing by default: checkout latency is what a customer waits for, motor included.
     vends, clients = (8, 50) if quick else (30, 50)

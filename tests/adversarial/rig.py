@@ -10,8 +10,8 @@ import re
 import sqlite3
 from typing import Any
 
-from edge.demo.setup import write_config
 from tests.adversarial.board import ST_DONE, AdversarialBoard
+from tests.support.rigs.vend import write_config
 from tests.support.run_daemon import DaemonProcess, spiral_stock
 
 # the documented defaults (edge/config.py VendBoardConfig): the demo config shortens them

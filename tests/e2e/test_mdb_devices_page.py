@@ -10,11 +10,11 @@ import aiohttp
 import pytest
 
 from edge.config import Secrets, WebConfig
-from edge.demo.setup import start_rig
 from edge.ledger import repo
 from edge.ledger.users import UserStore
 from edge.web.app import bound_port, start_web
 from hw_sim.mdb_reader import SimMdbReader
+from tests.support.rigs.vend import start_rig
 
 PASSWORD = "correct horse battery"
 pytestmark = pytest.mark.timeout(90)

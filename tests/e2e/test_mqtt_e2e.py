@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from edge.demo.setup import write_config
 from hw_sim.vend_board import SimVendBoard, run_in_thread
 from tests.e2e.test_sync_e2e import _ledger, _sell
 from tests.support.mqtt_rig import MqttRig, mqtt_rig, needs_mosquitto, until
+from tests.support.rigs.vend import write_config
 from tests.support.run_daemon import DaemonProcess, spiral_stock
 
 MACHINE = "demo-0001"

@@ -18,14 +18,14 @@ import aiohttp
 import pytest
 
 from edge.core.offline_token import TokenClaims, b64url_encode, canonical_json, encode
-from edge.demo.interactive import start_cloud, sync_config
-from edge.demo.takeandgo import TakeAndGoRig, start_takeandgo_rig, wait_for
 from edge.services.offline_auth import start_offline_auth
 from hw_sim.camera.server import CameraServer
 from hw_sim.customers import Scenario, apply
 from hw_sim.phone import PhoneScreen
 from sync.refcloud.store import Store
 from tests.support.flaky_proxy import FlakyProxy
+from tests.support.rigs.cloud import start_cloud, sync_config
+from tests.support.rigs.takeandgo import TakeAndGoRig, start_takeandgo_rig, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 ADMIN = "offline-e2e-admin-token"

@@ -23,11 +23,11 @@ import pytest
 from bench.novel.generator import make_catalogue, render_view
 from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
-from edge.demo.takeandgo import shop, start_takeandgo_rig
 from edge.ledger.users import UserStore
 from edge.services.enrollment import ALARM_KEY
 from edge.web.app import MAX_BODY, bound_port, start_web
 from edge.web.products import UPLOAD_MAX
+from tests.support.rigs.takeandgo import shop, start_takeandgo_rig
 
 pytestmark = pytest.mark.timeout(180)
 PASSWORD = "correct horse battery"

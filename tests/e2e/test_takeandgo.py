@@ -14,8 +14,8 @@ import structlog.testing
 from edge.config import load_config
 from edge.core.errors import SaleRefused
 from edge.daemon import Daemon
-from edge.demo.takeandgo import shop, start_takeandgo_rig, wait_for
 from edge.ledger import repo
+from tests.support.rigs.takeandgo import shop, start_takeandgo_rig, wait_for
 from vision_models import DEFAULT_MODEL_DIR
 
 pytestmark = pytest.mark.timeout(180)

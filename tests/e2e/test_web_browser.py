@@ -20,10 +20,10 @@ import pytest
 
 from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
-from edge.demo.setup import start_rig
 from edge.ledger.users import UserStore
 from edge.web.app import bound_port, start_web
 from tests.support.review import basket_for_review
+from tests.support.rigs.vend import start_rig
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -62,7 +62,7 @@ async def classic(tmp_path):
 
 @pytest.fixture
 async def fridge(tmp_path):
-    fridge_demo = pytest.importorskip("edge.demo.fridge", reason="the cold-chain demo rig is not built yet")
+    from tests.support.rigs import fridge as fridge_demo  # noqa: PLC0415
     rig = await fridge_demo.start_fridge_rig(str(tmp_path), speed=2000.0)
     machine = rig.daemon.machine
     if machine.services.temperature is None:
@@ -234,7 +234,7 @@ VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, 
 @pytest.fixture
 async def takeandgo(tmp_path):
     """The take-and-go rig (plant, scales, cameras) with one basket waiting for review, evidence on disk."""
-    tg = pytest.importorskip("edge.demo.takeandgo")
+    from tests.support.rigs import takeandgo as tg  # noqa: PLC0415
     rig = await tg.start_takeandgo_rig(str(tmp_path), seed=3)
     await basket_for_review(rig, "s-review")
     runner, base = await serve(rig.daemon.machine, session_clock=SystemClock())

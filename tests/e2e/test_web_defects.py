@@ -17,7 +17,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
-from edge.demo.takeandgo import start_takeandgo_rig
 from edge.ledger.outbox import LedgerOutbox
 from edge.ledger.users import UserStore
 from edge.services.cloud import CommandInbox, LedgerConfigSink
@@ -27,6 +26,7 @@ from sync.client import SyncClient
 from sync.refcloud import serve
 from tests.e2e.test_web_security import PASSWORD, web  # noqa: F401  (the shared fixture)
 from tests.support.review import basket_for_review
+from tests.support.rigs.takeandgo import start_takeandgo_rig
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -119,7 +119,7 @@ async def test_restock_refuses_negative_and_boolean_counts(web):  # noqa: F811
 
 
 async def test_clear_lockout_says_when_none_was_active(tmp_path):
-    fridge_demo = pytest.importorskip("edge.demo.fridge")
+    from tests.support.rigs import fridge as fridge_demo  # noqa: PLC0415
     rig = await fridge_demo.start_fridge_rig(str(tmp_path), speed=200.0)
     runner = None
     try:

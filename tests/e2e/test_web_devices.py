@@ -9,13 +9,13 @@ import pytest
 
 from drivers.mdb import CashlessReader
 from edge.config import Secrets, WebConfig
-from edge.demo.setup import start_rig
 from edge.ledger.users import UserStore
 from edge.services import diagnostics
 from edge.services.payment_mdb import MdbPayment, MdbPaymentConfig
 from edge.web.app import bound_port, start_web
 from hw_sim.mdb_reader import SimMdbReader
 from hw_sim.vend_board import FIRMWARE
+from tests.support.rigs.vend import start_rig
 
 PASSWORD = "correct horse battery"
 pytestmark = pytest.mark.timeout(90)

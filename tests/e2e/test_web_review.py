@@ -16,11 +16,11 @@ import pytest
 
 from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
-from edge.demo.takeandgo import start_takeandgo_rig
 from edge.ledger import repo
 from edge.ledger.users import UserStore
 from edge.web.app import bound_port, start_web
 from tests.support.review import basket_for_review
+from tests.support.rigs.takeandgo import start_takeandgo_rig
 
 PASSWORD = "correct horse battery"
 pytestmark = pytest.mark.timeout(120)

@@ -18,10 +18,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.config import Secrets, WebConfig
-from edge.demo.setup import start_rig
 from edge.ledger.users import MAX_FAILURES, UserStore
 from edge.web.app import bound_port, route_table, start_web
 from edge.web.users import user_command
+from tests.support.rigs.vend import start_rig
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from edge.demo.setup import start_rig, write_config
 from edge.ledger.db import LedgerDB
 from edge.ledger.dex import Identity
 from edge.services.dex import DexService
+from tests.support.rigs.vend import start_rig, write_config
 
 
 def parse_dex(text: str) -> dict[str, list[list[str]]]:

@@ -6,7 +6,6 @@ import aiohttp
 import pytest
 
 from edge.config import Secrets, WebConfig
-from edge.demo.setup import start_rig
 from edge.ledger.outbox import LedgerOutbox
 from edge.ledger.users import UserStore
 from edge.services.dex import DexService
@@ -16,6 +15,7 @@ from sync.refcloud import serve
 from tests.integration import test_sync_client as sc
 from tests.integration.test_dex import Read, check
 from tests.integration.test_sync_client import TOKEN
+from tests.support.rigs.vend import start_rig
 
 pytestmark = pytest.mark.timeout(60)
 PASSWORD = "correct horse battery"

@@ -15,13 +15,13 @@ from drivers.errors import DeviceError
 from drivers.modbus import ModbusHub, RegisterMap
 from drivers.vend_board import VendBoard
 from edge.config import DoorConfig
-from edge.demo.fridge import PlantClock
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
 from edge.services.door import Door, IoModuleDoor, VendBoardDoor
 from hw_sim.modbus import SimModbusPlant
 from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import FridgeWorld, load_demo_planogram
+from tests.support.rigs.fridge import PlantClock
 
 pytestmark = pytest.mark.timeout(30)
 SPEED = 200.0  # simulated seconds per real second

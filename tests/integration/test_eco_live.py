@@ -8,9 +8,9 @@ import dataclasses
 
 import pytest
 
-from edge.demo.fridge import HOUR
 from edge.services.eco import EcoService, eco_config
 from tests.integration.test_fridge_services import rig, wait_for  # noqa: F401  (the shared fixture)
+from tests.support.rigs.fridge import HOUR
 
 pytestmark = pytest.mark.timeout(60)
 

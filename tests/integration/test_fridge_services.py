@@ -13,9 +13,9 @@ import json
 import pytest
 
 from edge.core.errors import SaleRefused
-from edge.demo.fridge import HOUR, FridgeRig, start_fridge_rig
 from edge.ledger import repo
 from edge.services.temperature import TemperatureService
+from tests.support.rigs.fridge import HOUR, FridgeRig, start_fridge_rig
 
 pytestmark = pytest.mark.timeout(40)
 MIN = 60.0

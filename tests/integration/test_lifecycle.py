@@ -16,11 +16,11 @@ import pytest
 from edge.config import load_config
 from edge.core.errors import SaleRefused
 from edge.daemon import Daemon
-from edge.demo.fridge import plant_config, start_fridge_rig
-from edge.demo.setup import write_config
 from hw_sim.modbus import SimModbusPlant
 from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import FridgeWorld, load_demo_planogram
+from tests.support.rigs.fridge import plant_config, start_fridge_rig
+from tests.support.rigs.vend import write_config
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -88,10 +88,10 @@ async def test_a_relock_the_io_module_misses_is_retried_until_the_door_is_locked
     one attempt, a log line, and the door stayed unlocked)."""
     from drivers.modbus import ModbusHub, RegisterMap
     from edge.config import DoorConfig
-    from edge.demo.fridge import PlantClock
     from edge.ledger.db import LedgerDB
     from edge.services.door import Door, IoModuleDoor
     from tests.integration.test_door import wait_for
+    from tests.support.rigs.fridge import PlantClock
 
     sim = SimModbusPlant(FridgeWorld(load_demo_planogram()), speed=200.0, wire_timing=False)
     link = await sim.serve_rtu(str(tmp_path / "ttyMB"))

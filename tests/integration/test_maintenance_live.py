@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from edge.core.maintenance import CoolingConfig, CoolingWatch
-from edge.demo.fridge import HOUR
 from edge.ledger import repo
 from tests.integration.test_fridge_services import rig  # noqa: F401  (the shared fixture)
+from tests.support.rigs.fridge import HOUR
 
 pytestmark = pytest.mark.timeout(60)
 KEY = "service_soon:cooling:fridge"

@@ -13,10 +13,10 @@ import pytest
 
 from drivers.mdb import CashlessReader, ReaderState
 from edge.core.errors import SaleRefused
-from edge.demo.setup import start_rig
 from edge.ledger import payments, repo
 from edge.services.payment_mdb import MdbPayment, MdbPaymentConfig
 from hw_sim.mdb_reader import SimMdbReader
+from tests.support.rigs.vend import start_rig
 
 PRICE = {"A1": 180}
 

@@ -10,11 +10,11 @@ import datetime as dt
 import pytest
 
 from edge.core.errors import SaleRefused
-from edge.demo.setup import start_rig
 from edge.ledger import fresh, payments, repo
 from edge.services.cloud import LedgerConfigSink
 from hw_sim.mdb_reader import SimMdbReader
 from hw_sim.world import load_demo_planogram
+from tests.support.rigs.vend import start_rig
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,9 +9,9 @@ import json
 import pytest
 
 from edge.core.errors import SaleRefused
-from edge.demo.fridge import start_fridge_rig
 from edge.ledger import repo
 from tests.integration.test_fridge_services import wait_for
+from tests.support.rigs.fridge import start_fridge_rig
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from edge.demo.takeandgo import shop, start_takeandgo_rig
 from edge.services.cloud import LedgerConfigSink
 from hw_sim.world import load_demo_planogram
+from tests.support.rigs.takeandgo import shop, start_takeandgo_rig
 
 pytestmark = pytest.mark.timeout(90)
 DEAL = {

@@ -145,7 +145,7 @@ class BrokenMap:
 
 
 async def test_a_crashed_modbus_poll_task_takes_its_devices_offline_with_alarms_and_is_restarted(tmp_path):
-    from edge.demo.fridge import start_fridge_rig
+    from tests.support.rigs.fridge import start_fridge_rig
 
     rig = await start_fridge_rig(str(tmp_path), speed=2000, poll_s=0.02, restock_grace_s=0)
     try:
@@ -178,7 +178,7 @@ async def test_a_crashed_modbus_poll_task_takes_its_devices_offline_with_alarms_
 
 
 async def test_the_daemon_supervises_the_live_update_publisher(tmp_path):
-    from edge.demo.fridge import start_fridge_rig
+    from tests.support.rigs.fridge import start_fridge_rig
 
     rig = await start_fridge_rig(str(tmp_path), speed=200, poll_s=0.05)
     try:

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from edge.core.errors import SaleRefused
-from edge.demo.setup import start_rig, write_config
 from edge.ledger import repo
 from hw_sim.vend_board import SimVendBoard, run_in_thread
+from tests.support.rigs.vend import start_rig, write_config
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import json
 import pytest
 
 from edge.core.errors import SaleRefused
-from edge.demo.setup import start_rig
 from edge.ledger import journal, repo
 from edge.services.cloud import standard_handlers
+from tests.support.rigs.vend import start_rig
 
 
 @pytest.fixture

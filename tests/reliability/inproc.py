@@ -11,11 +11,11 @@ from typing import Any
 from edge.clock import SystemClock
 from edge.config import Secrets, load_config
 from edge.daemon import Daemon
-from edge.demo.setup import write_config
 from edge.ledger import repo
 from edge.services.machine import Machine
 from hw_sim.vend_board import SimVendBoard
 from tests.reliability.harness import SECRET, SPIRAL
+from tests.support.rigs.vend import write_config
 
 
 @dataclass

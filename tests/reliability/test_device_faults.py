@@ -106,7 +106,7 @@ async def test_board_answering_garbage_for_a_while_never_double_dispenses(rig: I
     assert _all_tasks_running(rig)
 
 
-UNITS = {1: "bus0.fridge", 2: "bus0.shelves", 3: "bus0.io"}  # edge.demo.fridge.plant_config
+UNITS = {1: "bus0.fridge", 2: "bus0.shelves", 3: "bus0.io"}  # tests.support.rigs.fridge.plant_config
 
 
 @pytest.fixture

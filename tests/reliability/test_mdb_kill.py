@@ -16,10 +16,10 @@ import time
 
 import pytest
 
-from edge.demo.setup import write_config
 from hw_sim.mdb_reader import MdbReaderThread, SimMdbReader
 from hw_sim.vend_board import SimVendBoard, run_in_thread
 from hw_sim.world import load_demo_planogram
+from tests.support.rigs.vend import write_config
 
 pytestmark = pytest.mark.timeout(90)
 ROOT = pathlib.Path(__file__).resolve().parents[2]

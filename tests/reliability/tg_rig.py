@@ -1,7 +1,7 @@
 """Take-and-go simulators for the subprocess harness: the Modbus plant (door, scales, fridge) on a pty,
 the shelf cameras over HTTP and the vend board on a pty, all in ONE background thread with its own
 asyncio loop, next to a daemon subprocess (`tests.support.run_daemon`). The config is built exactly as
-`edge.demo.takeandgo.start_takeandgo_rig` builds it.
+`tests.support.rigs.takeandgo.start_takeandgo_rig` builds it.
 
     sims = TakeAndGoSims(root).start()
     cfg = sims.write_config()
@@ -15,9 +15,6 @@ import sqlite3
 import time
 from typing import Any
 
-from edge.demo.fridge import plant_config
-from edge.demo.setup import write_config
-from edge.demo.takeandgo import camera_config
 from hw_sim.camera.render import ShelfRenderer
 from hw_sim.camera.server import CameraServer
 from hw_sim.modbus import SimModbusPlant
@@ -25,6 +22,9 @@ from hw_sim.threaded import LoopThread
 from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import FridgeWorld, load_demo_planogram
 from tests.reliability.harness import DaemonProc, log_tail
+from tests.support.rigs.fridge import plant_config
+from tests.support.rigs.takeandgo import camera_config
+from tests.support.rigs.vend import write_config
 
 TAKEANDGO = """
 [takeandgo]

@@ -8,7 +8,7 @@ from typing import Any
 
 async def basket_for_review(rig: Any, session_id: str) -> dict[str, Any]:
     """Shop one basket that must go to review (evidence on disk), then heal the camera; returns the session."""
-    from edge.demo.takeandgo import shop
+    from tests.support.rigs.takeandgo import shop
 
     rig.cameras.fail("shelf0", "dead")
     row, _ = await shop(rig, random.Random(0), session_id=session_id, linger_s=1.0, actions=[("take", "F1")])

@@ -256,8 +256,8 @@ def write_sync_config(state_dir: pathlib.Path, *, board_port: str, url: str, sec
                       poll_wait_s: float = 1.0) -> pathlib.Path:
     """A demo config with `[sync]` on, the secret (hex) in a 0600 file, and optionally every slot's
     capacity set to `capacity` (so a long test never runs out of stock)."""
-    from edge.demo.setup import write_config  # noqa: PLC0415 - keeps the daemon entry light
     from hw_sim.world import load_demo_planogram  # noqa: PLC0415
+    from tests.support.rigs.vend import write_config  # noqa: PLC0415 - keeps the daemon entry light
 
     state_dir.mkdir(parents=True, exist_ok=True)
     doc = load_demo_planogram()

@@ -8,7 +8,7 @@ import pytest
 
 from edge.config import load_all, load_config
 from edge.core.errors import ConfigError
-from edge.demo.setup import write_config
+from tests.support.rigs.vend import write_config
 
 
 def cfg_with(tmp_path: pathlib.Path, payment: str) -> pathlib.Path:

@@ -1,6 +1,6 @@
 """`make screenshot`: the README's dashboard picture, taken in headless Debian chromium from a demo rig.
 
-Run as ``python -m edge.web.screenshot OUT.png``. The rig lives in a temporary directory that is removed
+Run as ``python -m tests.support.screenshot OUT.png``. The rig lives in a temporary directory that is removed
 afterwards; only OUT is written. Needs Playwright (a dev dependency) and /usr/bin/chromium.
 """
 
@@ -20,19 +20,20 @@ async def take(out: pathlib.Path) -> None:
 
     from edge.clock import SystemClock
     from edge.config import Secrets, WebConfig
-    from edge.demo.fridge import start_fridge_rig
     from edge.ledger.users import UserStore
     from edge.web.app import bound_port, start_web
+    from tests.support.rigs.fridge import HOUR, start_fridge_rig
 
     with tempfile.TemporaryDirectory(prefix="vendedge-shot-") as state:
         rig = await start_fridge_rig(state, speed=2000.0)  # the cold-chain demo: a temperature chart too
         try:
             machine = rig.daemon.machine
+            assert machine is not None
             await UserStore(machine.db).add("tech", "technician", PASSWORD)
             runner = await start_web(machine, WebConfig(host="127.0.0.1", port=0), Secrets(),
                                      session_clock=SystemClock())
             try:
-                await asyncio.sleep(3.0)  # a few simulated hours of temperature history for the chart
+                await rig.until(rig.sim_now() + 2 * HOUR)  # temperature history for the chart
                 for slot in ("A1", "C1", "B2"):
                     await machine.sell(slot, "card:screenshot")
                 base = f"http://127.0.0.1:{bound_port(runner)}"

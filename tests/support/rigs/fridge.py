@@ -1,0 +1,135 @@
+"""The chilled machine: the simulated Modbus plant (fridge controller, weight shelves, door I/O) on an
+RTU pty, the vend board on a pty, and the daemon on a clock that follows the simulator's clock, so
+alarm delays and the food-safety allowance run in simulated time."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.clock import ManualClock
+from edge.config import load_config
+from edge.daemon import Daemon
+from edge.services.plant import Plant
+from hw_sim.modbus import SimModbusPlant
+from hw_sim.vend_board import SimVendBoard
+from hw_sim.world import FridgeWorld, load_demo_planogram
+from tests.support.rigs.vend import write_config
+
+START_WALL = 1_800_000_000.0  # 2027-01-15 08:00 UTC: any fixed origin keeps runs comparable
+HOUR = 3600.0
+
+
+class PlantClock(ManualClock):
+    """A ManualClock that also follows the simulator's clock (speed x real time)."""
+
+    def __init__(self, sim_clock: Any, start: float = START_WALL) -> None:
+        super().__init__(start)
+        self._sim = sim_clock
+
+    def wall(self) -> float:
+        return self._wall + float(self._sim.now())
+
+    def monotonic(self) -> float:
+        return self._mono + float(self._sim.now())
+
+
+def plant_config(link: str, *, poll_s: float, restock_grace_s: float = 3600, extra: str = "") -> str:
+    """Config sections for the Modbus bus, the I/O-module door and demo temperature limits."""
+    dev = f'poll_interval_s = {poll_s}\noffline_after = 3'
+    return f"""
+[door]
+source = "io_module"
+unlock_ms = 8000
+open_too_long_s = 300
+
+[temperature]
+setpoint_c = 4.0
+high_alarm_c = 6.0
+high_alarm_delay_s = 600
+low_alarm_c = -1.0
+hysteresis_c = 1.0
+food_safety_limit_c = 5.0
+food_safety_max_s = 1800
+restock_grace_s = {restock_grace_s}
+
+[modbus.bus0]
+serial_port = "{link}"
+timeout_s = 0.05
+retries = 0
+gap_ms = 0
+
+[modbus.bus0.devices.fridge]
+unit_id = 1
+map = "fridge_controller"
+role = "fridge"
+{dev}
+
+[modbus.bus0.devices.shelves]
+unit_id = 2
+map = "weight_shelf"
+role = "weight_shelves"
+{dev}
+
+[modbus.bus0.devices.io]
+unit_id = 3
+map = "io_module"
+role = "io"
+{dev}
+{extra}
+"""
+
+
+@dataclass
+class FridgeRig:
+    """Simulators + daemon + plant services, all on one simulated clock."""
+
+    sim: SimModbusPlant
+    board_sim: SimVendBoard
+    daemon: Daemon
+    plant: Plant
+    clock: PlantClock
+    world: FridgeWorld
+    root: pathlib.Path
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def sim_now(self) -> float:
+        return float(self.sim.clock.now())
+
+    async def until(self, sim_t: float, *, step_s: float = 0.003) -> None:
+        """Let real time pass until the simulator's clock reaches `sim_t` seconds (time is the subject)."""
+        while self.sim_now() < sim_t:
+            await asyncio.sleep(step_s)
+
+    async def stop(self) -> None:
+        await self.daemon.stop()  # stops the plant too (door locked first)
+        await self.board_sim.stop()
+        await self.sim.close()
+
+
+async def start_fridge_rig(state_dir: str, *, speed: float = 2000.0, seed: int = 1, poll_s: float = 0.03,
+                           wire_timing: bool = False, fill: bool = True,
+                           restock_grace_s: float = 3600) -> FridgeRig:
+    """Start the Modbus plant (RTU on a pty), the vend board (pty), the daemon and its plant services."""
+    root = pathlib.Path(state_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    doc = load_demo_planogram()
+    world = FridgeWorld(doc)
+    sim = SimModbusPlant(world, speed=speed, seed=seed, wire_timing=wire_timing)
+    link = await sim.serve_rtu(str(root / "ttyMODBUS"))
+    spiral = {s["slot_id"]: s["capacity"] for s in doc["slots"] if s.get("shelf") is None}
+    board_sim = SimVendBoard(dict(spiral), speed=speed, seed=seed)
+    board_link = await board_sim.serve_pty(str(root / "ttyVEND"))
+    clock = PlantClock(sim.clock)
+    extra = plant_config(link, poll_s=poll_s, restock_grace_s=restock_grace_s)
+    cfg = load_config(write_config(root, board_port=board_link, extra=extra))
+    daemon = Daemon(cfg, clock=clock, time_scale=speed)  # the daemon starts the plant (door, guards)
+    machine = await daemon.start()
+    plant = daemon.plant
+    assert plant is not None and daemon.board is not None
+    await daemon.board.wait_connected(5.0)
+    if fill:
+        await machine.restock(None, None, actor="demo")
+    return FridgeRig(sim, board_sim, daemon, plant, clock, world, root)
