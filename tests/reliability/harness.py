@@ -29,15 +29,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from hw_sim.rigs.config import MACHINE_ID, spiral_stock, write_config
 from hw_sim.threaded import LoopThread
 from hw_sim.vend_board import SimThread, SimVendBoard, run_in_thread
-from hw_sim.world import load_demo_planogram
-from tests.support.rigs.vend import MACHINE_ID, write_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOKEN = "reliability-admin-token"
 SECRET = "5e" * 32  # the machine secret, hex (what secrets.toml holds)
-SPIRAL = {s["slot_id"]: s["capacity"] for s in load_demo_planogram()["slots"] if s.get("shelf") is None}
+SPIRAL = spiral_stock()
 SOURCE_DIRS = ("edge", "sync", "drivers")
 
 

@@ -18,13 +18,12 @@ from typing import Any
 from hw_sim.camera.render import ShelfRenderer
 from hw_sim.camera.server import CameraServer
 from hw_sim.modbus import SimModbusPlant
+from hw_sim.rigs.config import plant_config, spiral_stock, write_config
 from hw_sim.threaded import LoopThread
 from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import FridgeWorld, load_demo_planogram
 from tests.reliability.harness import DaemonProc, log_tail
-from tests.support.rigs.fridge import plant_config
 from tests.support.rigs.takeandgo import camera_config
-from tests.support.rigs.vend import write_config
 
 TAKEANDGO = """
 [takeandgo]
@@ -46,8 +45,7 @@ class TakeAndGoSims(LoopThread):
         doc = load_demo_planogram()
         self.world = FridgeWorld(doc)
         self.plant = SimModbusPlant(self.world, speed=1.0, seed=seed, wire_timing=False)
-        spiral = {s["slot_id"]: s["capacity"] for s in doc["slots"] if s.get("shelf") is None}
-        self.board = SimVendBoard(spiral, speed=50.0, seed=seed)
+        self.board = SimVendBoard(spiral_stock(doc), speed=50.0, seed=seed)
         self.renderers = {k: ShelfRenderer(self.world, k, seed=seed) for k in self.world.shelves()}
         self.cameras = CameraServer({f"shelf{k}": r for k, r in self.renderers.items()})
         self.modbus_link = self.board_link = ""
@@ -75,7 +73,7 @@ class TakeAndGoSims(LoopThread):
 
     def write_config(self, extra: str = "") -> pathlib.Path:
         """The daemon config `start_takeandgo_rig` writes (fast Modbus polling, 0.3 s timeout)."""
-        plant = plant_config(self.modbus_link, poll_s=0.05).replace("timeout_s = 0.05", "timeout_s = 0.3")
+        plant = plant_config(self.modbus_link, poll_s=0.05, timeout_s=0.3)
         return write_config(self.root, board_port=self.board_link,
                             extra=plant + TAKEANDGO + camera_config(self.renderers, self.cameras) + extra)
 

@@ -14,12 +14,13 @@ from edge.config import load_config
 from edge.daemon import Daemon
 from edge.services.plant import Plant
 from hw_sim.modbus import SimModbusPlant
+from hw_sim.rigs.config import plant_config, spiral_stock, write_config
 from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import FridgeWorld, load_demo_planogram
-from tests.support.rigs.vend import write_config
 
 START_WALL = 1_800_000_000.0  # 2027-01-15 08:00 UTC: any fixed origin keeps runs comparable
 HOUR = 3600.0
+__all__ = ["HOUR", "START_WALL", "FridgeRig", "PlantClock", "plant_config", "start_fridge_rig"]
 
 
 class PlantClock(ManualClock):
@@ -34,52 +35,6 @@ class PlantClock(ManualClock):
 
     def monotonic(self) -> float:
         return self._mono + float(self._sim.now())
-
-
-def plant_config(link: str, *, poll_s: float, restock_grace_s: float = 3600, extra: str = "") -> str:
-    """Config sections for the Modbus bus, the I/O-module door and demo temperature limits."""
-    dev = f'poll_interval_s = {poll_s}\noffline_after = 3'
-    return f"""
-[door]
-source = "io_module"
-unlock_ms = 8000
-open_too_long_s = 300
-
-[temperature]
-setpoint_c = 4.0
-high_alarm_c = 6.0
-high_alarm_delay_s = 600
-low_alarm_c = -1.0
-hysteresis_c = 1.0
-food_safety_limit_c = 5.0
-food_safety_max_s = 1800
-restock_grace_s = {restock_grace_s}
-
-[modbus.bus0]
-serial_port = "{link}"
-timeout_s = 0.05
-retries = 0
-gap_ms = 0
-
-[modbus.bus0.devices.fridge]
-unit_id = 1
-map = "fridge_controller"
-role = "fridge"
-{dev}
-
-[modbus.bus0.devices.shelves]
-unit_id = 2
-map = "weight_shelf"
-role = "weight_shelves"
-{dev}
-
-[modbus.bus0.devices.io]
-unit_id = 3
-map = "io_module"
-role = "io"
-{dev}
-{extra}
-"""
 
 
 @dataclass
@@ -119,7 +74,7 @@ async def start_fridge_rig(state_dir: str, *, speed: float = 2000.0, seed: int =
     world = FridgeWorld(doc)
     sim = SimModbusPlant(world, speed=speed, seed=seed, wire_timing=wire_timing)
     link = await sim.serve_rtu(str(root / "ttyMODBUS"))
-    spiral = {s["slot_id"]: s["capacity"] for s in doc["slots"] if s.get("shelf") is None}
+    spiral = spiral_stock(doc)
     board_sim = SimVendBoard(dict(spiral), speed=speed, seed=seed)
     board_link = await board_sim.serve_pty(str(root / "ttyVEND"))
     clock = PlantClock(sim.clock)

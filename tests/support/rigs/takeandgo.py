@@ -17,10 +17,9 @@ from hw_sim.camera.render import ShelfRenderer
 from hw_sim.camera.server import CameraServer
 from hw_sim.customers import Scenario, Truth, apply, generate
 from hw_sim.modbus import SimModbusPlant
+from hw_sim.rigs.config import plant_config, spiral_stock, write_config
 from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import FridgeWorld, load_demo_planogram
-from tests.support.rigs.fridge import plant_config
-from tests.support.rigs.vend import write_config
 from tests.support.waits import poll, wait_for
 
 __all__ = ["TakeAndGoRig", "camera_config", "shop", "start_takeandgo_rig", "wait_for"]
@@ -81,7 +80,7 @@ async def start_takeandgo_rig(state_dir: str, *, seed: int = 1, extra: str = "",
     world = FridgeWorld(doc)
     plant_sim = SimModbusPlant(world, speed=1.0, seed=seed, wire_timing=False)
     link = await plant_sim.serve_rtu(str(root / "ttyMODBUS"))
-    spiral = {s["slot_id"]: s["capacity"] for s in doc["slots"] if s.get("shelf") is None}
+    spiral = spiral_stock(doc)
     board_sim = SimVendBoard(dict(spiral), speed=50.0, seed=seed)
     board_link = await board_sim.serve_pty(str(root / "ttyVEND"))
     renderers = {k: ShelfRenderer(world, k, seed=seed) for k in world.shelves()}
@@ -96,7 +95,7 @@ fusion = {'true' if fusion else 'false'}
 {f'model_dir = "{model_dir}"' if model_dir else ''}
 """
     cfg = write_config(root, board_port=board_link, web_port=web_port, secrets_file=secrets_file,
-                       extra=plant_config(link, poll_s=0.05).replace("timeout_s = 0.05", "timeout_s = 0.3")
+                       extra=plant_config(link, poll_s=0.05, timeout_s=0.3)
                        + tg + camera_config(renderers, cameras) + extra)
     config = load_config(cfg)
     daemon = Daemon(config, load_secrets(secrets_file) if secrets_file else None)
