@@ -72,7 +72,7 @@ async def stock_rows(tx: Tx, slot_id: str | None = None) -> list[StockRow]:
     return [_stock(r) for r in rows]
 
 
-async def stock_row(tx: Tx, slot_id: str) -> StockRow | None:
+async def stock_row(tx: Tx | LedgerDB, slot_id: str) -> StockRow | None:
     row = await tx.fetchone("SELECT * FROM stock WHERE slot_id=?", (slot_id,))
     return _stock(row) if row else None
 

@@ -78,7 +78,7 @@ class PriceBook:
         self._quotes[slot_id] = q
         return q
 
-    async def for_sale(self, tx: Tx, slot_id: str, sku: Sku) -> pr.Priced:
+    async def for_sale(self, tx: Tx | LedgerDB, slot_id: str, sku: Sku) -> pr.Priced:
         """The unit price to charge: the live quote for this slot and SKU if there is one, else now's."""
         q = self._quotes.pop(slot_id, None)
         if q is not None and q.priced.sku_id == sku.sku_id and q.honoured(self.clock.monotonic()):
