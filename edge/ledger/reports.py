@@ -4,6 +4,8 @@
 - `slot_failures`: failed vends per slot and reason (jams, no drop, …) since a day.
 - `orders`, `sales_counts`, `refunds_due`: orders by creation time (with their lines) and a day's totals.
 - `events_page`, `open_lockouts`, `outbox_state`: the event log, food-safety lockouts, the sync backlog.
+- `audit` (and its parts `audit_*`, `quick_check`): the counts of GET /api/v1/audit, which scripts,
+  tests and the out-of-process demo check a run against.
 
 Times are stored UTC ISO strings; callers turn local days into such bounds (`lo <= created_at < hi`).
 """
@@ -14,6 +16,7 @@ import datetime as dt
 import json
 from typing import Any
 
+from edge.ledger import journal, payments
 from edge.ledger.db import LedgerDB
 
 ALARM_EVENTS_SCANNED = 1000  # newest alarm events read; older episodes drop off the page
@@ -157,3 +160,92 @@ async def open_lockouts(db: LedgerDB) -> list[dict[str, Any]]:
     """Food-safety lockouts not cleared yet, oldest first (`data` decoded)."""
     rows = await db.fetchall("SELECT * FROM lockouts WHERE cleared_at IS NULL ORDER BY lockout_id")
     return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
+
+
+# ---- the audit read model (GET /api/v1/audit): what scripts, tests and the demo check a run against ----
+
+SALE_KINDS = ("vend", "test_vend")  # orders of the spiral slots (take-and-go baskets are not counted here)
+_SALE_KINDS_SQL = "('vend','test_vend')"
+
+
+async def _count(db: LedgerDB, sql: str, params: tuple[Any, ...] = ()) -> int:
+    row = await db.fetchone(sql, params)
+    return int(row[0] or 0) if row else 0
+
+
+async def audit_orders(db: LedgerDB) -> dict[str, Any]:
+    """Vend and test-vend orders: {by_status: {status: n}, completed_by_slot: {slot: items}, refunds_due: n}."""
+    by_status = await db.fetchall(
+        f"SELECT status, COUNT(*) AS n FROM orders WHERE kind IN {_SALE_KINDS_SQL} GROUP BY status ORDER BY status")
+    by_slot = await db.fetchall(
+        "SELECT l.slot_id AS slot_id, SUM(l.qty) AS n FROM orders o JOIN order_lines l ON l.order_id = o.order_id "
+        f"WHERE o.kind IN {_SALE_KINDS_SQL} AND o.status = 'completed' GROUP BY l.slot_id ORDER BY l.slot_id")
+    return {"by_status": {r["status"]: r["n"] for r in by_status},
+            "completed_by_slot": {r["slot_id"]: int(r["n"] or 0) for r in by_slot},
+            "refunds_due": await _count(db, f"SELECT COUNT(*) FROM orders WHERE kind IN {_SALE_KINDS_SQL} "
+                                            "AND refund_due = 1")}
+
+
+async def audit_vends(db: LedgerDB) -> dict[str, Any]:
+    """The vend journal: entries not settled yet, those waiting for a count, those a count settled (and how
+    many of those found the item had fallen: outcome ok)."""
+    waiting = await db.fetchall("SELECT order_id, slot_id FROM vend_journal WHERE state = 'needs_count' "
+                                "ORDER BY journal_id")
+    marks = ",".join("?" * len(journal.OPEN_STATES))
+    return {"unreconciled": await _count(db, f"SELECT COUNT(*) FROM vend_journal WHERE state IN ({marks})",
+                                         journal.OPEN_STATES),
+            "needs_count": [{"order_id": r["order_id"], "slot_id": r["slot_id"]} for r in waiting],
+            "counted": await _count(db, "SELECT COUNT(*) FROM vend_journal WHERE settled_by IS NOT NULL"),
+            "counted_fell": await _count(db, "SELECT COUNT(*) FROM vend_journal WHERE settled_by IS NOT NULL "
+                                             "AND outcome = 'ok'")}
+
+
+async def audit_alarms(db: LedgerDB) -> dict[str, Any]:
+    """{raised, cleared} events, every alarm kind ever stored, the keys of the active ones."""
+    kinds = await db.fetchall("SELECT DISTINCT kind FROM alarms ORDER BY kind")
+    active = await db.fetchall("SELECT alarm_key FROM alarms WHERE active = 1 ORDER BY alarm_key")
+    return {"raised": await _count(db, "SELECT COUNT(*) FROM events WHERE kind = 'alarm_raised'"),
+            "cleared": await _count(db, "SELECT COUNT(*) FROM events WHERE kind = 'alarm_cleared'"),
+            "kinds": [r["kind"] for r in kinds], "active": [r["alarm_key"] for r in active]}
+
+
+async def audit_counts(db: LedgerDB) -> dict[str, Any]:
+    """Food-safety lockouts (all, still open), events per kind, telemetry minutes stored."""
+    kinds = await db.fetchall("SELECT kind, COUNT(*) AS n FROM events GROUP BY kind ORDER BY kind")
+    return {"lockouts": {"food_safety": await _count(db, "SELECT COUNT(*) FROM lockouts WHERE kind = 'food_safety'"),
+                         "food_safety_open": await _count(db, "SELECT COUNT(*) FROM lockouts WHERE kind = "
+                                                              "'food_safety' AND cleared_at IS NULL")},
+            "events": {r["kind"]: r["n"] for r in kinds},
+            "telemetry_minutes": await _count(db, "SELECT COUNT(DISTINCT minute) FROM telemetry_1min")}
+
+
+async def audit_payments(db: LedgerDB) -> dict[str, dict[str, int]]:
+    """Per payment method: captured/refunded (count and amount), denied, cancelled, voided, still open, and
+    the number of disagreements between payments and orders (`payments.disagreements`, should be 0)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in await db.fetchall("SELECT DISTINCT method FROM payment_sessions ORDER BY method"):
+        method = r["method"]
+        totals = await payments.payment_totals(db, method)
+        broken = await payments.disagreements(db, method)
+        out[method] = {**{k: totals.get(k, 0) for k in ("captured", "captured_amount", "refunded",
+                                                       "refunded_amount", "denied", "cancelled", "voided")},
+                       "open": sum(totals.get(s, 0) for s in payments.OPEN_STATES),
+                       "disagreements": sum(map(len, broken.values()))}
+    return out
+
+
+async def quick_check(db: LedgerDB) -> bool:
+    """PRAGMA quick_check: the file's structure is sound (cheaper than integrity_check: no index contents)."""
+    row = await db.fetchone("PRAGMA quick_check")
+    return row is not None and row[0] == "ok"
+
+
+async def audit(db: LedgerDB) -> dict[str, Any]:
+    """The whole audit document of GET /api/v1/audit (docs/web-api.md)."""
+    stock = await db.fetchall("SELECT slot_id, count FROM stock ORDER BY slot_id")
+    counts = await audit_counts(db)
+    return {"orders": await audit_orders(db), "vends": await audit_vends(db),
+            "stock": {r["slot_id"]: r["count"] for r in stock}, "alarms": await audit_alarms(db),
+            "lockouts": counts["lockouts"], "events": counts["events"],
+            "telemetry_minutes": counts["telemetry_minutes"], "payments": await audit_payments(db),
+            "integrity_ok": await quick_check(db)}

@@ -26,7 +26,7 @@ from edge.clock import SystemClock
 from edge.config import TemperatureConfig
 from edge.ledger import fresh, repo, reports
 from edge.ledger.users import UserStore
-from edge.services import diagnostics
+from edge.services import audit, diagnostics
 from edge.services.machine import Machine
 
 log = structlog.get_logger(__name__)
@@ -123,6 +123,7 @@ class Queries:
         return {"points": points, "cabinet_c": last[1] if last else None, "evaporator_c": last[2] if last else None,
                 "compressor_on": last[3] if last else None, "setpoint_c": st.get("setpoint_c"),
                 **_alarm_limits(svc.config), "duty_cycle_1h": st.get("duty_cycle_1h"),
+                "max_cabinet_c": st.get("max_cabinet_c"),
                 "food_safety_locked": bool((st.get("food_safety") or {}).get("locked", False))}
 
     async def sync_status(self) -> dict[str, Any]:
@@ -161,7 +162,8 @@ class Queries:
         sales = await self.sales_summary(self.today())
         return {**status, "door": await self.door(), "temperature": self.temperature(max_points=96),
                 "sync": await self.sync_status(), "devices": self.devices(), "sales_today": sales,
-                "lockouts": await self.lockouts(), "low_stock": sum(1 for s in await self.stock() if s["low"])}
+                "lockouts": await self.lockouts(), "low_stock": sum(1 for s in await self.stock() if s["low"]),
+                "counters": audit.service_counters(self.m)}
 
     # ---- stock and sales ---------------------------------------------------------------------
 

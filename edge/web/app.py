@@ -26,7 +26,7 @@ from edge.config import Secrets, WebConfig
 from edge.services.machine import Machine
 from edge.services.queries import Queries, money
 from edge.services.technician import Technician
-from edge.web import api, auth, dex, fmt, haccp, kiosk, metrics, prices, products, sse, views
+from edge.web import api, audit, auth, dex, fmt, haccp, kiosk, metrics, prices, products, sse, views
 from edge.web.keys import ALLOWED_HOSTS, FLASH, HUB, JINJA, METRICS_TOKEN, QUERIES, STATIC, STATS, TECHNICIAN
 
 log = structlog.get_logger(__name__)
@@ -155,6 +155,7 @@ def _add_routes(app: web.Application) -> None:
     prices.add_routes(app)
     api.add_routes(app)
     kiosk.add_routes(app)
+    audit.add_routes(app)
 
 
 def create_app(machine: Machine, secrets: Secrets, *, web_cfg: WebConfig | None = None,

@@ -70,6 +70,13 @@ async def families(q: Queries, web_stats: dict[str, Any]) -> list[Metric]:
                 [(["cabinet"], temp.get("cabinet_c")), (["evaporator"], temp.get("evaporator_c"))]),
         _family("gauge", "vendedge_compressor_on", "1 while the compressor runs.", [],
                 [([], None if temp.get("compressor_on") is None else int(temp["compressor_on"]))]),
+        _family("gauge", "vendedge_compressor_duty_ratio", "Share of the last hour the compressor ran (0..1).", [],
+                [([], temp.get("duty_cycle_1h"))]),
+        _family("gauge", "vendedge_temperature_max_celsius", "Highest reading since the daemon started.", ["probe"],
+                [(["cabinet"], temp.get("max_cabinet_c"))]),
+        _family("counter", "vendedge_service_events", "In-memory service counters since start (door openings "
+                "and unlocks, food-safety refusals, defrosts, ...).", ["service", "counter"],
+                [([svc, k], v) for svc, cs in sorted(d["counters"].items()) for k, v in sorted(cs.items())]),
         _family("counter", "vendedge_web_responses", "Web responses by status class.", ["code"],
                 [([k], v) for k, v in sorted(web_stats["responses"].items())]),
         _family("gauge", "vendedge_web_sse_clients", "Open live-update streams.", [],
