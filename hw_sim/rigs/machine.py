@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pathlib
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ class ProcessRig:
 async def start_machine(state_dir: str | pathlib.Path, *, speed: float = 20.0, seed: int = 1, extra: str = "",
                         web_port: int = 0, log_path: pathlib.Path | None = None, log_level: str = "warning",
                         fill: str = "spirals", secrets_extra: dict[str, str] | None = None,
-                        closers: list[Callable[[], Awaitable[Any]]] | None = None) -> ProcessRig:
+                        closers: Sequence[Callable[[], Awaitable[Any]]] = ()) -> ProcessRig:
     """Board on a pty, daemon on the other end, accounts made with the CLI and logged in; `fill`:
     "spirals" (every spiral full, shelves empty), "all" (every slot full) or "none"."""
     root = pathlib.Path(state_dir)
@@ -75,7 +75,7 @@ async def start_machine(state_dir: str | pathlib.Path, *, speed: float = 20.0, s
         daemon = DaemonProcess(cfg, log_path or root / "daemon.log")
         await daemon.start(f"{base}/healthz")
         rig = ProcessRig(root, board, daemon, base, ApiClient(base, metrics_token=metrics_token), ApiClient(base),
-                         passwords, planogram, list(closers or []))
+                         passwords, planogram, list(closers))
         await rig.tech.login(TECH, passwords[TECH])
         await rig.kiosk.login(KIOSK, passwords[KIOSK])
         await wait_board_online(rig.tech)
@@ -86,7 +86,7 @@ async def start_machine(state_dir: str | pathlib.Path, *, speed: float = 20.0, s
             await rig.stop()
         else:
             await board.stop()
-            for close in reversed(closers or []):
+            for close in reversed(closers):
                 await close()
         raise
 
