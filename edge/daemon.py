@@ -15,7 +15,7 @@ import structlog
 
 from drivers.vend_board import VendBoard
 from edge import __version__
-from edge.clock import SystemClock
+from edge.clock import ScaledClock, SystemClock
 from edge.config import Config, Secrets
 from edge.core.catalog import Planogram
 from edge.core.errors import ConfigError
@@ -51,6 +51,10 @@ class Daemon:
     def __init__(self, config: Config, secrets: Secrets | None = None, *, clock: SystemClock | None = None,
                  time_scale: float = 1.0) -> None:
         self.config = config
+        sim = config.simulation  # [simulation]: a demo or simulator in another process sets the pace
+        if clock is None and sim.active:
+            clock = ScaledClock(sim.time_scale, sim.origin_unix or None, sim.start_wall or None)
+            time_scale = sim.time_scale
         self.time_scale = time_scale  # simulated seconds per real second (demo scenarios); 1.0 on a machine
         self.secrets = secrets or Secrets()
         self.clock = clock or SystemClock()
@@ -124,7 +128,10 @@ class Daemon:
         if cfg.web.enabled:
             from edge.web.app import start_web
 
-            self.web_runner = await start_web(self.machine, cfg.web, self.secrets, spawn=self.supervisor.spawn)
+            # logins and sessions keep real time on a sped-up clock (a 12 h session is not 22 s at 2000x)
+            session_clock = SystemClock() if self.time_scale != 1.0 else None
+            self.web_runner = await start_web(self.machine, cfg.web, self.secrets, spawn=self.supervisor.spawn,
+                                              session_clock=session_clock)
         limit_c = cfg.temperature.food_safety_limit_c if cfg.temperature else RetentionPolicy.haccp_limit_c
         self.retention = Retention(db, RetentionPolicy(retention_days=cfg.sync.retention_days,
                                                        budget_mb=cfg.sync.ledger_budget_mb,
@@ -136,7 +143,7 @@ class Daemon:
         self.supervisor.spawn("watchdog", self._watchdog_loop)
         self.machine.mode = "selling"
         notify("READY=1\nSTATUS=selling")
-        log.info("daemon_ready", ledger=self.ledger_path, board=vb.port)
+        log.info("daemon_ready", ledger=self.ledger_path, board=vb.port, time_scale=self.time_scale)
         return self.machine
 
     async def _start_payment(self, db: LedgerDB) -> MdbPayment | None:
