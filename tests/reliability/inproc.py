@@ -3,7 +3,6 @@ faster than a subprocess and lets a test move the injected clock or point sync a
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from edge.services.machine import Machine
 from hw_sim.vend_board import SimVendBoard
 from tests.reliability.harness import SECRET, SPIRAL
 from tests.support.rigs.vend import write_config
+from tests.support.waits import wait_for
 
 
 @dataclass
@@ -35,17 +35,7 @@ class InprocRig:
 
     async def wait_for(self, predicate: Any, timeout_s: float = 10.0, what: str = "") -> None:
         """Poll an async or plain predicate until true; fail naming `what`."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                while True:
-                    value = predicate()
-                    if asyncio.iscoroutine(value):
-                        value = await value
-                    if value:
-                        return
-                    await asyncio.sleep(0.02)
-        except TimeoutError:
-            raise AssertionError(f"timed out waiting for {what or predicate}") from None
+        await wait_for(predicate, timeout_s, step_s=0.02, what=what)
 
     async def completed_by_slot(self) -> dict[str, int]:
         assert self.daemon.db is not None

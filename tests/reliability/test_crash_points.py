@@ -30,6 +30,7 @@ from tests.reliability.harness import (
     reached_points,
 )
 from tests.reliability.tg_rig import TakeAndGoRig, ledger_view
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 SLOT = "A1"
@@ -50,9 +51,8 @@ def _kill_on_frame(rig: Rig, spec: str) -> int:
     d = rig.start_daemon()
     assert rig.restock(SLOT) == {SLOT: 8}
     d.send(f"sell {SLOT}")
-    deadline = time.monotonic() + 10
-    while rig.board.call(lambda: rig.sim.vend_frames_received) == 0 and time.monotonic() < deadline:
-        time.sleep(0.002)
+    wait_until(lambda: rig.board.call(lambda: rig.sim.vend_frames_received) > 0, 10, step_s=0.002,
+               what="the VEND frame at the board")
     d.kill()
     return d.wait()
 
@@ -93,12 +93,14 @@ def _die_migrating(rig: Rig, spec: str) -> int:
 TG_SESSION, TG_SLOT, TG_SKU = "s-cut", "F5", "energy"  # the only 275 g item on shelf 0
 
 
-def _customer_takes_one(rig: TakeAndGoRig) -> None:
+def _customer_takes_one(rig: TakeAndGoRig, *, daemon_alive: bool) -> None:
     """The customer opens the (unlocked) door, takes the front item of TG_SLOT and closes."""
     assert rig.sims.call(rig.sims.plant.open_door), "door did not open although unlocked"
-    time.sleep(0.3)  # the I/O module is polled: a live daemon sees the door open
+    if daemon_alive:  # the I/O module is polled: the take comes after the daemon saw the door open
+        rig.wait_opened(TG_SESSION)
     assert rig.sims.call(rig.sims.world.take, TG_SLOT) == TG_SKU
-    time.sleep(0.5)  # a real shopper looks at the item before closing the door
+    if daemon_alive:  # the scenario: a shopper looks at the item before closing (scales polled meanwhile)
+        time.sleep(0.5)
     rig.sims.call(rig.sims.plant.close_door)
 
 
@@ -115,7 +117,7 @@ def _die_after_unlock(rig: TakeAndGoRig, spec: str) -> int:
     """The daemon dies the moment the door unlocks; the customer shops while it is down."""
     rc = _start_session(rig, spec).wait(20)
     assert not rig.sims.locked(), "the crash came before the unlock"
-    _customer_takes_one(rig)
+    _customer_takes_one(rig, daemon_alive=False)
     return rc
 
 
@@ -123,7 +125,7 @@ def _die_before_order(rig: TakeAndGoRig, spec: str) -> int:
     """The customer shops normally; the daemon dies after deciding, before the order is written."""
     d = _start_session(rig, spec)
     rig.wait_unlocked()
-    _customer_takes_one(rig)
+    _customer_takes_one(rig, daemon_alive=True)
     return d.wait(20)
 
 
@@ -207,9 +209,8 @@ def test_power_cut_at_crash_point_leaves_a_whole_machine(case: Case, rig_factory
     if case.first_order is not None:
         assert _first_order(rig) == case.first_order
     if case.point == "config.mid_apply":
-        deadline = time.monotonic() + 15
-        while (d.ask("planogram") or {}).get("version") != 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: (d.ask("planogram") or {}).get("version") == 2, 15, step_s=0.1,
+                   what="planogram version 2")
         assert (d.ask("planogram") or {})["prices"]["cola"] == 195
     if case.point == "migration.mid":
         con = sqlite3.connect(rig.db_path)

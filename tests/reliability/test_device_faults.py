@@ -18,6 +18,7 @@ from edge.core.errors import SaleRefused
 from edge.ledger import repo
 from tests.reliability.inproc import InprocRig, start_inproc
 from tests.reliability.tg_rig import TakeAndGoRig, ledger_view
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 OFFLINE = "device_offline:vend_board"
@@ -122,12 +123,13 @@ def tg_rig(tmp_path: pathlib.Path) -> Iterator[TakeAndGoRig]:
 
 
 def _until(ask: Callable[[], Any], pred: Callable[[Any], bool], what: str, timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not pred(got := ask()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: last {got!r}")
-        time.sleep(0.1)
-    return got
+    last: list[Any] = [None]
+
+    def check() -> bool:
+        last[0] = ask()
+        return pred(last[0])
+    wait_until(check, timeout_s, step_s=0.1, what=what)
+    return last[0]
 
 
 def _shop(rig: TakeAndGoRig, session_id: str, slot: str) -> dict[str, Any]:
@@ -136,9 +138,9 @@ def _shop(rig: TakeAndGoRig, session_id: str, slot: str) -> dict[str, Any]:
     assert d is not None and (d.ask(f"open_session {session_id}") or {}).get("session_id") == session_id
     rig.wait_unlocked()
     assert rig.sims.call(rig.sims.plant.open_door)
-    time.sleep(0.3)  # the I/O module is polled: let the daemon see the door open
+    rig.wait_opened(session_id)
     assert rig.sims.call(rig.sims.world.take, slot) is not None
-    time.sleep(0.5)
+    time.sleep(0.5)  # the scenario: the shopper lingers (a close within one scale poll of the take is another case)
     rig.sims.call(rig.sims.plant.close_door)
     return rig.wait_final(session_id)
 

@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -20,6 +19,7 @@ from hw_sim.mdb_reader import MdbReaderThread, SimMdbReader
 from hw_sim.vend_board import SimVendBoard, run_in_thread
 from hw_sim.world import load_demo_planogram
 from tests.support.rigs.vend import write_config
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -131,9 +131,8 @@ def test_kill_while_the_motor_runs_captures_once_the_board_confirms_the_drop(wor
     child.ask("restock")
     reader.call(reader.sim.tap)
     child.send("sell A1")  # the whole card sale, as a customer makes it
-    deadline = time.monotonic() + 10
-    while board.call(lambda: board.sim.vend_frames_received) == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: board.call(lambda: board.sim.vend_frames_received) > 0, 10, step_s=0.01,
+               what="the VEND frame at the board")
     child.kill()  # approved and recorded, the VEND has left, the motor (1.2 s) still runs
     assert board.sim.total_dispensed == 0 and len(reader.sim.books.approved) == 1
     again = Child(cfg)

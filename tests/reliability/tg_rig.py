@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pathlib
 import sqlite3
-import time
 from typing import Any
 
 from hw_sim.camera.render import ShelfRenderer
@@ -24,6 +23,7 @@ from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import FridgeWorld, load_demo_planogram
 from tests.reliability.harness import DaemonProc, log_tail
 from tests.support.rigs.takeandgo import camera_config
+from tests.support.waits import wait_until
 
 TAKEANDGO = """
 [takeandgo]
@@ -78,6 +78,18 @@ class TakeAndGoSims(LoopThread):
                             extra=plant + TAKEANDGO + camera_config(self.renderers, self.cameras) + extra)
 
 
+def session_state(db_path: pathlib.Path, session_id: str) -> str | None:
+    """The session's state in the ledger file (None before the row is written)."""
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        row = con.execute("SELECT state FROM sessions WHERE session_id=?", (session_id,)).fetchone()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return None
+    finally:
+        con.close()
+    return str(row[0]) if row else None
+
+
 def ledger_view(db_path: pathlib.Path, session_id: str, slot: str) -> dict[str, Any]:
     """What the ledger file says about one session: its orders and lines, the lane's stock, integrity."""
     con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
@@ -116,20 +128,27 @@ class TakeAndGoRig:
     def wait_final(self, session_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
         """Poll the daemon until the session is charged, needs_review or void; returns its row."""
         assert self.daemon is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            row = self.daemon.ask(f"session {session_id}") or {}
-            if row.get("state") in FINAL:
-                return row
-            time.sleep(0.1)
-        raise AssertionError(f"session {session_id} not final in {timeout_s}s: {row}\n{self.log_tail()}")
+        daemon = self.daemon
+        last: dict[str, Any] = {}
+
+        def final() -> bool:
+            nonlocal last
+            last = daemon.ask(f"session {session_id}") or {}
+            return last.get("state") in FINAL
+        try:
+            wait_until(final, timeout_s, step_s=0.1, what=f"session {session_id} to end")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: last {last}\n{self.log_tail()}") from None
+        return last
+
+    def wait_opened(self, session_id: str, timeout_s: float = 10.0) -> None:
+        """Until the daemon has seen the door open (the ledger's session row is `open`): the I/O module
+        is polled, so a take before that would happen, for the daemon, with the door still closed."""
+        wait_until(lambda: session_state(self.db_path, session_id) == "open", timeout_s,
+                   what=f"the daemon to see the door open for {session_id}")
 
     def wait_unlocked(self, timeout_s: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.sims.locked():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the door was never unlocked\n{self.log_tail()}")
-            time.sleep(0.02)
+        wait_until(lambda: not self.sims.locked(), timeout_s, what="the door to unlock")
 
     def log_tail(self, lines: int = 30) -> str:
         return log_tail(self.root, lines)
