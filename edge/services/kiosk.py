@@ -12,7 +12,8 @@ from typing import Any
 
 from edge.core import food_safety
 from edge.core import pricing as pr
-from edge.core.catalog import Planogram
+from edge.core.catalog import Sku
+from edge.core.sale_guard import MachineState, SlotStock, check_machine, check_stock
 from edge.ledger import repo
 from edge.services.machine import Machine
 
@@ -42,58 +43,43 @@ class Kiosk:
 
     async def slots(self) -> list[dict[str, Any]]:
         """Every spiral slot: {slot_id, sku_id, name, price, currency, count, available, reason}; `price` is
-        what a sale now charges (None when the lane is past its best-before), `reason` None when available."""
+        what a sale now charges (None when the lane is past its best-before), `reason` None when available,
+        else the first refusal a sale would meet, in the sale's order (edge/core/sale_guard.py, then the
+        plant's guards, then the price)."""
         planogram = await repo.current_planogram(self.m.db)
         if planogram is None:
             return []
         stock = await repo.stock(self.m.db)
-        machine_wide = self._machine_refusal()
+        vend = self.m.vend
+        machine = check_machine(MachineState(vend.accepting, vend.unreconciled, self.m.board.connected))
         out = []
         for slot_id in sorted(planogram.slots):
             if planogram.slots[slot_id].shelf is not None:  # take-and-go shelves are not sold from here
                 continue
             sku = planogram.sku_for_slot(slot_id)
-            price = await self._price(planogram, slot_id)
             row = stock.get(slot_id)
-            count = row.count if row is not None else 0
-            reason = machine_wide or self._slot_refusal(row, price, sku.perishable)
+            price = await self._price(slot_id, sku)
+            refusal = machine or check_stock(slot_id, None if row is None else SlotStock(row.count, row.disabled))
+            reason = refusal.reason if refusal is not None else self._guard_refusal(sku.perishable)
+            if reason is None and price is None:
+                reason = "expired"
             out.append({"slot_id": slot_id, "sku_id": sku.sku_id, "name": sku.name, "price": price,
-                        "currency": sku.price.currency, "count": count, "available": reason is None,
-                        "reason": reason})
+                        "currency": sku.price.currency, "count": row.count if row is not None else 0,
+                        "available": reason is None, "reason": reason})
         return out
 
-    async def _price(self, planogram: Planogram, slot_id: str) -> int | None:
-        sku = planogram.sku_for_slot(slot_id)
+    async def _price(self, slot_id: str, sku: Sku) -> int | None:
         book = self.m.vend.prices
         if book is None:
             return sku.price.amount
         priced = await book.price(self.m.db, slot_id, sku)
         return None if isinstance(priced, pr.Expired) else priced.unit_price
 
-    def _machine_refusal(self) -> str | None:
-        """Why no slot sells now (the same codes a sale is refused with), or None."""
-        vend = self.m.vend
-        if not vend.accepting:
-            return "stopping"
-        if not self.m.board.connected:
-            return "board_offline"
-        if vend.unreconciled:
-            return "reconciling"
-        power = self.m.services.power
-        if power is not None and not power.mains.on_mains:
-            return "mains_fail"
-        return None
-
-    def _slot_refusal(self, row: repo.StockRow | None, price: int | None, perishable: bool) -> str | None:
-        if row is None:
-            return "unknown_slot"
-        if row.disabled:
-            return "slot_disabled"
-        if row.count <= 0:
-            return "sold_out"
-        if price is None:
-            return "expired"
-        temp = self.m.services.temperature
+    def _guard_refusal(self, perishable: bool) -> str | None:
+        """The plant's sale guards (food safety, then mains), read without running them: they count refusals."""
+        temp, power = self.m.services.temperature, self.m.services.power
         if temp is not None and not food_safety.sellable(temp.safety, perishable):
             return "food_safety_lockout"
+        if power is not None and not power.mains.on_mains:
+            return "mains_fail"
         return None
