@@ -8,6 +8,10 @@ while the motor still runs); a VEND or DOOR_UNLOCK addressed to another boot id 
 ``overcurrent``, ``garble``, ``silence``, ``unplug``/``replug``, and for protocol v2 ``brownout``
 (a reset at a chosen instant of the next vend), ``lose_vend_done``, ``power_cycle`` (a reset now), ``miswire`` (another
 slot turns and is reported) and ``bad_outcome`` (an outcome code outside the protocol).
+Motor current (VEND_DONE's long form): flat ``motor_ma`` with noise, or per slot from an attached
+``hw_sim.wear.Spiral`` at ``wear_time_s`` (a spiral that starts to bind draws more, then jams);
+``report_current = False`` makes a board that sends the short form (no current).
+Serving (pty/TCP, line faults, the thread runner) is ``hw_sim/vend_board_serving.py``.
 Imports only the driver's pure codec (see ARCHITECTURE.md).
 """
 
@@ -29,10 +33,10 @@ from drivers.vend_board.codec import (
     DoorUnlockReq,
     ErrorCode,
     Frame,
-    FrameReader,
     HelloReply,
     HelloReq,
     LightReq,
+    MotorCurrent,
     Nak,
     StatusReply,
     StatusReq,
@@ -41,10 +45,12 @@ from drivers.vend_board.codec import (
     VendResultReply,
     VendResultReq,
     VendState,
-    encode,
 )
-from hw_sim.serial_link import Peer, PtyPort, TcpPort
-from hw_sim.threaded import LoopThread
+from hw_sim.serial_link import Peer
+from hw_sim.vend_board_serving import BoardPorts, SimThread, run_in_thread
+from hw_sim.wear import Spiral
+
+__all__ = ["BROWNOUT_POINTS", "FIRMWARE", "SimThread", "SimVendBoard", "run_in_thread"]
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +75,7 @@ class _Vend:
     state: VendState = VendState.IN_PROGRESS
     outcome: int | None = None
     motor_ms: int = 0
+    current: MotorCurrent | None = None
 
 
 @dataclass
@@ -77,14 +84,15 @@ class _Brownout:
     deaf_s: float
 
 
-class SimVendBoard:
-    """The board: stock per slot, motor timing (``motor_ms / speed``), door lock, fault scripts.
+class SimVendBoard(BoardPorts):
+    """The board: stock per slot, motor timing (``motor_ms / speed``) and current, door lock, faults.
 
     ``memory``: how many vend outcomes survive a reset (0: the board forgets every seq on reset).
     """
 
     def __init__(self, stock: dict[str, int], *, motor_ms: int = 1200, speed: float = 1.0,
-                 seed: int = 0, memory: int = SEQ_MEMORY) -> None:
+                 seed: int = 0, memory: int = SEQ_MEMORY, motor_ma: int = 260) -> None:
+        super().__init__(seed)
         self.stock: dict[str, int] = dict(stock)
         self.dispensed: dict[str, int] = dict.fromkeys(stock, 0)
         self.dispensed_by_seq: dict[int, int] = collections.defaultdict(int)  # items that fell per VEND seq
@@ -96,29 +104,23 @@ class SimVendBoard:
         self.last_motor_ms = 0  # simulated motor time of the last finished vend (benchmarks subtract it)
         self.speed = speed
         self.memory = memory
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("vends", "duplicates", "jams", "busy", "crc_errors", "frames_in", "frames_out", "resets",
-             "stale_boot"), 0)
-        self._rng = random.Random(seed)
+        self.motor_ma = motor_ma  # healthy mean running current of every spiral without a wear model
+        self.report_current = True  # False: a board that sends the short VEND_DONE (no current)
+        self.spirals: dict[str, Spiral] = {}  # slot -> wear model (run time, jams and current)
+        self.wear_time_s = 0.0  # the simulated age the wear models are read at (the caller moves it)
+        self._amp_rng = random.Random(f"{seed}:current")
         self.boot = self._new_boot()
         self._faults: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)
         self._miswired: dict[str, str] = {}
         self._bad_outcomes: collections.deque[int] = collections.deque()
         self._brownouts: collections.deque[_Brownout] = collections.deque()
-        self._deaf = False
         self._lose_done = 0
-        self._garble = 0
-        self._silence = 0
         self._results: collections.OrderedDict[int, _Vend] = collections.OrderedDict()
         self._unlocks: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._busy: _Vend | None = None
-        self._readers: dict[int, FrameReader] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._relock: asyncio.TimerHandle | None = None
         self._relock_on_close = False
-        self._pty: PtyPort | None = None
-        self._tcp: TcpPort | None = None
-        self._tcp_addr: tuple[str, int] | None = None
 
     @property
     def total_dispensed(self) -> int:
@@ -126,38 +128,6 @@ class SimVendBoard:
 
     def _new_boot(self) -> int:
         return self._rng.randrange(1, 0xFFFF_FFFF)
-
-    # ---- serving -----------------------------------------------------------------------------
-
-    async def serve_pty(self, link_path: str) -> str:
-        """Create a pty pair; ``link_path`` becomes a symlink to its slave. Returns ``link_path``."""
-        self._pty = PtyPort(link_path, self._on_data)
-        return self._pty.open()
-
-    async def serve_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on TCP; the driver URL is ``socket://host:port``. Returns the port."""
-        self._tcp = TcpPort(self._on_data)
-        port = await self._tcp.open(host, port)
-        self._tcp_addr = (host, port)
-        return port
-
-    async def unplug(self) -> None:
-        """Pull the cable: the pty and its symlink vanish, TCP clients are dropped and refused."""
-        if self._pty is not None:
-            self._pty.close()
-        if self._tcp is not None:
-            await self._tcp.close()
-        self._readers.clear()
-        log.info("sim_vend_board_unplugged")
-
-    async def replug(self) -> None:
-        """Plug back in: a new pty behind the same link path / listen again on the same port."""
-        if self._pty is not None:
-            self._pty = PtyPort(self._pty.link_path, self._on_data)
-            self._pty.open()
-        if self._tcp is not None and self._tcp_addr is not None:
-            await self._tcp.open(*self._tcp_addr)
-        log.info("sim_vend_board_replugged")
 
     async def stop(self) -> None:
         """Stop motors and timers, close every port."""
@@ -167,9 +137,7 @@ class SimVendBoard:
             await asyncio.wait(list(self._tasks))
         if self._relock is not None:
             self._relock.cancel()
-        await self.unplug()
-        self._pty = None
-        self._tcp = None
+        await super().stop()
 
     # ---- fault script ------------------------------------------------------------------------
 
@@ -185,13 +153,9 @@ class SimVendBoard:
         """The motor trips on overcurrent after a quarter turn; nothing falls."""
         self._faults[slot].extend(["overcurrent"] * times)
 
-    def garble(self, frames: int = 1) -> None:
-        """Corrupt the next ``frames`` reply frames (alternately one flipped byte / random bytes)."""
-        self._garble += frames
-
-    def silence(self, frames: int = 1) -> None:
-        """Ignore the next ``frames`` request frames (as if they never arrived)."""
-        self._silence += frames
+    def attach(self, spiral: Spiral) -> None:
+        """Run ``spiral.slot`` from a wear model: its run time, jams and current at ``wear_time_s``."""
+        self.spirals[spiral.slot] = spiral
 
     def lose_vend_done(self, times: int = 1) -> None:
         """The next ``times`` VEND_DONE frames are lost on the wire (the controller must ask VEND_RESULT)."""
@@ -267,42 +231,6 @@ class SimVendBoard:
             return True
         return False
 
-    # ---- wire --------------------------------------------------------------------------------
-
-    def _on_data(self, peer: Peer, data: bytes) -> None:
-        if self._deaf:
-            return
-        reader = self._readers.setdefault(id(peer), FrameReader())
-        before = reader.crc_errors
-        frames = reader.feed(data)
-        self.counters["crc_errors"] += reader.crc_errors - before
-        for frame in frames:
-            self.counters["frames_in"] += 1
-            if self._deaf:
-                return
-            if self._silence > 0:
-                self._silence -= 1
-                continue
-            self._handle(peer, frame)
-
-    def _send(self, peer: Peer, msg: Frame) -> None:
-        if self._deaf:
-            return
-        raw = encode(msg)
-        if self._garble > 0:
-            self._garble -= 1
-            raw = self._corrupt(raw)
-        if peer.alive:
-            self.counters["frames_out"] += 1
-            peer.write(raw)
-
-    def _corrupt(self, raw: bytes) -> bytes:
-        if self._garble % 2 == 0:
-            out = bytearray(raw)
-            out[self._rng.randrange(2, len(out))] ^= 1 << self._rng.randrange(8)
-            return bytes(out)
-        return self._rng.randbytes(len(raw))
-
     def _handle(self, peer: Peer, frame: Frame) -> None:
         boot = self.boot
         match frame:
@@ -316,7 +244,8 @@ class SimVendBoard:
                     self._send(peer, VendResultReply(seq, target, VendState.UNKNOWN, None, None, 0, boot))
                 else:
                     self._send(peer, VendResultReply(seq, target, rec.state, rec.outcome,
-                                                     None if rec.outcome is None else rec.slot, rec.motor_ms, boot))
+                                                     None if rec.outcome is None else rec.slot, rec.motor_ms, boot,
+                                                     rec.current if rec.outcome is not None else None))
             case HelloReq(seq):
                 last = max([*self._results, *self._unlocks], default=0)
                 self._send(peer, HelloReply(seq, PROTOCOL_VERSION, self.memory, FIRMWARE, last, boot))
@@ -363,7 +292,7 @@ class SimVendBoard:
             if rec.state is VendState.IN_PROGRESS:
                 self._send(peer, Ack(req.seq, boot))
             elif rec.outcome is not None:
-                self._send(peer, VendDone(req.seq, rec.slot, rec.outcome, rec.motor_ms, boot))
+                self._send(peer, VendDone(req.seq, rec.slot, rec.outcome, rec.motor_ms, boot, rec.current))
             return
         if req.slot not in self.stock:
             self._send(peer, Nak(req.seq, ErrorCode.BAD_SLOT, boot))
@@ -385,7 +314,7 @@ class SimVendBoard:
         task.add_done_callback(self._tasks.discard)
 
     async def _run_motor(self, rec: _Vend) -> None:
-        outcome, run_ms = self._plan(rec.slot)
+        outcome, run_ms, current = self._plan(rec.slot)
         if self._brownouts and self._brownouts[0].when == "mid_motor":
             await asyncio.sleep(run_ms / 2000 / self.speed)
             self._brownout_at("mid_motor")
@@ -403,27 +332,33 @@ class SimVendBoard:
         self.counters["vends"] += 1
         self.counters["jams"] += outcome == ErrorCode.JAM
         rec.state, rec.outcome, rec.motor_ms = VendState.DONE, outcome, run_ms
+        rec.current = current if self.report_current else None
         self.last_motor_ms = run_ms
         if self._brownout_at("after_drop"):
             return
         if self._lose_done > 0:
             self._lose_done -= 1
             return
-        self._send(rec.peer, VendDone(rec.seq, rec.slot, outcome, run_ms, self.boot))
+        self._send(rec.peer, VendDone(rec.seq, rec.slot, outcome, run_ms, self.boot, rec.current))
 
-    def _plan(self, slot: str) -> tuple[int, int]:
-        """Decide the outcome and the motor run time (board ms, before ``speed`` scaling)."""
+    def _plan(self, slot: str) -> tuple[int, int, MotorCurrent]:
+        """Decide the outcome, the motor run time (board ms, before ``speed`` scaling) and current."""
         if self.stock[slot] <= 0:
-            return ErrorCode.EMPTY, 0  # the board tracks its spiral count: no motor for an empty slot
+            return ErrorCode.EMPTY, 0, MotorCurrent(0, 0)  # the board tracks its count: no motor
         full = round(self.motor_ms * self._rng.uniform(0.95, 1.05))
+        mean = round(self.motor_ma * max(0.5, self._amp_rng.gauss(1.0, 0.04)))
         fault = self._faults[slot].popleft() if self._faults[slot] else None
         if fault == "jam":
-            return ErrorCode.JAM, full // 2
+            return ErrorCode.JAM, full // 2, MotorCurrent(3 * mean, 4 * mean)  # stalled until cut
         if fault == "overcurrent":
-            return ErrorCode.MOTOR_OVERCURRENT, full // 4
+            return ErrorCode.MOTOR_OVERCURRENT, full // 4, MotorCurrent(4 * mean, 6 * mean)  # tripped
         if fault == "no_drop":
-            return ErrorCode.DROP_NOT_DETECTED, full
-        return ErrorCode.OK, full
+            return ErrorCode.DROP_NOT_DETECTED, full, MotorCurrent(mean, round(mean * 1.25))
+        spiral = self.spirals.get(slot)
+        if spiral is not None:
+            run = spiral.run(self.wear_time_s)
+            return ErrorCode.JAM if run.jammed else ErrorCode.OK, run.motor_ms, MotorCurrent(run.mean_ma, run.peak_ma)
+        return ErrorCode.OK, full, MotorCurrent(mean, round(mean * 1.25))
 
     # ---- door --------------------------------------------------------------------------------
 
@@ -446,45 +381,4 @@ class SimVendBoard:
 
     def _door_event(self) -> None:
         """Unsolicited DOOR_STATE (seq 0) to every connected controller."""
-        msg = DoorStateReply(0, self.door_closed, self.door_locked, self.boot)
-        peers: list[Peer] = []
-        if self._pty is not None and self._pty.alive:
-            peers.append(self._pty)
-        if self._tcp is not None:
-            peers.extend(self._tcp.peers)
-        for peer in peers:
-            self._send(peer, msg)
-
-
-class SimThread(LoopThread):
-    """A SimVendBoard running in its own thread and loop, for talking to a daemon subprocess."""
-
-    name = "sim.vend_board"
-
-    def __init__(self, sim: SimVendBoard, link_path: str | None, host: str, port: int) -> None:
-        self.sim = sim
-        self.url = ""
-        self._where = (link_path, host, port)
-        super().__init__()
-
-    async def _serve(self) -> None:
-        link_path, host, port = self._where
-        if link_path is not None:
-            self.url = await self.sim.serve_pty(link_path)
-        else:
-            self.url = f"socket://{host}:{await self.sim.serve_tcp(host, port)}"
-
-    async def _close(self) -> None:
-        await self.sim.stop()
-
-
-def run_in_thread(sim: SimVendBoard, *, link_path: str | None = None, host: str = "127.0.0.1",
-                  port: int = 0, timeout_s: float = 5.0) -> SimThread:
-    """Serve ``sim`` from a background thread: on a pty at ``link_path`` or else on TCP.
-
-    Returns a handle with ``.url`` (tty path or ``socket://host:port``), ``.call(fn, *args)`` for the
-    fault API and ``.stop()``.
-    """
-    handle = SimThread(sim, link_path, host, port)
-    handle.start(timeout_s)
-    return handle
+        self._broadcast(DoorStateReply(0, self.door_closed, self.door_locked, self.boot))

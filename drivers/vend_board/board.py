@@ -43,6 +43,7 @@ from drivers.vend_board.models import (
     VendOutcome,
     VendQuery,
     VendResult,
+    plausible_current,
     state_name,
 )
 from drivers.vend_board.session import BoardSession
@@ -132,7 +133,8 @@ class VendBoard(BoardSession):
             outcome, slot, motor_ms = VendOutcome.from_code(frame.outcome), frame.slot, frame.motor_ms
         else:
             raise ProtocolError(f"VEND seq={req.seq} reported done without an outcome and slot: {frame!r}")
-        result = VendResult(seq=req.seq, slot=slot, outcome=outcome, motor_ms=motor_ms, boot=frame.boot)
+        result = VendResult(seq=req.seq, slot=slot, outcome=outcome, motor_ms=motor_ms, boot=frame.boot,
+                            current=plausible_current(frame.current))
         if slot != req.slot:
             raise SlotMismatch(req.slot, result)
         return result
@@ -159,7 +161,7 @@ class VendBoard(BoardSession):
         # is judged as from a board that keeps nothing — the safe side (never a refund it cannot back)
         memory = self.info.memory if self.info is not None and self.info.boot == reply.boot else 0
         return VendQuery(seq=seq, state=state, outcome=outcome, slot=reply.slot, boot=reply.boot,
-                         memory=memory, motor_ms=reply.motor_ms)
+                         memory=memory, motor_ms=reply.motor_ms, current=plausible_current(reply.current))
 
     async def query_vend(self, seq: int) -> VendQuery:
         """Ask the board what became of the vend with ``seq`` (safe at any time, after any reset)."""

@@ -7,74 +7,63 @@ controller puts the one it believes current (0 only in HELLO).
 No I/O, no logging, no clock: bytes in, typed messages out. The only exception raised is
 ``ProtocolError`` (as ``FrameError``, which says how many bytes to drop to resync).
 
-Values the *framing* can carry but the protocol does not define (a vend outcome of 6, a result
-state of 9, a NAK reason of 200) are decoded as plain integers and left to the session layer to
-refuse as a ``ProtocolError``: a well-formed frame saying something impossible is a board fault,
-not line noise, and must not be silently dropped.
+The message types live in ``messages.py`` and are re-exported here (one import path). Values the
+*framing* can carry but the protocol does not define (a vend outcome of 6, a result state of 9, a
+NAK reason of 200) are decoded as plain integers and left to the session layer to refuse as a
+``ProtocolError``: a well-formed frame saying something impossible is a board fault, not line noise,
+and must not be silently dropped.
 """
 
 from __future__ import annotations
 
 import binascii
-import enum
 import struct
-from dataclasses import dataclass, field
 
 from drivers.errors import ProtocolError
+from drivers.vend_board.messages import (
+    NAK_CODES,
+    NO_OUTCOME,
+    OUTCOME_CODES,
+    PROTOCOL_VERSION,
+    Ack,
+    Code,
+    DoorStateReply,
+    DoorStateReq,
+    DoorUnlockReq,
+    ErrorCode,
+    Frame,
+    HelloReply,
+    HelloReq,
+    LightReq,
+    MotorCurrent,
+    Nak,
+    StatusReply,
+    StatusReq,
+    VendDone,
+    VendReq,
+    VendResultReply,
+    VendResultReq,
+    VendState,
+    decode_slot,
+    encode_slot,
+)
+
+__all__ = [
+    "CRC_LEN", "HEADER_LEN", "MAX_PAYLOAD", "MAX_SEQ", "NAK_CODES", "NO_OUTCOME", "OUTCOME_CODES",
+    "PROTOCOL_VERSION", "SOF", "SOF_V1", "V1_HEADER_LEN", "Ack", "Code", "DoorStateReply", "DoorStateReq",
+    "DoorUnlockReq", "ErrorCode", "Frame", "FrameError", "FrameReader", "HelloReply", "HelloReq", "LightReq",
+    "MotorCurrent", "Nak", "StatusReply", "StatusReq", "VendDone", "VendReq", "VendResultReply",
+    "VendResultReq", "VendState", "crc16", "decode", "decode_slot", "encode", "encode_slot",
+    "encode_v1_status", "find_v1_frame",
+]
 
 SOF = 0xA6
 SOF_V1 = 0xA5  # protocol v1 (no boot id); only recognised to refuse a v1 board clearly
-PROTOCOL_VERSION = 2
 HEADER_LEN = 11  # SOF, LEN, SEQ(4), BOOT(4), CODE
 V1_HEADER_LEN = 7
 CRC_LEN = 2
 MAX_PAYLOAD = 128
 MAX_SEQ = 0xFFFFFFFF
-NO_OUTCOME = 0xFF
-
-
-class Code(enum.IntEnum):
-    """Command (controller -> board, < 0x80) and response (board -> controller, >= 0x80) codes."""
-
-    STATUS = 0x01
-    VEND = 0x02
-    VEND_RESULT = 0x03
-    DOOR_UNLOCK = 0x04
-    DOOR_STATE = 0x05
-    LIGHT = 0x06
-    HELLO = 0x07
-    ACK = 0x80
-    NAK = 0x81
-    STATUS_REPLY = 0x82
-    VEND_DONE = 0x83
-    VEND_RESULT_REPLY = 0x84
-    DOOR_STATE_REPLY = 0x85
-    HELLO_REPLY = 0x86
-
-
-class ErrorCode(enum.IntEnum):
-    """Vend outcomes (0..4) and NAK reasons (5..8) share one code space."""
-
-    OK = 0
-    JAM = 1
-    EMPTY = 2
-    MOTOR_OVERCURRENT = 3
-    DROP_NOT_DETECTED = 4
-    BAD_SLOT = 5
-    BUSY = 6
-    BAD_FRAME = 7
-    STALE_BOOT = 8
-
-
-OUTCOME_CODES = frozenset(range(0, 5))  # what VEND_DONE / VEND_RESULT_REPLY may carry
-NAK_CODES = frozenset(range(5, 9))
-
-
-class VendState(enum.IntEnum):
-    UNKNOWN = 0
-    IN_PROGRESS = 1
-    DONE = 2
-    INTERRUPTED = 3  # the board had started this seq when it lost power; the drop was not decided
 
 
 class FrameError(ProtocolError):
@@ -86,147 +75,12 @@ class FrameError(ProtocolError):
         self.crc = crc
 
 
-# ---- messages ---------------------------------------------------------------------------------
-
-
-# Every message has ``seq`` first and ``boot`` last (default 0: HELLO, or tests that don't care).
-
-
-@dataclass(frozen=True)
-class StatusReq:
-    seq: int
-    boot: int = 0
-
-
-@dataclass(frozen=True)
-class VendReq:
-    seq: int
-    slot: str
-    boot: int = 0
-
-
-@dataclass(frozen=True)
-class VendResultReq:
-    seq: int
-    target: int
-    boot: int = 0
-
-
-@dataclass(frozen=True)
-class DoorUnlockReq:
-    seq: int
-    ms: int
-    boot: int = 0
-
-
-@dataclass(frozen=True)
-class DoorStateReq:
-    seq: int
-    boot: int = 0
-
-
-@dataclass(frozen=True)
-class LightReq:
-    seq: int
-    on: bool
-    boot: int = 0
-
-
-@dataclass(frozen=True)
-class Ack:
-    seq: int
-    boot: int = 0
-
-
-@dataclass(frozen=True)
-class Nak:
-    seq: int
-    error: int  # an ErrorCode 5..8 when the board keeps to the protocol
-    boot: int = 0
-
-
-@dataclass(frozen=True)
-class StatusReply:
-    seq: int
-    firmware: str
-    busy: bool
-    door_closed: bool
-    door_locked: bool
-    counters: dict[str, int] = field(default_factory=dict)
-    boot: int = 0
-
-
-@dataclass(frozen=True)
-class VendDone:
-    seq: int
-    slot: str
-    outcome: int  # an ErrorCode 0..4 when the board keeps to the protocol
-    motor_ms: int
-    boot: int = 0
-
-
-@dataclass(frozen=True)
-class VendResultReply:
-    seq: int
-    target: int
-    state: int  # a VendState when the board keeps to the protocol
-    outcome: int | None  # None on the wire is 0xFF
-    slot: str | None
-    motor_ms: int
-    boot: int = 0
-
-
-@dataclass(frozen=True)
-class DoorStateReply:
-    seq: int
-    closed: bool
-    locked: bool
-    boot: int = 0
-
-
-@dataclass(frozen=True)
-class HelloReq:
-    seq: int
-    version: int = PROTOCOL_VERSION
-    boot: int = 0
-
-
-@dataclass(frozen=True)
-class HelloReply:
-    seq: int
-    version: int
-    memory: int  # how many vend outcomes the board keeps by seq across a reset (0 = none)
-    firmware: str
-    last_seq: int = 0  # the highest caller seq (VEND, DOOR_UNLOCK) the board remembers (0 = none)
-    boot: int = 0
-
-
-Frame = (StatusReq | VendReq | VendResultReq | DoorUnlockReq | DoorStateReq | LightReq | HelloReq | Ack | Nak
-         | StatusReply | VendDone | VendResultReply | DoorStateReply | HelloReply)
-
-
 # ---- primitives -------------------------------------------------------------------------------
 
 
 def crc16(data: bytes) -> int:
     """CRC-16/CCITT-FALSE (check value for b"123456789" is 0x29B1)."""
     return binascii.crc_hqx(data, 0xFFFF)
-
-
-def encode_slot(slot: str) -> bytes:
-    """'A1'..'Z99' -> row letter (ASCII) + column (u8). Raises ValueError for anything else."""
-    if not (2 <= len(slot) <= 3) or not ("A" <= slot[0] <= "Z") or not slot[1:].isdigit() \
-            or not slot[1:].isascii() or slot[1] == "0":
-        raise ValueError(f"bad slot {slot!r}: expected 'A1'..'Z99'")
-    return bytes((ord(slot[0]), int(slot[1:])))
-
-
-def decode_slot(raw: bytes) -> str:
-    """Inverse of encode_slot; raises ProtocolError for bytes that are not a slot."""
-    row, col = raw[0], raw[1]
-    if not (0x41 <= row <= 0x5A) or not (1 <= col <= 99):
-        raise ProtocolError(f"bad slot bytes {raw.hex()}")
-    return f"{chr(row)}{col}"
 
 
 def _frame(seq: int, boot: int, code: int, payload: bytes = b"") -> bytes:
@@ -304,13 +158,14 @@ def encode(msg: Frame) -> bytes:
             raw = fw.encode("ascii")
             head = bytes((len(raw),)) + raw + bytes((int(busy), int(closed), int(locked)))
             return _frame(seq, boot, Code.STATUS_REPLY, head + _pack_counters(counters))
-        case VendDone(seq, slot, outcome, motor_ms, boot):
-            return _frame(seq, boot, Code.VEND_DONE, encode_slot(slot) + struct.pack(">BH", outcome, motor_ms))
-        case VendResultReply(seq, target, state, outcome, slot, motor_ms, boot):
+        case VendDone(seq, slot, outcome, motor_ms, boot, current):
+            return _frame(seq, boot, Code.VEND_DONE, encode_slot(slot) + struct.pack(">BH", outcome, motor_ms)
+                          + _pack_current(current))
+        case VendResultReply(seq, target, state, outcome, slot, motor_ms, boot, current):
             oc = NO_OUTCOME if outcome is None else int(outcome)
             sl = b"\x00\x00" if slot is None else encode_slot(slot)
             return _frame(seq, boot, Code.VEND_RESULT_REPLY, struct.pack(">IBB", target, state, oc) + sl
-                          + struct.pack(">H", motor_ms))
+                          + struct.pack(">H", motor_ms) + _pack_current(current))
         case DoorStateReply(seq, closed, locked, boot):
             return _frame(seq, boot, Code.DOOR_STATE_REPLY, bytes((int(closed), int(locked))))
         case HelloReply(seq, version, memory, fw, last_seq, boot):
@@ -326,8 +181,26 @@ _CODE_OF: dict[type, Code] = {StatusReq: Code.STATUS, DoorStateReq: Code.DOOR_ST
 # ---- decode -----------------------------------------------------------------------------------
 
 _FIXED_LEN = {Code.STATUS: 0, Code.VEND: 2, Code.VEND_RESULT: 4, Code.DOOR_UNLOCK: 2, Code.DOOR_STATE: 0,
-              Code.LIGHT: 1, Code.HELLO: 1, Code.ACK: 0, Code.NAK: 1, Code.VEND_DONE: 5,
-              Code.VEND_RESULT_REPLY: 10, Code.DOOR_STATE_REPLY: 2}
+              Code.LIGHT: 1, Code.HELLO: 1, Code.ACK: 0, Code.NAK: 1, Code.DOOR_STATE_REPLY: 2}
+# the short form (a board that does not measure motor current) or the long form (+ mean, peak mA)
+_CURRENT_LEN = 4
+_VEND_LENS = {Code.VEND_DONE: (5, 5 + _CURRENT_LEN), Code.VEND_RESULT_REPLY: (10, 10 + _CURRENT_LEN)}
+
+
+def _pack_current(current: MotorCurrent | None) -> bytes:
+    if current is None:
+        return b""
+    if not (0 <= current.mean_ma <= 0xFFFF and 0 <= current.peak_ma <= 0xFFFF):
+        raise ValueError(f"motor current {current} outside u16 mA")
+    return struct.pack(">HH", current.mean_ma, current.peak_ma)
+
+
+def _unpack_current(raw: bytes) -> MotorCurrent | None:
+    """The optional tail of VEND_DONE / VEND_RESULT_REPLY: absent (None) or mean u16, peak u16."""
+    if not raw:
+        return None
+    mean_ma, peak_ma = struct.unpack(">HH", raw)
+    return MotorCurrent(mean_ma, peak_ma)
 
 
 def _bool(b: int) -> bool:
@@ -340,6 +213,8 @@ def _parse(seq: int, boot: int, code: Code, p: bytes) -> Frame:
     """Payload -> message. May raise ValueError/IndexError/struct.error; decode() maps them."""
     if code in _FIXED_LEN and len(p) != _FIXED_LEN[code]:
         raise ValueError(f"{code.name} payload is {len(p)} bytes, expected {_FIXED_LEN[code]}")
+    if code in _VEND_LENS and len(p) not in _VEND_LENS[code]:
+        raise ValueError(f"{code.name} payload is {len(p)} bytes, expected one of {_VEND_LENS[code]}")
     if code is Code.STATUS:
         return StatusReq(seq, boot)
     if code is Code.VEND:
@@ -364,13 +239,14 @@ def _parse(seq: int, boot: int, code: Code, p: bytes) -> Frame:
         busy, closed, locked = (_bool(b) for b in p[1 + n:4 + n])
         return StatusReply(seq, fw, busy, closed, locked, _unpack_counters(p[4 + n:]), boot)
     if code is Code.VEND_DONE:
-        outcome, motor_ms = struct.unpack(">BH", p[2:])
-        return VendDone(seq, decode_slot(p[:2]), outcome, motor_ms, boot)
+        outcome, motor_ms = struct.unpack(">BH", p[2:5])
+        return VendDone(seq, decode_slot(p[:2]), outcome, motor_ms, boot, _unpack_current(p[5:]))
     if code is Code.VEND_RESULT_REPLY:
         target, state, oc = struct.unpack(">IBB", p[:6])
         slot = None if p[6:8] == b"\x00\x00" else decode_slot(p[6:8])
         outcome = None if oc == NO_OUTCOME else oc
-        return VendResultReply(seq, target, state, outcome, slot, struct.unpack(">H", p[8:])[0], boot)
+        return VendResultReply(seq, target, state, outcome, slot, struct.unpack(">H", p[8:10])[0], boot,
+                               _unpack_current(p[10:]))
     if code is Code.HELLO_REPLY:
         version, memory, last_seq, n = struct.unpack(">BHIB", p[:8])
         if len(p) != 8 + n:

@@ -6,7 +6,10 @@ import enum
 from dataclasses import dataclass, field
 
 from drivers.errors import ProtocolError
-from drivers.vend_board.codec import OUTCOME_CODES, ErrorCode, VendState
+from drivers.vend_board.messages import OUTCOME_CODES, ErrorCode, MotorCurrent, VendState
+
+__all__ = ["BoardInfo", "BoardStatus", "DoorState", "MotorCurrent", "VendOutcome", "VendQuery", "VendResult",
+           "plausible_current", "state_name"]
 
 
 class VendOutcome(enum.Enum):
@@ -35,15 +38,27 @@ def state_name(state: int) -> str:
         raise ProtocolError(f"vend result state {state} is outside the protocol (0..3)") from None
 
 
+def plausible_current(current: MotorCurrent | None) -> MotorCurrent | None:
+    """The board's motor current figure if it can be true (a peak not below the mean), else None.
+
+    The figure is a diagnostic: one that breaks the protocol's rule is dropped, the vend stands."""
+    if current is None or current.peak_ma < current.mean_ma:
+        return None
+    return current
+
+
 @dataclass(frozen=True)
 class VendResult:
-    """The board's word on a finished vend: ``slot`` is the slot the BOARD says turned."""
+    """The board's word on a finished vend: ``slot`` is the slot the BOARD says turned.
+
+    ``current`` is None when the board does not report motor current (the short VEND_DONE)."""
 
     seq: int
     slot: str
     outcome: VendOutcome
     motor_ms: int
     boot: int = 0
+    current: MotorCurrent | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,7 @@ class VendQuery:
     boot: int = 0  # the boot id the board answered from
     memory: int = 0  # vend outcomes the board keeps across a reset (from HELLO)
     motor_ms: int = 0
+    current: MotorCurrent | None = None
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,14 @@ def slot_bytes(slot: str | None) -> bytes:
     return bytes([ord(slot[0]), int(slot[1:])])
 
 
+def current_bytes(current: tuple[int, int] | None) -> bytes:
+    """The optional motor-current tail of VEND_DONE / a done VEND_RESULT_REPLY: mean_ma u16, peak_ma u16
+    (empty for a board that does not report current: the short form)."""
+    if current is None:
+        return b""
+    return current[0].to_bytes(2, "big") + current[1].to_bytes(2, "big")
+
+
 def slot_str(b: bytes) -> str | None:
     if b == b"\x00\x00":
         return None
@@ -156,6 +164,7 @@ class Fault:
     drop_acks: int = 0  # this many ACKs for the VEND are never sent (VEND_DONE still is)
     reset_on_query: float | None = None  # the first VEND_RESULT about the seq: reset at once (deaf this long)
     lose_vends: int = 0  # this many copies of the VEND are lost on the line before one gets through
+    current: tuple[int, int] | None = None  # (mean_ma, peak_ma) the board measures (default 150..400 mA)
 
 
 @dataclasses.dataclass
@@ -165,6 +174,7 @@ class Record:
     outcome: int = NO_OUTCOME
     motor_ms: int = 0
     boot: int = 0
+    current: tuple[int, int] | None = None  # (mean_ma, peak_ma) when the board reports current
 
 
 # ---- the board --------------------------------------------------------------------------------------
@@ -182,9 +192,12 @@ class AdversarialBoard:
         seed: int = 1,
         v1_only: bool = False,
         fw: str = "adv2",
+        report_current: bool = True,
     ) -> None:
         self.link, self.memory, self.v1_only, self.fw = link, memory, v1_only, fw
+        self.report_current = report_current  # False: the short VEND_DONE / VEND_RESULT_REPLY
         self.rng = random.Random(seed)
+        self.amp_rng = random.Random(seed + 1)  # current figures: the faults' random stream stays as it was
         self.lock = threading.RLock()
         self.stock = dict(stock)  # truth: items in each spiral
         self.dropped: dict[int, int] = collections.defaultdict(int)  # truth: items fallen per VEND seq
@@ -421,7 +434,7 @@ class AdversarialBoard:
                 deaf, armed.reset_on_query = armed.reset_on_query, None
                 self._reset(deaf)
                 return
-            state, outcome, slot, motor_ms = self._result(target)
+            state, outcome, slot, motor_ms, current = self._result(target)
             fault = self.faults.get(target, Fault())
             if state == ST_DONE and fault.result_code is not None and fault.bad_results != 0:
                 outcome = fault.result_code
@@ -433,12 +446,13 @@ class AdversarialBoard:
                 slot = None
             said = target if fault.result_target is None else fault.result_target
             if fault.result_target is not None:  # answer about that seq instead
-                state, outcome, slot, motor_ms = self._result(said)
+                state, outcome, slot, motor_ms, current = self._result(said)
             payload = (
                 said.to_bytes(4, "big")
                 + bytes([state, outcome])
                 + slot_bytes(slot)
                 + motor_ms.to_bytes(2, "big")
+                + (current_bytes(current) if state == ST_DONE else b"")
             )
             self._reply(f.seq, VEND_RESULT_REPLY, payload, fault, late=True)
         elif f.code == DOOR_UNLOCK and len(f.payload) == 2:
@@ -459,15 +473,15 @@ class AdversarialBoard:
             return self.ram[seq]
         return self.nvm.get(seq) if self.memory > 0 else None
 
-    def _result(self, seq: int) -> tuple[int, int, str | None, int]:
+    def _result(self, seq: int) -> tuple[int, int, str | None, int, tuple[int, int] | None]:
         rec = self._known(seq)
         if rec is None:
-            return ST_UNKNOWN, NO_OUTCOME, None, 0
+            return ST_UNKNOWN, NO_OUTCOME, None, 0, None
         if rec.state == "running":
-            return ST_IN_PROGRESS, NO_OUTCOME, None, 0
+            return ST_IN_PROGRESS, NO_OUTCOME, None, 0, None
         if rec.state == "started":
-            return ST_INTERRUPTED, NO_OUTCOME, None, 0
-        return ST_DONE, rec.outcome, rec.slot, rec.motor_ms
+            return ST_INTERRUPTED, NO_OUTCOME, None, 0, None
+        return ST_DONE, rec.outcome, rec.slot, rec.motor_ms, rec.current
 
     def _vend(self, f: Frame) -> None:
         seq = f.seq
@@ -549,7 +563,7 @@ class AdversarialBoard:
             self.dropped[seq] += 1
         self.turned[seq] = turn
         fault = self.faults[seq]
-        rec = Record("done", turn, OUTCOMES[fault.report or outcome], motor_ms, self.boot)
+        rec = Record("done", turn, OUTCOMES[fault.report or outcome], motor_ms, self.boot, self._current(outcome, fault))
         self.ram[seq] = rec
         if self.memory > 0:
             self.nvm[seq] = dataclasses.replace(rec)
@@ -564,10 +578,21 @@ class AdversarialBoard:
         if not fault.silent_done:
             self._send_done(seq, rec, fault, truncate=fault.truncate)
 
+    def _current(self, outcome: str, fault: Fault) -> tuple[int, int] | None:
+        """What the shunt measured for this vend (0, 0 when the motor did not turn), if reported at all."""
+        if not self.report_current:
+            return None
+        if outcome == "empty":
+            return 0, 0
+        if fault.current is not None:
+            return fault.current
+        mean = self.amp_rng.randint(150, 400)
+        return mean, mean + self.amp_rng.randint(0, mean // 2)
+
     def _send_done(self, seq: int, rec: Record, fault: Fault, truncate: bool = False) -> None:
         code = rec.outcome if fault.done_code is None else fault.done_code
         slot = slot_bytes(rec.slot) if fault.done_slot is None else fault.done_slot
-        payload = slot + bytes([code]) + rec.motor_ms.to_bytes(2, "big")
+        payload = slot + bytes([code]) + rec.motor_ms.to_bytes(2, "big") + current_bytes(rec.current)
         self._reply(seq, VEND_DONE, payload, fault, truncate=truncate)
 
     def _trim(self) -> None:

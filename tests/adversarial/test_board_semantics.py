@@ -113,7 +113,7 @@ def test_a_known_seq_never_runs_twice_and_busy_stale_bad_slot_empty(
     assert wire.ask(8, boot, b.VEND, b.slot_bytes("Q1")).payload == bytes([b.BAD_SLOT])
     wire.send(9, boot, b.VEND, b.slot_bytes("A2"))
     empty = [f for f in wire.frames(0.3) if f.code == b.VEND_DONE]
-    assert empty and empty[0].payload == b.slot_bytes("A2") + b"\x02\x00\x00"
+    assert empty and empty[0].payload == b.slot_bytes("A2") + b"\x02\x00\x00" + b.current_bytes((0, 0))
     assert wire.ask(10, boot, 0x80).payload == bytes([b.BAD_FRAME])  # a response code sent to the board
 
 

@@ -19,6 +19,7 @@ from drivers.vend_board.codec import (
     HelloReply,
     HelloReq,
     LightReq,
+    MotorCurrent,
     Nak,
     StatusReply,
     StatusReq,
@@ -51,8 +52,14 @@ GOLDEN = [
      "a6 12 80 00 00 02 1a 2b 3c 4d 82 03 73 76 32 00 01 01 01 05 76 65 6e 64 73 00 00 00 07 89 79"),
     (VendDone(42, "A1", ErrorCode.OK, 1200, boot=B), "a6 05 00 00 00 2a 1a 2b 3c 4d 83 41 01 00 04 b0 ac 05"),
     (VendDone(42, "C3", ErrorCode.JAM, 600, boot=B), "a6 05 00 00 00 2a 1a 2b 3c 4d 83 43 03 01 02 58 e4 5e"),
+    (VendDone(42, "A1", ErrorCode.OK, 1200, B, MotorCurrent(310, 540)),
+     "a6 09 00 00 00 2a 1a 2b 3c 4d 83 41 01 00 04 b0 01 36 02 1c 22 fb"),
+    (VendDone(42, "C3", ErrorCode.JAM, 600, B, MotorCurrent(1180, 1630)),
+     "a6 09 00 00 00 2a 1a 2b 3c 4d 83 43 03 01 02 58 04 9c 06 5e 05 c1"),
     (VendResultReply(0x80000003, 42, VendState.DONE, ErrorCode.OK, "A1", 1200, boot=B),
      "a6 0a 80 00 00 03 1a 2b 3c 4d 84 00 00 00 2a 02 00 41 01 04 b0 f2 82"),
+    (VendResultReply(0x80000003, 42, VendState.DONE, ErrorCode.OK, "A1", 1200, B, MotorCurrent(310, 540)),
+     "a6 0e 80 00 00 03 1a 2b 3c 4d 84 00 00 00 2a 02 00 41 01 04 b0 01 36 02 1c 4f 7d"),
     (VendResultReply(0x80000003, 42, VendState.INTERRUPTED, None, None, 0, boot=0x0BADB007),
      "a6 0a 80 00 00 03 0b ad b0 07 84 00 00 00 2a 03 ff 00 00 00 00 6e b0"),
     (VendResultReply(0x80000003, 99, VendState.UNKNOWN, None, None, 0, boot=B),
@@ -92,11 +99,13 @@ def test_all_commands_and_responses_have_a_golden_vector() -> None:
 
 
 @given(seq=st.integers(0, 0xFFFFFFFF), boot=st.integers(0, 0xFFFFFFFF), row=st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
-       col=st.integers(1, 99), outcome=st.integers(0, 0xFE), ms=st.integers(0, 0xFFFF))
-def test_round_trip(seq: int, boot: int, row: str, col: int, outcome: int, ms: int) -> None:
+       col=st.integers(1, 99), outcome=st.integers(0, 0xFE), ms=st.integers(0, 0xFFFF),
+       current=st.none() | st.builds(MotorCurrent, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)))
+def test_round_trip(seq: int, boot: int, row: str, col: int, outcome: int, ms: int,
+                    current: MotorCurrent | None) -> None:
     slot = f"{row}{col}"
-    for msg in (VendReq(seq, slot, boot), VendDone(seq, slot, outcome, ms, boot), DoorUnlockReq(seq, ms, boot),
-                VendResultReply(seq, seq, VendState.IN_PROGRESS, None, slot, ms, boot),
+    for msg in (VendReq(seq, slot, boot), VendDone(seq, slot, outcome, ms, boot, current), DoorUnlockReq(seq, ms, boot),
+                VendResultReply(seq, seq, VendState.IN_PROGRESS, None, slot, ms, boot, current),
                 HelloReply(seq, 2, ms, f"fw-{row}{col}", seq, boot)):
         raw = encode(msg)
         assert decode(raw) == (len(raw), msg)
@@ -129,6 +138,23 @@ def test_bad_slot_bytes_and_unknown_code_are_protocol_errors() -> None:
         with pytest.raises(ProtocolError) as info:
             decode(raw)
         assert isinstance(info.value, FrameError) and info.value.skip == len(raw)
+
+
+def test_motor_current_is_an_optional_tail_of_exactly_four_bytes() -> None:
+    """A board that does not measure current sends the short VEND_DONE / VEND_RESULT_REPLY (None); the
+    long form adds mean and peak mA; any other length is a bad frame."""
+    short = encode(VendDone(42, "A1", ErrorCode.OK, 1200, boot=B))
+    long = encode(VendDone(42, "A1", ErrorCode.OK, 1200, B, MotorCurrent(310, 540)))
+    assert decode(short)[1] == VendDone(42, "A1", ErrorCode.OK, 1200, B, None)
+    assert len(long) == len(short) + 4
+    for extra in (b"\x01", b"\x01\x36", b"\x01\x36\x02", b"\x01\x36\x02\x1c\x00"):
+        for code, head in ((codec.Code.VEND_DONE, bytes.fromhex("41 01 00 04 b0")),
+                           (codec.Code.VEND_RESULT_REPLY, bytes.fromhex("00 00 00 2a 02 00 41 01 04 b0"))):
+            raw = codec._frame(42, B, code, head + extra)
+            with pytest.raises(FrameError):
+                decode(raw)
+    with pytest.raises(ValueError):
+        encode(VendDone(42, "A1", ErrorCode.OK, 1200, B, MotorCurrent(70000, 70000)))
 
 
 def test_slot_encoding_rejects_out_of_range() -> None:
