@@ -9,6 +9,9 @@
                            or the food-safety lockout of a leaking fridge) minus the "service soon"
   false_alarms_per_week    "service soon" alarms on healthy equipment (healthy weeks with a hot
                            day, plus the healthy slots of the degradation weeks) per machine-week
+  and per spiral trend (the slot alarm is raised by whichever trips first; each is also timed alone):
+  current_lead_time_h / run_time_lead_time_h        the shortest warning of that trend alone
+  current_false_alarms_per_week / run_time_false_alarms_per_week   its trips on healthy spirals
 
 Everything runs on the simulator's physics (`hw_sim.physics`, `hw_sim.wear`) with the daemon's
 pure rules (`edge.core.eco`, `edge.core.food_safety`, `edge.core.maintenance`) in 10 s steps.
@@ -44,6 +47,7 @@ class Week:
     max_cabinet_c: float = -math.inf
     alarms: dict[str, float] = field(default_factory=dict)  # alarm key -> first raised (sim s)
     jams: dict[str, float] = field(default_factory=dict)  # slot -> first jam (sim s)
+    trips: dict[str, float] = field(default_factory=dict)  # "current:A2" / "run_time:A2" -> first trip (sim s)
     vends: int = 0
 
 
@@ -146,12 +150,15 @@ def simulate(
 
 
 def _vend(week: Week, spiral: Spiral, watch: SlotWatch, t: float) -> None:
-    jammed, motor_ms = spiral.vend(t)
+    run = spiral.run(t)
     week.vends += 1
-    if jammed:
+    if run.jammed:
         week.jams.setdefault(spiral.slot, t)
         return
-    _note(week, watch.observe(motor_ms), t)
+    _note(week, watch.observe(run.motor_ms, run.mean_ma), t)
+    for name, trend in (("current", watch.current), ("run_time", watch.run_time)):
+        if trend.tripped:
+            week.trips.setdefault(f"{name}:{spiral.slot}", t)
 
 
 def _note(week: Week, effects: list[Any], t: float) -> None:
@@ -169,6 +176,8 @@ def run(days: int = 7, seed: int = 7, healthy_weeks: int = 4) -> dict[str, Any]:
     leak_start, worn_start = 1.0 * DAY, 2.0 * DAY
     worn = {"A2": (worn_start, 0.25), "B4": (worn_start + 0.5 * DAY, 0.3)}
     leads: dict[str, float | None] = {}
+    trend_leads: dict[str, dict[str, float | None]] = {"current": {}, "run_time": {}}
+    trend_false = dict.fromkeys(trend_leads, 0)
     false_alarms, machine_weeks = 0, 0
     for i, s in enumerate((seed + 100, seed + 101)):
         w = simulate(days, s, eco_on=True, leak=RefrigerantLeak(leak_start, 0.2), worn=worn)
@@ -177,15 +186,20 @@ def run(days: int = 7, seed: int = 7, healthy_weeks: int = 4) -> dict[str, Any]:
         leads[f"leak_{i}"] = _lead(raised, fail)
         for slot in worn:
             leads[f"spiral_{slot}_{i}"] = _lead(w.alarms.get(f"service_soon:slot:{slot}"), w.jams.get(slot))
+            for name, per in trend_leads.items():
+                per[f"spiral_{slot}_{i}"] = _lead(w.trips.get(f"{name}:{slot}"), w.jams.get(slot))
         false_alarms += sum(
             1 for k in w.alarms if k.startswith("service_soon:slot:") and k.rsplit(":", 1)[1] not in worn
         )
+        for key in w.trips:
+            trend_false[key.split(":")[0]] += key.split(":")[1] not in worn
     for i in range(healthy_weeks):
         w = simulate(days, seed + 200 + i, eco_on=True, hot_day=(i % days) if i % 2 else None)
         false_alarms += len(w.alarms)
+        for key in w.trips:
+            trend_false[key.split(":")[0]] += 1
         machine_weeks += 1
     machine_weeks_total = machine_weeks * days / 7.0
-    known = [v for v in leads.values() if v is not None]
     return {
         "days": days,
         "energy_saving_ratio": round(1.0 - eco_week.kwh / normal.kwh, 3),
@@ -204,12 +218,23 @@ def run(days: int = 7, seed: int = 7, healthy_weeks: int = 4) -> dict[str, Any]:
         + normal.product_hours_above
         + eco_week.product_hours_above,
         "max_cabinet_c": {"normal": round(normal.max_cabinet_c, 2), "eco": round(eco_week.max_cabinet_c, 2)},
-        "maintenance_lead_time_h": round(min(known), 1) if known and len(known) == len(leads) else 0.0,
+        "maintenance_lead_time_h": _shortest(leads),
         "lead_times_h": leads,
         "false_alarms_per_week": round(false_alarms / machine_weeks_total, 2),
+        "current_lead_time_h": _shortest(trend_leads["current"]),
+        "current_false_alarms_per_week": round(trend_false["current"] / machine_weeks_total, 2),
+        "run_time_lead_time_h": _shortest(trend_leads["run_time"]),
+        "run_time_false_alarms_per_week": round(trend_false["run_time"] / machine_weeks_total, 2),
+        "spiral_lead_times_h": trend_leads,
         "healthy_weeks": machine_weeks,
         "targets": {"energy_saving_ratio": ">= 0.15", "food_safety_exceedances": "0"},
     }
+
+
+def _shortest(leads: dict[str, float | None]) -> float:
+    """The shortest warning over the runs; 0.0 when any failure came without (or before) a warning."""
+    known = [v for v in leads.values() if v is not None]
+    return round(min(known), 1) if known and len(known) == len(leads) else 0.0
 
 
 def _lead(raised: float | None, failed: float | None) -> float | None:

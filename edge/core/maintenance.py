@@ -2,16 +2,22 @@
 
 Two trend watchers, each learning its own healthy baseline first (no fleet constants):
 
-- `SlotWatch` per spiral: the board's motor run time per successful vend (and motor current when
-  a board reports it). A spiral that starts to bind turns slower and draws more: the EWMA of run
-  time climbs above the slot's learned median. Raise after `hold` consecutive vends above
-  `rise_ratio` x baseline; a service (`serviced`) relearns the baseline.
+- `SlotWatch` per spiral: two `Trend`s per successful vend, the board's motor run time and its
+  mean motor current (when the board reports it: VEND_DONE's long form). A spiral that starts to
+  bind turns slower and draws more — current more so (it follows the load torque while the speed
+  sags less): each EWMA climbs above the slot's learned median. One "service soon" alarm per slot
+  after `hold` consecutive vends above the trend's ratio x baseline, whichever trend trips first;
+  a service (`serviced`) relearns both baselines. A board that never sends current leaves the
+  current trend learning for ever: the run-time trend alone then watches the slot.
 - `CoolingWatch` for the refrigeration: compressor pull-down time (how long one run takes from
   cut-in to cut-out) and duty cycle, per regime (eco/normal differ in heat load). A refrigerant
   leak lowers cooling capacity: runs get longer long before the cabinet warms. The median of the
   last `window_runs` runs (a count, not a time window: when runs grow very long a time window
   would hold too few to judge) against the learned median; raise when above `rise_ratio` for
   `hold_s`, or when one run lasts longer than `max_run_s` (it cannot reach cut-out at all).
+
+Both keep a JSON-able `state()` that `restore()` takes back, so the ledger can carry a learnt
+baseline across a restart (edge/ledger/maintenance.py).
 
 Time is passed in (seconds, any monotonic origin). Effects are `edge.core.alarms` Raise/Clear.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from edge.core.alarms import Clear, Effect, Raise
 
@@ -31,63 +38,148 @@ SERVICE_SOON = "service_soon"
 class SlotConfig:
     baseline_n: int = 20  # successful vends that define the healthy median
     alpha: float = 0.2  # EWMA weight of the newest vend
-    rise_ratio: float = 1.25
+    rise_ratio: float = 1.25  # run time
     hold: int = 3  # consecutive vends above the ratio before raising
+    current_rise_ratio: float = 1.3  # mean motor current (noisier per vend than run time, rises faster)
+    current_hold: int = 3
+
+
+@dataclass
+class Trend:
+    """The EWMA of one per-vend figure against the median of its first ``baseline_n`` values; it
+    trips after ``hold`` consecutive vends at or above ``rise_ratio`` x baseline and stays tripped
+    until ``reset``. Mutable state, no I/O; ``state()``/``restore()`` carry it across a restart."""
+
+    baseline_n: int
+    alpha: float
+    rise_ratio: float
+    hold: int
+    learn: list[float] = field(default_factory=list)
+    baseline: float | None = None
+    ewma: float | None = None
+    above: int = 0
+    tripped: bool = False
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.baseline is None or self.ewma is None else self.ewma / self.baseline
+
+    def observe(self, value: float) -> bool:
+        """Feed one vend's figure; True when this vend trips the trend."""
+        if self.baseline is None or self.ewma is None:
+            self.learn.append(value)
+            if len(self.learn) >= self.baseline_n:
+                self.baseline = self.ewma = statistics.median(self.learn)
+            return False
+        self.ewma += self.alpha * (value - self.ewma)
+        self.above = self.above + 1 if self.ewma >= self.rise_ratio * self.baseline else 0
+        if self.tripped or self.above < self.hold:
+            return False
+        self.tripped = True
+        return True
+
+    def reset(self) -> None:
+        self.learn, self.baseline, self.ewma, self.above, self.tripped = [], None, None, 0, False
+
+    def state(self) -> dict[str, Any]:
+        return {"learn": list(self.learn), "baseline": self.baseline, "ewma": self.ewma, "above": self.above,
+                "tripped": self.tripped}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back a ``state()``; a malformed one leaves the trend learning afresh (never half-set)."""
+        try:
+            learn = [float(v) for v in state["learn"]]
+            baseline, ewma = _opt_float(state["baseline"]), _opt_float(state["ewma"])
+            above, tripped = int(state["above"]), bool(state["tripped"])
+        except (KeyError, TypeError, ValueError):
+            self.reset()
+            return
+        if (baseline is None) != (ewma is None) or (baseline is not None and baseline <= 0):
+            self.reset()
+            return
+        self.learn, self.baseline, self.ewma, self.above, self.tripped = learn, baseline, ewma, above, tripped
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
 
 
 @dataclass
 class SlotWatch:
-    """Vend-time trend of one slot (mutable state, no I/O)."""
+    """Trends of one spiral: motor run time and, when the board reports it, mean motor current.
+    One "service soon" alarm per slot, raised by whichever trend trips first (mutable, no I/O)."""
 
     slot: str
     cfg: SlotConfig = field(default_factory=SlotConfig)
-    learn: list[float] = field(default_factory=list)
-    baseline_ms: float | None = None
-    ewma_ms: float | None = None
-    above: int = 0
+    run_time: Trend = field(init=False)
+    current: Trend = field(init=False)
     active: bool = False
+
+    def __post_init__(self) -> None:
+        c = self.cfg
+        self.run_time = Trend(c.baseline_n, c.alpha, c.rise_ratio, c.hold)
+        self.current = Trend(c.baseline_n, c.alpha, c.current_rise_ratio, c.current_hold)
 
     @property
     def key(self) -> str:
         return f"{SERVICE_SOON}:slot:{self.slot}"
 
-    def observe(self, motor_ms: float) -> list[Effect]:
-        """Feed the run time of one successful vend; returns a Raise when the trend crosses."""
-        if self.baseline_ms is None:
-            self.learn.append(motor_ms)
-            if len(self.learn) >= self.cfg.baseline_n:
-                self.baseline_ms = statistics.median(self.learn)
-                self.ewma_ms = self.baseline_ms
-            return []
-        assert self.ewma_ms is not None
-        self.ewma_ms += self.cfg.alpha * (motor_ms - self.ewma_ms)
-        ratio = self.ewma_ms / self.baseline_ms
-        self.above = self.above + 1 if ratio >= self.cfg.rise_ratio else 0
-        if self.active or self.above < self.cfg.hold:
+    @property
+    def baseline_ms(self) -> float | None:
+        return self.run_time.baseline
+
+    @property
+    def ewma_ms(self) -> float | None:
+        return self.run_time.ewma
+
+    def observe(self, motor_ms: float, mean_ma: float | None = None) -> list[Effect]:
+        """Feed one successful vend: its run time and, if the board measured it, its mean current
+        (None or 0: not measured — the current trend just does not learn). A Raise when a trend trips."""
+        fired = ["run_time"] if self.run_time.observe(motor_ms) else []
+        if mean_ma is not None and mean_ma > 0 and self.current.observe(mean_ma):
+            fired.append("current")
+        if self.active or not fired:
             return []
         self.active = True
-        data = {
+        return [Raise(self.key, SERVICE_SOON, self._message(fired), "warning", self._data(fired))]
+
+    def _message(self, fired: list[str]) -> str:
+        why = []
+        if "current" in fired:
+            why.append(f"its motor draws {self.current.ratio or 0:.2f}x the current")
+        if "run_time" in fired:
+            why.append(f"the spiral turns {self.run_time.ratio or 0:.2f}x slower")
+        return f"slot {self.slot}: {' and '.join(why)} of when healthy; check it for binding before it jams"
+
+    def _data(self, fired: list[str]) -> dict[str, Any]:
+        t, c = self.run_time, self.current
+        return {
             "slot": self.slot,
-            "baseline_ms": round(self.baseline_ms),
-            "trend_ms": round(self.ewma_ms),
-            "ratio": round(ratio, 2),
+            "signals": fired,
+            "baseline_ms": None if t.baseline is None else round(t.baseline),
+            "trend_ms": None if t.ewma is None else round(t.ewma),
+            "ratio": None if t.ratio is None else round(t.ratio, 2),
+            "baseline_ma": None if c.baseline is None else round(c.baseline),
+            "trend_ma": None if c.ewma is None else round(c.ewma),
+            "current_ratio": None if c.ratio is None else round(c.ratio, 2),
         }
-        return [
-            Raise(
-                self.key,
-                SERVICE_SOON,
-                f"slot {self.slot}: spiral turns {ratio:.2f}x slower than "
-                "when healthy; check it for binding before it jams",
-                "warning",
-                data,
-            )
-        ]
 
     def serviced(self) -> list[Effect]:
-        """A technician serviced the spiral: clear the alarm and learn the baseline again."""
+        """A technician serviced the spiral: clear the alarm and learn both baselines again."""
         was = self.active
-        self.learn, self.baseline_ms, self.ewma_ms, self.above, self.active = [], None, None, 0, False
+        self.run_time.reset()
+        self.current.reset()
+        self.active = False
         return [Clear(self.key, "serviced")] if was else []
+
+    def state(self) -> dict[str, Any]:
+        """What a restart must not forget (JSON-able): both trends and whether the alarm is up."""
+        return {"run_time": self.run_time.state(), "current": self.current.state(), "active": self.active}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.run_time.restore(state.get("run_time") or {})
+        self.current.restore(state.get("current") or {})
+        self.active = bool(state.get("active")) and (self.run_time.tripped or self.current.tripped)
 
 
 @dataclass(frozen=True)
@@ -204,6 +296,23 @@ class CoolingWatch:
                 data,
             )
         ]
+
+    def state(self) -> dict[str, Any]:
+        """What a restart keeps (JSON-able): the learnt per-regime baselines and whether the alarm is
+        up. Times are monotonic and runs in progress die with the process: the window fills again."""
+        baselines = {k: r.baseline_s for k, r in self.regimes.items() if r.baseline_s is not None}
+        return {"baselines": baselines, "active": self.active}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back a ``state()``; a malformed one is ignored (the baselines are learnt again)."""
+        try:
+            baselines = {str(k): float(v) for k, v in dict(state.get("baselines") or {}).items()}
+        except (TypeError, ValueError):
+            return
+        if any(v <= 0 for v in baselines.values()):
+            return
+        self.regimes = {k: _Regime(baseline_s=v) for k, v in baselines.items()}
+        self.active = bool(state.get("active")) and bool(baselines)
 
     def serviced(self) -> list[Effect]:
         """After a repair the baselines are learnt again."""
