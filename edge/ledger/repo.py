@@ -133,7 +133,8 @@ async def order_doc(tx: Tx | LedgerDB, order_id: str) -> dict[str, Any]:
     doc["total"] = doc["total_amount"]  # the sync protocol's name
     doc["refund_due"] = bool(doc["refund_due"])
     db = tx.db if isinstance(tx, Tx) else (tx.ro or tx.db)
-    async with db.execute("SELECT sku_id, slot_id, qty, unit_price, status FROM order_lines WHERE order_id=? "
+    async with db.execute("SELECT sku_id, slot_id, qty, unit_price, status, price_rule FROM order_lines "
+                          "WHERE order_id=? "
                           "ORDER BY line_no", (order_id,)) as cur:
         doc["lines"] = [dict(r) for r in await cur.fetchall()]
     return doc
