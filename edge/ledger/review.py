@@ -50,9 +50,10 @@ async def decide(
     await tx.execute("DELETE FROM order_lines WHERE order_id=?", (session_id,))
     for i, ln in enumerate(lines):
         await tx.execute(
-            "INSERT INTO order_lines(order_id, line_no, sku_id, slot_id, qty, unit_price, status) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (session_id, i, ln["sku_id"], ln["slot_id"], ln["qty"], ln["unit_price"], status),
+            "INSERT INTO order_lines(order_id, line_no, sku_id, slot_id, qty, unit_price, status, price_rule) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (session_id, i, ln["sku_id"], ln["slot_id"], ln["qty"], ln["unit_price"], status,
+             ln.get("price_rule", "")),
         )
     total = sum(int(ln["qty"]) * int(ln["unit_price"]) for ln in lines)
     for ln in lines:

@@ -51,10 +51,12 @@ class PriceBook:
             self.db.cache[store.META_KEY] = cached
         return cached  # type: ignore[no-any-return]
 
-    def context(self, high_water_iso: str | None) -> pr.Context:
-        now = self.clock.wall()
+    def context(self, high_water_iso: str | None, at: float | None = None) -> pr.Context:
+        """Now, or the ledger time ``at`` (epoch s) of an earlier event such as a session's close."""
+        now = self.clock.wall() if at is None else at
         local = dt.datetime.fromtimestamp(now, self.tz)
-        return pr.Context(local.hour * 60 + local.minute, local.weekday(), now, _epoch(high_water_iso))
+        return pr.Context(local.hour * 60 + local.minute, local.weekday(), now,
+                          _epoch(high_water_iso) if at is None else at)
 
     def _best_before(self, day: str | None) -> float | None:
         if not day:
@@ -88,12 +90,14 @@ class PriceBook:
             raise SaleRefused("expired", f"{slot_id}: past its best-before")
         return priced
 
-    async def price_lines(self, tx: Tx, lines: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    async def price_lines(self, tx: Tx, lines: Sequence[Mapping[str, Any]], *,
+                          at: float | None = None) -> list[Mapping[str, Any]]:
         """A take-and-go basket (qty per lane, `unit_price` = list price) under the rules, bundles
         included; a line splits when its units get different prices, and each says its rule. A unit
         taken from a lane past its best-before is charged nothing (rule "expired"): it should not have
-        been on sale, and the customer already has it."""
-        rules, ctx = await self.rules(), self.context(await store.high_water(tx))
+        been on sale, and the customer already has it. ``at``: price as at that ledger time (a basket
+        settled later on the review page is priced as when the customer took it)."""
+        rules, ctx = await self.rules(), self.context(await store.high_water(tx), at)
         items: list[pr.Item] = []
         for ln in lines:
             bb = self._best_before(await store.best_before(tx, ln["slot_id"]))

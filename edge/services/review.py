@@ -1,11 +1,16 @@
 """The take-and-go review queue made actionable: approve the best guess, correct the basket, or void.
 
 Nothing is charged until a technician decides (edge/ledger/review.py writes the decision); this module
-turns a decision into order lines priced from the current planogram and checks it first.
+turns a decision into order lines and checks it first. The lines start at the planogram's list prices
+and are then priced by the active price rules (the `PriceBook`, as the take-and-go flow prices a basket
+it charges at once) as at the time the customer closed the door: a happy hour or a near-expiry
+markdown the customer shopped under still applies when the basket is settled the next morning, and
+a lane that expired overnight is not charged as expired. Each line records its rule.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,15 +18,23 @@ from edge.core.catalog import Planogram
 from edge.core.errors import SaleRefused
 from edge.ledger import repo, review
 from edge.ledger.db import LedgerDB
+from edge.services.pricing import PriceBook
 
 ACTIONS = ("approve", "correct", "void")
 MAX_QTY = 99  # per product in one basket: a door-open session cannot take more
 
 
 async def decide(
-    db: LedgerDB, actor: str, session_id: str, action: str, basket: Mapping[str, int] | None = None
+    db: LedgerDB,
+    actor: str,
+    session_id: str,
+    action: str,
+    basket: Mapping[str, int] | None = None,
+    *,
+    prices: PriceBook | None = None,
 ) -> dict[str, Any]:
-    """Settle one basket; returns {session_id, status, total, currency, lines}. Refusals are SaleRefused."""
+    """Settle one basket; returns {session_id, status, total, currency, lines}. Refusals are SaleRefused.
+    With ``prices`` the lines are priced by the rules as at the session's close (else list prices)."""
     if action not in ACTIONS:
         raise SaleRefused("bad_input", f"decision must be one of {list(ACTIONS)}")
     item = await review.waiting(db, session_id)
@@ -40,12 +53,15 @@ async def decide(
             raise SaleRefused("bad_input", "the best guess is empty: correct the basket or void it")
     else:
         lines = correct_lines(check_basket(basket, planogram), item["lines"], planogram)
-    total = sum(ln["qty"] * ln["unit_price"] for ln in lines)
-    if item["limit_amount"] is not None and total > item["limit_amount"]:
-        raise SaleRefused(
-            "over_limit", f"total {total} is over the customer's authorised {item['limit_amount']}"
-        )
+    closed_at = _epoch((await repo.order_doc(db, session_id))["created_at"]) if lines and prices else None
     async with db.tx() as tx:
+        if prices is not None and closed_at is not None:
+            lines = [dict(ln) for ln in await prices.price_lines(tx, lines, at=closed_at)]
+        total = sum(ln["qty"] * ln["unit_price"] for ln in lines)
+        if item["limit_amount"] is not None and total > item["limit_amount"]:
+            raise SaleRefused(
+                "over_limit", f"total {total} is over the customer's authorised {item['limit_amount']}"
+            )
         order = await review.decide(tx, session_id, action=action, lines=lines, actor=actor)
     return {
         "session_id": session_id,
@@ -54,6 +70,10 @@ async def decide(
         "currency": order["currency"],
         "lines": order["lines"],
     }
+
+
+def _epoch(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def check_basket(basket: Mapping[str, Any] | None, planogram: Planogram) -> dict[str, int]:
@@ -77,7 +97,7 @@ def correct_lines(
     basket: Mapping[str, int], guess: list[Mapping[str, Any]], planogram: Planogram
 ) -> list[dict[str, Any]]:
     """Order lines for the corrected basket: each product taken from the lanes the guess saw it leave,
-    else from its home lanes in the planogram, at today's price."""
+    else from its home lanes in the planogram, at the planogram's list price (rules come after)."""
     seen = {ln["sku_id"]: ln["slot_id"] for ln in reversed(guess)}  # the first lane each product left
     home: dict[str, str] = {}
     for slot in sorted(planogram.slots.values(), key=lambda s: (s.shelf is None, s.slot_id)):  # shelves first

@@ -99,7 +99,8 @@ class Technician:
         if self.m.services.takeandgo is None:
             raise NotAvailable("take-and-go")
         try:
-            return await review.decide(self.m.db, actor, session_id, action, basket)
+            return await review.decide(self.m.db, actor, session_id, action, basket,
+                                       prices=self.m.services.takeandgo.prices)
         finally:
             self.q.invalidate()
 
