@@ -2,9 +2,10 @@
 
 Two layers, both bytes in / typed values out (see docs/protocols/mdb.md):
 
-* the adapter's ASCII line protocol ("Generic Master" command group): the host writes
-  ``R,<cmd hex>[,<data hex>]\\n`` and the adapter answers ``p,ACK``, ``p,NACK`` or ``p,<hex>``
-  (the peripheral's data, checksum already checked and ACKed on the bus by the adapter);
+* the adapter's ASCII line protocol ("Generic Master" command group, ``drivers/mdb/lines.py``,
+  re-exported here): the host writes ``R,<cmd hex>[,<data hex>]\\n`` and the adapter answers
+  ``p,ACK``, ``p,NACK`` or ``p,<hex>`` (the peripheral's data, checksum already checked and ACKed on
+  the bus by the adapter);
 * the MDB cashless device's commands and responses (MDB/ICP 4.x, cashless device #1 at 0x10):
   what goes inside ``R,...`` and what comes back in ``p,<hex>``.
 
@@ -17,9 +18,30 @@ import enum
 from dataclasses import dataclass
 
 from drivers.errors import ProtocolError
+from drivers.mdb.lines import (
+    MAX_LINE,
+    AdapterLine,
+    AdapterReply,
+    LineReader,
+    PeripheralReply,
+    decode_line,
+    encode_line,
+    encode_reply,
+)
+
+# the line layer (drivers/mdb/lines.py) is part of this module's API: the driver, the simulator and the
+# tests read every wire format from here
+__all__ = [
+    "ADDRESS", "FEATURE_ALWAYS_IDLE", "MAX_LINE", "AdapterLine", "AdapterReply", "BeginSession", "cash_sale",
+    "Cmd", "Command", "decode_command", "decode_line", "decode_responses", "DisplayRequest", "encode_command",
+    "encode_line", "encode_reply", "encode_response", "expansion_enable_features", "expansion_request_id",
+    "from_scaled", "LineReader", "Malfunction", "OutOfSequence", "PeripheralId", "PeripheralReply", "poll",
+    "reader_disable", "reader_enable", "ReaderConfig", "reset", "Resp", "Response", "session_complete",
+    "setup_config", "setup_prices", "Simple", "Sub", "to_scaled", "vend_cancel", "vend_failure",
+    "vend_request", "vend_success", "VendApproved",
+]
 
 ADDRESS = 0x10  # cashless device #1
-MAX_LINE = 512  # longest adapter line we accept (a Level 3 Peripheral ID is 34 bytes = 68 hex digits)
 FEATURE_ALWAYS_IDLE = 1 << 5  # Level 3 optional feature bit (Peripheral ID Z30-Z33, bit 5)
 
 
@@ -348,59 +370,7 @@ def from_scaled(scaled: int, minor_digits: int, scale: int, decimals: int) -> in
 
 def encode_command(command: Command) -> bytes:
     """``R,<cmd>[,<data>]\\n``: hex, upper case, two digits per byte."""
-    line = f"R,{command.cmd:02X}" + (f",{command.data.hex().upper()}" if command.data else "")
-    return (line + "\n").encode("ascii")
-
-
-def encode_line(text: str) -> bytes:
-    """Any other host line (``V``, ``M,1``, ``R,RESET``)."""
-    return (text + "\n").encode("ascii")
-
-
-@dataclass(frozen=True)
-class PeripheralReply:
-    """A ``p,...`` line: ACK, NACK (no answer on the bus) or the peripheral's data."""
-
-    ack: bool = False
-    nack: bool = False
-    data: bytes = b""
-
-
-@dataclass(frozen=True)
-class AdapterLine:
-    """Any other adapter line, split at commas (``v,<version>``, ``m,ACK``, ``x,...`` errors)."""
-
-    prefix: str
-    fields: tuple[str, ...]
-
-
-AdapterReply = PeripheralReply | AdapterLine
-
-
-def decode_line(line: str) -> AdapterReply:
-    """One adapter line (without its line end) -> a typed reply."""
-    prefix, _, rest = line.partition(",")
-    if not prefix or not _:
-        raise ProtocolError(f"adapter line without a prefix: {line!r}")
-    if prefix != "p":
-        return AdapterLine(prefix, tuple(rest.split(",")))
-    if rest == "ACK":
-        return PeripheralReply(ack=True)
-    if rest == "NACK":
-        return PeripheralReply(nack=True)
-    try:
-        data = bytes.fromhex(rest)
-    except ValueError:
-        raise ProtocolError(f"bad hex in peripheral reply {line!r}") from None
-    if not data:
-        raise ProtocolError(f"empty peripheral reply {line!r}")
-    return PeripheralReply(data=data)
-
-
-def encode_reply(reply: PeripheralReply) -> bytes:
-    """The adapter's side (simulator): a ``p,...`` line."""
-    body = "ACK" if reply.ack else "NACK" if reply.nack else reply.data.hex().upper()
-    return f"p,{body}\n".encode("ascii")
+    return encode_line(f"R,{command.cmd:02X}" + (f",{command.data.hex().upper()}" if command.data else ""))
 
 
 def decode_command(line: str) -> Command:
@@ -416,33 +386,3 @@ def decode_command(line: str) -> Command:
     if not 0 <= cmd <= 0xFF:
         raise ProtocolError(f"address byte out of range in {line!r}")
     return Command(cmd, data)
-
-
-class LineReader:
-    """Splits a byte stream into lines (``\\n``, a trailing ``\\r`` dropped); counts what it throws away."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self.garbage_bytes = 0
-
-    def feed(self, data: bytes) -> list[str]:
-        self._buf += data
-        lines: list[str] = []
-        while True:
-            end = self._buf.find(b"\n")
-            if end < 0:
-                if len(self._buf) > MAX_LINE:  # no line end in sight: noise, drop it
-                    self.garbage_bytes += len(self._buf)
-                    self._buf.clear()
-                return lines
-            raw = bytes(self._buf[:end]).rstrip(b"\r")
-            del self._buf[: end + 1]
-            try:
-                text = raw.decode("ascii")
-            except UnicodeDecodeError:
-                self.garbage_bytes += len(raw) + 1
-                continue
-            if text and text.isprintable():
-                lines.append(text)
-            elif text:
-                self.garbage_bytes += len(raw) + 1
