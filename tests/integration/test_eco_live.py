@@ -9,8 +9,9 @@ import dataclasses
 import pytest
 
 from edge.services.eco import EcoService, eco_config
-from tests.integration.test_fridge_services import rig, wait_for  # noqa: F401  (the shared fixture)
+from tests.integration.test_fridge_services import rig  # noqa: F401  (the shared fixture)
 from tests.support.rigs.fridge import HOUR
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

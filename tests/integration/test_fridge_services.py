@@ -6,7 +6,6 @@ delays and the food-safety allowance are checked in simulated seconds.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 
@@ -16,6 +15,7 @@ from edge.core.errors import SaleRefused
 from edge.ledger import repo
 from edge.services.temperature import TemperatureService
 from tests.support.rigs.fridge import HOUR, FridgeRig, start_fridge_rig
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.timeout(40)
 MIN = 60.0
@@ -23,12 +23,6 @@ MIN = 60.0
 
 def ts(iso: str) -> float:
     return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
-async def wait_for(pred, timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not pred():
-            await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -120,20 +114,22 @@ async def test_silent_slave_only_that_device_offline_then_recovers(rig):
     rig.sim.silence(2, seconds=2.0)
     ok_before = fridge.counters["ok"]
     await wait_for(lambda: not shelves.online)
-    await asyncio.sleep(0.5)
+    # the fridge kept being polled (every 0.02 s) while the shelves were silent
+    await wait_for(lambda: fridge.counters["ok"] - ok_before >= 20, what="20 fridge polls")
     assert fridge.online and rig.plant.devices["bus0.io"].online
-    assert fridge.counters["ok"] - ok_before >= 20  # the fridge kept being polled (every 0.02 s)
     await wait_for(lambda: rig.plant.watch.offline() == ["bus0.shelves"])
-    await asyncio.sleep(0.05)
-    active = {a["alarm_key"] for a in await repo.active_alarms(db)}
-    assert "device_offline:bus0.shelves" in active and "device_offline:bus0.fridge" not in active
+
+    async def shelves_alarmed() -> bool:
+        return "device_offline:bus0.shelves" in {a["alarm_key"] for a in await repo.active_alarms(db)}
+    await wait_for(shelves_alarmed, what="the offline alarm stored")
+    assert "device_offline:bus0.fridge" not in {a["alarm_key"] for a in await repo.active_alarms(db)}
     assert all(r.grams is None for r in rig.plant.shelves.snapshot().values())
     assert set((await rig.plant.shelves.wait_stable(0.2)).values()) == {None}  # take-and-go → review
     assert await sell(rig, "A2") == "completed"  # sales of unaffected goods continue
     await wait_for(lambda: shelves.online, timeout_s=10)
-    async with asyncio.timeout(5):  # the recovery is stored as a cleared alarm
-        while "device_offline:bus0.shelves" in {a["alarm_key"] for a in await repo.active_alarms(db)}:
-            await asyncio.sleep(0.02)
+    async def shelves_cleared() -> bool:  # the recovery is stored as a cleared alarm
+        return not await shelves_alarmed()
+    await wait_for(shelves_cleared, 5.0, what="the offline alarm cleared")
     cleared = await db.fetchone("SELECT active, cleared_at FROM alarms WHERE alarm_key='device_offline:bus0.shelves'")
     assert cleared["active"] == 0 and cleared["cleared_at"]
 

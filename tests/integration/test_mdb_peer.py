@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from drivers.mdb import CashlessReader, ReaderState
 from tests.support.mdb_peer import PeerReader
 from tests.support.socat import socat_pair
+from tests.support.waits import wait_for
 
 pytestmark = [
     pytest.mark.timeout(30),
@@ -90,5 +90,5 @@ async def test_denied_and_out_of_sequence(wired):
     assert await reader.vend_success(303) is False
     await reader.complete_session(3)
     await reader.cash_sale(200, 404)
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: peer.cash_sales, 3.0, what="the peer to record the cash sale")
     assert peer.captured == [] and peer.cash_sales == [(404, 200)] and peer.violations == []

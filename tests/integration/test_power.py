@@ -10,8 +10,8 @@ import pytest
 
 from edge.core.errors import SaleRefused
 from edge.ledger import repo
-from tests.integration.test_fridge_services import wait_for
 from tests.support.rigs.fridge import start_fridge_rig
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

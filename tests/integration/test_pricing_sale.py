@@ -12,8 +12,8 @@ from edge.core.errors import SaleRefused
 from edge.ledger import fresh, repo
 from edge.services.cloud import LedgerConfigSink
 from hw_sim.world import load_demo_planogram
-from tests.integration.test_fridge_services import wait_for
 from tests.support.rigs.fridge import start_fridge_rig
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

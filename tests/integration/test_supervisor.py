@@ -7,20 +7,34 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import time
+from collections.abc import Callable
 
 import pytest
 
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
 from edge.supervisor import Supervisor, ledger_alarms
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
 
 async def until(pred, timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not pred():
-            await asyncio.sleep(0.01)
+    await wait_for(pred, timeout_s)
+
+
+def count_checks(sup: Supervisor) -> Callable[[], int]:
+    """Count the supervisor's `check()` calls: the watchdog loop makes one per interval, so a test can
+    wait for N watchdog rounds instead of sleeping N intervals."""
+    calls = [0]
+    real = sup.check
+
+    async def check() -> list[str]:
+        calls[0] += 1
+        return await real()
+    sup.check = check  # type: ignore[method-assign]
+    return lambda: calls[0]
 
 
 async def active_alarms(db: LedgerDB) -> dict[str, dict]:
@@ -52,9 +66,13 @@ async def test_a_crashing_task_is_restarted_counted_alarmed_and_cleared_when_sta
         alarm = (await active_alarms(db))["task_restarting:flaky"]
         assert alarm["kind"] == "task_restarting" and "IndexError" in alarm["message"]
         assert sup.status()["flaky"]["running"] and sup.status()["flaky"]["restarts"] == 4
-        await asyncio.sleep(0.35)  # runs stably past stable_after_s: the next check clears the alarm
-        assert await sup.check() == []
-        assert "task_restarting:flaky" not in await active_alarms(db)
+
+        async def cleared() -> bool:
+            assert await sup.check() == []
+            return "task_restarting:flaky" not in await active_alarms(db)
+        await wait_for(cleared, 5.0, what="the restart alarm to clear")
+        # cleared by a check once the task had run stably for stable_after_s, not before
+        assert time.monotonic() - info.started_at >= sup.stable_after_s
     finally:
         await sup.stop()
         await db.close()
@@ -77,6 +95,16 @@ class NotifySocket:
             except BlockingIOError:
                 return out
 
+    async def wait_fed(self, times: int = 1, timeout_s: float = 5.0) -> list[str]:
+        """Until `times` WATCHDOG=1 datagrams have come; returns every datagram received meanwhile."""
+        got: list[str] = []
+
+        def fed() -> bool:
+            got.extend(self.drain())
+            return got.count("WATCHDOG=1") >= times
+        await wait_for(fed, timeout_s, what=f"{times} WATCHDOG=1 datagrams")
+        return got
+
 
 async def test_a_hung_task_stops_the_watchdog_being_fed_and_a_recovered_one_resumes_it(tmp_path, monkeypatch):
     notify_sock = NotifySocket(str(tmp_path / "notify"))
@@ -94,20 +122,19 @@ async def test_a_hung_task_stops_the_watchdog_being_fed_and_a_recovered_one_resu
             await asyncio.sleep(0.02)
 
     try:
+        checks = count_checks(sup)
         info = sup.spawn("worker", worker, stale_after_s=0.3)
         sup.spawn("watchdog", lambda: sup.watchdog(0.05))
-        await asyncio.sleep(0.4)
-        fed = notify_sock.drain()
-        assert fed.count("WATCHDOG=1") >= 4  # healthy: fed every interval
+        await notify_sock.wait_fed(4)  # healthy: fed every interval
         hang.set()
         await until(lambda: sup.stale() == ["worker"], timeout_s=2.0)
         notify_sock.drain()
-        await asyncio.sleep(0.5)  # ten watchdog intervals with a hung task: systemd hears nothing
-        assert notify_sock.drain() == []
+        rounds = checks()
+        await until(lambda: checks() >= rounds + 10)  # ten watchdog rounds with a hung task ...
+        assert notify_sock.drain() == []  # ... and systemd heard nothing
         assert sup.status()["worker"]["stale"] is True
         resume.set()
-        await asyncio.sleep(0.3)
-        assert "WATCHDOG=1" in notify_sock.drain()  # the task moves again: the watchdog is fed again
+        await notify_sock.wait_fed()  # the task moves again: the watchdog is fed again
     finally:
         await sup.stop()
         notify_sock.sock.close()
@@ -116,16 +143,18 @@ async def test_a_hung_task_stops_the_watchdog_being_fed_and_a_recovered_one_resu
 async def test_stop_cancels_every_task_even_one_that_swallows_a_cancel():
     sup = Supervisor()
     swallowed = []
+    waiting = asyncio.Event()
 
     async def stubborn() -> None:
         try:
+            waiting.set()
             await asyncio.Event().wait()
         except asyncio.CancelledError:  # what pymodbus' wait_for can do on 3.11 when a reply races
             swallowed.append(1)
         await asyncio.Event().wait()
 
     info = sup.spawn("stubborn", stubborn)
-    await asyncio.sleep(0)
+    await waiting.wait()
     await sup.stop()
     assert swallowed == [1] and info.task is not None and info.task.done()
 
@@ -160,18 +189,14 @@ async def test_a_crashed_modbus_poll_task_takes_its_devices_offline_with_alarms_
         assert bus.counters["crashes"] >= 1 and "RuntimeError" in (task.last_error or "")
         assert all("poll task crashed" in (d.last_error or "") for d in rig.plant.devices.values())
 
-        async def offline_alarms() -> set[str]:
-            return {k for k in await active_alarms(db) if k.startswith("device_offline:")}
+        async def offline_alarms_are(want: set[str]) -> bool:
+            return {k for k in await active_alarms(db) if k.startswith("device_offline:")} == want
 
         want = {f"device_offline:{k}" for k in rig.plant.devices}
-        async with asyncio.timeout(5):
-            while await offline_alarms() != want:
-                await asyncio.sleep(0.02)
+        await wait_for(lambda: offline_alarms_are(want), 5.0, what=f"alarms {want}")
         fridge.regmap = fridge.regmap.real  # the bug is gone: the restarted task polls again
         await until(lambda: all(d.online for d in rig.plant.devices.values()))
-        async with asyncio.timeout(5):
-            while await offline_alarms():
-                await asyncio.sleep(0.02)
+        await wait_for(lambda: offline_alarms_are(set()), 5.0, what="the offline alarms to clear")
         assert sup.status()[bus.poll_task_name]["running"]
     finally:
         await rig.stop()
@@ -219,22 +244,23 @@ async def test_the_daemon_withholds_the_systemd_watchdog_while_its_board_watch_i
     monkeypatch.setattr(edge.daemon, "BOARD_WATCH_STALE_S", 1.0)
     rig = await start_inproc(tmp_path / "rig")
     try:
-        await asyncio.sleep(0.5)
-        assert "READY=1\nSTATUS=selling" in (fed := notify_sock.drain()) and fed.count("WATCHDOG=1") >= 2
+        sup = rig.daemon.supervisor
+        checks = count_checks(sup)
+        assert "READY=1\nSTATUS=selling" in await notify_sock.wait_fed(2)
         other = sqlite3.connect(rig.daemon.ledger_path, timeout=0, isolation_level=None)
         try:
             other.execute("BEGIN IMMEDIATE")  # another process holds the ledger's write lock
             await rig.sim.unplug()  # the board watch must write an alarm: it waits on the lock
             await until(lambda: "vend_board.watch" in rig.daemon.supervisor.stale(), timeout_s=3.0)
             notify_sock.drain()
-            await asyncio.sleep(0.5)
-            assert "WATCHDOG=1" not in notify_sock.drain()  # systemd would restart us now
+            rounds = checks()
+            await until(lambda: checks() >= rounds + 5)  # five watchdog rounds (0.1 s each) ...
+            assert "WATCHDOG=1" not in notify_sock.drain()  # ... unfed: systemd would restart us now
         finally:
             other.execute("ROLLBACK")
             other.close()
-        await until(lambda: not rig.daemon.supervisor.stale(), timeout_s=3.0)
-        await asyncio.sleep(0.3)
-        assert "WATCHDOG=1" in notify_sock.drain()
+        await until(lambda: not sup.stale(), timeout_s=3.0)
+        await notify_sock.wait_fed()
         assert "device_offline:vend_board" in await rig.alarms()  # the wedged write went through after all
     finally:
         await rig.stop()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -16,6 +14,7 @@ from edge.core.errors import SaleRefused
 from edge.ledger import repo
 from hw_sim.vend_board import SimVendBoard, run_in_thread
 from tests.support.rigs.vend import start_rig, write_config
+from tests.support.waits import wait_for, wait_until
 
 
 @pytest.fixture
@@ -93,23 +92,23 @@ async def test_line_faults_retry_same_seq_never_double_dispense(rig, fault):
 async def test_unplug_alarms_refuses_then_recovers(rig):
     machine = rig.daemon.machine
     await rig.sim.unplug()
-    for _ in range(50):
-        if "device_offline:vend_board" in {a["alarm_key"] for a in await repo.active_alarms(rig.daemon.db)}:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail("no device_offline alarm after unplug")
+
+    async def offline_alarms() -> list[str]:
+        return [a["alarm_key"] for a in await repo.active_alarms(rig.daemon.db) if a["kind"] == "device_offline"]
+
+    async def alarmed() -> bool:
+        return "device_offline:vend_board" in await offline_alarms()
+    await wait_for(alarmed, 5.0, what="a device_offline alarm after unplug")
     with pytest.raises(SaleRefused) as refused:
         await machine.sell("A2")
     assert refused.value.reason == "board_offline"
     await rig.sim.replug()
     await rig.daemon.board.wait_connected(5.0)
     assert (await machine.sell("A2", "card:z"))["status"] == "completed"
-    for _ in range(50):
-        if not await repo.active_alarms(rig.daemon.db):
-            break
-        await asyncio.sleep(0.05)
-    assert not [a for a in await repo.active_alarms(rig.daemon.db) if a["kind"] == "device_offline"]
+
+    async def cleared() -> bool:
+        return not await offline_alarms()
+    await wait_for(cleared, 5.0, what="the device_offline alarm to clear")
 
 
 def _daemon(cfg):
@@ -151,16 +150,16 @@ def test_sigkill_between_journal_and_result_is_reconciled(tmp_path, planogram_do
         proc.stdin.write("sell A1\n")
         proc.stdin.flush()
         if kill_at == "after_send":  # wait for the frame to reach the board, then pull the plug mid-motor
-            deadline = time.monotonic() + 10
-            while handle.call(lambda: sim.vend_frames_received) == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: handle.call(lambda: sim.vend_frames_received) > 0, 10, step_s=0.01,
+                       what="the VEND frame at the board")
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         # the journal says how far it got: 'sent' (committed with the order, before the frame is written;
         # the frame may or may not have left) or 'acked' when the board's ACK was journaled before the kill
         expected = [["sent"], ["acked"]] if kill_at == "after_send" else [["sent"]]
         assert _journal_state(db_path) in expected
-        time.sleep(2.0 if kill_at == "after_send" else 0)  # the motor finishes while the daemon is dead
+        if kill_at == "after_send":  # the motor (1.5 s) finishes while the daemon is dead
+            wait_until(lambda: handle.call(lambda: sim.total_dispensed) == 1, 10, what="the item to drop")
         proc = _daemon(cfg)
         assert json.loads(proc.stdout.readline())["ready"]
         assert _ask(proc, "wait_reconciled") == {"unreconciled": 0}
@@ -194,7 +193,8 @@ def test_bad_config_exits_nonzero_naming_the_key(tmp_path):
 async def test_restock_waits_while_a_vend_outcome_is_unknown(rig):
     """Restocking over a vend whose outcome is unknown would count that item twice once it settles."""
     await rig.sim.unplug()
-    await asyncio.sleep(0.3)
+    # the board is gone before the open journal row appears, so nothing can settle it meanwhile
+    await wait_for(lambda: not rig.daemon.board.connected, 5.0, what="the daemon to lose the board")
     rig.daemon.machine.vend.unreconciled = 0  # as if the board dropped mid-vend: force a journal row open
     async with rig.daemon.db.tx() as tx:
         await tx.execute("INSERT INTO orders(order_id, kind, status, total_amount, currency, created_at, "
