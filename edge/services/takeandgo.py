@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -140,7 +140,9 @@ class TakeAndGoService:
                                                       self.capturer.capture(shelves))
         assert self.session is not None
         await self._camera_alarms(views)
-        await self.evidence.save_images(self.session.session_id, "before", images)
+        # the pictures are evidence for a reviewer, not input to the decision (the cells are): written
+        # behind, so a slow or full card never holds the door or the order
+        self._write_behind(self._keep_images(self.session.session_id, "before", images))
         self.data["before"] = {str(k): cells_to_json(v) for k, v in views.items()}
         self.data["before_g"] = {str(k): grams.get(k) for k in shelves}
         return Event("before_captured")
@@ -213,10 +215,7 @@ class TakeAndGoService:
         summary = {"session_id": s.session_id, "decision": self.data["decision"],
                    "before_g": self.data.get("before_g"), "after_g": self.data.get("after_g"),
                    "shelves": {str(k): v for k, v in decision.evidence.items()}}
-        task = asyncio.get_running_loop().create_task(
-            self._keep_evidence(s.session_id, summary, getattr(self, "_after_images", {})))
-        self._writing.add(task)  # a reference, so the task is not collected; close() waits for it
-        task.add_done_callback(self._writing.discard)
+        self._write_behind(self._keep_evidence(s.session_id, summary, getattr(self, "_after_images", {})))
         return Event("decided", decision.status)
 
     async def _order(self, d: Decision, planogram: Planogram) -> None:
@@ -247,6 +246,18 @@ class TakeAndGoService:
             await tx.event("session_decided", {"session_id": s.session_id, "status": d.status,
                                                "taken": d.taken, "confidence": round(d.confidence, 3)})
         self.counters[d.status] += 1
+
+    def _write_behind(self, write: Coroutine[Any, Any, None]) -> None:
+        """Run an evidence write as its own task, on the evidence pool (never the inference pool)."""
+        task = asyncio.get_running_loop().create_task(write)
+        self._writing.add(task)  # a reference, so the task is not collected; close() waits for it
+        task.add_done_callback(self._writing.discard)
+
+    async def _keep_images(self, sid: str, tag: str, images: Mapping[int, Any]) -> None:
+        try:
+            await self.evidence.save_images(sid, tag, dict(images))
+        except OSError as exc:
+            log.error("evidence_not_saved", session_id=sid, error=str(exc))
 
     async def _keep_evidence(self, sid: str, summary: dict[str, Any], images: Mapping[int, Any]) -> None:
         """Off the critical path; takes everything it writes as arguments (by the time it runs,
