@@ -34,8 +34,9 @@ def _parser() -> argparse.ArgumentParser:
                          description="Validate exactly as `run` does. Exit 0 when ok, 2 with the error.")
     _config_arg(chk)
     demo = sub.add_parser("demo", help="simulator + daemon (+ cloud + web page), all local",
-                          description="Everything in one process. Interactive until Ctrl-C, or a headless "
-                                      "scenario that prints a summary.")
+                          description="The simulated hardware with this daemon as a subprocess (`python -m "
+                                      "hw_sim.demo`). Interactive until Ctrl-C, or a headless scenario that "
+                                      "prints a summary.")
     demo.add_argument("--scenario", choices=["interactive", "classic-vend", "fridge-day"], default="interactive",
                       help="what to run (default: %(default)s)")
     demo.add_argument("--customers", type=int, default=40, help="customers in classic-vend (default: %(default)s)")
@@ -91,10 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg, _ = load_all(args.config)
             print(f"ok: {cfg.source} (machine {cfg.machine.id})")
             return 0
-        if args.cmd == "demo":
-            from edge.demo import run_demo
-
-            return run_demo(args)
+        if args.cmd == "demo":  # the demo is hw_sim's (edge never imports it): this process becomes it
+            os.execv(sys.executable, [sys.executable, "-m", "hw_sim.demo", *argv[argv.index("demo") + 1:]])
         if args.cmd == "dex":
             sys.stdout.write(asyncio.run(_dex(args.config, interim=args.interim)))
             return 0

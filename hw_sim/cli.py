@@ -1,5 +1,6 @@
 """`vendedge-sim`: the simulated machine on its own — vend board, Modbus plant, shelf cameras —
-for testers and for a daemon on another host. Faults are typed on stdin, one per line:
+for testers and for a daemon on another host (`vendedge-sim demo ARGS` runs `vendedge demo ARGS`:
+these simulators with the daemon as a subprocess). Faults are typed on stdin, one per line:
 
     jam A1 | nodrop A1 | garble N | silence N | unplug | replug        (vend board)
     mb-silence UNIT POLLS | mb-garbage UNIT N | compressor on|off      (Modbus plant)
@@ -89,13 +90,18 @@ async def apply_fault(words: Sequence[str], board: SimVendBoard, plant: SimModbu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["demo"]:  # `vendedge-sim demo ARGS` = `vendedge demo ARGS`
+        from hw_sim.demo.__main__ import main as demo_main
+
+        return demo_main(args_in[1:])
     p = argparse.ArgumentParser(prog="vendedge-sim", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", default="/tmp/vendedge-sim", help="where the pty links are created")
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     p.add_argument("--board-tcp", type=int, default=0, help="serve the vend board on TCP instead of a pty")
     p.add_argument("--camera-port", type=int, default=0)
-    args = p.parse_args(argv)
+    args = p.parse_args(args_in)
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))  # stdout: answers only
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(serve(args))

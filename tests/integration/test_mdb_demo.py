@@ -1,11 +1,12 @@
-"""`vendedge demo --scenario classic-vend --payment mdb`: the whole daemon with the payment loop running
-beside live card sales, board faults and reader faults; ledger, reader books and board must agree."""
+"""`vendedge demo --scenario classic-vend --payment mdb`: the daemon (a subprocess) with its payment loop
+running beside live card sales at the kiosk API, board faults and reader faults; the daemon's ledger
+(audit), the reader's books and the board must agree."""
 
 from __future__ import annotations
 
 import pytest
 
-from edge.demo.classic_mdb import classic_vend_mdb
+from hw_sim.demo.classic_mdb import classic_vend_mdb
 
 pytestmark = pytest.mark.timeout(120)
 

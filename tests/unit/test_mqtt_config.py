@@ -114,8 +114,8 @@ def test_topics_outside_the_layout_are_refused(name: str) -> None:
 def test_demo_over_mqtt_says_how_to_install_mosquitto_when_it_is_missing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import edge.demo.mqtt_broker as demo_mqtt  # noqa: PLC0415
+    import hw_sim.demo.__main__ as demo  # noqa: PLC0415  (`vendedge demo` execs this module)
 
-    monkeypatch.setattr(demo_mqtt, "mosquitto_binary", lambda: None)
-    assert cli_main(["demo", "--transport", "mqtt", "--web-port", "0"]) == 2
+    monkeypatch.setattr(demo, "mosquitto_binary", lambda: None)
+    assert demo.main(["--transport", "mqtt", "--web-port", "0"]) == 2
     assert "apt-get install -y mosquitto" in capsys.readouterr().err
