@@ -51,6 +51,8 @@ async def test_a_vend_request_that_gets_no_answer_in_time_is_not_resent(wired):
     sim.slow_answers(0.3)
     with pytest.raises(DeviceTimeout):
         await reader.request_vend(150, 101)
+    # the observation window is the point: a re-send would follow the 0.2 s timeout at once, and the slow
+    # answer itself lands at 0.3 s; 0.4 s covers both
     await asyncio.sleep(0.4)
     assert sum(1 for line in sim.log if line.startswith("R,13,00")) == 1  # sent once, never again
     decision = await reader.cancel_vend(2)  # what the payment service does next

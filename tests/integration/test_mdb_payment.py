@@ -17,6 +17,7 @@ from edge.ledger import payments, repo
 from edge.services.payment_mdb import MdbPayment, MdbPaymentConfig
 from hw_sim.mdb_reader import SimMdbReader
 from tests.support.rigs.vend import start_rig
+from tests.support.waits import wait_for
 
 PRICE = {"A1": 180}
 
@@ -146,7 +147,8 @@ async def test_reader_reset_before_approval_refuses_the_sale(rig, card):
     sim.tap()
     amount, currency = await price_of(rig, "E1")
     task = asyncio.create_task(pay.authorize("E1", amount, currency))
-    await asyncio.sleep(0.3)
+    # the reset comes while the VEND REQUEST waits for a decision
+    await wait_for(lambda: any(line.startswith("R,13,00") for line in sim.log), 5.0, what="the VEND REQUEST")
     sim.reset_now()
     with pytest.raises(SaleRefused) as exc:
         await task
@@ -195,11 +197,8 @@ async def test_technician_status_shows_state_and_last_error(rig, card):
     sim, _, pay = card
     assert pay.status()["state"] == "enabled" and pay.status()["model"] == "sim-reader"
     sim.silence(10_000)
-    for _ in range(100):
-        if pay.status()["state"] == "offline":
-            break
-        await asyncio.sleep(0.05)
-    assert pay.status()["state"] == "offline" and "silent" in pay.status()["last_error"]
+    await wait_for(lambda: pay.status()["state"] == "offline", 5.0, what="the reader to go offline")
+    assert "silent" in pay.status()["last_error"]
 
 
 async def test_the_ledger_check_finds_a_capture_without_a_drop(rig, card):

@@ -15,6 +15,7 @@ from edge.services.cloud import LedgerConfigSink
 from hw_sim.mdb_reader import SimMdbReader
 from hw_sim.world import load_demo_planogram
 from tests.support.rigs.vend import start_rig
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -160,7 +161,7 @@ async def test_adapter_unplugged_before_the_approval_arrives_never_vends(slow_sh
     await reader.unplug()
     with pytest.raises(SaleRefused):
         await sale
-    await asyncio.sleep(0.6)  # the reader approves while the cable is out
+    await wait_for(lambda: reader.books.approved, 5.0, what="the reader to approve while the cable is out")
     await reader.replug()
 
     async def closed() -> bool:

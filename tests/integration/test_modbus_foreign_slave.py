@@ -18,7 +18,7 @@ from modbus_tk import hooks, modbus_rtu  # noqa: E402
 
 from drivers.modbus import ModbusHub, Point, RegisterMap  # noqa: E402
 from hw_sim.modbus.link import PtyLink  # noqa: E402
-from tests.integration.test_modbus_bus import wait_for  # noqa: E402
+from tests.support.waits import wait_for  # noqa: E402
 
 pytestmark = [
     pytest.mark.timeout(30),

@@ -15,6 +15,7 @@ import pytest
 from drivers.errors import DeviceDisconnected, DeviceFault, DeviceTimeout
 from drivers.vend_board import DoorState, VendBoard, VendOutcome, VendRefused
 from hw_sim.vend_board import SimVendBoard, run_in_thread
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -131,8 +132,9 @@ async def test_query_vend_reports_done_in_progress_and_unknown(rig: Rig) -> None
     unknown = await rig.board.query_vend(999)
     assert (unknown.state, unknown.outcome, unknown.slot) == ("unknown", None, None)
     rig.sim.speed = 2.0  # 600 ms motor: slow enough to ask while it turns
+    frames = rig.sim.vend_frames_received
     running = asyncio.create_task(rig.board.vend("D2", seq=22))
-    await asyncio.sleep(0.1)
+    await wait_for(lambda: rig.sim.vend_frames_received > frames, 5.0, what="the VEND frame at the board")
     assert (await rig.board.query_vend(22)).state == "in_progress"
     status = await rig.board.status()
     assert status.busy and status.firmware.startswith("simvend")
@@ -143,13 +145,14 @@ async def test_query_vend_reports_done_in_progress_and_unknown(rig: Rig) -> None
 async def test_unplug_fails_pending_fast_and_driver_reconnects_by_itself(rig: Rig) -> None:
     sim, board = rig.sim, rig.board
     sim.speed = 4.0  # 300 ms motor: the cable goes while it turns
+    frames = sim.vend_frames_received
     pending = asyncio.create_task(board.vend("E1", seq=31))
-    await asyncio.sleep(0.1)
+    await wait_for(lambda: sim.vend_frames_received > frames, 5.0, what="the VEND frame at the board")
     t0 = time.monotonic()
     await sim.unplug()
     with pytest.raises(DeviceDisconnected):
         await pending
-    assert time.monotonic() - t0 < 0.3
+    assert time.monotonic() - t0 < 1.5  # fails at once: not after the 3 s vend timeout (bound generous for load)
     with pytest.raises(DeviceDisconnected):
         await board.status()  # no link: fails at once, not after a timeout
     sim.speed = SPEED
@@ -173,10 +176,12 @@ async def test_door_unlock_relocks_by_itself_and_reports_events(rig: Rig) -> Non
     await board.unlock_door(3000, seq=41)  # 3 s board time = 50 ms here
     assert await board.door_state() == DoorState(closed=True, locked=False)
     assert sim.open_door() is True
-    await asyncio.sleep(0.1)  # the unlock window expires while the door is open
+    # time is the subject: the unlock window (a 50 ms timer on this loop) expires while the door is open;
+    # this sleep's timer is later on the same loop, so it always fires after the window's
+    await asyncio.sleep(0.1)
     assert await board.door_state() == DoorState(closed=False, locked=False)
     sim.close_door()
-    await asyncio.sleep(0.02)
+    await wait_for(lambda: len(events) == 3, 5.0, what="the board's door event for the close")
     assert await board.door_state() == DoorState(closed=True, locked=True)
     assert events == [DoorState(True, False), DoorState(False, False), DoorState(True, True)]
     await board.unlock_door(3000, seq=41)  # same seq again: not a second unlock
@@ -209,7 +214,7 @@ async def test_second_controller_gets_busy_while_motor_runs() -> None:
             await b.start()
             await b.wait_connected(2.0)
         first = asyncio.create_task(one.vend("A1", seq=1))
-        await asyncio.sleep(0.05)
+        await wait_for(lambda: sim.vend_frames_received == 1, 5.0, what="the first VEND frame")  # motor turns
         with pytest.raises(VendRefused) as info:
             await two.vend("A2", seq=2)
         assert info.value.reason == "busy"
