@@ -121,10 +121,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             version = gallery.enroll(args.sku, images)
             detail: dict[str, Any] = {"sku_id": args.sku, "images": len(images)}
         elif args.action == "capture":
-            slot = planogram.slots.get(args.slot) if planogram else None
-            if slot is None or slot.shelf is None:
+            lane = planogram.slots.get(args.slot) if planogram else None
+            if lane is None or lane.shelf is None:
                 raise EnrollError("bad_slot", f"{args.slot!r} is not a take-and-go lane")
-            image, rois = await _lane_frame(cfg, planogram, slot.shelf)
+            image, rois = await _lane_frame(cfg, planogram, lane.shelf)
             rois, crops = lane_crops(image, rois, args.slot)
             dets = rec.recognize(image, rois)
             keep = [c for c, d in zip(crops, dets, strict=True) if d.label != EMPTY]

@@ -86,7 +86,7 @@ def _price(list_price: int, percent_off: int | None, fixed: int | None) -> int:
     return list_price - (list_price * percent_off + 50) // 100  # round half up to the minor unit
 
 
-def _minute(text: str, where: str) -> int:
+def _minute(text: object, where: str) -> int:
     if not isinstance(text, str) or not HHMM.match(text):
         raise PricingInvalid(f"{where}: time must be 'HH:MM', got {text!r}")
     return int(text[:2]) * 60 + int(text[3:])
@@ -259,14 +259,14 @@ def price_basket(rules: RuleSet, items: Sequence[Item], ctx: Context) -> list[Pr
     """Every item (steps 1-3), then the best live bundle over what is left (step 4), repeatedly.
     A bundle's price is spread over its lines (the remainder on the first) so lines sum to it."""
     out = [price_item(rules, it, ctx) for it in items]
-    free = {i for i, p in enumerate(out) if isinstance(p, Priced)}
+    free = {i: p for i, p in enumerate(out) if isinstance(p, Priced)}  # lines no bundle has taken yet
     while True:
         best: tuple[int, Bundle, list[int]] | None = None
         for b in (b for b in rules.bundles if b.live(ctx)):
-            pick = _cover(b, out, free)
+            pick = _cover(b, free)
             if pick is None:
                 continue
-            saving = sum(out[i].unit_price for i in pick) - b.price  # type: ignore[union-attr]
+            saving = sum(free[i].unit_price for i in pick) - b.price
             if saving > 0 and (best is None or (saving, best[1].rule_id) > (best[0], b.rule_id)):
                 best = (saving, b, pick)
         if best is None:
@@ -274,20 +274,19 @@ def price_basket(rules: RuleSet, items: Sequence[Item], ctx: Context) -> list[Pr
         _, bundle, pick = best
         share, rest = divmod(bundle.price, len(pick))
         for n, i in enumerate(pick):
-            p = out[i]
-            assert isinstance(p, Priced)
+            p = free.pop(i)
             out[i] = Priced(p.sku_id, p.slot_id, share + (rest if n == 0 else 0), bundle.rule_id)
-        free -= set(pick)
 
 
-def _cover(bundle: Bundle, priced: list[Priced | Expired], free: set[int]) -> list[int] | None:
-    """For each group, the dearest free line in it (the customer gets the most off); None if a group is empty."""
+def _cover(bundle: Bundle, free: Mapping[int, Priced]) -> list[int] | None:
+    """For each group, the dearest free line in it (the customer gets the most off); None if a group is empty.
+    `free`: line index -> its price, for the lines no bundle has taken."""
     pick: list[int] = []
     for group in bundle.groups:
-        cands = [i for i in sorted(free) if i not in pick and priced[i].sku_id in group]
+        cands = [i for i in sorted(free) if i not in pick and free[i].sku_id in group]
         if not cands:
             return None
-        pick.append(max(cands, key=lambda i: (priced[i].unit_price, -i)))  # type: ignore[union-attr]
+        pick.append(max(cands, key=lambda i: (free[i].unit_price, -i)))
     return pick
 
 

@@ -10,7 +10,7 @@ once: a second decision (another technician, a reload) is refused.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edge.core.errors import SaleRefused
@@ -37,7 +37,7 @@ async def waiting(db: LedgerDB, session_id: str) -> dict[str, Any] | None:
 
 
 async def decide(
-    tx: Tx, session_id: str, *, action: str, lines: list[Mapping[str, Any]], actor: str, note: str = ""
+    tx: Tx, session_id: str, *, action: str, lines: Sequence[Mapping[str, Any]], actor: str, note: str = ""
 ) -> dict[str, Any]:
     """Settle one basket (`action` approve | correct | void; `lines` empty for void). Returns the order."""
     row = await tx.fetchone("SELECT state, data FROM sessions WHERE session_id=?", (session_id,))

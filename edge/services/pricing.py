@@ -46,10 +46,11 @@ class PriceBook:
 
     async def rules(self) -> pr.RuleSet:
         cached = self.db.cache.get(store.META_KEY)
-        if cached is None:
-            cached = pr.RuleSet.from_doc(await store.load(self.db))  # validated when stored; re-checked here
-            self.db.cache[store.META_KEY] = cached
-        return cached  # type: ignore[no-any-return]
+        if isinstance(cached, pr.RuleSet):
+            return cached
+        rules = pr.RuleSet.from_doc(await store.load(self.db))  # validated when stored; re-checked here
+        self.db.cache[store.META_KEY] = rules
+        return rules
 
     def context(self, high_water_iso: str | None, at: float | None = None) -> pr.Context:
         """Now, or the ledger time ``at`` (epoch s) of an earlier event such as a session's close."""
@@ -125,7 +126,6 @@ class PriceBook:
             if sku is None:
                 continue
             p = await self.price(self.db, slot_id, sku)
-            expired = isinstance(p, pr.Expired)
             slots.append(
                 {
                     "slot_id": slot_id,
@@ -133,8 +133,8 @@ class PriceBook:
                     "name": sku.name,
                     "currency": sku.price.currency,
                     "list_price": sku.price.amount,
-                    "price": None if expired else p.unit_price,
-                    "rule": "expired" if expired else p.rule_id,
+                    "price": p.unit_price if isinstance(p, pr.Priced) else None,
+                    "rule": p.rule_id if isinstance(p, pr.Priced) else "expired",
                 }
             )
         return {"version": rules.version, "rules": pr.describe(rules), "slots": slots}

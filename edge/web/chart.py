@@ -39,17 +39,20 @@ def temperature_chart(t: dict[str, Any] | None, tz: zoneinfo.ZoneInfo) -> dict[s
         "hi": None,
         "frame": _frame(),
     }
-    pts = [p for p in ((t or {}).get("points") or []) if p[1] is not None]
+    data: dict[str, Any] = t or {}
+    # points: [ts, cabinet °C | None, evaporator °C | None, compressor on]
+    pts: list[list[Any]] = [p for p in (data.get("points") or []) if p[1] is not None]
     if len(pts) < 2:
         return empty
     limits = [
-        (key, cls, label, float(t[key]))
-        for key, cls, label in LIMITS  # type: ignore[index]
-        if isinstance((t or {}).get(key), (int, float))
+        (key, cls, label, float(data[key]))
+        for key, cls, label in LIMITS
+        if isinstance(data.get(key), (int, float))
     ]
-    vals = [v for p in pts for v in (p[1], p[2]) if v is not None] + [v for *_, v in limits]
+    vals: list[float] = [v for p in pts for v in (p[1], p[2]) if v is not None] + [v for *_, v in limits]
     lo, hi = math.floor(min(vals) - 0.5), math.ceil(max(vals) + 0.5)
-    t0, t1 = pts[0][0], max(pts[-1][0], pts[0][0] + 1)
+    t0: float = pts[0][0]
+    t1: float = max(pts[-1][0], t0 + 1)
 
     def x(ts: float) -> float:
         return round(LEFT + (ts - t0) / (t1 - t0) * (W - LEFT - RIGHT), 1)
@@ -97,7 +100,7 @@ def _time_ticks(t0: float, t1: float, tz: zoneinfo.ZoneInfo) -> list[tuple[float
     midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
     # count steps from local midnight so labels fall on round times even across a DST change
     k = math.ceil((start - midnight).total_seconds() / step)
-    out = []
+    out: list[tuple[float, str]] = []
     while True:
         local = midnight + dt.timedelta(seconds=k * step)
         ts = local.timestamp()

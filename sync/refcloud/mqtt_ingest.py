@@ -190,14 +190,14 @@ class MqttCloud:
             answers = await run_db(
                 self.app, store.ingest_many, [(b.machine_id, b.valid, b.backlog) for b in batches], now
             )
-            acks = [
+            ack_messages = [
                 (
                     wire.topic(self.s.prefix, b.machine_id, "ack"),
                     wire.encode_acks(b.batch_id, fill_acks(b.acks, st), int(now)),
                 )
                 for b, st in zip(batches, answers, strict=True)
             ]
-            await self._send_acks(client, acks)
+            await self._send_acks(client, ack_messages)
             self.stats["groups"] += 1
             self.stats["batches"] += len(batches)
             self.stats["records"] += sum(len(b.acks) for b in batches)
