@@ -7,6 +7,7 @@ import pathlib
 
 import pytest
 
+from hw_sim.demo.classic import classic_vend
 from hw_sim.rigs.api import ApiClient, ApiError, SaleRefused
 from hw_sim.rigs.cloud import CloudProcess
 from hw_sim.rigs.config import MACHINE_ID, plant_config, write_config
@@ -67,3 +68,11 @@ async def test_the_reference_cloud_subprocess_registers_the_machine_and_stops(tm
     finally:
         await cloud.stop()
     assert cloud.proc is not None and cloud.proc.returncode == 0
+
+
+async def test_classic_vend_demo_settles_brownouts_by_count_and_agrees_with_the_board(tmp_path):
+    summary = await classic_vend(str(tmp_path), customers=40, seed=1)
+    assert summary["mismatches"] == 0 and summary["integrity_ok"], summary
+    assert summary["orders_completed"] == summary["sim_dispensed"] > 0
+    assert summary["board_resets"] > 0 and summary["needs_count"] >= 1  # seed 1 browns out mid-vend
+    assert summary["pending"] == summary["needs_count_open"] == 0
