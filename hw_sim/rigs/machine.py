@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from hw_sim.rigs.api import ApiClient, poll
 from hw_sim.rigs.config import free_port, spiral_stock, write_config, write_secrets
 from hw_sim.rigs.daemon import DaemonProcess, add_user
@@ -21,6 +23,7 @@ from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import load_demo_planogram
 
 TECH, KIOSK = "tech", "kiosk"
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -44,6 +47,8 @@ class ProcessRig:
         for client in (self.tech, self.kiosk):
             await client.close()
         code = await self.daemon.stop()
+        if code:  # SIGTERM must end in a clean stop (door locked, journal flushed): say so when it did not
+            log.warning("daemon_exit_nonzero", code=code, log_tail=self.daemon.log_tail(10))
         await self.board.stop()
         for close in reversed(self.closers):
             await close()

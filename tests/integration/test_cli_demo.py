@@ -1,6 +1,7 @@
-"""`vendedge demo` as a new user runs it: the banner explains both logins, Ctrl-C (SIGINT to the whole
-foreground process group, as a terminal sends it) stops cleanly with the door locked, no colours in a
-pipe, a busy port is a clear error, and a temp state directory does not outlive the demo."""
+"""`vendedge demo` as a new user runs it: the banner explains both logins, the daemon and the reference
+cloud run as the demo's subprocesses (`vendedge demo` execs `python -m hw_sim.demo`), Ctrl-C (SIGINT to
+the whole foreground process group, as a terminal sends it) stops cleanly with the door locked, no
+colours in a pipe, a busy port is a clear error, and a temp state directory does not outlive the demo."""
 
 from __future__ import annotations
 
@@ -30,6 +31,19 @@ def _read_until(proc: subprocess.Popen, marker: str, timeout_s: float) -> str:
     return out
 
 
+def _children_cmdlines(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        kids = f.read().split()
+    out = []
+    for kid in kids:
+        try:
+            with open(f"/proc/{kid}/cmdline", "rb") as f:
+                out.append(f.read().replace(b"\0", b" ").decode())
+        except FileNotFoundError:
+            continue
+    return out
+
+
 @pytest.mark.timeout(120)
 def test_interactive_demo_banner_ctrl_c_locks_the_door_and_cleans_up(tmp_path) -> None:
     proc = subprocess.Popen([*DEMO, "--web-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -37,6 +51,9 @@ def test_interactive_demo_banner_ctrl_c_locks_the_door_and_cleans_up(tmp_path) -
     try:
         out = _read_until(proc, "Ctrl-C to stop", 90)
         out += _read_until(proc, "classic vend", 60)  # the machine is selling
+        children = _children_cmdlines(proc.pid)  # `vendedge demo` became the demo: the daemon is its child
+        assert any("edge.cli run --config" in c for c in children), children
+        assert any("refcloud" in c for c in children), children
         state = next(d for d in os.listdir(tmp_path) if d.startswith("vendedge-demo-"))
         log = (tmp_path / state / "demo.log").read_text()
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
