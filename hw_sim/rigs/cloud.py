@@ -9,13 +9,20 @@ import getpass
 import os
 import pathlib
 import shutil
-import signal
 from typing import Any
 
 import aiohttp
 
 from hw_sim.rigs.config import free_port
-from hw_sim.rigs.daemon import RigError, log_tail, spawn_logged, vendedge, vendedge_argv, wait_http_ok
+from hw_sim.rigs.daemon import (
+    RigError,
+    log_tail,
+    spawn_logged,
+    stop_process,
+    vendedge,
+    vendedge_argv,
+    wait_http_ok,
+)
 
 MOSQUITTO_HINT = ("--transport mqtt needs a local broker. Mosquitto is not installed: "
                   "`sudo apt-get install -y mosquitto` (Debian/Ubuntu), then run this again.")
@@ -85,19 +92,6 @@ class CloudProcess:
         doc = await self.admin("POST", f"/admin/machines/{machine_id}/commands",
                                {"name": name, "args": args, "ttl_s": ttl_s})
         return str(doc["command_id"])
-
-
-async def stop_process(proc: asyncio.subprocess.Process | None, timeout_s: float) -> None:
-    """SIGTERM, wait, SIGKILL if it hangs (a process we started, by its own handle)."""
-    if proc is None or proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), timeout_s)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
 
 
 def mosquitto_binary() -> str | None:

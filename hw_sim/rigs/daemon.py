@@ -93,21 +93,25 @@ class DaemonProcess:
 
     async def stop(self, timeout_s: float = 20.0) -> int | None:
         """SIGTERM and wait (the daemon locks the door and drains); SIGKILL if it hangs. The exit code."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout_s)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        return proc.returncode
+        return await stop_process(self.proc, timeout_s)
 
     def log_tail(self, lines: int = 30) -> str:
         return log_tail(self.log_path, lines)
+
+
+async def stop_process(proc: asyncio.subprocess.Process | None, timeout_s: float) -> int | None:
+    """SIGTERM, wait, SIGKILL if it hangs (a process we started, by its own handle); its exit code."""
+    if proc is None:
+        return None
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode
 
 
 def log_tail(path: pathlib.Path, lines: int = 30) -> str:
