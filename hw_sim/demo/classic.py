@@ -13,7 +13,7 @@ import random
 from collections import Counter
 from typing import Any
 
-from hw_sim.rigs.api import ApiClient, SaleRefused, poll
+from hw_sim.rigs.api import SaleRefused, poll
 from hw_sim.rigs.machine import ProcessRig, start_machine
 from hw_sim.vend_board import BROWNOUT_POINTS, SimVendBoard
 
@@ -95,10 +95,10 @@ def inject_fault(board: SimVendBoard, rng: random.Random, slot: str) -> None:
         board.silence(1)
 
 
-async def summarize(rig: ProcessRig, refused: Counter[str], api: ApiClient | None = None) -> dict[str, Any]:
+async def summarize(rig: ProcessRig, refused: Counter[str]) -> dict[str, Any]:
     """Compare the daemon's audit read model with the simulator slot by slot; every disagreement is a
     mismatch."""
-    audit = await (api or rig.tech).audit()
+    audit = await rig.tech.audit()
     orders, vends, stock = audit["orders"], audit["vends"], audit["stock"]
     by_status, completed = orders["by_status"], orders["completed_by_slot"]
     sim = rig.board
