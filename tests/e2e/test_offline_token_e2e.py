@@ -25,7 +25,7 @@ from hw_sim.phone import PhoneScreen
 from sync.refcloud.store import Store
 from tests.support.flaky_proxy import FlakyProxy
 from tests.support.rigs.cloud import start_cloud, sync_config
-from tests.support.rigs.takeandgo import TakeAndGoRig, start_takeandgo_rig, wait_for
+from tests.support.rigs.takeandgo import TakeAndGoRig, door_seen_open, start_takeandgo_rig, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 ADMIN = "offline-e2e-admin-token"
@@ -146,9 +146,9 @@ async def offline_shopping(env: Env, token: str, actions: list[Any]) -> dict[str
     row = await db.fetchone("SELECT session_id FROM sessions ORDER BY created_at DESC LIMIT 1")
     assert row is not None
     assert rig.plant_sim.open_door(), "door did not open although unlocked"
-    await asyncio.sleep(0.3)
+    await door_seen_open(rig, row["session_id"])
     apply(rig.world, Scenario("scripted", actions))
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # the scenario: the shopper lingers before closing (the scales see the take)
     rig.plant_sim.close_door()
     async with asyncio.timeout(30):
         while True:

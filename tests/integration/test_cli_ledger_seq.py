@@ -28,7 +28,7 @@ async def test_two_connections_writing_concurrently_never_share_a_seq(tmp_path) 
             for i in range(40):
                 async with db.tx() as tx:
                     await tx.event(f"{name}_{i}", {"i": i})
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # the scenario: the two writers take turns
 
         await asyncio.gather(writer(a, "daemon"), writer(b, "cli"))
         events, outbox = await _seqs(a, "events"), await _seqs(a, "outbox")
@@ -62,7 +62,7 @@ async def test_user_add_in_another_process_while_the_daemon_side_writes(tmp_path
                 async with db.tx() as tx:
                     await tx.event("telemetry", {"n": writes})
                 writes += 1
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(0.005)  # the scenario: the daemon side writes every 5 ms meanwhile
 
         writer = asyncio.create_task(keep_writing())
         out, err = await asyncio.wait_for(proc.communicate(b"a-long-password\n"), 60)

@@ -22,25 +22,17 @@ from hw_sim.modbus import SimModbusPlant
 from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import FridgeWorld, load_demo_planogram
 from tests.support.rigs.fridge import PlantClock
+from tests.support.waits import poll, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 SPEED = 200.0  # simulated seconds per real second
 
 
-async def wait_for(pred, timeout_s: float = 3.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not pred():
-            await asyncio.sleep(0.005)
-
-
 async def wait_alarm(db: LedgerDB, key: str, active: bool = True) -> dict | None:
     """Poll the ledger until alarm `key` is (or is no longer) active; returns its row."""
-    async with asyncio.timeout(3.0):
-        while True:
-            alarms = {a["alarm_key"]: a for a in await repo.active_alarms(db)}
-            if (key in alarms) == active:
-                return alarms.get(key)
-            await asyncio.sleep(0.01)
+    alarms = await poll(lambda: repo.active_alarms(db), lambda rows: any(a["alarm_key"] == key for a in rows) == active,
+                        3.0, step_s=0.01, what=f"alarm {key} active={active}")
+    return next((a for a in alarms if a["alarm_key"] == key), None)
 
 
 async def events(db: LedgerDB, *kinds: str) -> list[tuple[str, dict]]:

@@ -99,7 +99,7 @@ async def test_cancelled_writer_never_leaves_a_transaction_open(db):
         async with db.tx() as tx:
             await tx.event("half", {})
             started.set()
-            await asyncio.sleep(10)
+            await asyncio.Event().wait()  # holds the transaction open until cancelled
 
     task = asyncio.create_task(writer())
     await started.wait()

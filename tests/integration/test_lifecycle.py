@@ -21,6 +21,7 @@ from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import FridgeWorld, load_demo_planogram
 from tests.support.rigs.fridge import plant_config, start_fridge_rig
 from tests.support.rigs.vend import write_config
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -62,12 +63,11 @@ async def test_stop_refuses_sales_and_unlocks_locks_the_door_and_finishes_the_ve
         assert rig.sim.io.locked is False
         before = (await db.fetchone("SELECT COUNT(*) AS n FROM orders"))["n"]
         sale = asyncio.create_task(machine.sell("A1", "card:in-flight"))
-        async with asyncio.timeout(5):
-            while (await db.fetchone("SELECT COUNT(*) AS n FROM orders"))["n"] == before:
-                await asyncio.sleep(0.005)
+        async def ordered() -> bool:
+            return bool((await db.fetchone("SELECT COUNT(*) AS n FROM orders"))["n"] > before)
+        await wait_for(ordered, 5.0, step_s=0.005, what="the in-flight order")
         stopping = asyncio.create_task(rig.daemon.stop())
-        await asyncio.sleep(0)
-        assert machine.mode == "stopping"
+        await wait_for(lambda: machine.mode == "stopping", 5.0, what="the daemon to start stopping")
         with pytest.raises(SaleRefused, match="stopping"):
             await machine.sell("A2", "card:too-late")
         with pytest.raises(SaleRefused, match="stopping"):
@@ -90,7 +90,6 @@ async def test_a_relock_the_io_module_misses_is_retried_until_the_door_is_locked
     from edge.config import DoorConfig
     from edge.ledger.db import LedgerDB
     from edge.services.door import Door, IoModuleDoor
-    from tests.integration.test_door import wait_for
     from tests.support.rigs.fridge import PlantClock
 
     sim = SimModbusPlant(FridgeWorld(load_demo_planogram()), speed=200.0, wire_timing=False)
@@ -109,7 +108,7 @@ async def test_a_relock_the_io_module_misses_is_retried_until_the_door_is_locked
         await door.unlock(20_000, "restock", actor="pytest")  # 0.1 s of real time at 200x
         assert sim.io.locked is False
         sim.silence(3, seconds=0.6)  # the module is deaf when the window ends
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: door._relock_failed, timeout_s=3.0, what="a relock attempt to fail")
         assert sim.io.locked is False  # the relock could not be told yet
         await wait_for(lambda: sim.io.locked, timeout_s=3.0)  # retried every tick until it was
         # the service marks itself locked once the write's reply is back (a tick after the module flips)

@@ -163,7 +163,7 @@ async def test_a_machine_cannot_read_or_write_another_machines_topics(tmp_path: 
                     got.append(str(msg.topic))
 
             reader = asyncio.create_task(spy_reads())
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # the observation window: whatever m1 could read of m2's has come by now
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
@@ -226,7 +226,7 @@ async def test_config_is_retained_versioned_and_an_older_retained_config_is_igno
                 await stale.publish(
                     "vendedge/m/m1/config", wire.encode_config(1, planogram_doc), qos=1, retain=True
                 )
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the observation window: the stale retained v1 reaches the machine
             status, _ = await rig.admin("PUT", "/admin/machines/m1/config", planogram_doc)
             assert await until(lambda: _version(config, 3), 10), config.applied
         # never backwards (the stale v1 was ignored); v1 may come first if its retained copy was still there
@@ -331,7 +331,7 @@ async def test_mqtts_with_a_pinned_ca_syncs_and_an_unknown_ca_never_connects(tmp
         assert rig.broker.url.startswith("mqtts://")
         untrusting = MqttTransport(rig.broker.url, "m1", SECRETS["m1"], backoff_max_s=0.5)  # system CAs only
         link = asyncio.create_task(untrusting.run())
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # the observation window: several attempts (backoff <= 0.5 s), none connects
         link.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await link
@@ -352,7 +352,7 @@ async def test_a_command_for_an_offline_machine_survives_a_broker_crash_and_is_a
             pass  # connected once: the broker holds a persistent session for m1, then m1 goes away
         status, body = await rig.admin("POST", "/admin/machines/m1/commands", {"name": "ping", "args": {}})
         assert status == 201
-        await asyncio.sleep(0.3)  # published into m1's session ...
+        await asyncio.sleep(0.3)  # published into m1's session (the broker acknowledges nothing to wait on) ...
         await rig.restart_broker(kill=True)  # ... which the crashed broker never saved
         # the birth makes the cloud publish it again; a result the broker drops before the ingest
         # workers re-subscribed is answered by the next re-delivery (rig: every 2 s)

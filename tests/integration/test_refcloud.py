@@ -214,13 +214,13 @@ async def test_commands_stay_pending_until_their_result_is_posted(cloud: Cloud) 
 async def test_long_poll_returns_as_soon_as_a_command_is_enqueued(cloud: Cloud) -> None:
     secret = await cloud.register("m1")
     poll = asyncio.create_task(cloud.signed("m1", secret, "GET", "/v1/machines/m1/commands?wait=20"))
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # the observation window: the long poll is parked, not answered
     assert not poll.done()
     t0 = time.monotonic()
     await cloud.admin("POST", "/admin/machines/m1/commands", {"name": "set_setpoint", "args": {"c": 4}})
     status, got = await asyncio.wait_for(poll, 5)
     assert status == 200 and got["commands"][0]["name"] == "set_setpoint"
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 4  # at once, not after the 20 s wait (bound generous for load)
 
 
 async def test_fleet_page_shows_machines_alarms_and_todays_sales(cloud: Cloud) -> None:

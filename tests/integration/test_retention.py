@@ -17,6 +17,7 @@ from edge.ledger import repo
 from edge.ledger.db import LedgerDB
 from edge.ledger.outbox import LedgerOutbox
 from edge.services.retention import Retention, RetentionPolicy
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 DAY = 86_400.0
@@ -126,10 +127,7 @@ async def test_run_loop_repeats_passes_and_stops_on_cancel(ledger) -> None:
     clock.advance(10 * DAY)
     retention = Retention(db, RetentionPolicy(interval_s=0.01))
     task = asyncio.create_task(retention.run(), name="retention")
-    for _ in range(200):
-        if retention.passes >= 3:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: retention.passes >= 3, 5.0, what="three retention passes")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -22,6 +22,7 @@ from sync import signing
 from sync.client import SyncClient
 from sync.refcloud import serve
 from tests.support.flaky_proxy import FlakyProxy
+from tests.support.waits import wait_for
 
 TOKEN = "admin-token-for-tests"
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -205,12 +206,12 @@ async def test_notify_wakes_an_idle_push_loop(cloud: Cloud) -> None:
     task = asyncio.create_task(sync.run())
     try:
         await until(lambda: _empty(outbox), timeout=5)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # the scenario: the push loop is parked in its 30 s idle wait
         outbox.add(*make_records(2, start=100))
         t0 = time.monotonic()
         sync.notify()
         await until(lambda: _empty(outbox), timeout=5)
-        assert time.monotonic() - t0 < 2  # not the 30 s idle interval
+        assert time.monotonic() - t0 < 5  # not the 30 s idle interval (bound generous for load)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -401,11 +402,11 @@ async def test_push_resumes_within_a_second_or_two_after_an_outage(cloud: Cloud)
                       backoff_max_s=60, poll_wait_s=1)
         task = asyncio.create_task(sync.run())
         try:
-            await asyncio.sleep(0.5)
+            await wait_for(lambda: sync.status["online"], 5.0, what="the link up before the outage")
             proxy.drop_rate = 1.0
             outbox.add(*make_records(1))
             sync.notify()
-            await asyncio.sleep(5)  # long enough for the push loop's backoff to grow past 4 s
+            await asyncio.sleep(5)  # time is the subject: the push loop's backoff grows past 4 s
             assert not await cloud.record_ids()
             proxy.drop_rate = 0.0
             t0 = time.monotonic()

@@ -22,7 +22,7 @@ from hw_sim.vend_board import SimVendBoard
 from hw_sim.world import FridgeWorld, load_demo_planogram
 from tests.support.waits import poll, wait_for
 
-__all__ = ["TakeAndGoRig", "camera_config", "shop", "start_takeandgo_rig", "wait_for"]
+__all__ = ["TakeAndGoRig", "camera_config", "door_seen_open", "shop", "start_takeandgo_rig", "wait_for"]
 FINAL = ("charged", "needs_review", "void")
 
 
@@ -106,6 +106,14 @@ fusion = {'true' if fusion else 'false'}
     return TakeAndGoRig(world, plant_sim, board_sim, cameras, daemon, root)
 
 
+async def door_seen_open(rig: TakeAndGoRig, session_id: str, timeout_s: float = 10.0) -> None:
+    """Until the session has seen the door open: the I/O module is polled, so a take before that would
+    happen, for the daemon, with the door still closed."""
+    svc = rig.service
+    await wait_for(lambda: svc.session is not None and svc.session.session_id == session_id
+                   and svc.session.opened_at is not None, timeout_s, what=f"session {session_id} to see the door open")
+
+
 async def shop(rig: TakeAndGoRig, rng: random.Random, *, kind: str | None = None,
                session_id: str | None = None, limit: int | None = None,
                actions: list[Any] | None = None, linger_s: float = 0.0,
@@ -116,9 +124,7 @@ async def shop(rig: TakeAndGoRig, rng: random.Random, *, kind: str | None = None
     await svc.open_session(sid, f"cust-{sid[:4]}", limit)
     await wait_for(lambda: not rig.plant_sim.io.locked, 10.0, what="the door to unlock")
     assert rig.plant_sim.open_door(), "door did not open although unlocked"
-    # the I/O module is polled: act only once the session has seen the door open
-    await wait_for(lambda: svc.session is not None and svc.session.session_id == sid
-                   and svc.session.opened_at is not None, 10.0, what="the daemon to see the door open")
+    await door_seen_open(rig, sid)
     if actions is not None:
         truth: Truth | None = apply(rig.world, Scenario(kind or "scripted", actions))
     else:
