@@ -81,7 +81,7 @@ async def _run(quick: bool, speed: float | None = None) -> dict[str, Any]:
 
     from edge.config import Secrets, WebConfig, load_config
     from edge.daemon import Daemon
-    from edge.ledger.users import UserStore
+    from edge.services.accounts import Accounts
     from edge.web.app import bound_port, start_web
     from hw_sim.vend_board import SimVendBoard, run_in_thread
     from hw_sim.world import load_demo_planogram
@@ -99,7 +99,7 @@ async def _run(quick: bool, speed: float | None = None) -> dict[str, Any]:
         machine = await daemon.start()
         await daemon.board.wait_connected(5.0)  # type: ignore[union-attr]
         await machine.restock(None, None, actor="bench")
-        users = UserStore(machine.db)
+        users = Accounts(machine.db)
         await users.add("bench", "technician", PASSWORD)
         cookies = []
         for _ in range(SESSIONS):

@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(asyncio.run(_dex(args.config, interim=args.interim)))
             return 0
         if args.cmd == "user":
-            from edge.web.users import user_command
+            from edge.cli_users import user_command
 
             return user_command(args)
         if args.cmd == "product":

@@ -25,8 +25,8 @@ from drivers.vend_board import DoorState, VendBoard
 from edge.clock import SystemClock
 from edge.config import TemperatureConfig
 from edge.ledger import fresh, repo, reports
-from edge.ledger.users import UserStore
 from edge.services import audit, diagnostics
+from edge.services.accounts import Accounts
 from edge.services.machine import Machine
 
 log = structlog.get_logger(__name__)
@@ -46,7 +46,7 @@ class Queries:
                  tz: zoneinfo.ZoneInfo | None = None) -> None:
         self.m = machine
         self.tz = tz or zoneinfo.ZoneInfo("UTC")  # days (today, sales, exports) are the machine's local days
-        self.users = UserStore(machine.db, session_clock)
+        self.users = Accounts(machine.db, session_clock)
         self._door: dict[str, Any] | None = None
         self._door_at = 0.0
         self._door_lock = asyncio.Lock()
@@ -236,6 +236,10 @@ class Queries:
         """Path of one take-and-go evidence image, or None (no service, bad name, not kept)."""
         svc = self.m.services.takeandgo
         return svc.evidence.path(session_id, name) if svc is not None else None
+
+    async def products(self) -> dict[str, Any] | None:  # the Products page; None without enrollment
+        svc = self.m.services.enrollment
+        return svc.products(await repo.current_planogram(self.m.db)) if svc is not None else None
 
     async def review_queue(self) -> list[dict[str, Any]] | None:
         svc = self.m.services.takeandgo

@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from edge.ledger.users import SESSION_TTL_S, AuthError, WebSession
+from edge.core.accounts import SESSION_TTL_S, AuthError, WebSession
 from edge.services.queries import human_duration
 from edge.web.keys import ALLOWED_HOSTS, QUERIES, SESSION, TOKEN, USER_NAME
 

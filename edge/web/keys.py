@@ -7,7 +7,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from edge.ledger.users import WebSession
+from edge.core.accounts import WebSession
 from edge.services.queries import Queries
 from edge.services.technician import Technician
 from edge.web.sse import HUB

@@ -12,7 +12,6 @@ from typing import Any
 
 from aiohttp import web
 
-from edge.ledger import repo
 from edge.services.enrollment import MAX_IMAGES, EnrollError
 from edge.web.auth import redirect, technician
 from edge.web.keys import USER_NAME
@@ -26,13 +25,8 @@ def _service(request: web.Request) -> Any:
 
 
 async def products_page(request: web.Request) -> web.Response:
-    svc = _service(request)
-    planogram = await repo.current_planogram(q_of(request).m.db)
-    ctx: dict[str, Any] = {
-        "enabled": svc is not None,
-        "max_images": MAX_IMAGES,
-        "p": svc.products(planogram) if svc is not None else None,
-    }
+    page = await q_of(request).products()
+    ctx: dict[str, Any] = {"enabled": page is not None, "max_images": MAX_IMAGES, "p": page}
     return render(request, "products.html", ctx)
 
 

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge.config import Secrets, WebConfig
 from edge.core.errors import SaleRefused
 from edge.ledger import journal, payments, repo, reports
-from edge.ledger.users import UserStore
+from edge.services.accounts import Accounts
 from edge.web.app import bound_port, start_web
 from tests.e2e.test_metrics_promtool import PROMTOOL
 from tests.e2e.test_web_security import PASSWORD, web  # noqa: F401  (the shared fixture)
@@ -96,7 +96,7 @@ async def test_audit_payments_per_method_as_the_ledger_books_them(web):  # noqa:
 
 
 async def test_viewer_reads_the_audit_a_kiosk_may_not(web):  # noqa: F811
-    await UserStore(web.rig.daemon.machine.db).add("screen", "kiosk", PASSWORD)
+    await Accounts(web.rig.daemon.machine.db).add("screen", "kiosk", PASSWORD)
     s, _ = await web.login("screen")
     async with s:
         assert (await s.get("/api/v1/audit")).status == 403
@@ -114,7 +114,7 @@ async def test_in_memory_counters_have_stable_names_in_status_and_metrics(tmp_pa
     machine, plant = rig.daemon.machine, rig.plant
     door, temp = plant.door, plant.temperature
     assert door is not None and temp is not None
-    await UserStore(machine.db).add("view", "viewer", PASSWORD)
+    await Accounts(machine.db).add("view", "viewer", PASSWORD)
     runner = await start_web(machine, WebConfig(host="127.0.0.1", port=0), Secrets(metrics_token="tok"))
     base = f"http://127.0.0.1:{bound_port(runner)}"
     try:

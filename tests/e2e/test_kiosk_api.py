@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from edge.ledger import repo
-from edge.ledger.users import UserStore
+from edge.services.accounts import Accounts
 from edge.web.app import route_table
 from tests.e2e.test_web_security import PASSWORD, PUBLIC, concrete, web  # noqa: F401  (the shared fixture)
 
@@ -24,7 +24,7 @@ EVERY_ACCOUNT = {("GET", "/api/v1/me"), ("POST", "/api/v1/logout"), ("POST", "/l
 
 @pytest.fixture
 async def kiosk_web(web):  # noqa: F811
-    await UserStore(web.rig.daemon.machine.db).add("screen", "kiosk", PASSWORD)
+    await Accounts(web.rig.daemon.machine.db).add("screen", "kiosk", PASSWORD)
     return web
 
 

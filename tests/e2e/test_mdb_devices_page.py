@@ -11,7 +11,7 @@ import pytest
 
 from edge.config import Secrets, WebConfig
 from edge.ledger import repo
-from edge.ledger.users import UserStore
+from edge.services.accounts import Accounts
 from edge.web.app import bound_port, start_web
 from hw_sim.mdb_reader import SimMdbReader
 from tests.support.rigs.vend import start_rig
@@ -26,7 +26,7 @@ async def site(tmp_path):
     link = await reader.serve_pty(str(tmp_path / "ttyMDB"))
     extra = f'[payment]\nmethod = "mdb"\nport = "{link}"\ncard_wait_s = 2\napproval_timeout_s = 1\n'
     rig = await start_rig(str(tmp_path), speed=200.0, extra=extra)
-    await UserStore(rig.daemon.machine.db).add("tech", "technician", PASSWORD)
+    await Accounts(rig.daemon.machine.db).add("tech", "technician", PASSWORD)
     runner = await start_web(rig.daemon.machine, WebConfig(host="127.0.0.1", port=0), Secrets())
     try:
         yield rig, reader, f"http://127.0.0.1:{bound_port(runner)}"

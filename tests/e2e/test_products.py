@@ -23,7 +23,7 @@ import pytest
 from bench.novel.generator import make_catalogue, render_view
 from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
-from edge.ledger.users import UserStore
+from edge.services.accounts import Accounts
 from edge.services.enrollment import ALARM_KEY
 from edge.web.app import MAX_BODY, bound_port, start_web
 from edge.web.products import UPLOAD_MAX
@@ -38,7 +38,7 @@ CHROMIUM = "/usr/bin/chromium"
 async def tg(tmp_path):
     rig = await start_takeandgo_rig(str(tmp_path), seed=3)
     machine = rig.daemon.machine
-    users = UserStore(machine.db)
+    users = Accounts(machine.db)
     await users.add("tech", "technician", PASSWORD)
     await users.add("view", "viewer", PASSWORD)
     runner = await start_web(

@@ -20,7 +20,7 @@ import pytest
 
 from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
-from edge.ledger.users import UserStore
+from edge.services.accounts import Accounts
 from edge.web.app import bound_port, start_web
 from tests.support.review import basket_for_review
 from tests.support.rigs.vend import start_rig
@@ -45,7 +45,7 @@ async def browser():
 
 
 async def serve(machine, **options):
-    await UserStore(machine.db).add("tech", "technician", PASSWORD)
+    await Accounts(machine.db).add("tech", "technician", PASSWORD)
     runner = await start_web(machine, WebConfig(host="127.0.0.1", port=0), Secrets(), live_interval_s=0.2,
                              **options)
     return runner, f"http://127.0.0.1:{bound_port(runner)}"
@@ -372,7 +372,7 @@ async def test_times_are_shown_in_the_configured_zone(browser, tmp_path):
     web.allowed_hosts adds a Host name the page answers to."""
     rig = await start_rig(str(tmp_path), speed=200.0)
     machine = rig.daemon.machine
-    await UserStore(machine.db).add("tech", "technician", PASSWORD)
+    await Accounts(machine.db).add("tech", "technician", PASSWORD)
     cfg = WebConfig(host="127.0.0.1", port=0, timezone="Asia/Kolkata", allowed_hosts=("vm-7.example",))
     runner = await start_web(machine, cfg, Secrets())
     try:

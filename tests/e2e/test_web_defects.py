@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
 from edge.ledger.outbox import LedgerOutbox
-from edge.ledger.users import UserStore
+from edge.services.accounts import Accounts
 from edge.services.cloud import CommandInbox, LedgerConfigSink
 from edge.web.app import bound_port, start_web
 from edge.web.keys import QUERIES, TECHNICIAN
@@ -49,7 +49,7 @@ async def test_review_queue_evidence_images_are_served(tmp_path):
     try:
         await basket_for_review(rig, "s-ambig")
         machine = rig.daemon.machine
-        await UserStore(machine.db).add("tech", "technician", PASSWORD)
+        await Accounts(machine.db).add("tech", "technician", PASSWORD)
         runner = await start_web(machine, WebConfig(host="127.0.0.1", port=0), Secrets())
         base = f"http://127.0.0.1:{bound_port(runner)}"
         async with aiohttp.ClientSession(base, cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
@@ -126,7 +126,7 @@ async def test_clear_lockout_says_when_none_was_active(tmp_path):
         machine = rig.daemon.machine
         if machine.services.temperature is None:
             pytest.skip("the fridge rig has no temperature service")
-        await UserStore(machine.db).add("tech", "technician", PASSWORD)
+        await Accounts(machine.db).add("tech", "technician", PASSWORD)
         runner = await start_web(machine, WebConfig(host="127.0.0.1", port=0), Secrets(),
                                  session_clock=SystemClock())
         base = f"http://127.0.0.1:{bound_port(runner)}"

@@ -9,8 +9,8 @@ import pytest
 
 from drivers.mdb import CashlessReader
 from edge.config import Secrets, WebConfig
-from edge.ledger.users import UserStore
 from edge.services import diagnostics
+from edge.services.accounts import Accounts
 from edge.services.payment_mdb import MdbPayment, MdbPaymentConfig
 from edge.web.app import bound_port, start_web
 from hw_sim.mdb_reader import SimMdbReader
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture
 async def site(tmp_path):
     rig = await start_rig(str(tmp_path), speed=200.0)
-    await UserStore(rig.daemon.machine.db).add("tech", "technician", PASSWORD)
+    await Accounts(rig.daemon.machine.db).add("tech", "technician", PASSWORD)
     runner = await start_web(rig.daemon.machine, WebConfig(host="127.0.0.1", port=0), Secrets())
     try:
         yield rig, f"http://127.0.0.1:{bound_port(runner)}"

@@ -17,7 +17,7 @@ import pytest
 from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
 from edge.ledger import repo
-from edge.ledger.users import UserStore
+from edge.services.accounts import Accounts
 from edge.web.app import bound_port, start_web
 from tests.support.review import basket_for_review
 from tests.support.rigs.takeandgo import start_takeandgo_rig
@@ -34,8 +34,8 @@ async def review_rig(tmp_path):
     try:
         await basket_for_review(rig, "s-rev")
         machine = rig.daemon.machine
-        await UserStore(machine.db).add("tech", "technician", PASSWORD)
-        await UserStore(machine.db).add("viewer", "viewer", PASSWORD)
+        await Accounts(machine.db).add("tech", "technician", PASSWORD)
+        await Accounts(machine.db).add("viewer", "viewer", PASSWORD)
         runner = await start_web(
             machine, WebConfig(host="127.0.0.1", port=0), Secrets(), session_clock=SystemClock()
         )

@@ -17,10 +17,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge.cli_users import user_command
 from edge.config import Secrets, WebConfig
-from edge.ledger.users import MAX_FAILURES, UserStore
+from edge.core.accounts import MAX_FAILURES
+from edge.services.accounts import Accounts
 from edge.web.app import bound_port, route_table, start_web
-from edge.web.users import user_command
 from tests.support.rigs.vend import start_rig
 
 pytestmark = pytest.mark.timeout(60)
@@ -63,7 +64,7 @@ class Web:
 async def web(tmp_path):
     rig = await start_rig(str(tmp_path), speed=200.0)
     machine = rig.daemon.machine
-    users = UserStore(machine.db)
+    users = Accounts(machine.db)
     await users.add("tech", "technician", PASSWORD)
     await users.add("view", "viewer", PASSWORD)
     runner = await start_web(machine, WebConfig(host="127.0.0.1", port=0), Secrets(metrics_token="s3cret-token"))

@@ -7,7 +7,7 @@ import pytest
 
 from edge.config import Secrets, WebConfig
 from edge.ledger.outbox import LedgerOutbox
-from edge.ledger.users import UserStore
+from edge.services.accounts import Accounts
 from edge.services.dex import DexService
 from edge.web.app import bound_port, start_web
 from sync.protocol import parse_record, record_to_wire
@@ -24,7 +24,7 @@ PASSWORD = "correct horse battery"
 @pytest.fixture
 async def web(tmp_path):
     rig = await start_rig(str(tmp_path), speed=200.0)
-    users = UserStore(rig.daemon.machine.db)
+    users = Accounts(rig.daemon.machine.db)
     await users.add("tech", "technician", PASSWORD)
     await users.add("view", "viewer", PASSWORD)
     runner = await start_web(rig.daemon.machine, WebConfig(host="127.0.0.1", port=0), Secrets())

@@ -20,7 +20,7 @@ async def take(out: pathlib.Path) -> None:
 
     from edge.clock import SystemClock
     from edge.config import Secrets, WebConfig
-    from edge.ledger.users import UserStore
+    from edge.services.accounts import Accounts
     from edge.web.app import bound_port, start_web
     from tests.support.rigs.fridge import HOUR, start_fridge_rig
 
@@ -29,7 +29,7 @@ async def take(out: pathlib.Path) -> None:
         try:
             machine = rig.daemon.machine
             assert machine is not None
-            await UserStore(machine.db).add("tech", "technician", PASSWORD)
+            await Accounts(machine.db).add("tech", "technician", PASSWORD)
             runner = await start_web(machine, WebConfig(host="127.0.0.1", port=0), Secrets(),
                                      session_clock=SystemClock())
             try:

@@ -10,17 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.clock import ManualClock
+from edge.core.accounts import LOCK_BASE_S, LOCK_MAX_S, MAX_FAILURES, AuthError, lock_seconds
 from edge.ledger.db import LedgerDB
-from edge.ledger.users import (
-    LOCK_BASE_S,
-    LOCK_MAX_S,
-    MAX_FAILURES,
-    AuthError,
-    UserStore,
-    hash_password,
-    lock_seconds,
-    verify_password,
-)
+from edge.services.accounts import Accounts, hash_password, verify_password
 
 FAST = {"n": 2**8}  # hypothesis runs many cases; the cost parameter is stored in the hash itself
 
@@ -59,7 +51,7 @@ def test_lock_backoff_doubles_from_the_fifth_failure_and_is_capped():
 async def store(tmp_path):
     clock = ManualClock()
     db = await LedgerDB.open(str(tmp_path / "ledger.sqlite3"), clock)
-    yield UserStore(db), clock
+    yield Accounts(db), clock
     await db.close()
     for t in threading.enumerate():  # aiosqlite's worker resolves close() a moment before it exits
         if "_connection_worker_thread" in t.name:

@@ -13,9 +13,10 @@ import pathlib
 import sys
 
 from edge.config import load_config
+from edge.core.accounts import AuthError
 from edge.ledger.db import LedgerDB
-from edge.ledger.users import AuthError, UserStore
 from edge.logs import setup_logging
+from edge.services.accounts import Accounts
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -32,7 +33,7 @@ def _password(args: argparse.Namespace) -> str:
 async def _run(args: argparse.Namespace, ledger_path: str) -> int:
     db = await LedgerDB.open(ledger_path)
     try:
-        store = UserStore(db)
+        store = Accounts(db)
         if args.action == "add":
             user = await store.add(args.name, args.role, _password(args))
             print(f"added {user.name} ({user.role})")
