@@ -102,8 +102,7 @@ class Daemon:
         self.plant = await start_plant(cfg, db, self.supervisor, board=self.board, clock=self.clock,
                                        time_scale=self.time_scale)
         payment = await self._start_payment(db)
-        # BoardPort declares `connected` a settable attribute; VendBoard's is a property (vend.py: lead's)
-        vend = VendService(db, self.board,  # type: ignore[arg-type]
+        vend = VendService(db, self.board,
                            jam_disable_after=vb.jam_disable_after, guards=self.plant.guards(), payment=payment)
         vend.prices = PriceBook(db, clock=self.clock, tz=cfg.web.timezone)  # offline price rules
         self.slot_trends = SlotTrends(db)  # spiral run-time trends -> "service soon"

@@ -43,8 +43,12 @@ def _stock(row: repo.StockRow | None) -> SlotStock | None:
 
 
 class BoardPort(Protocol):
-    connected: bool
+    """What the vend flow needs of the vend board driver (drivers/vend_board satisfies it structurally)."""
+
     on_frame_sent: Callable[[Any], None] | None  # called with each frame right after it is written
+
+    @property
+    def connected(self) -> bool: ...  # link up and handshaken
 
     @property
     def memory(self) -> int: ...  # vend outcomes the board keeps across a reset (from its handshake)
