@@ -4,10 +4,14 @@ Products come from `bench.novel.generator` (its own drawing style, evaluation on
 enrolled from 3 reference views through `Recognizer.enroll` into the shipped gallery (so the demo
 SKUs compete too); every test view is classified as one cell through `Recognizer.recognize`.
 
-A read is *doubted* when fusion would doubt it: similarity below `FusionParams.min_quality`, or
-(`doubt="margin"`) also when the best-vs-second cosine margin is below the model card's
-`doubt.min_margin`. `wrong_trusted_rate` = wrong and not doubted / all reads;
-`doubted_correct_rate` = doubted / correct reads.
+A read is *doubted* when fusion would doubt it (`is_doubtful`): its quality (the similarity judged
+against the SKU's own references) below `FusionParams.min_quality`, or its best-vs-second cosine
+margin below the model card's `doubt.min_margin`. `wrong_trusted_rate` = wrong and not doubted / all
+reads; `doubted_correct_rate` = doubted / correct reads. `unknown_trusted_rate`: reads of
+`unknown` more products that were never enrolled (open set) that would be trusted, i.e. read as
+some enrolled product without doubt (drawn after everything else, so the other figures do not
+depend on it). `second_look_share`: reads that got a second look (margin below
+`doubt.second_look_below`), which `embed_ms_p95` includes.
 """
 
 from __future__ import annotations
@@ -50,11 +54,12 @@ def daemon_rss_mb(model_dir: str | Path) -> float:
     return round(float(out.stdout.strip().splitlines()[-1]), 1)
 
 
-def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, seed: int = 1,
+def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, seed: int = 1, unknown: int = 12,
         model_dir: str | Path = DEFAULT_MODEL_DIR) -> dict[str, Any]:
     rec = Recognizer.load(model_dir, threads=1)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cat = make_catalogue(products, pairs, seed=900_000 + seed)
+    everything = make_catalogue(products + unknown, pairs, seed=900_000 + seed)  # the first `products`
+    cat, strangers = everything[:products], everything[products:]  # are make_catalogue(products, ...)
     rng = np.random.default_rng(seed)
     for d in cat:
         rec.enroll(d.sku_id, [render_view(d, VIEW, rng, hard=False) for _ in range(refs)])
@@ -82,6 +87,12 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
             wrong_trusted_sim += (not ok) and not doubt_sim
             doubted_correct += ok and doubted
             doubted_sim += ok and doubt_sim
+    second_looks = rec.second_looks
+    strange_rng, strange_trusted = np.random.default_rng(10_000 + seed), 0
+    for d in strangers:  # never enrolled: every trusted read of them names the wrong product
+        for _ in range(tests):
+            (det,) = rec.recognize(render_view(d, VIEW, strange_rng, hard=True), roi)
+            strange_trusted += not is_doubtful(det, min_q, min_margin)
     # batch latency: 16 cells of one frame in one inference (a shelf camera's cells)
     frame = np.concatenate([render_view(cat[i], VIEW, rng, hard=True) for i in range(16)], axis=1)
     rois = [CellRoi("X1", i, i * VIEW, 0, VIEW, VIEW) for i in range(16)]
@@ -100,7 +111,11 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
         "doubted_correct_rate": round(doubted_correct / max(1, correct), 4),
         "similarity_only": {"wrong_trusted_rate": round(wrong_trusted_sim / n, 4),
                             "doubted_correct_rate": round(doubted_sim / max(1, correct), 4)},
-        "doubt": {"min_quality": min_q, "min_margin": min_margin},
+        "unknown_products": unknown,
+        "unknown_trusted_rate": round(strange_trusted / max(1, unknown * tests), 4),
+        "second_look_share": round(second_looks / n, 4),
+        "doubt": {"min_quality": min_q, "min_margin": min_margin, "radius_slack": rec.radius_slack,
+                  "second_look_below": rec.second_look_below},
         "embed_ms_p95": round(float(np.percentile(batch, 95)) * 1000, 2),
         "embed_ms_p95_batch": 16,
         "cell_ms_p95": round(float(np.percentile(times, 95)) * 1000, 2),

@@ -6,7 +6,7 @@
     rec.enroll("kombucha", images); store.save(rec.gallery)   # -> version 1, seed untouched
 
 Layout: `gallery.npz` (current) and `gallery.prev.npz` (the version before), each holding
-`labels`, `prototypes`, `version` and `model` (the id of the model that embedded them: prototypes
+`labels`, `prototypes`, `radius`, `version` and `model` (the id of the model that embedded them: prototypes
 from another model are meaningless, see `load_for`). A save writes a temp file, fsyncs it, moves the current file to
 `.prev`, then renames the temp file into place: a crash at any point leaves a loadable current or
 previous version, and `load` falls back to the previous one when the current is missing or corrupt.
@@ -43,13 +43,12 @@ def missing_prototypes(planogram_skus: Iterable[str], gallery_labels: Iterable[s
 def _read(path: Path) -> tuple[Gallery, int, str]:
     try:
         with np.load(path, allow_pickle=False) as z:
-            labels = [str(x) for x in z["labels"]]
-            protos = np.asarray(z["prototypes"], np.float32)
+            gallery = Gallery.from_npz(z)
             version = int(z["version"]) if "version" in z.files else 0
             model = str(z["model"]) if "model" in z.files else ""
     except (OSError, KeyError, ValueError, EOFError, TypeError) as exc:
         raise ModelError(f"cannot read gallery {path}: {exc}") from exc
-    return Gallery(labels, protos), version, model
+    return gallery, version, model
 
 
 class GalleryStore:
@@ -119,11 +118,12 @@ class GalleryStore:
 
     def _save(self, gallery: Gallery, model: str) -> int:
         version = self.version() + 1
-        labels, mat = gallery.snapshot()
+        labels, _ = gallery.snapshot()
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".gallery-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, labels=np.array(labels, dtype=str), prototypes=mat,
+                a = gallery.arrays()
+                np.savez(fh, labels=a["labels"], prototypes=a["prototypes"], radius=a["radius"],
                          version=np.array(version), model=np.array(model))
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -1,5 +1,6 @@
 """Shelf-cell recognizer: a small CNN embeds each cell crop; cosine similarity to per-label
-prototypes (the gallery) names it. One onnxruntime run per frame, CPU only.
+prototypes (the gallery) names it. One onnxruntime run per frame, CPU only (plus one more for the
+few cells that get a second look).
 
 The daemon calls `recognize` in its bounded executor (it blocks for a few milliseconds).
 """
@@ -17,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import structlog
 
+from vision_models.augment import enrollment_views, quarter_turns
 from vision_models.enroll import Gallery, prototype
 from vision_models.preprocess import crop_cells, resize_square, to_tensor
 from vision_models.types import EMPTY, CellDetection, CellRoi, ModelError
@@ -77,6 +79,15 @@ class Recognizer:
         self.size = int(card["input"]["size"])
         self.scale = float(card["similarity_scale"])
         self._gallery = gallery
+        doubt = card.get("doubt", {})
+        self.min_quality = float(doubt.get("min_quality", 0.85))
+        self.min_margin = float(doubt.get("min_margin", 0.0))
+        # per-SKU doubt: a read more than `radius_slack` below its SKU's radius is doubtful (None: off)
+        slack = doubt.get("radius_slack")
+        self.radius_slack: float | None = None if slack is None else float(slack)
+        # a read whose margin is below this gets a second look (quarter turns averaged; 0 = never)
+        self.second_look_below = float(doubt.get("second_look_below", 0.0))
+        self.second_looks = 0  # cells given a second look since load (a statistic)
 
     @classmethod
     def load(cls, model_dir: str | Path, *, threads: int = 1, gallery: Gallery | None = None) -> Recognizer:
@@ -139,24 +150,66 @@ class Recognizer:
         return self._embed_batch(np.stack([resize_square(im, self.size) for im in images]))
 
     def recognize(self, frame: np.ndarray, rois: Sequence[CellRoi]) -> list[CellDetection]:
-        """Best label and runner-up for every ROI of one frame (one batched inference)."""
+        """Best label and runner-up for every ROI of one frame (one batched inference, plus one for
+        the cells whose margin is below `second_look_below`: their crop turned three more times)."""
         if not rois:
             return []
-        emb = self._embed_batch(crop_cells(frame, rois, self.size))
-        labels, protos = self._gallery.snapshot()
+        crops = crop_cells(frame, rois, self.size)
+        emb = self._embed_batch(crops)
+        labels, protos, radius = self._gallery.entries()
         cosine = emb @ protos.T
+        two = len(labels) > 1
+        if two and self.second_look_below > 0:
+            top = -np.partition(-cosine, 1, axis=1)[:, :2]
+            look = np.flatnonzero(top[:, 0] - top[:, 1] < self.second_look_below)
+            if look.size:
+                self.second_looks += int(look.size)
+                more = self._embed_batch(quarter_turns(crops[look])).reshape(3, look.size, -1)
+                mean = emb[look] + more.sum(axis=0)
+                emb[look] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-6)
+                cosine[look] = emb[look] @ protos.T
         logits = cosine * self.scale
         logits -= logits.max(axis=1, keepdims=True)
         prob = np.exp(logits)
         prob /= prob.sum(axis=1, keepdims=True)
         top2 = np.argsort(-prob, axis=1)[:, :2]
+        best = cosine[np.arange(len(rois)), top2[:, 0]]
+        quality = self._quality(best, radius[top2[:, 0]])
         out = []
-        for roi, (a, b), p, cos in zip(rois, top2, prob, cosine, strict=True):
-            two = len(labels) > 1
+        for roi, (a, b), p, cos, q in zip(rois, top2, prob, cosine, quality, strict=True):
             out.append(CellDetection(roi.slot_id, roi.position, labels[a], float(p[a]),
                                      labels[b] if two else EMPTY, float(p[b]) if two else 0.0,
-                                     round(float(cos[a]), 4), round(float(cos[a] - cos[b]), 4) if two else 1.0))
+                                     round(float(cos[a]), 4), round(float(cos[a] - cos[b]), 4) if two else 1.0,
+                                     round(float(q), 4)))
         return out
+
+    def _quality(self, similarity: np.ndarray, radius: np.ndarray) -> np.ndarray:
+        """The similarity judged against the label's own spread: a read exactly `radius_slack` below
+        the label's radius maps to `min_quality`, a perfect match to 1, linearly in between (and on
+        below). Labels without a radius (the shipped seed) keep their plain similarity."""
+        if self.radius_slack is None:
+            return similarity
+        floor = radius - self.radius_slack
+        known = np.isfinite(floor) & (floor < 1)
+        scaled = 1 - (1 - similarity) * (1 - self.min_quality) / np.where(known, 1 - floor, 1.0)
+        out: np.ndarray = np.clip(np.where(known, scaled, similarity), 0.0, 1.0)
+        return out
+
+    def reference(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
+        """(prototype, radius) of a SKU from a few reference images (BGR, framed like a cell's centred
+        square). Each image is embedded as `VIEWS_PER_IMAGE` enrollment views (`vision_models.augment`);
+        the prototype is their normalized mean; the radius is the median similarity of each image's
+        views to the prototype of the *other* images (of all views when there is one image)."""
+        if not images:
+            raise ValueError("a reference needs at least one image")
+        emb = np.stack([self._embed_batch(np.stack(enrollment_views(im, self.size))) for im in images])
+        dim = emb.shape[-1]
+        proto = prototype(emb.reshape(-1, dim))
+        if len(images) == 1:
+            sims = [emb[0] @ proto]
+        else:
+            sims = [emb[i] @ prototype(np.delete(emb, i, axis=0).reshape(-1, dim)) for i in range(len(images))]
+        return proto, float(np.median(np.concatenate(sims)))
 
     def enroll(self, sku_id: str, images: Sequence[np.ndarray]) -> None:
         """Add (or replace) the prototype of `sku_id` from a few reference crops; no retraining.
@@ -167,8 +220,9 @@ class Recognizer:
             raise ValueError(f"cannot enroll label {sku_id!r}")
         if not images:
             raise ValueError("enroll needs at least one reference image")
-        self._gallery.put(sku_id, prototype(self.embed(images)))
-        log.info("sku_enrolled", sku=sku_id, images=len(images), labels=len(self.labels))
+        proto, radius = self.reference(images)
+        self._gallery.put(sku_id, proto, radius)
+        log.info("sku_enrolled", sku=sku_id, images=len(images), labels=len(self.labels), radius=round(radius, 3))
 
     def save_gallery(self, path: str | Path) -> None:
         """Write the gallery (with enrolled SKUs) atomically, e.g. over the model dir's gallery.npz."""

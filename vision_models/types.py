@@ -43,13 +43,22 @@ class CellDetection:
     runner_up_score: float
     similarity: float = 1.0
     margin: float = 1.0  # cosine of the best label minus that of the runner-up (see `is_doubtful`)
+    # `similarity` judged against the label's own references: below the card's doubt.min_quality
+    # when the cell is further from the prototype than that SKU's enrollment spread allows (see
+    # `Recognizer.recognize`); -1 (unset) = the similarity itself (labels without a measured spread)
+    quality: float = -1.0
+
+    def __post_init__(self) -> None:
+        if self.quality < 0:
+            object.__setattr__(self, "quality", self.similarity)
 
 
 def is_doubtful(det: CellDetection, min_quality: float, min_margin: float) -> bool:
-    """A product reading to doubt: it looks little like any known package (similarity below
-    `min_quality`), or the runner-up is nearly as close (margin below `min_margin`, the model
-    card's `doubt.min_margin`: look-alikes and never-seen products). An empty cell is never doubted."""
-    return det.label != EMPTY and (det.similarity < min_quality or det.margin < min_margin)
+    """A product reading to doubt: it looks less like its label than that label's own references
+    do (`quality` below `min_quality`: a hand, glare, or a product nobody enrolled), or the runner-up
+    is nearly as close (margin below `min_margin`, the model card's `doubt.min_margin`: look-alikes
+    and never-seen products). An empty cell is never doubted."""
+    return det.label != EMPTY and (det.quality < min_quality or det.margin < min_margin)
 
 
 class ModelError(Exception):

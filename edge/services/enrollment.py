@@ -8,7 +8,9 @@ model can embed them again (prototypes of one model mean nothing to another).
 
 Three ways in, one code path (`ProductGallery`): ``vendedge product enroll|capture|remove|list``, the
 Products page, and the signed cloud command ``enroll_product``. The daemon notices a gallery written
-by the CLI within a second (`EnrollmentService.run`).
+by the CLI within a second (`EnrollmentService.run`). The checks on SKU ids and uploaded images
+live in `edge.services.enroll_images`. A prototype comes with its radius (`Recognizer.reference`:
+the spread of the SKU's own references), which the recognizer's per-SKU doubt reads.
 
 At start and on every planogram or gallery change, the SKUs of camera lanes without a prototype raise
 ONE alarm (``vision_missing_prototypes``) listing them, and their shelves are read by weight only
@@ -23,7 +25,6 @@ import base64
 import binascii
 import re
 import shutil
-import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,14 @@ import structlog
 from edge.core.catalog import Planogram
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
-from vision_models.enroll import prototype
+from edge.services.enroll_images import (
+    MAX_IMAGES,
+    SKU_RE,
+    EnrollError,
+    check_sku,
+    decode_image,
+    image_dims,
+)
 from vision_models.gallery import GalleryStore, missing_prototypes
 from vision_models.preprocess import resize_square, square_crop
 from vision_models.recognizer import GALLERY_FILE, Recognizer
@@ -43,70 +51,15 @@ from vision_models.types import EMPTY, CellRoi
 
 log = structlog.get_logger(__name__)
 
-SKU_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-REF_RE = re.compile(r"^[0-9]{2}\.png$")
-MAX_IMAGES = 12  # reference images per enrollment
-MAX_IMAGE_BYTES = 2 * 1024 * 1024  # one encoded image
-MAX_SIDE = 4096  # decoded width or height
+# image checks live in edge.services.enroll_images; importers of this module keep these names
+__all__ = ["ALARM_KEY", "MAX_IMAGES", "EnrollError", "EnrollmentService", "ProductGallery", "camera_skus",
+           "check_sku", "decode_image", "image_dims", "lane_crops"]
 MAX_COMMAND_B64 = 2 * 1024 * 1024  # all images of one cloud command, base64 characters
+
+REF_RE = re.compile(r"^[0-9]{2}\.png$")
 REF_SIDE = 128  # side of a kept reference crop
 ALARM_KEY = ALARM_KIND = "vision_missing_prototypes"
 BLIND_PREFIX = "no prototype"  # a camera shelf read by weight only (not a camera fault)
-
-
-class EnrollError(ValueError):
-    """Refused: bad SKU id, image or slot. `reason` is a short machine-readable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-def check_sku(sku_id: str) -> str:
-    if not isinstance(sku_id, str) or not SKU_RE.match(sku_id) or sku_id == EMPTY:
-        raise EnrollError("bad_sku", f"SKU id {str(sku_id)[:70]!r}: 1-64 of A-Z a-z 0-9 _ . - (not 'empty')")
-    return sku_id
-
-
-def image_dims(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header without decoding; None when neither."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
-        w, h = struct.unpack(">II", data[16:24])
-        return int(w), int(h)
-    if data[:2] != b"\xff\xd8":
-        return None
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        (seg,) = struct.unpack(">H", data[i + 2 : i + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-            return int(w), int(h)
-        i += 2 + seg
-    return None
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """A PNG/JPEG (bounded in bytes and pixels, checked before decoding) as a BGR uint8 image."""
-    if not data:
-        raise EnrollError("bad_image", "empty image")
-    if len(data) > MAX_IMAGE_BYTES:
-        raise EnrollError("image_too_large", f"image of {len(data)} bytes (at most {MAX_IMAGE_BYTES})")
-    dims = image_dims(data)
-    if dims is None:
-        raise EnrollError("bad_image", "not a PNG or JPEG image")
-    if not (8 <= dims[0] <= MAX_SIDE and 8 <= dims[1] <= MAX_SIDE):
-        raise EnrollError("bad_image", f"image of {dims[0]}x{dims[1]} px (8..{MAX_SIDE} per side)")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None or img.ndim != 3 or img.shape[2] != 3:
-        raise EnrollError("bad_image", "the image cannot be decoded")
-    return img
 
 
 class ProductGallery:
@@ -133,7 +86,7 @@ class ProductGallery:
                 log.warning("gallery_model_changed", stored=model[:12], model=self.rec.model_id[:12])
                 gallery, _, _ = GalleryStore(self.dir / "none", seed=self.store.seed).load_tagged()
                 for sku in self._ref_skus():
-                    gallery.put(sku, prototype(self.rec.embed(self._read_refs(sku))))
+                    gallery.put(sku, *self.rec.reference(self._read_refs(sku)))
                 version = self.store._save(gallery, self.rec.model_id)
             self.rec.use_gallery(gallery)
             self.version, self._stamp = version, self.store.stamp()
@@ -151,11 +104,11 @@ class ProductGallery:
         check_sku(sku_id)
         if not 1 <= len(images) <= MAX_IMAGES:
             raise EnrollError("bad_images", f"{len(images)} reference images (1..{MAX_IMAGES})")
-        proto = prototype(self.rec.embed(list(images)))
+        proto, radius = self.rec.reference(list(images))
         crops = [resize_square(im, REF_SIDE) for im in images]
         with self.store.locked():
             gallery, _ = self.store.load()
-            gallery.put(sku_id, proto)
+            gallery.put(sku_id, proto, radius)
             self._write_refs(sku_id, crops)
             self.version = self.store._save(gallery, self.rec.model_id)
             self.rec.use_gallery(gallery)

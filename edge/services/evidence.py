@@ -78,13 +78,14 @@ def doubt_margin(recognizer: Any) -> float:
 
 
 def cell_observations(dets: Sequence[CellDetection], min_margin: float = 0.0) -> list[CellObs]:
-    """The recognizer's detections as fusion's cell observations (similarity -> quality). A product
+    """The recognizer's detections as fusion's cell observations (`quality`: the similarity judged
+    against the label's own references, see `CellDetection.quality`). A product
     read whose runner-up is within `min_margin` (look-alikes, never-seen products) is passed on as
     doubtful, just below fusion's `min_quality`: the other frame and the scale decide it."""
     doubtful = FusionParams().min_quality - 0.01
     return [CellObs(d.slot_id, d.position, d.label, float(d.score), d.runner_up, float(d.runner_up_score),
-                    float(d.similarity) if d.label == EMPTY or d.margin >= min_margin
-                    else min(float(d.similarity), doubtful)) for d in dets]
+                    float(d.quality) if d.label == EMPTY or d.margin >= min_margin
+                    else min(float(d.quality), doubtful)) for d in dets]
 
 
 def cells_to_json(view: ShelfView) -> dict[str, Any]:

@@ -49,3 +49,25 @@ def test_missing_prototypes_lists_planogram_skus_the_gallery_cannot_name() -> No
     assert missing_prototypes(["cola", "kombucha", "water", "kombucha", "", "empty", "abc"], labels) == \
         ["abc", "kombucha"]
     assert missing_prototypes(["cola"], labels) == []
+
+
+def test_radii_are_stored_with_their_prototypes_and_old_files_without_them_still_load(tmp_path: Path) -> None:
+    store = GalleryStore(tmp_path, seed=SEED)
+    gallery, _ = store.load()
+    dim = gallery.dim
+    gallery.put("a", np.eye(dim, dtype=np.float32)[0], 0.81)
+    gallery.put("b", np.eye(dim, dtype=np.float32)[1], 0.77)
+    gallery.put("a", np.eye(dim, dtype=np.float32)[2], 0.9)  # replaced: its radius too
+    assert gallery.remove("cola")
+    store.save(gallery)
+    back, _ = store.load()
+    labels, protos, radius = back.entries()
+    rad = dict(zip(labels, radius.tolist(), strict=True))
+    assert rad["a"] == np.float32(0.9) and rad["b"] == np.float32(0.77) and "cola" not in rad
+    assert np.isnan(rad["milk"])  # seed labels carry no radius
+    assert np.array_equal(protos[labels.index("a")], np.eye(dim, dtype=np.float32)[2])
+    old = tmp_path / "old.npz"  # a gallery written before radii existed
+    np.savez(old, labels=np.array(["x", "y"]), prototypes=np.eye(2, dim, dtype=np.float32))
+    (tmp_path / CURRENT).write_bytes(old.read_bytes())
+    legacy, _ = store.load()
+    assert legacy.snapshot()[0] == ("x", "y") and np.isnan(legacy.entries()[2]).all()

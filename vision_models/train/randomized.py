@@ -115,7 +115,9 @@ def _draw(d: dict, mark: tuple | None) -> tuple[np.ndarray, np.ndarray]:
     return img.astype(np.float32), mask.astype(np.float32) / 255
 
 
-def _view(img: np.ndarray, alpha: np.ndarray, out: int, rng: np.random.Generator) -> np.ndarray:
+def _view(img: np.ndarray, alpha: np.ndarray, out: int, rng: np.random.Generator, clean: bool = False) -> np.ndarray:
+    """One view of a design. `clean`: an enrollment shot as an operator takes it (package alone,
+    roughly upright, even light; no hand, glare or JPEG), not a shelf read."""
     s = out * 2
     bg = np.empty((s, s, 3), np.float32)
     bg[:] = _col(rng) * rng.uniform(0.3, 1.0)
@@ -127,19 +129,23 @@ def _view(img: np.ndarray, alpha: np.ndarray, out: int, rng: np.random.Generator
         tex = _pattern(s, int(rng.integers(3)), rng.uniform(3, 14), rng.uniform(0, np.pi), rng.uniform(0.2, 0.8))
         grain = cv2.GaussianBlur(rng.standard_normal((s, s)).astype(np.float32), (0, 0), rng.uniform(0.5, 3))
         bg += ((tex - 0.5) * rng.uniform(0, 50) + grain * rng.uniform(0, 40))[..., None]
-    k = s * rng.uniform(0.6, 0.95) / _S
-    m = cv2.getRotationMatrix2D((_S / 2, _S / 2), rng.uniform(-180, 180), k)
-    m[:, 2] += s / 2 - _S / 2 + rng.uniform(-0.08, 0.08, 2) * s
+    k = s * (rng.uniform(0.75, 0.9) if clean else rng.uniform(0.6, 0.95)) / _S
+    m = cv2.getRotationMatrix2D((_S / 2, _S / 2), rng.uniform(-20, 20) if clean else rng.uniform(-180, 180), k)
+    m[:, 2] += s / 2 - _S / 2 + rng.uniform(-0.08, 0.08, 2) * s * (0.4 if clean else 1.0)
     src = np.float32([[0, 0], [s, 0], [s, s], [0, s]])
-    h = cv2.getPerspectiveTransform(src, src + rng.uniform(-0.1, 0.1, (4, 2)).astype(np.float32) * s)
+    h = cv2.getPerspectiveTransform(src, src + rng.uniform(-0.1, 0.1, (4, 2)).astype(np.float32) * s * (0.3 if clean else 1.0))
     h = h @ np.vstack([m, [0, 0, 1]])
     wp = cv2.warpPerspective(img, h, (s, s))
     wa = cv2.warpPerspective(alpha, h, (s, s))[..., None]
     canvas = bg * (1 - rng.uniform(0, 0.5) * cv2.GaussianBlur(wa, (0, 0), 3)[..., None]) * (1 - wa) + wp * wa
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
-    g = rng.uniform(-0.4, 0.4, 2)
-    canvas *= (rng.uniform(0.55, 1.45) + g[0] * (xx - 0.5) + g[1] * (yy - 0.5))[..., None]
+    g = rng.uniform(-0.4, 0.4, 2) * (0.25 if clean else 1.0)
+    gain = rng.uniform(0.9, 1.1) if clean else rng.uniform(0.55, 1.45)
+    canvas *= (gain + g[0] * (xx - 0.5) + g[1] * (yy - 0.5))[..., None]
     canvas *= rng.uniform(0.85, 1.15, 3).astype(np.float32)  # white balance
+    if clean:
+        v = np.clip(canvas + rng.standard_normal(canvas.shape).astype(np.float32) * 2, 0, 255).astype(np.uint8)
+        return cv2.resize(v, (out, out), interpolation=cv2.INTER_AREA)
     if rng.random() < 0.5:
         cx, cy, rr = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.04, 0.2)
         canvas += (rng.uniform(40, 180) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * rr * rr)))[..., None]
@@ -164,8 +170,10 @@ def _view(img: np.ndarray, alpha: np.ndarray, out: int, rng: np.random.Generator
     return cv2.resize(v, (out, out), interpolation=cv2.INTER_AREA)
 
 
-def generate(classes: int, views: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`views` crops (size x size BGR uint8) of each of `classes` random designs.
+def generate(classes: int, views: int, size: int, seed: int,
+             clean_views: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`views` crops (size x size BGR uint8) of each of `classes` random designs; the first
+    `clean_views` of each class are enrollment shots (`_view(clean=True)`), the rest shelf reads.
 
     Returns (x, y, partner): class k's look-alike twin is partner[k] (-1 if none); classes come
     in pairs (2i, 2i+1) for the first half, sharing the design and differing in one small mark.
@@ -187,6 +195,6 @@ def generate(classes: int, views: int, size: int, seed: int) -> tuple[np.ndarray
             looks = [_draw(d, None)]
         for j, (img, alpha) in enumerate(looks):
             for v in range(views):
-                x[(k + j) * views + v] = _view(img, alpha, size, rng)
+                x[(k + j) * views + v] = _view(img, alpha, size, rng, clean=v < clean_views)
         k += len(looks)
     return x, y, partner
