@@ -123,8 +123,8 @@ async def test_a_far_end_that_never_reads_does_not_stall_the_loop(pair, far_end)
             written, longest = await _saturate(link, lost)  # ends when nothing was taken for the deadline
     assert isinstance(lost.exc, DeviceTimeout) and "stalled" in str(lost.exc)
     assert written > CHUNK
-    assert longest < 0.02, f"a write call took {longest * 1000:.1f} ms"
-    assert lag.worst < 0.1, f"the loop was blocked for {lag.worst * 1000:.0f} ms"  # pyserial's write: 200 ms
+    assert longest < 0.05, f"a write call took {longest * 1000:.1f} ms"
+    assert lag.worst < 0.15, f"the loop was blocked for {lag.worst * 1000:.0f} ms"  # pyserial's write: 200 ms
     with pytest.raises(DeviceDisconnected):
         link.write(b"x")
 
