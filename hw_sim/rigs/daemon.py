@@ -1,4 +1,4 @@
-"""The daemon as a subprocess: `python -m edge.cli run --config CFG` (what `vendedge run` is), ready
+"""The daemon as a subprocess: `python -m edge run --config CFG` (what `vendedge run` is), ready
 when `GET /healthz` answers, stopped with SIGTERM (it locks the door, drains, exits 0); its stdout and
 stderr go to a log file in the state directory. Accounts are made with `vendedge user add`.
 """
@@ -25,7 +25,7 @@ class RigError(RuntimeError):
 
 def vendedge_argv(*args: str) -> list[str]:
     """The `vendedge` command line with this interpreter (no reliance on PATH or a console script)."""
-    return [sys.executable, "-m", "edge.cli", *args]
+    return [sys.executable, "-m", "edge", *args]
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -52,7 +52,7 @@ def test_interactive_demo_banner_ctrl_c_locks_the_door_and_cleans_up(tmp_path) -
         out = _read_until(proc, "Ctrl-C to stop", 90)
         out += _read_until(proc, "classic vend", 60)  # the machine is selling
         children = _children_cmdlines(proc.pid)  # `vendedge demo` became the demo: the daemon is its child
-        assert any("edge.cli run --config" in c for c in children), children
+        assert any("-m edge run --config" in c for c in children), children
         assert any("refcloud" in c for c in children), children
         state = next(d for d in os.listdir(tmp_path) if d.startswith("vendedge-demo-"))
         log = (tmp_path / state / "demo.log").read_text()
