@@ -4,13 +4,15 @@ file, the CLI and the HTTP APIs (what `vendedge demo` is built on)."""
 from __future__ import annotations
 
 import pathlib
+import random
 
 import pytest
 
 from hw_sim.demo.classic import classic_vend
+from hw_sim.demo.shop import FINAL, cloud_shopper, open_shop, token_shopper
 from hw_sim.rigs.api import ApiClient, ApiError, SaleRefused
 from hw_sim.rigs.cloud import CloudProcess
-from hw_sim.rigs.config import MACHINE_ID, plant_config, write_config
+from hw_sim.rigs.config import MACHINE_ID, plant_config, sync_config, write_config
 from hw_sim.rigs.daemon import DaemonProcess, RigError, vendedge
 from hw_sim.rigs.machine import start_machine
 from hw_sim.world import load_demo_planogram
@@ -76,3 +78,26 @@ async def test_classic_vend_demo_settles_brownouts_by_count_and_agrees_with_the_
     assert summary["orders_completed"] == summary["sim_dispensed"] > 0
     assert summary["board_resets"] > 0 and summary["needs_count"] >= 1  # seed 1 browns out mid-vend
     assert summary["pending"] == summary["needs_count_open"] == 0
+
+
+async def test_take_and_go_shoppers_get_in_only_through_the_cloud_command_or_a_signed_qr_code(tmp_path):
+    cloud = await CloudProcess(tmp_path, "t" * 32).start()
+    shop = None
+    try:
+        secret = "cd" * 32
+        await cloud.register(MACHINE_ID, secret, load_demo_planogram())
+        shop = await open_shop(tmp_path, cloud, seed=1, web_port=0, sync=sync_config(cloud.url),
+                               log_path=tmp_path / "daemon.log", secret_hex=secret)
+        assert shop.plant.io.locked and not shop.plant.open_door()  # nobody gets in uninvited
+        rng = random.Random(1)
+        by_command = await cloud_shopper(shop, rng, linger_s=0.5)
+        by_token = await token_shopper(shop, rng)
+        assert by_command.split(": ")[1].split(" ")[0] in FINAL, by_command  # let in, decided, recorded
+        assert by_token.startswith("offline-token session offline-") and ": charged" in by_token, by_token
+        commands = await cloud.admin("GET", f"/admin/machines/{MACHINE_ID}/commands")
+        assert [(c["name"], c["result_status"]) for c in commands["commands"]] == [("open_session", "ok")]
+        assert shop.plant.io.locked  # relocked after each customer
+    finally:
+        if shop is not None:
+            await shop.rig.stop()
+        await cloud.stop()
