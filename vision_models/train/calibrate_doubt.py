@@ -97,6 +97,8 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
     ok, trusted = outcome(best, slack)
     ok_k = ok & known
     return {"min_quality": rec.min_quality, "min_margin": best, "second_look_below": best, "radius_slack": slack,
+            "note": "quality gate per SKU (radius - radius_slack) and margin gate; a read with margin below "
+                    "second_look_below gets a second look first; calibrated on training-generator designs only",
             "calibration": {"classes": classes, "unknown_classes": unknown, "reads": n, "seed": CALIB_SEED,
                             "refs": f"{REFS} clean views per design, each embedded as 32 enrollment views",
                             "top1": round(float(ok_k.sum() / n), 4),
