@@ -19,8 +19,8 @@ import aiohttp
 
 from hw_sim.demo.shop import Shop, cloud_shopper, open_shop, token_shopper
 from hw_sim.rigs.api import ApiError, SaleRefused
-from hw_sim.rigs.cloud import CloudProcess, MosquittoProcess, mqtt_sync_lines
-from hw_sim.rigs.config import MACHINE_ID, sync_config
+from hw_sim.rigs.cloud import CloudLink, start_cloud
+from hw_sim.rigs.config import MACHINE_ID
 from hw_sim.rigs.daemon import RigError
 from hw_sim.world import load_demo_planogram
 
@@ -36,21 +36,16 @@ async def interactive(state_dir: str, *, web_port: int = 8080, seed: int = 1, ke
     root = pathlib.Path(state_dir)
     log = pathlib.Path(log_path or root / "demo.log")
     admin_token, secret_hex = secrets.token_hex(16), secrets.token_hex(32)
-    cloud, broker, shop = CloudProcess(root, admin_token), None, None
+    link: CloudLink | None = None
+    shop: Shop | None = None
     try:
-        await cloud.start()
-        await cloud.register(MACHINE_ID, secret_hex, load_demo_planogram())
-        sync = sync_config(cloud.url)
-        if transport == "mqtt":  # the broker's logins come from the machines the cloud knows
-            cloud_password = secrets.token_urlsafe(18)
-            broker = await MosquittoProcess(root / "mqtt").start(cloud.db, cloud_password)
-            await cloud.stop()
-            cloud = await CloudProcess(root, admin_token, mqtt_url=broker.url, mqtt_password=cloud_password).start()
-            sync = sync_config(cloud.url) + mqtt_sync_lines(broker.url)
-        shop = await open_shop(root, cloud, seed=seed, web_port=web_port, sync=sync, log_path=log,
-                               secret_hex=secret_hex)
+        link = await start_cloud(root, admin_token, MACHINE_ID, secret_hex, load_demo_planogram(),
+                                 mqtt=transport == "mqtt")
+        shop = await open_shop(root, link.cloud, seed=seed, web_port=web_port, sync=link.sync_config(),
+                               log_path=log, secret_hex=secret_hex)
         password = shop.rig.passwords["tech"]
-        print(banner(shop, password, admin_token, log, keep_state, broker.url if broker else ""), flush=True)
+        broker_url = link.broker.url if link.broker else ""
+        print(banner(shop, password, admin_token, log, keep_state, broker_url), flush=True)
         reminder = f"  (diagnostics page {shop.rig.base_url}/  user tech  password {password})"
         await customers(shop, stop, seed, reminder)
     except RigError as exc:
@@ -60,9 +55,8 @@ async def interactive(state_dir: str, *, web_port: int = 8080, seed: int = 1, ke
     finally:
         if shop is not None:
             await shop.rig.stop()  # the daemon locks the door while the plant simulator is still there
-        await cloud.stop()
-        if broker is not None:
-            await broker.stop()
+        if link is not None:
+            await link.stop()
     print("demo stopped", file=sys.stderr)
     return 0
 

@@ -8,12 +8,14 @@ import contextlib
 import getpass
 import os
 import pathlib
+import secrets
 import shutil
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from hw_sim.rigs.config import free_port
+from hw_sim.rigs.config import free_port, sync_config
 from hw_sim.rigs.daemon import (
     RigError,
     log_tail,
@@ -142,6 +144,7 @@ class MosquittoProcess:
                 await writer.wait_closed()
                 return self
             if asyncio.get_running_loop().time() > deadline:
+                await self.stop()
                 raise RigError(f"mosquitto did not listen on {self.port} in {timeout_s} s")
             await asyncio.sleep(0.05)
 
@@ -152,3 +155,42 @@ class MosquittoProcess:
 def mqtt_sync_lines(broker_url: str) -> str:
     """Appended to the `[sync]` table: the same link, over the broker (docs/protocols/mqtt.md)."""
     return f'transport = "mqtt"\n\n[sync.mqtt]\nurl = "{broker_url}"\nkeepalive_s = 15\n'
+
+
+@dataclass
+class CloudLink:
+    """The reference cloud the machine syncs with, and the broker when the link is MQTT."""
+
+    cloud: CloudProcess
+    broker: MosquittoProcess | None = None
+
+    def sync_config(self) -> str:
+        """The machine's `[sync]` section (plus `[sync.mqtt]` over the broker)."""
+        lines = sync_config(self.cloud.url)
+        return lines + mqtt_sync_lines(self.broker.url) if self.broker is not None else lines
+
+    async def stop(self) -> None:
+        await self.cloud.stop()
+        if self.broker is not None:
+            await self.broker.stop()
+
+
+async def start_cloud(root: pathlib.Path, admin_token: str, machine_id: str, secret_hex: str,
+                      planogram: dict[str, Any], *, mqtt: bool = False) -> CloudLink:
+    """The reference cloud with this machine and its planogram registered. With `mqtt`, a local
+    Mosquitto whose logins `vendedge refcloud mqtt-acl` writes from the cloud's database, and the cloud
+    started again as that broker's client."""
+    link = CloudLink(CloudProcess(root, admin_token))
+    try:
+        await link.cloud.start()
+        await link.cloud.register(machine_id, secret_hex, planogram)
+        if mqtt:
+            password = secrets.token_urlsafe(18)
+            await link.cloud.stop()
+            link.broker = await MosquittoProcess(root / "mqtt").start(link.cloud.db, password)
+            link.cloud = await CloudProcess(root, admin_token, mqtt_url=link.broker.url,
+                                            mqtt_password=password).start()
+    except BaseException:
+        await link.stop()
+        raise
+    return link

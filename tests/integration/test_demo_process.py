@@ -11,8 +11,8 @@ import pytest
 from hw_sim.demo.classic import classic_vend
 from hw_sim.demo.shop import FINAL, cloud_shopper, open_shop, token_shopper
 from hw_sim.rigs.api import ApiClient, ApiError, SaleRefused
-from hw_sim.rigs.cloud import CloudProcess, MosquittoProcess, mosquitto_binary, mqtt_sync_lines
-from hw_sim.rigs.config import MACHINE_ID, plant_config, sync_config, write_config
+from hw_sim.rigs.cloud import CloudProcess, mosquitto_binary, start_cloud
+from hw_sim.rigs.config import MACHINE_ID, plant_config, write_config
 from hw_sim.rigs.daemon import DaemonProcess, RigError, vendedge
 from hw_sim.rigs.machine import start_machine
 from hw_sim.world import load_demo_planogram
@@ -81,12 +81,11 @@ async def test_classic_vend_demo_settles_brownouts_by_count_and_agrees_with_the_
 
 
 async def test_take_and_go_shoppers_get_in_only_through_the_cloud_command_or_a_signed_qr_code(tmp_path):
-    cloud = await CloudProcess(tmp_path, "t" * 32).start()
-    shop = None
+    secret = "cd" * 32
+    link = await start_cloud(tmp_path, "t" * 32, MACHINE_ID, secret, load_demo_planogram())
+    cloud, shop = link.cloud, None
     try:
-        secret = "cd" * 32
-        await cloud.register(MACHINE_ID, secret, load_demo_planogram())
-        shop = await open_shop(tmp_path, cloud, seed=1, web_port=0, sync=sync_config(cloud.url),
+        shop = await open_shop(tmp_path, cloud, seed=1, web_port=0, sync=link.sync_config(),
                                log_path=tmp_path / "daemon.log", secret_hex=secret)
         assert shop.plant.io.locked and not shop.plant.open_door()  # nobody gets in uninvited
         rng = random.Random(1)
@@ -100,27 +99,22 @@ async def test_take_and_go_shoppers_get_in_only_through_the_cloud_command_or_a_s
     finally:
         if shop is not None:
             await shop.rig.stop()
-        await cloud.stop()
+        await link.stop()
 
 
 @pytest.mark.skipif(mosquitto_binary() is None, reason="needs mosquitto (apt-get install -y mosquitto)")
 async def test_over_mqtt_the_cloud_command_reaches_the_daemon_through_the_local_broker(tmp_path):
-    secret, password = "ef" * 32, "p" * 18
-    cloud = await CloudProcess(tmp_path, "t" * 32).start()
-    await cloud.register(MACHINE_ID, secret, load_demo_planogram())
-    await cloud.stop()  # the broker's logins come from the machines this cloud database knows
-    broker = await MosquittoProcess(tmp_path / "mqtt").start(cloud.db, password)
-    cloud = CloudProcess(tmp_path, "t" * 32, mqtt_url=broker.url, mqtt_password=password)
+    secret = "ef" * 32
+    link = await start_cloud(tmp_path, "t" * 32, MACHINE_ID, secret, load_demo_planogram(), mqtt=True)
     shop = None
     try:
-        await cloud.start()
-        shop = await open_shop(tmp_path, cloud, seed=2, web_port=0, log_path=tmp_path / "daemon.log",
-                               sync=sync_config(cloud.url) + mqtt_sync_lines(broker.url), secret_hex=secret)
+        assert link.broker is not None and "[sync.mqtt]" in link.sync_config()
+        shop = await open_shop(tmp_path, link.cloud, seed=2, web_port=0, log_path=tmp_path / "daemon.log",
+                               sync=link.sync_config(), secret_hex=secret)
         outcome = await cloud_shopper(shop, random.Random(2), linger_s=0.5)
         assert outcome.split(": ")[1].split(" ")[0] in FINAL, outcome
         assert '"transport": "mqtt"' in (tmp_path / "daemon.log").read_text()  # not the HTTPS long poll
     finally:
         if shop is not None:
             await shop.rig.stop()
-        await cloud.stop()
-        await broker.stop()
+        await link.stop()
