@@ -79,13 +79,19 @@ class ProductGallery:
 
     def open(self) -> int:
         """Load the newest gallery into the recognizer; one embedded by another model is rebuilt
-        from the kept reference crops (on the shipped seed). Returns the version in use."""
+        from the kept reference crops (on the shipped seed), and products enrolled before prototypes
+        had a radius are enrolled again from theirs. Returns the version in use."""
         with self.store.locked():
             gallery, version, model = self.store.load_tagged()
+            stale = self._ref_skus()
             if version and model != self.rec.model_id:
                 log.warning("gallery_model_changed", stored=model[:12], model=self.rec.model_id[:12])
                 gallery, _, _ = GalleryStore(self.dir / "none", seed=self.store.seed).load_tagged()
-                for sku in self._ref_skus():
+            else:
+                labels, _, radius = gallery.entries()
+                stale = [s for s in stale if s in labels and not np.isfinite(radius[labels.index(s)])]
+            if version and stale:
+                for sku in stale:
                     gallery.put(sku, *self.rec.reference(self._read_refs(sku)))
                 version = self.store._save(gallery, self.rec.model_id)
             self.rec.use_gallery(gallery)

@@ -114,6 +114,25 @@ def test_prototypes_of_another_model_are_rebuilt_from_the_kept_references(tmp_pa
     assert read_as(again.rec, views[3]) == sku and read_as(again.rec, views[0]) == sku
 
 
+def test_products_enrolled_before_radii_existed_are_enrolled_again_from_their_references(tmp_path, products):
+    g = gallery_in(tmp_path)
+    (sku, views), (other, oviews) = list(products.items())
+    g.enroll(sku, views[:3])
+    store = GalleryStore(tmp_path / "vision", seed=DEFAULT_MODEL_DIR / "gallery.npz")
+    gal, _ = store.load()
+    labels, mat, radius = gal.entries()
+    assert np.isfinite(radius[labels.index(sku)])
+    old = type(gal)(list(labels), mat)  # an older gallery file: no radius, single-view prototype
+    old.put(sku, g.rec.embed(views[:3]).mean(axis=0))
+    store.save(old, model=g.rec.model_id)
+    again = gallery_in(tmp_path)
+    assert again.version == 3
+    labels, _, radius = again.rec.gallery.entries()
+    assert np.isfinite(radius[labels.index(sku)]) and np.isnan(radius[labels.index("cola")])
+    assert gallery_in(tmp_path).version == 3  # nothing stale any more: opened as is
+    assert read_as(again.rec, views[3]) == sku and other not in labels
+
+
 def test_images_are_bounded_before_decoding():
     img = np.full((40, 60, 3), 128, np.uint8)
     ok, jpg = cv2.imencode(".jpg", img)
