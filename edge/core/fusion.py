@@ -44,7 +44,7 @@ class CellObs:
     score: float
     runner_up: str = EMPTY
     runner_up_score: float = 0.0
-    quality: float = 1.0  # how much the cell looks like a known package at all (recognizer similarity)
+    quality: float = 1.0  # how much the cell looks like its label (recognizer quality: similarity vs the SKU's references)
 
     @property
     def margin(self) -> float:
