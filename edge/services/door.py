@@ -148,12 +148,17 @@ class Door:
     def on_closed(self, cb: Callable[[DoorEvent], None]) -> None:
         self._listeners["closed"].append(cb)
 
+    @property
+    def max_unlock_ms(self) -> int:
+        """The longest window this door takes: a board's latch counts u16 ms; the daemon times an I/O module."""
+        return 0xFFFF * (1 if self.backend.self_relocking else 100)
+
     async def unlock(self, ms: int | None = None, reason: str = "", *, actor: str = "") -> None:
         """Journal, then unlock for `ms` (default `door.unlock_ms`). Raises DeviceError on failure."""
         if self.refusing:
             raise SaleRefused("stopping", "the machine is shutting down: the door stays locked")
         ms = int(ms if ms is not None else self.config.unlock_ms)
-        if not 1 <= ms <= 0xFFFF * (1 if self.backend.self_relocking else 100):
+        if not 1 <= ms <= self.max_unlock_ms:
             raise ValueError(f"unlock ms {ms} out of range")
         async with self.db.tx() as tx:
             seq = await repo.next_board_seq(tx)

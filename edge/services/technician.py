@@ -24,6 +24,9 @@ MAX_SHELF_LIFE_DAYS = 366  # a best-before further ahead is a typing error
 REGISTER_READ_TIMEOUT_S = 3.0
 
 
+MIN_UNLOCK_MS, MAX_UNLOCK_MS = 500, 600_000  # a restock can take minutes to start
+
+
 class TechnicianRefused(EdgeError):
     """A technician action was refused. `reason` is a stable snake_case code (``bad_input``,
     ``not_available``, ``device_error``) shown on the page; `detail` says why."""
@@ -120,9 +123,13 @@ class Technician:
             self.q.invalidate()
 
     async def unlock_door(self, actor: str, ms: int) -> str:
+        """Unlock for `ms` (MIN_UNLOCK_MS..MAX_UNLOCK_MS): the window to open the door; a vend board's
+        own latch caps it at 65.5 s, an I/O-module door is relocked by the daemon when it ends."""
         door = self.m.services.door
         if door is None:
             raise NotAvailable("door service")
+        if ms > door.max_unlock_ms:
+            raise TechnicianRefused("bad_input", f"ms: this door's lock takes at most {door.max_unlock_ms} ms")
         await self.audit(actor, "unlock_door", ms=ms)
         try:
             await door.unlock(ms, "technician", actor=actor)

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from edge.core.errors import LedgerError, SaleRefused
 from edge.services.queries import Queries
-from edge.services.technician import Technician, TechnicianRefused
+from edge.services.technician import MAX_UNLOCK_MS, MIN_UNLOCK_MS, Technician, TechnicianRefused
 from edge.web.auth import api_login, json_error, logout, session, session_of, technician
 from edge.web.keys import HUB, QUERIES, TECHNICIAN
 from edge.web.views import orders_csv
@@ -168,8 +168,8 @@ async def unlock(request: web.Request) -> web.Response:
     if (bad := _need_confirm(body)) is not None:
         return bad
     ms = body.get("ms", 8000)
-    if not isinstance(ms, int) or not 500 <= ms <= 60000:
-        return json_error(400, "bad_request", "ms: 500..60000")
+    if not isinstance(ms, int) or isinstance(ms, bool) or not MIN_UNLOCK_MS <= ms <= MAX_UNLOCK_MS:
+        return json_error(400, "bad_request", f"ms: {MIN_UNLOCK_MS}..{MAX_UNLOCK_MS}")
     return await _run(request, _tech(request).unlock_door(session_of(request).user.name, ms))
 
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from edge.core.errors import LedgerError, SaleRefused
 from edge.services.queries import Queries, money
-from edge.services.technician import Technician, TechnicianRefused
+from edge.services.technician import MAX_UNLOCK_MS, MIN_UNLOCK_MS, Technician, TechnicianRefused
 from edge.web.auth import redirect, session_of, technician
 from edge.web.chart import temperature_chart
 from edge.web.keys import FLASH, HUB, JINJA, QUERIES, SESSION, TECHNICIAN, TOKEN, USER_NAME
@@ -239,7 +239,7 @@ async def unlock_action(request: web.Request) -> web.Response:
         flash(request, "error", "unlock: tick the confirmation box")
         return redirect("/devices")
     ms = int(form["ms"]) if form.get("ms", "").isdigit() else 8000
-    result = tech_of(request).unlock_door(session_of(request).user.name, max(500, min(ms, 60000)))
+    result = tech_of(request).unlock_door(session_of(request).user.name, max(MIN_UNLOCK_MS, min(ms, MAX_UNLOCK_MS)))
     return await _act(request, "/devices", "unlock door", _fmt(result, lambda _: "unlocked"))
 
 

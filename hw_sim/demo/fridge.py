@@ -26,7 +26,6 @@ from hw_sim.world import FridgeWorld, load_demo_planogram
 
 START_WALL = 1_800_000_000.0  # 2027-01-15 08:00 UTC: any fixed origin keeps runs comparable
 HOUR = 3600.0
-UNLOCK_MS = 60_000  # the API's longest unlock window (simulated ms): the door relocks while a visit lasts
 
 
 @dataclass
@@ -59,7 +58,7 @@ class FridgeDay:
 
     async def door_visit(self, open_s: float) -> bool:
         """A technician unlocks (API), opens for `open_s` simulated seconds, closes."""
-        await self.rig.tech.action("unlock", ms=UNLOCK_MS)
+        await self.rig.tech.action("unlock", ms=int((open_s + 60) * 1000))  # open within a minute
         if not self.plant.open_door():
             return False
         await self.until(self.now() + open_s)

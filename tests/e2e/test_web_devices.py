@@ -83,3 +83,19 @@ async def test_create_app_without_a_web_config_uses_the_defaults(site):
     rig, _ = site
     app = create_app(rig.daemon.machine, Secrets())
     assert app[QUERIES].tz.key == "UTC" and app[ALLOWED_HOSTS] == frozenset()
+
+
+async def test_unlock_window_bounds(site):
+    """A restock may need minutes to start: the API takes 500..600000 ms and refuses the rest, and a
+    window longer than this door's latch counts (a vend board's: 65535 ms) is refused, not cut short."""
+    rig, base = site
+    async with aiohttp.ClientSession(base, cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        login = await (await s.post("/api/v1/login", json={"name": "tech", "password": PASSWORD})).json()
+        headers = {"X-CSRF-Token": login["csrf"]}
+        for bad in (499, 600_001, True, "9000", 1.5, 65_536):
+            r = await s.post("/api/v1/devices/unlock", json={"ms": bad, "confirm": True}, headers=headers)
+            assert r.status == 400, bad
+            assert rig.sim.door_locked
+        r = await s.post("/api/v1/devices/unlock", json={"ms": 65_535, "confirm": True}, headers=headers)
+        assert r.status == 200, await r.text()
+    assert not rig.sim.door_locked and rig.sim.open_door()
