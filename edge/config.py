@@ -121,6 +121,7 @@ class SyncConfig:
     poll_wait_s: float = _f(25.0, **rng(0, 300))
     config_interval_s: float = _f(60.0, **rng(1, 86400))
     retry_max_s: float = _f(60.0, **rng(1, 3600))  # cap of the retry backoff while the cloud fails
+    request_timeout_s: float = _f(30.0, **rng(1, 300))  # HTTPS: one request's deadline (long poll: + poll_wait_s)
     retention_days: float = _f(7.0, **rng(0, 3650))
     ledger_budget_mb: float = _f(512.0, **rng(1, 100000))
     mqtt: MqttConfig = _f(None)

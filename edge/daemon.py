@@ -193,6 +193,7 @@ class Daemon:
                                batch_max_records=sc.batch_max_records, batch_max_bytes=max_bytes,
                                poll_wait_s=sc.poll_wait_s, ca_file=sc.ca_file or None,
                                config_interval_s=sc.config_interval_s, backoff_max_s=sc.retry_max_s,
+                               request_timeout_s=sc.request_timeout_s,
                                transport=transport)
         db.outbox_listeners.append(self.sync.notify)
         self.machine.services.sync = self.sync

@@ -50,13 +50,13 @@ class InprocRig:
 
 
 async def start_inproc(root: pathlib.Path, *, speed: float = 20.0, motor_ms: int = 1200,
-                       sync_url: str | None = None, clock: SystemClock | None = None,
+                       sync_url: str | None = None, sync_extra: str = "", clock: SystemClock | None = None,
                        data_dir: pathlib.Path | None = None) -> InprocRig:
     """Board on a pty, daemon on the other end, every spiral slot filled (ledger and board agree)."""
     root.mkdir(parents=True, exist_ok=True)
     sim = SimVendBoard(dict(SPIRAL), motor_ms=motor_ms, speed=speed, seed=3)
     link = await sim.serve_pty(str(root / "ttyVEND"))
-    extra = f'\n[sync]\nenabled = true\nurl = "{sync_url}"\npoll_wait_s = 1\nretry_max_s = 2\n' if sync_url else ""
+    extra = f'\n[sync]\nenabled = true\nurl = "{sync_url}"\npoll_wait_s = 1\nretry_max_s = 2\n{sync_extra}\n' if sync_url else ""
     cfg = write_config(root, board_port=link, extra=extra)
     if data_dir is not None:
         cfg.write_text(cfg.read_text().replace(f'data_dir = "{root / "data"}"', f'data_dir = "{data_dir}"'))

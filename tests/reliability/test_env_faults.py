@@ -71,10 +71,9 @@ async def _synced(rig: InprocRig) -> bool:
 async def test_cloud_500_hang_and_slow_sales_continue_backlog_grows_then_drains(
         tmp_path: pathlib.Path, cloud: Cloud) -> None:
     async with FaultyCloud(cloud.url, slow_s=0.8) as proxy:
-        rig = await start_inproc(tmp_path / "m", sync_url=proxy.url)
+        # the 30 s production deadline scaled down: a hung request fails after 1 s, a slow (0.8 s) one passes
+        rig = await start_inproc(tmp_path / "m", sync_url=proxy.url, sync_extra="request_timeout_s = 1")
         try:
-            assert rig.daemon.sync is not None
-            rig.daemon.sync._timeout = 1.0  # the 30 s production deadline, scaled down for the test
             await rig.wait_for(lambda: _synced(rig), timeout_s=20, what="first sync")
             sale_s = []
             for i, mode in enumerate(["500"] * 4 + ["hang"] * 4 + ["slow"] * 4):
