@@ -17,13 +17,17 @@ Implements "How take-and-go decides" in ARCHITECTURE.md. Per shelf:
 
 Camera down for a shelf: weight only, charge only when exactly one multiset of the shelf's SKUs
 fits. Scale offline: vision only, with a stricter margin. Never charge when in doubt.
+
+Lanes with no prototype of their SKU (`ShelfObservation.no_prototype`): cells ignored, their SKUs in
+every hypothesis at no vision cost, so the weight less what vision saw elsewhere decides them; two
+such lanes explaining one delta tie, a residual of no whole count fits nothing (both: review).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge.core.catalog import Money, Planogram, Sku
@@ -60,6 +64,7 @@ class ShelfObservation:
     before: Sequence[CellObs] | None
     after: Sequence[CellObs] | None
     weight_delta_g: float | None
+    no_prototype: frozenset[str] = frozenset()  # lanes (slot ids) decided by weight: no prototype of their SKU
 
 
 @dataclass(frozen=True)
@@ -148,9 +153,16 @@ def decide_shelf(obs: ShelfObservation, planogram: Planogram, params: FusionPara
         return _shelf(obs, "needs_review", {}, [], 0.0, ["no_evidence"], {})
     if not has_vision:
         return _weight_only(obs, planogram, params)
+    blind = {s.sku_id for s in planogram.slots_on_shelf(obs.shelf) if s.slot_id in obs.no_prototype}
+    if blind:
+        if obs.weight_delta_g is None:  # nothing could tell what left those lanes
+            return _shelf(obs, "needs_review", {}, [], 0.0, ["scale_offline", "no_prototype"],
+                          {"no_prototype": sorted(obs.no_prototype)})
+        obs = replace(obs, before=[c for c in obs.before or () if c.slot_id not in obs.no_prototype],
+                      after=[c for c in obs.after or () if c.slot_id not in obs.no_prototype])
     readings, pool = _readings(obs, planogram, params)
     d = _vision_only(obs, readings, params) if obs.weight_delta_g is None else \
-        _fused(obs, planogram, readings, pool, params)
+        _fused(obs, planogram, readings, pool - blind, params, frozenset(blind))
     doubtful = [f"{when}:{c.slot_id}/{c.position}" for when, cells in (("before", obs.before), ("after", obs.after))
                 for c in cells or () if _doubtful(c, params)]
     if doubtful:  # for the reviewer: the cells the cameras saw poorly
@@ -327,17 +339,21 @@ def _distance(a: Basket, b: Basket) -> int:
 
 
 def _fused(obs: ShelfObservation, planogram: Planogram, readings: Mapping[Basket, _Reading], pool: set[str],
-           params: FusionParams) -> ShelfDecision:
+           params: FusionParams, blind: frozenset[str] = frozenset()) -> ShelfDecision:
     assert obs.weight_delta_g is not None
     target = -obs.weight_delta_g
     ranked: list[tuple[float, Basket, tuple[Move, ...]]] = []
-    for basket, resid in _fits([planogram.skus[s] for s in pool], target, params.max_items, params.scale_tol_g):
-        cost, rb = min((r.cost + _distance(basket, b), b) for b, r in readings.items())
+    for basket, resid in _fits([planogram.skus[s] for s in pool | blind], target, params.max_items,
+                               params.scale_tol_g):
+        seen = tuple((s, n) for s, n in basket if s not in blind)
+        cost, rb = min((r.cost + _distance(seen, b), b) for b, r in readings.items())
         ranked.append((round(cost + params.weight_soft * resid, 6), basket, readings[rb].moves))
     ranked.sort()
     vision_best = min(readings.items(), key=lambda kv: kv[1].cost)
     ev: dict[str, Any] = {"vision": _fmt(vision_best[0]), "pool": sorted(pool),
                           "hypotheses": [{"basket": _fmt(b), "cost": c} for c, b, _ in ranked[:4]]}
+    if blind:
+        ev["no_prototype"] = sorted(obs.no_prototype)
     if not ranked:
         return _shelf(obs, "needs_review", dict(vision_best[0]), [], 0.0, ["weight_fits_nothing"], ev)
     cost, basket, moves = ranked[0]
@@ -348,6 +364,9 @@ def _fused(obs: ShelfObservation, planogram: Planogram, readings: Mapping[Basket
     if conf < params.min_confidence:
         reasons.append(f"ambiguous:{_fmt(basket)}|{_fmt(ranked[1][1])}")
     status = "needs_review" if reasons else ("charge" if basket else "nothing_taken")
+    by_weight = sorted(s for s, _ in basket if s in blind)
+    if by_weight:  # on the order and the evidence: charged on the scale's word alone
+        reasons.append("weight_only:" + "+".join(by_weight))
     return _shelf(obs, status, dict(basket), list(moves), conf, reasons, ev)
 
 

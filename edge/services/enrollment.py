@@ -13,8 +13,9 @@ live in `edge.services.enroll_images`. A prototype comes with its radius (`Recog
 the spread of the SKU's own references), which the recognizer's per-SKU doubt reads.
 
 At start and on every planogram or gallery change, the SKUs of camera lanes without a prototype raise
-ONE alarm (``vision_missing_prototypes``) listing them, and their shelves are read by weight only
-(fusion's camera-down rule: charge only when exactly one basket fits, else review): a product the
+ONE alarm (``vision_missing_prototypes``) listing them and their lanes. Only those lanes lose vision:
+take-and-go records the list per session and fusion ignores their cells and decides them by weight
+(the shelf's delta less what vision saw on the other lanes; ambiguous -> review), so a product the
 recognizer cannot name is never silently read as another one.
 """
 
@@ -59,7 +60,6 @@ MAX_COMMAND_B64 = 2 * 1024 * 1024  # all images of one cloud command, base64 cha
 REF_RE = re.compile(r"^[0-9]{2}\.png$")
 REF_SIDE = 128  # side of a kept reference crop
 ALARM_KEY = ALARM_KIND = "vision_missing_prototypes"
-BLIND_PREFIX = "no prototype"  # a camera shelf read by weight only (not a camera fault)
 
 
 class ProductGallery:
@@ -206,7 +206,8 @@ class EnrollmentService:
     ) -> None:
         self.db, self.gallery, self.capturer, self.executor = db, gallery, capturer, executor
         self.poll_s = poll_s
-        self.missing: list[str] = []
+        self.missing: list[str] = []  # read by take-and-go at each capture: their lanes go weight-only
+        self.lanes: dict[str, str] = {}  # {slot: sku} camera lanes whose SKU has no prototype
         self._lock = asyncio.Lock()
         self._seen_planogram: int | None = None
 
@@ -215,37 +216,34 @@ class EnrollmentService:
 
     async def check(self) -> list[str]:
         """Compare the planogram's camera lanes with the gallery: one alarm listing the SKUs without a
-        prototype (re-raised when the list changes, cleared when none is left); their shelves go weight-only."""
+        prototype and their lanes (re-raised when the list changes, cleared when none is left)."""
         planogram = await repo.current_planogram(self.db)
         self._seen_planogram = planogram.version if planogram else None
         per_shelf = camera_skus(planogram)
-        labels = self.gallery.rec.labels
-        missing = missing_prototypes({s for skus in per_shelf.values() for s in skus}, labels)
-        blind = {}
-        for shelf, skus in per_shelf.items():
-            lack = missing_prototypes(skus, labels)
-            if lack:
-                blind[shelf] = f"{BLIND_PREFIX}: {', '.join(lack)} (weight only)"
-        self.capturer.blind = blind
-        if missing != self.missing or not missing:
+        missing = missing_prototypes({s for skus in per_shelf.values() for s in skus}, self.gallery.rec.labels)
+        blind = sorted((s.slot_id, s.sku_id, s.shelf) for s in planogram.slots.values()
+                       if s.shelf is not None and s.sku_id in missing) if planogram else []
+        lanes = {slot: sku for slot, sku, _ in blind}
+        changed = (missing, lanes) != (self.missing, self.lanes)
+        if changed or not missing:
             async with self.db.tx() as tx:
-                if self.missing and missing != self.missing:
+                if self.missing and changed:
                     await repo.clear_alarm(tx, ALARM_KEY, "the list of products without a prototype changed")
                 if missing:
                     await repo.raise_alarm(
                         tx,
                         ALARM_KEY,
                         ALARM_KIND,
-                        f"{len(missing)} product(s) without a reference image, their shelves are read by weight "
-                        f"only: {', '.join(missing)}",
+                        f"{len(missing)} product(s) without a reference image, their lanes are read by weight "
+                        f"only: {', '.join(f'{sku} ({slot})' for slot, sku in lanes.items())}",
                         severity="warning",
-                        data={"skus": missing, "shelves": sorted(blind)},
+                        data={"skus": missing, "lanes": lanes, "shelves": sorted({shelf for *_, shelf in blind})},
                     )
                 else:
                     await repo.clear_alarm(tx, ALARM_KEY, "every camera lane's product has a prototype")
-        if missing != self.missing:
-            log.warning("products_without_prototype", skus=missing, shelves=sorted(blind))
-        self.missing = missing
+        if changed:
+            log.warning("products_without_prototype", skus=missing, lanes=lanes)
+        self.missing, self.lanes = missing, lanes
         return missing
 
     async def run(self) -> None:

@@ -46,9 +46,6 @@ class Capturer:
         self.rois = rois
         self.recognizer = recognizer
         self.executor = executor
-        # shelf -> why its cells are not read (lanes whose product the gallery cannot name): the
-        # picture is kept as evidence, the shelf is decided by weight only (edge/services/enrollment.py)
-        self.blind: dict[int, str] = {}
 
     async def capture(self, shelves: list[int]) -> tuple[dict[int, ShelfView], dict[int, Any]]:
         """({shelf: cells}, {shelf: image}) for every shelf; a failed camera gives cells None."""
@@ -65,8 +62,6 @@ class Capturer:
         except DeviceError as exc:
             log.warning("camera_failed", shelf=shelf, error=str(exc))
             return ShelfView(shelf, None, str(exc)), None
-        if shelf in self.blind:
-            return ShelfView(shelf, None, self.blind[shelf]), frame.image
         loop = asyncio.get_running_loop()
         dets = await loop.run_in_executor(self.executor, self.recognizer.recognize, frame.image, self.rois[shelf])
         return ShelfView(shelf, cell_observations(dets, doubt_margin(self.recognizer))), frame.image

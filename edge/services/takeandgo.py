@@ -145,6 +145,7 @@ class TakeAndGoService:
         self._write_behind(self._keep_images(self.session.session_id, "before", images))
         self.data["before"] = {str(k): cells_to_json(v) for k, v in views.items()}
         self.data["before_g"] = {str(k): grams.get(k) for k in shelves}
+        self._note_missing()
         return Event("before_captured")
 
     async def _unlock(self, _eff: Effect) -> Event:
@@ -175,7 +176,13 @@ class TakeAndGoService:
         self.data["after"] = {str(k): cells_to_json(v) for k, v in views.items()}
         self.data["after_g"] = {str(k): grams.get(k) for k in self.data["shelves"]}
         self._after_images = images
+        self._note_missing()
         return Event("after_ready")
+
+    def _note_missing(self) -> None:
+        """The SKUs the gallery could not name at either capture (their lanes are decided by weight)."""
+        missing = set(self.enrollment.missing) if self.enrollment is not None else set()
+        self.data["no_prototype"] = sorted(missing | set(self.data.get("no_prototype", ())))
 
     async def _camera_alarms(self, views: Mapping[int, ShelfView]) -> None:
         """A shelf camera that fails is an alarm (raised once, cleared when it sees again): sessions
@@ -183,20 +190,21 @@ class TakeAndGoService:
         async with self.db.tx() as tx:
             for shelf, view in views.items():
                 key = f"device_offline:camera.shelf{shelf}"
-                if view.cells is None and view.error and view.error != "no model" \
-                        and not view.error.startswith("no prototype"):  # enrollment's weight-only shelves
+                if view.cells is None and view.error and view.error != "no model":
                     await repo.raise_alarm(tx, key, "device_offline", f"shelf {shelf} camera: {view.error}",
                                            data={"device": f"camera.shelf{shelf}", "error": view.error[:200]})
                 elif view.cells is not None:
                     await repo.clear_alarm(tx, key, "camera sees again")
 
-    def observations(self) -> list[ShelfObservation]:
+    def observations(self, planogram: Planogram) -> list[ShelfObservation]:
         obs = []
+        blind = no_prototype_lanes(self.data, planogram)
         for k in self.data["shelves"]:
             b, a = cells_from_json(self.data["before"][str(k)]), cells_from_json(self.data["after"][str(k)])
             bg, ag = self.data["before_g"].get(str(k)), self.data["after_g"].get(str(k))
             delta = None if (bg is None or ag is None or not self.cfg.fusion) else ag - bg
-            obs.append(ShelfObservation(k, b.cells, a.cells, delta))
+            lanes = frozenset(s.slot_id for s in planogram.slots_on_shelf(k) if s.slot_id in blind)
+            obs.append(ShelfObservation(k, b.cells, a.cells, delta, no_prototype=lanes))
         return obs
 
     async def _decide(self, _eff: Effect) -> Event:
@@ -205,7 +213,7 @@ class TakeAndGoService:
         assert planogram is not None
         s = self.session
         limit = Money(s.limit_amount, s.currency) if s.limit_amount is not None else None
-        decision = decide(self.observations(), planogram, limit=limit)
+        decision = decide(self.observations(planogram), planogram, limit=limit)
         crash_point("session.before_order")
         await self._order(decision, planogram)
         if "closed_at" in self.data:
@@ -336,8 +344,16 @@ class TakeAndGoService:
                 "counters": dict(self.counters), "last_latency_ms": self.last_latency_ms}
 
 
+def no_prototype_lanes(data: Mapping[str, Any], planogram: Planogram) -> set[str]:
+    """Lanes whose SKU had no prototype during the session (`data["no_prototype"]`, see `_note_missing`)."""
+    missing = set(data.get("no_prototype", ()))
+    return {s.slot_id for s in planogram.slots.values() if s.shelf is not None and s.sku_id in missing}
+
+
 def lane_drops(data: Mapping[str, Any], taken: Mapping[str, int], planogram: Planogram) -> dict[tuple[str, str], int]:
-    """Attribute each taken SKU to the lanes it visibly left (else its home lanes): {(slot, sku): n}."""
+    """Attribute each taken SKU to the lanes it visibly left (else its home lanes): {(slot, sku): n}.
+    A lane without a prototype shows no visible drop (its cells name other products)."""
+    blind = no_prototype_lanes(data, planogram)
     drop: Counter[tuple[str, str]] = Counter()
     for k, before in data.get("before", {}).items():
         b, a = cells_from_json(before), cells_from_json(data.get("after", {}).get(k, before))
@@ -346,7 +362,7 @@ def lane_drops(data: Mapping[str, Any], taken: Mapping[str, int], planogram: Pla
         cb = Counter((c.slot_id, c.label) for c in b.cells)
         ca = Counter((c.slot_id, c.label) for c in a.cells)
         for key, n in cb.items():
-            if n > ca.get(key, 0):
+            if n > ca.get(key, 0) and key[0] not in blind:
                 drop[key] = n - ca.get(key, 0)
     out: Counter[tuple[str, str]] = Counter()
     for sku, n in taken.items():

@@ -62,7 +62,7 @@ async def build_takeandgo(config: Config, db: LedgerDB, plant: Plant | None, clo
     svc.executor = executor
     svc.enrollment = None if gallery is None else EnrollmentService(db, gallery, svc.capturer, executor)
     if svc.enrollment is not None:
-        await svc.enrollment.check()  # before the first session: one alarm, weight-only shelves
+        await svc.enrollment.check()  # before the first session: one alarm, weight-only lanes
     if problems:
         async with db.tx() as tx:
             await repo.raise_alarm(tx, "takeandgo_disabled", "takeandgo_disabled",

@@ -2,7 +2,7 @@
 HTTP, the daemon with the shipped ONNX model, the technician app over real HTTP and in headless
 chromium, and the `vendedge product` CLI as a separate process.
 
-A product without a prototype raises one alarm and its shelf is read by weight only (an ambiguous
+A product without a prototype raises one alarm and its lane is read by weight only (an ambiguous
 weight goes to review: never a silent miss); capturing it from the lane's camera brings vision back.
 """
 
@@ -105,11 +105,11 @@ def upload_form(csrf: str | None, sku: str, blobs: list[bytes]) -> aiohttp.FormD
     return form
 
 
-async def test_missing_prototype_goes_to_review_and_a_camera_capture_brings_vision_back(tg):
+async def test_missing_prototype_lane_is_weighed_and_a_camera_capture_brings_vision_back(tg):
     rig, base = tg
     db = rig.daemon.db
     enrollment = rig.daemon.machine.services.enrollment
-    assert await alarm(db) is None and enrollment.capturer.blind == {}
+    assert await alarm(db) is None and enrollment.lanes == {}
     s, csrf = await login(base, "tech")
     async with s:
         r = await s.post("/products/remove", data={"csrf": csrf, "sku_id": "cola"}, allow_redirects=False)
@@ -118,18 +118,15 @@ async def test_missing_prototype_goes_to_review_and_a_camera_capture_brings_visi
             "/products/remove", data={"csrf": csrf, "sku_id": "cola", "confirm": "yes"}, allow_redirects=False
         )
         assert r.status == 303
-        assert (await alarm(db))["skus"] == ["cola"] and list(enrollment.capturer.blind) == [0]
+        assert (await alarm(db))["skus"] == ["cola"] and enrollment.lanes == {"F1": "cola"}
         page = await (await s.get("/products")).text()
         assert 'id="missing"' in page and 'data-sku="cola"' in page
-        # shelf 0 is read by weight only: cola, cola zero, orange and lemon weigh 350-356 g -> review
+        # lane F1 is read by weight only (tests/e2e/test_missing_prototype_lanes.py for the rest)
         row, _ = await shop(
             rig, random.Random(0), session_id="s-blind", linger_s=1.0, actions=[("take", "F1")]
         )
-        assert row["state"] == "needs_review"
         data = json.loads(row["data"])
-        assert data["after"]["0"]["cells"] is None and data["after"]["0"]["error"].startswith(
-            "no prototype: cola"
-        )
+        assert row["state"] == "charged" and "shelf0:weight_only:cola" in data["decision"]["reasons"]
         assert (
             await db.fetchone(
                 "SELECT 1 FROM alarms WHERE alarm_key='device_offline:camera.shelf0' AND active=1"
@@ -142,7 +139,7 @@ async def test_missing_prototype_goes_to_review_and_a_camera_capture_brings_visi
         assert r.status == 303
         page = await (await s.get("/products")).text()
         assert "capture cola from F1:" in page and 'id="missing"' not in page, page[:2000]
-        assert await alarm(db) is None and enrollment.capturer.blind == {}
+        assert await alarm(db) is None and enrollment.lanes == {}
         refs = enrollment.gallery.ref_names("cola")
         assert len(refs) >= 2
         img = await s.get(f"/products/ref/cola/{refs[0]}")

@@ -1,7 +1,7 @@
 """Product enrollment on a real ledger (SQLite) with the shipped ONNX model (onnxruntime): the
 gallery in the state directory, versions and the previous one kept, a gallery written by another
 process picked up, prototypes of another model rebuilt from the kept references, the one alarm
-listing camera-lane SKUs without a prototype (and their shelves read by weight only), and the
+listing camera-lane SKUs without a prototype (and their lanes read by weight only), and the
 cloud command `enroll_product` through the real command inbox (at most once, bounded, validated)."""
 
 from __future__ import annotations
@@ -185,18 +185,18 @@ async def with_new_products(db, mapping: dict[str, str]) -> Planogram:
     return new
 
 
-async def test_one_alarm_lists_the_products_without_prototype_and_their_shelves_go_weight_only(
+async def test_one_alarm_lists_the_products_without_prototype_and_their_lanes_go_weight_only(
     service, products
 ):
     db = service.db
-    assert await service.check() == [] and await active_alarm(db) is None and service.capturer.blind == {}
+    assert await service.check() == [] and await active_alarm(db) is None and service.lanes == {}
     a, b = list(products)
     p = await with_new_products(db, {"F1": a})
     assert await service.check() == [a]
     message, data = await active_alarm(db)
     shelf = p.slots["F1"].shelf
-    assert data == {"skus": [a], "shelves": [shelf]} and a in message
-    assert list(service.capturer.blind) == [shelf] and a in service.capturer.blind[shelf]
+    assert data == {"skus": [a], "lanes": {"F1": a}, "shelves": [shelf]} and f"{a} (F1)" in message
+    assert service.lanes == {"F1": a}
     assert await service.check() == [a]  # unchanged: still one alarm, nothing new written
     n = (await db.fetchone("SELECT COUNT(*) AS n FROM outbox WHERE kind='alarm'"))["n"]
     await service.check()
@@ -207,7 +207,7 @@ async def test_one_alarm_lists_the_products_without_prototype_and_their_shelves_
     out = await service.enroll_encoded(a, [png(v) for v in products[a][:3]], actor="tech", source="web")
     assert out["missing"] == [b] and (await active_alarm(db))[1]["skus"] == [b]
     await service.enroll(b, products[b][:3], actor="tech", source="web")
-    assert await active_alarm(db) is None and service.capturer.blind == {} and service.missing == []
+    assert await active_alarm(db) is None and service.lanes == {} and service.missing == []
     kinds = [r["kind"] for r in await db.fetchall("SELECT kind FROM events WHERE kind LIKE 'product_%'")]
     assert kinds == ["product_enrolled", "product_enrolled"]
 

@@ -1,0 +1,134 @@
+"""Take-and-go fusion when some lanes' products have no prototype in the gallery (issue 13).
+
+Only those lanes lose vision: their cells are ignored (the recognizer names an unknown product as
+some other one) and they are decided by the shelf's weight less what vision saw on the other lanes.
+The other lanes of the same shelf keep the fused vision + weight decision.
+"""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.core.fusion import EMPTY, CellObs, ShelfObservation, decide
+from tests.unit.test_fusion import PLAN, SHELF_OF, full, observe, take
+
+LANES = sorted(SHELF_OF)
+SKU_OF = {s.slot_id: s.sku_id for s in PLAN.slots.values()}
+
+
+def misread(obs: ShelfObservation, lanes: frozenset[str], rng: random.Random) -> ShelfObservation:
+    """The shelf as the daemon sees it with no prototype for `lanes`' products: their cells read as
+    whatever the gallery holds nearest (another product, anything but their own SKU) or empty."""
+    wrong = [*sorted(set(SKU_OF.values()) - {SKU_OF[s] for s in lanes}), EMPTY]
+
+    def fake(cells: list[CellObs] | None) -> list[CellObs] | None:
+        return None if cells is None else [
+            CellObs(c.slot_id, c.position, rng.choice(wrong), 0.9, EMPTY, 0.05)
+            if c.slot_id in lanes and c.label != EMPTY else c for c in cells]
+
+    mine = frozenset(s for s in lanes if SHELF_OF[s] == obs.shelf)
+    return ShelfObservation(obs.shelf, fake(list(obs.before or [])), fake(list(obs.after or [])),
+                            obs.weight_delta_g, no_prototype=mine)
+
+
+def blind(obs: list[ShelfObservation], lanes: frozenset[str], seed: int = 0) -> list[ShelfObservation]:
+    rng = random.Random(seed)
+    return [misread(o, lanes, rng) for o in obs]
+
+
+def test_a_take_from_another_lane_of_the_shelf_keeps_vision() -> None:
+    before = full()
+    after = take(before, "F2")  # cola_zero 350 g: cola, orange, lemon weigh 352-356 g
+    d = decide(blind(observe(before, after), frozenset({"F1"})), PLAN)
+    assert (d.status, d.taken) == ("charge", {"cola_zero": 1})
+    assert not any("weight_only" in r for r in d.reasons)
+
+
+def test_a_take_from_the_lane_without_prototype_is_charged_by_weight() -> None:
+    before = full()
+    after = take(before, "F1", "F1")
+    obs = observe(before, after)
+    # the unknown cola reads as its look-alike: unmasked, this would be two cola_zero taken from F1
+    lane = {(p): ("cola_zero", 0.92, "cola", 0.05) for p in range(6)}
+    obs[0] = ShelfObservation(0, [c if c.slot_id != "F1" else CellObs("F1", c.position, *lane[c.position])
+                                  for c in obs[0].before or []],
+                              [c if c.slot_id != "F1" or c.label == EMPTY else CellObs("F1", c.position,
+                                                                                        *lane[c.position])
+                               for c in obs[0].after or []], obs[0].weight_delta_g, frozenset({"F1"}))
+    d = decide(obs, PLAN)
+    assert (d.status, d.taken) == ("charge", {"cola": 2})
+    assert "shelf0:weight_only:cola" in d.reasons
+    assert d.evidence[0]["no_prototype"] == ["F1"]
+
+
+def test_takes_from_both_kinds_of_lane_on_one_shelf() -> None:
+    before = full()
+    after = take(before, "F1", "F3", "F5")
+    d = decide(blind(observe(before, after), frozenset({"F1"})), PLAN)
+    assert (d.status, d.taken) == ("charge", {"cola": 1, "orange": 1, "energy": 1})
+
+
+def test_two_lanes_without_prototype_that_weigh_alike_go_to_review() -> None:
+    before = full()
+    after = take(before, "F1")  # cola 352 g vs lemon 355 g, both unknown to the gallery
+    d = decide(blind(observe(before, after), frozenset({"F1", "F4"})), PLAN)
+    assert d.status == "needs_review"
+    assert any(r.startswith("shelf0:ambiguous") for r in d.reasons)
+
+
+def test_a_residual_of_no_whole_count_goes_to_review() -> None:
+    before = full()
+    after = take(before, "F1")
+    d = decide(blind(observe(before, after, noise=-150.0), frozenset({"F1"})), PLAN)  # 502 g gone
+    assert d.status == "needs_review"
+    assert "shelf0:weight_fits_nothing" in d.reasons
+
+
+def test_scale_offline_on_a_shelf_with_such_a_lane_goes_to_review() -> None:
+    before = full()
+    obs = [ShelfObservation(o.shelf, o.before, o.after, None, o.no_prototype)
+           for o in blind(observe(before, take(before, "F1")), frozenset({"F1"}))]
+    d = decide(obs, PLAN)
+    assert d.status == "needs_review" and "shelf0:no_prototype" in d.reasons
+
+
+def test_other_shelves_are_not_affected() -> None:
+    before = full()
+    after = take(before, "H1")  # ham 210 g vs veg 205 g: vision tells them apart
+    d = decide(blind(observe(before, after), frozenset({"F1", "F4"})), PLAN)
+    assert (d.status, d.taken) == ("charge", {"sandwich_ham": 1})
+
+
+takes = st.lists(st.sampled_from(LANES), max_size=4)
+noise = st.floats(-2.0, 2.0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(taken=takes, chosen=st.sets(st.sampled_from(LANES), min_size=1, max_size=4), noise=noise,
+       seed=st.integers(0, 1000))
+def test_a_basket_only_from_lanes_with_prototypes_is_decided_as_before(
+        taken: list[str], chosen: set[str], noise: float, seed: int) -> None:
+    lanes = frozenset(chosen - set(taken))
+    before = full()
+    after = take(before, *taken)
+    plain = decide(observe(before, after, noise=noise), PLAN)
+    d = decide(blind(observe(before, after, noise=noise), lanes, seed), PLAN)
+    assert (d.status, d.taken, d.moves) == (plain.status, plain.taken, plain.moves)
+
+
+@settings(max_examples=200, deadline=None)
+@given(taken=takes, dark=st.lists(st.sampled_from(LANES), min_size=1, max_size=3),
+       extra=st.sets(st.sampled_from(LANES), max_size=3), noise=noise, seed=st.integers(0, 1000))
+def test_a_take_from_a_lane_without_prototype_is_the_true_basket_or_review(
+        taken: list[str], dark: list[str], extra: set[str], noise: float, seed: int) -> None:
+    lanes = frozenset(dark) | frozenset(extra)
+    before = full()
+    after = take(before, *taken, *dark)
+    truth: dict[str, int] = {}
+    for slot in [*taken, *dark]:
+        truth[SKU_OF[slot]] = truth.get(SKU_OF[slot], 0) + 1
+    d = decide(blind(observe(before, after, noise=noise), lanes, seed), PLAN)
+    assert d.status == "needs_review" or (d.status == "charge" and d.taken == truth), (d.status, d.taken, truth)
