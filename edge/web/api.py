@@ -6,6 +6,7 @@ Documented in docs/web-api.md.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Awaitable
 from typing import Any
 
@@ -19,6 +20,7 @@ from edge.web.keys import HUB, QUERIES, TECHNICIAN
 from edge.web.views import orders_csv
 
 PREFIX = "/api/v1"
+SLOT_ID = re.compile(r"[A-Za-z0-9_.-]{1,16}")  # a planogram slot id (edge/web/openapi.yaml SlotId)
 
 
 def _q(request: web.Request) -> Queries:
@@ -157,8 +159,8 @@ async def test_vend(request: web.Request) -> web.Response:
     body = await _body(request)
     if (bad := _need_confirm(body)) is not None:
         return bad
-    if not isinstance(body.get("slot_id"), str):
-        return json_error(400, "bad_request", "slot_id required")
+    if not isinstance(body.get("slot_id"), str) or not SLOT_ID.fullmatch(body["slot_id"]):
+        return json_error(400, "bad_request", 'slot_id: a slot id such as "A1"')
     return await _run(request, _tech(request).test_vend(session_of(request).user.name, body["slot_id"]))
 
 

@@ -18,7 +18,7 @@ from edge.web.auth import json_error, kiosk
 from edge.web.keys import QUERIES
 
 KIOSK = web.AppKey("kiosk", Kiosk)
-SLOT_ID = re.compile(r"[A-Za-z0-9_.-]{1,16}")
+SLOT_ID = api.SLOT_ID
 PAYMENT_REF = re.compile(rf"[\x21-\x7e]{{0,{PAYMENT_REF_MAX}}}")  # printable ASCII, no spaces
 
 
