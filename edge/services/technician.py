@@ -145,6 +145,8 @@ class Technician:
         targets = [shelf] if shelf is not None else sorted(shelves.shelves)
         if not targets:
             raise TechnicianRefused("bad_input", "no shelves to tare")
+        if shelf is not None and shelf not in shelves.shelves:
+            raise TechnicianRefused("bad_input", f"no shelf {shelf}; this machine has {sorted(shelves.shelves)}")
         await self.audit(actor, "tare", shelf=shelf)
         try:
             for k in targets:

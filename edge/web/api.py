@@ -181,8 +181,8 @@ async def tare(request: web.Request) -> web.Response:
     if (bad := _need_confirm(body)) is not None:
         return bad
     shelf = body.get("shelf")
-    if not (shelf is None or isinstance(shelf, int)):
-        return json_error(400, "bad_request", "shelf: integer or null (all)")
+    if not (shelf is None or (isinstance(shelf, int) and not isinstance(shelf, bool) and shelf >= 0)):
+        return json_error(400, "bad_request", "shelf: a shelf index >= 0, or null (all)")
     return await _run(request, _tech(request).tare(session_of(request).user.name, shelf))
 
 

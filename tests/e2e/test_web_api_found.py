@@ -76,6 +76,9 @@ async def api(tmp_path: pathlib.Path) -> AsyncIterator[Rig]:
 BAD_BODIES = [
     ("/devices/test-vend", {"slot_id": "", "confirm": True}, "bad_request"),  # was 409 unknown_slot
     ("/devices/test-vend", {"slot_id": "A 1", "confirm": True}, "bad_request"),
+    ("/devices/tare", {"shelf": -1, "confirm": True}, "bad_request"),  # was 409 device_error (KeyError)
+    ("/devices/tare", {"shelf": True, "confirm": True}, "bad_request"),  # a bool is not a shelf index
+    ("/devices/tare", {"shelf": 99, "confirm": True}, "bad_input"),  # not a shelf of this machine
 ]
 
 
