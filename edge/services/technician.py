@@ -167,9 +167,12 @@ class Technician:
 
     async def read_registers(self, actor: str, device: str) -> dict[str, Any]:
         """One out-of-band read of every point of a Modbus device (`read_now`), for the technician."""
-        dev = self.q.modbus_devices().get(device)
+        devices = self.q.modbus_devices()
+        if not devices:
+            raise NotAvailable("register reads")
+        dev = devices.get(device)
         if dev is None:
-            raise NotAvailable(f"register reads for {device!r}")
+            raise TechnicianRefused("bad_input", f"no Modbus device {device[:64]!r}; this machine has {sorted(devices)}")
         await self.audit(actor, "read_registers", device=device)
         try:
             async with asyncio.timeout(REGISTER_READ_TIMEOUT_S):

@@ -79,6 +79,7 @@ BAD_BODIES = [
     ("/devices/tare", {"shelf": -1, "confirm": True}, "bad_request"),  # was 409 device_error (KeyError)
     ("/devices/tare", {"shelf": True, "confirm": True}, "bad_request"),  # a bool is not a shelf index
     ("/devices/tare", {"shelf": 99, "confirm": True}, "bad_input"),  # not a shelf of this machine
+    ("/devices/read-registers", {"device": "fridge", "confirm": True}, "bad_input"),  # was 501 not_available
 ]
 
 
