@@ -120,9 +120,11 @@ async def restock(request: web.Request) -> web.Response:
     body = await _body(request)
     slot, count, best = body.get("slot_id"), body.get("count"), body.get("best_before")
     count_ok = count is None or (isinstance(count, int) and not isinstance(count, bool) and count >= 0)
-    if not (slot is None or isinstance(slot, str)) or not count_ok or not (best is None or isinstance(best, str)):
-        return json_error(400, "bad_request", "slot_id: string or null (all); count: integer >= 0 or null "
-                                              "(capacity); best_before: YYYY-MM-DD or null")
+    slot_ok = slot is None or (isinstance(slot, str) and SLOT_ID.fullmatch(slot) is not None)
+    best_ok = best is None or (isinstance(best, str) and best != "")
+    if not slot_ok or not count_ok or not best_ok or not isinstance(body.get("confirm", False), bool):
+        return json_error(400, "bad_request", "slot_id: a slot id or null (all); count: integer >= 0 or null "
+                                              "(capacity); best_before: YYYY-MM-DD or null; confirm: boolean")
     if slot is None and body.get("confirm") is not True:
         return json_error(400, "confirm_required", 'filling every slot needs "confirm": true')
     return await _run(request, _tech(request).restock(session_of(request).user.name, slot, count, best))

@@ -80,6 +80,9 @@ BAD_BODIES = [
     ("/devices/tare", {"shelf": True, "confirm": True}, "bad_request"),  # a bool is not a shelf index
     ("/devices/tare", {"shelf": 99, "confirm": True}, "bad_input"),  # not a shelf of this machine
     ("/devices/read-registers", {"device": "fridge", "confirm": True}, "bad_input"),  # was 501 not_available
+    ("/stock/restock", {"slot_id": "A1", "count": 0, "confirm": {}}, "bad_request"),  # was 200
+    ("/stock/restock", {"slot_id": "A1", "count": 0, "best_before": ""}, "bad_request"),  # was 200
+    ("/stock/restock", {"slot_id": "", "count": 1}, "bad_request"),
 ]
 
 
