@@ -19,7 +19,8 @@ MAX_DAYS = 400
 
 def _days(request: web.Request, default: int) -> int:
     raw = request.query.get("days", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_DAYS:
+    # ASCII digits only: "²".isdigit() is true and int("²") raises ValueError (it was a 500)
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_DAYS:
         raise web.HTTPBadRequest(text=f"days must be a whole number from 1 to {MAX_DAYS}")
     return int(raw)
 

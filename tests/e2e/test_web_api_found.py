@@ -96,3 +96,10 @@ async def test_a_body_that_breaks_the_schema_is_a_400_and_moves_nothing(api: Rig
     assert doc["detail"]
     assert await api.moved() == before
 
+
+async def test_a_days_value_that_is_not_ascii_digits_is_a_400_not_a_500(api: Rig) -> None:
+    token, _ = await api.login("view")
+    for days in ("²", "١٢", "0", "401", "7"):
+        status, doc, _ = await api.call(token, "GET", f"/haccp?days={days}")
+        assert status == (200 if days == "7" else 400), (days, doc)
+        assert status == 200 or doc["error"] == "bad_request"
