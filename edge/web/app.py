@@ -87,7 +87,10 @@ async def guard_middleware(request: web.Request, handler: auth.Handler) -> web.S
     except web.HTTPException as exc:
         stats[f"{exc.status // 100}xx"] += 1
         if exc.status >= 400 and auth.is_api(request) and exc.content_type != "application/json":
-            return _error(request, exc.status, exc.reason.lower().replace(" ", "_"), exc.text or "")
+            resp = _error(request, exc.status, exc.reason.lower().replace(" ", "_"), exc.text or "")
+            if "Allow" in exc.headers:  # a 405 names the methods the path has (RFC 9110)
+                resp.headers["Allow"] = exc.headers["Allow"]
+            return resp
         raise
     stats[f"{resp.status // 100}xx"] += 1
     return resp

@@ -72,6 +72,15 @@ async def api(tmp_path: pathlib.Path) -> AsyncIterator[Rig]:
         await rig.stop()
 
 
+async def test_an_undeclared_method_is_a_405_that_names_the_allowed_ones(api: Rig) -> None:
+    token, _ = await api.login("tech")
+    status, doc, headers = await api.call(token, "TRACE", "/status")
+    assert status == 405 and doc["error"] == "method_not_allowed"
+    assert headers.get("Allow") == "GET,HEAD"  # RFC 9110: a 405 says what the path takes
+    status, _, headers = await api.call(token, "PUT", "/kiosk/sell")
+    assert status == 405 and headers.get("Allow") == "POST"
+
+
 # (path, body, error code): each a body schemathesis sent that was answered with a 409 or a 200
 BAD_BODIES = [
     ("/devices/test-vend", {"slot_id": "", "confirm": True}, "bad_request"),  # was 409 unknown_slot
