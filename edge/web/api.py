@@ -6,6 +6,7 @@ Documented in docs/web-api.md.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.resources
 import re
 from collections.abc import Awaitable
 from typing import Any
@@ -21,6 +22,7 @@ from edge.web.views import orders_csv
 
 PREFIX = "/api/v1"
 SLOT_ID = re.compile(r"[A-Za-z0-9_.-]{1,16}")  # a planogram slot id (edge/web/openapi.yaml SlotId)
+OPENAPI = importlib.resources.files("edge.web").joinpath("openapi.yaml").read_bytes()  # the API's reference
 
 
 def _q(request: web.Request) -> Queries:
@@ -68,6 +70,12 @@ def _need_confirm(body: dict[str, Any]) -> web.Response | None:
 async def me(request: web.Request) -> web.Response:
     s = session_of(request)
     return web.json_response({"user": s.user.name, "role": s.user.role, "csrf": s.csrf})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /api/v1/openapi.yaml: this API's OpenAPI description (viewers and technicians; a kiosk account
+    reaches only its own routes)."""
+    return web.Response(body=OPENAPI, content_type="application/yaml", charset="utf-8")
 
 
 async def status(request: web.Request) -> web.Response:
@@ -211,6 +219,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post(f"{PREFIX}/login", api_login)
     r.add_post(f"{PREFIX}/logout", logout)
     r.add_get(f"{PREFIX}/me", me)
+    r.add_get(f"{PREFIX}/openapi.yaml", openapi)
     r.add_get(f"{PREFIX}/status", status)
     r.add_get(f"{PREFIX}/temperature", temperature)
     r.add_get(f"{PREFIX}/stock", stock)

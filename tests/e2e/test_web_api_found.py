@@ -5,6 +5,7 @@ before its fix; a refused request must also leave the ledger and the simulator a
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,9 +15,11 @@ import aiohttp
 import pytest
 
 from edge.config import Secrets, WebConfig
+from edge.daemon import Daemon
 from edge.services.accounts import Accounts
 from edge.web.app import bound_port, start_web
-from tests.support.rigs.fridge import FridgeRig, start_fridge_rig
+from hw_sim.vend_board import SimVendBoard
+from tests.support.rigs.fridge import start_fridge_rig
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,9 +29,10 @@ USERS = (("tech", "technician"), ("screen", "kiosk"), ("view", "viewer"))
 
 @dataclass
 class Rig:
-    """The fridge rig with the web app on a loopback port; `base` ends in /api/v1."""
+    """A rig's daemon with the web app on a loopback port; `base` ends in /api/v1."""
 
-    rig: FridgeRig
+    daemon: Daemon
+    board_sim: SimVendBoard
     base: str
 
     async def login(self, name: str) -> tuple[str, str]:
@@ -50,25 +54,35 @@ class Rig:
 
     async def moved(self) -> dict[str, Any]:
         """What a refused request must leave alone."""
-        db = self.rig.daemon.db
+        db = self.daemon.db
         out: dict[str, Any] = {t: (await db.fetchone(f"SELECT COUNT(*) AS n FROM {t}"))["n"]
                                for t in ("orders", "vend_journal", "lockouts")}
         out["stock"] = (await db.fetchone("SELECT SUM(count) AS n FROM stock"))["n"]
-        out["dispensed"] = self.rig.board_sim.total_dispensed
+        out["dispensed"] = self.board_sim.total_dispensed
         return out
+
+
+@contextlib.asynccontextmanager
+async def serve(daemon: Daemon, board_sim: SimVendBoard) -> AsyncIterator[Rig]:
+    """The web app of a started rig's daemon, with a technician, a kiosk and a viewer account."""
+    users = Accounts(daemon.machine.db)
+    for name, role in USERS:
+        await users.add(name, role, PASSWORD)
+    runner = await start_web(daemon.machine, WebConfig(host="127.0.0.1", port=0), Secrets())
+    try:
+        yield Rig(daemon, board_sim, f"http://127.0.0.1:{bound_port(runner)}/api/v1")
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture
 async def api(tmp_path: pathlib.Path) -> AsyncIterator[Rig]:
+    """The chilled-machine rig: every optional technician service is there."""
     rig = await start_fridge_rig(str(tmp_path / "rig"))
-    users = Accounts(rig.daemon.machine.db)
-    for name, role in USERS:
-        await users.add(name, role, PASSWORD)
-    runner = await start_web(rig.daemon.machine, WebConfig(host="127.0.0.1", port=0), Secrets())
     try:
-        yield Rig(rig, f"http://127.0.0.1:{bound_port(runner)}/api/v1")
+        async with serve(rig.daemon, rig.board_sim) as w:
+            yield w
     finally:
-        await runner.cleanup()
         await rig.stop()
 
 
