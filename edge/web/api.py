@@ -41,8 +41,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
                                            content_type="application/json")
     try:
         body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text='{"error":"bad_request","detail":"invalid JSON"}',
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's stack (a 500 before)
+        raise web.HTTPBadRequest(text='{"error":"bad_request","detail":"invalid JSON (or nested too deep)"}',
                                  content_type="application/json") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text='{"error":"bad_request","detail":"expected an object"}',

@@ -233,7 +233,7 @@ async def api_login(request: web.Request) -> web.StreamResponse:
     try:
         body = await request.json()
         name, password = str(body["name"]), str(body["password"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
         return json_error(400, "bad_request", "expected {name, password}")
     try:
         user = await request.app[QUERIES].users.authenticate(name, password)

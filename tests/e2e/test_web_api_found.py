@@ -126,3 +126,16 @@ async def test_a_days_value_that_is_not_ascii_digits_is_a_400_not_a_500(api: Rig
         status, doc, _ = await api.call(token, "GET", f"/haccp?days={days}")
         assert status == (200 if days == "7" else 400), (days, doc)
         assert status == 200 or doc["error"] == "bad_request"
+
+
+async def test_json_nested_deeper_than_the_parser_goes_is_a_400_not_a_500(api: Rig) -> None:
+    token, csrf = await api.login("tech")
+    deep = "[" * 30_000 + "]" * 30_000  # under the 64 KiB body limit; json.loads raises RecursionError
+    before = await api.moved()
+    async with aiohttp.ClientSession(cookies={"vendedge_session": token}) as s:
+        for path in ("/kiosk/sell", "/stock/restock", "/devices/unlock", "/login"):
+            async with s.post(f"{api.base}{path}", data=deep,
+                              headers={"X-CSRF-Token": csrf, "Content-Type": "application/json"}) as r:
+                doc = await r.json()
+                assert (r.status, doc["error"]) == (400, "bad_request"), (path, r.status, doc)
+    assert await api.moved() == before
