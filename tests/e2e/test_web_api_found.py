@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from edge.clock import SystemClock
 from edge.config import Secrets, WebConfig
 from edge.daemon import Daemon
 from edge.services.accounts import Accounts
@@ -68,7 +69,9 @@ async def serve(daemon: Daemon, board_sim: SimVendBoard) -> AsyncIterator[Rig]:
     users = Accounts(daemon.machine.db)
     for name, role in USERS:
         await users.add(name, role, PASSWORD)
-    runner = await start_web(daemon.machine, WebConfig(host="127.0.0.1", port=0), Secrets())
+    # sessions on wall time: the fridge rig's ledger clock runs 2000x, so a 12 h session would end mid-run
+    runner = await start_web(daemon.machine, WebConfig(host="127.0.0.1", port=0), Secrets(),
+                             session_clock=SystemClock())
     try:
         yield Rig(daemon, board_sim, f"http://127.0.0.1:{bound_port(runner)}/api/v1")
     finally:
