@@ -26,6 +26,7 @@ from vision_models.types import EMPTY, CellDetection, CellRoi, ModelError
 log = structlog.get_logger(__name__)
 
 MODEL_FILE, CARD_FILE, GALLERY_FILE = "model.onnx", "model_card.json", "gallery.npz"
+MAX_RUN_BATCH = 16  # crops per onnxruntime run: keeps the daemon under 150 MB RSS with a 96 px model
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "shelf-v2"
 _REQUIRED = ("name", "version", "input", "normalization", "labels", "embedding_dim", "similarity_scale")
 
@@ -135,8 +136,13 @@ class Recognizer:
         return list(self._gallery.snapshot()[0])
 
     def _embed_batch(self, crops: np.ndarray) -> np.ndarray:
+        """One onnxruntime run per `MAX_RUN_BATCH` crops: the arena onnxruntime keeps grows with the
+        largest batch it has seen (a shelf's 30 cells, and a second look's 3 per doubtful cell)."""
         try:
-            (emb,) = self._session.run(None, {self._input: to_tensor(crops, self.card["normalization"])})
+            emb = np.concatenate([
+                self._session.run(None, {self._input: to_tensor(crops[i:i + MAX_RUN_BATCH],
+                                                                self.card["normalization"])})[0]
+                for i in range(0, max(1, len(crops)), MAX_RUN_BATCH)])
         except Exception as exc:  # onnxruntime's pybind errors have no common base but Exception
             raise ModelError(f"inference failed: {type(exc).__name__}: {exc}") from exc
         emb = np.asarray(emb, np.float32)

@@ -10,6 +10,7 @@ import numpy as np
 
 from edge.core.fusion import FusionParams
 from edge.services.evidence import cell_observations, doubt_margin
+from hw_sim.camera.render import render_item
 from vision_models import DEFAULT_MODEL_DIR, EMPTY, CellDetection, CellRoi, Recognizer, is_doubtful
 
 
@@ -35,7 +36,11 @@ def test_the_shipped_card_carries_a_calibrated_margin_the_daemon_uses() -> None:
     rec = Recognizer.load(DEFAULT_MODEL_DIR)
     m = doubt_margin(rec)
     assert 0.0 < m < 0.5 and rec.card["doubt"]["calibration"]["wrong_trusted_rate"] <= 0.001
-    frame = np.random.default_rng(0).integers(0, 256, (64, 128, 3), np.uint8)
-    dets = rec.recognize(frame, [CellRoi("F1", 0, 0, 0, 64, 64), CellRoi("F1", 1, 64, 0, 64, 64)])
+    rng = np.random.default_rng(0)
+    cells = [rng.integers(0, 256, (64, 64, 3), np.uint8), render_item("cola", 64, rng), render_item("cola_zero", 64, rng)]
+    dets = rec.recognize(np.concatenate(cells, axis=1), [CellRoi("F1", i, 64 * i, 0, 64, 64) for i in range(3)])
+    assert [d.label for d in dets] == [EMPTY, "cola", "cola_zero"]  # noise reads as bare shelf
     q = FusionParams().min_quality
-    assert [o.quality < q for o in cell_observations(dets, m)] == [is_doubtful(d, q, m) for d in dets]
+    obs = cell_observations(dets, m)
+    assert obs[0].quality == dets[0].quality  # an empty cell keeps its similarity (never margin-doubted)
+    assert [o.quality < q for o in obs[1:]] == [is_doubtful(d, q, m) for d in dets[1:]]

@@ -54,7 +54,7 @@ def test_reference_is_the_mean_of_all_views_and_its_radius_is_leave_one_out(rec:
                                                                            designs: np.ndarray) -> None:
     refs = list(designs[0, :3])
     proto, radius = rec.reference(refs)
-    emb = np.stack([rec.embed(enrollment_views(im, 64)) for im in refs])
+    emb = np.stack([rec.embed(enrollment_views(im, rec.size)) for im in refs])
     mean = emb.reshape(-1, emb.shape[-1]).mean(axis=0)
     assert np.allclose(proto, mean / np.linalg.norm(mean), atol=1e-5)
     loo = []
@@ -137,3 +137,23 @@ def test_runtime_preprocessing_is_the_training_one() -> None:
     (cell,) = crop_cells(frame, [roi], 64)
     assert np.array_equal(cell, cv2.resize(frame[10:100, 35:125], (64, 64), interpolation=cv2.INTER_AREA))
     assert np.array_equal(cell, resize_square(frame[10:100, 30:130], 64))  # enrollment frames it alike
+
+
+def test_training_views_above_camera_resolution_are_camera_views_upscaled() -> None:
+    """A 96 px model trains on what the recognizer gives it at runtime: a camera-sized cell (64 px
+    here) resized with INTER_AREA, not finer print; at 64 px the views are those of before."""
+    from vision_models.train.randomized import CAMERA_PX
+
+    small, y, partner = generate(4, 3, CAMERA_PX, SEED, clean_views=1)
+    big, y96, partner96 = generate(4, 3, 96, SEED, clean_views=1)
+    assert big.shape == (12, 96, 96, 3) and np.array_equal(y, y96) and np.array_equal(partner, partner96)
+    assert np.array_equal(big, np.stack([resize_square(v, 96) for v in small]))
+
+
+def test_held_out_check_of_the_training_generator_reads_enrolled_designs() -> None:
+    from vision_models.train.heldout import check
+
+    got = check(DEFAULT_MODEL_DIR, classes=6, tests=4)
+    assert got["reads"] == 24 and got["input_px"] == Recognizer.load(DEFAULT_MODEL_DIR).size
+    assert got["top1_plain"] >= 0.5 and got["top1_second_look_all"] >= 0.5
+    assert 0 <= got["wrong_trusted_rate"] <= 1 - got["top1"] + 1e-9

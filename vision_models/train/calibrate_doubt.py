@@ -31,26 +31,29 @@ import numpy as np
 
 from vision_models.recognizer import CARD_FILE, Recognizer
 from vision_models.train.randomized import generate
-from vision_models.types import CellRoi
+from vision_models.types import CellDetection, CellRoi
 
 CALIB_SEED = 424_242
 REFS = 3
 
 
-def _read_all(rec: Recognizer, views: np.ndarray, second_look: float) -> dict[str, np.ndarray]:
-    """Recognize every view as one cell (100 cells side by side per frame)."""
+def read_views(rec: Recognizer, views: np.ndarray, second_look: float) -> list[CellDetection]:
+    """Recognize every view as one cell (100 cells side by side per frame), second look below
+    `second_look` (0: never, 9: every read)."""
     rec.second_look_below = second_look
     size = views.shape[1]
-    label, sim, margin = [], [], []
+    dets: list[CellDetection] = []
     for i in range(0, len(views), 100):
         chunk = views[i:i + 100]
         frame = np.ascontiguousarray(np.concatenate(list(chunk), axis=1))
-        rois = [CellRoi("C", j, j * size, 0, size, size) for j in range(len(chunk))]
-        for d in rec.recognize(frame, rois):
-            label.append(d.label)
-            sim.append(d.similarity)
-            margin.append(d.margin)
-    return {"label": np.array(label), "sim": np.array(sim), "margin": np.array(margin)}
+        dets += rec.recognize(frame, [CellRoi("C", j, j * size, 0, size, size) for j in range(len(chunk))])
+    return dets
+
+
+def _read_all(rec: Recognizer, views: np.ndarray, second_look: float) -> dict[str, np.ndarray]:
+    dets = read_views(rec, views, second_look)
+    return {"label": np.array([d.label for d in dets]), "sim": np.array([d.similarity for d in dets]),
+            "margin": np.array([d.margin for d in dets])}
 
 
 def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target: float,

@@ -321,7 +321,8 @@ def export_checkpoint(a: argparse.Namespace) -> int:
         f"{args['randomized']} procedurally generated product designs x {args['views']} views "
         "(vision_models.train.randomized: random outlines, panels, stripes, patterns, text, "
         "logos, textured surfaces, look-alike pairs one mark apart, hands, glare, blur, JPEG)",
-        "commands": [data.meta["command"], cmd, cmd + f" --export OUT{' --int8' if a.int8 else ''}"],
+        "commands": [data.meta["command"], cmd,
+                     cmd + f" --export OUT{' --int8' if a.int8 else ''} --version {a.version}"],
         "backbone": a.backbone,
         "seeds": data.meta["train"]["seeds"],
         "frames": data.meta["train"]["frames"],
@@ -346,7 +347,7 @@ def export_checkpoint(a: argparse.Namespace) -> int:
         train_info=info,
         onnx_file=chosen,
         method=METHODS[a.backbone],
-        version="2.0.0",
+        version=a.version,
     )
     log.info("exported", out=str(a.export), accuracy=card["evaluation"]["cell_accuracy"])
     return 0
@@ -380,6 +381,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export", type=Path, default=None, help="export the checkpoint into this model dir")
     p.add_argument("--int8", action="store_true", help="with --export: int8 QDQ (quantize_static)")
+    p.add_argument("--version", default="2.0.0", help="with --export: the model card's version")
     return p.parse_args(argv)
 
 

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 _S = 96  # design canvas
+CAMERA_PX = 64  # a shelf camera cell's side (640x480: 76 px cells; the novel bench draws 64 px views)
 _FONTS = (0, 1, 2, 3, 4, 6, 7)
 
 
@@ -170,10 +171,18 @@ def _view(img: np.ndarray, alpha: np.ndarray, out: int, rng: np.random.Generator
     return cv2.resize(v, (out, out), interpolation=cv2.INTER_AREA)
 
 
+def _at_size(v: np.ndarray, size: int) -> np.ndarray:
+    return v if v.shape[0] == size else cv2.resize(v, (size, size), interpolation=cv2.INTER_AREA)
+
+
 def generate(classes: int, views: int, size: int, seed: int,
              clean_views: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`views` crops (size x size BGR uint8) of each of `classes` random designs; the first
     `clean_views` of each class are enrollment shots (`_view(clean=True)`), the rest shelf reads.
+
+    A view is drawn at no more than `CAMERA_PX` and resized to `size` the way the recognizer
+    resizes a cell (INTER_AREA): a 96 px model sees the detail a camera cell has, upscaled, never
+    finer print than it will meet. Up to 64 px the crops are exactly those of earlier versions.
 
     Returns (x, y, partner): class k's look-alike twin is partner[k] (-1 if none); classes come
     in pairs (2i, 2i+1) for the first half, sharing the design and differing in one small mark.
@@ -195,6 +204,6 @@ def generate(classes: int, views: int, size: int, seed: int,
             looks = [_draw(d, None)]
         for j, (img, alpha) in enumerate(looks):
             for v in range(views):
-                x[(k + j) * views + v] = _view(img, alpha, size, rng, clean=v < clean_views)
+                x[(k + j) * views + v] = _at_size(_view(img, alpha, min(size, CAMERA_PX), rng, clean=v < clean_views), size)
         k += len(looks)
     return x, y, partner
