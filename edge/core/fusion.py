@@ -18,9 +18,7 @@ Implements "How take-and-go decides" in ARCHITECTURE.md. Per shelf:
 Camera down for a shelf: weight only, charge only when exactly one multiset of the shelf's SKUs
 fits. Scale offline: vision only, with a stricter margin. Never charge when in doubt.
 
-Lanes with no prototype of their SKU (`ShelfObservation.no_prototype`): cells ignored, their SKUs in
-every hypothesis at no vision cost, so the weight less what vision saw elsewhere decides them; two
-such lanes explaining one delta tie, a residual of no whole count fits nothing (both: review).
+Lanes with no prototype of their SKU (`ShelfObservation.no_prototype`): see edge/core/fusion_lanes.py.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge.core.catalog import Money, Planogram, Sku
+from edge.core.fusion_lanes import blind_lanes, unseen_takes, untouched
 
 EMPTY = "empty"
 Status = str  # "charge" | "needs_review" | "nothing_taken"
@@ -153,16 +152,19 @@ def decide_shelf(obs: ShelfObservation, planogram: Planogram, params: FusionPara
         return _shelf(obs, "needs_review", {}, [], 0.0, ["no_evidence"], {})
     if not has_vision:
         return _weight_only(obs, planogram, params)
-    blind = {s.sku_id for s in planogram.slots_on_shelf(obs.shelf) if s.slot_id in obs.no_prototype}
-    if blind:
-        if obs.weight_delta_g is None:  # nothing could tell what left those lanes
-            return _shelf(obs, "needs_review", {}, [], 0.0, ["scale_offline", "no_prototype"],
+    lanes = blind_lanes(planogram, obs.shelf, obs.no_prototype)
+    blind = set(lanes.values())
+    if blind and obs.weight_delta_g is None:  # nothing could tell what left those lanes
+        return _shelf(obs, "needs_review", {}, [], 0.0, ["scale_offline", "no_prototype"],
                           {"no_prototype": sorted(obs.no_prototype)})
-        obs = replace(obs, before=[c for c in obs.before or () if c.slot_id not in obs.no_prototype],
-                      after=[c for c in obs.after or () if c.slot_id not in obs.no_prototype])
+    seen, obs = obs, replace(obs, before=[c for c in obs.before or () if c.slot_id not in obs.no_prototype],
+                             after=[c for c in obs.after or () if c.slot_id not in obs.no_prototype])
     readings, pool = _readings(obs, planogram, params)
     d = _vision_only(obs, readings, params) if obs.weight_delta_g is None else \
-        _fused(obs, planogram, readings, pool - blind, params, frozenset(blind))
+        _fused(obs, planogram, readings, pool - blind, params,
+               frozenset(blind - untouched(seen.before or (), seen.after or (), lanes, EMPTY)))
+    if d.status == "charge" and (unseen := unseen_takes(seen.before or (), seen.after or (), lanes, d.taken, EMPTY)):
+        d = replace(d, status="needs_review", confidence=0.0, reasons=[*d.reasons, *unseen])  # lanes look untouched
     doubtful = [f"{when}:{c.slot_id}/{c.position}" for when, cells in (("before", obs.before), ("after", obs.after))
                 for c in cells or () if _doubtful(c, params)]
     if doubtful:  # for the reviewer: the cells the cameras saw poorly
@@ -352,7 +354,7 @@ def _fused(obs: ShelfObservation, planogram: Planogram, readings: Mapping[Basket
     vision_best = min(readings.items(), key=lambda kv: kv[1].cost)
     ev: dict[str, Any] = {"vision": _fmt(vision_best[0]), "pool": sorted(pool),
                           "hypotheses": [{"basket": _fmt(b), "cost": c} for c, b, _ in ranked[:4]]}
-    if blind:
+    if obs.no_prototype:
         ev["no_prototype"] = sorted(obs.no_prototype)
     if not ranked:
         return _shelf(obs, "needs_review", dict(vision_best[0]), [], 0.0, ["weight_fits_nothing"], ev)

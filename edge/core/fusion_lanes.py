@@ -1,0 +1,54 @@
+"""Lanes without a prototype (issue 13; `ShelfObservation.no_prototype`): their cells are ignored and
+their SKUs are in every hypothesis at no vision cost, so the weight less what vision saw elsewhere
+decides them; two such lanes explaining one delta tie, a residual of no whole count fits nothing (both:
+review). Vision cannot name an unknown product, yet it sees whether its lanes changed: lanes seen
+filled and unchanged leave their SKU out of the hypotheses, and a charge on the scale's word must show
+as that many cells emptied there. Otherwise a take vision missed on another lane of the shelf, of the
+same weight, would be billed as the unknown product - a wrong charge. Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from edge.core.catalog import Planogram
+
+
+class _Cell(Protocol):  # fusion.CellObs (frozen: read-only members)
+    @property
+    def slot_id(self) -> str: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def label(self) -> str: ...
+
+
+def blind_lanes(planogram: Planogram, shelf: int, no_prototype: Iterable[str]) -> dict[str, str]:
+    """The shelf's lanes without a prototype: slot id -> SKU."""
+    wanted = set(no_prototype)
+    return {s.slot_id: s.sku_id for s in planogram.slots_on_shelf(shelf) if s.slot_id in wanted}
+
+
+def untouched(before: Iterable[_Cell], after: Iterable[_Cell], lanes: Mapping[str, str], empty: str) -> set[str]:
+    """SKUs of no-prototype `lanes` whose cells the cameras saw filled and unchanged between the frames.
+    A lane read empty throughout is not among them: the camera may simply not see that product."""
+    seen: dict[str, list[dict[tuple[str, int], str]]] = {sku: [{}, {}] for sku in lanes.values()}
+    for i, cells in enumerate((before, after)):
+        for c in cells:
+            if c.slot_id in lanes:
+                seen[lanes[c.slot_id]][i][(c.slot_id, c.position)] = c.label
+    return {sku for sku, (b, a) in seen.items() if b and b == a and any(v != empty for v in b.values())}
+
+
+def unseen_takes(before: Iterable[_Cell], after: Iterable[_Cell], lanes: Mapping[str, str],
+                 taken: Mapping[str, int], empty: str) -> list[str]:
+    """Review reasons, one per SKU of the no-prototype `lanes` (slot id -> SKU) charged more times than
+    its lanes' cells emptied between the frames; [] when every such charge was seen."""
+    emptied: Counter[str] = Counter()
+    for sign, cells in ((1, before), (-1, after)):
+        for c in cells:
+            if c.slot_id in lanes and c.label != empty:
+                emptied[lanes[c.slot_id]] += sign
+    return [f"no_prototype_unseen:{sku}" for sku in sorted(set(lanes.values()))
+            if taken.get(sku, 0) > max(emptied[sku], 0)]
