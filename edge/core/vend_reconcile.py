@@ -32,11 +32,15 @@ class JournalStep:
     sent_memory: int | None = None  # outcomes the boot the VEND was sent to kept across a reset
 
 
-def decide(step: JournalStep, board_state: str | None, board_boot: int, memory: int) -> tuple[Verdict, str]:
+def decide(step: JournalStep, board_state: str | None, board_boot: int, memory: int,
+           anchor_kept: bool = False) -> tuple[Verdict, str]:
     """Verdict and a short reason for an open journal entry.
 
     ``board_state`` is the VEND_RESULT state ('unknown', 'in_progress', 'done', 'interrupted'), or
     None when the board was not asked (an entry that was never sent needs no question).
+    ``anchor_kept``: the answering board still knows an earlier VEND that a board ACKed before this one
+    was sent, so its memory was not wiped since (a boot with memory 0 in between, unseen while the
+    daemon was down, forgets everything: its successor's 'unknown' then proves nothing).
     """
     if not step.sent:
         return Verdict.NOT_SENT, "the VEND frame was never written"
@@ -57,10 +61,10 @@ def decide(step: JournalStep, board_state: str | None, board_boot: int, memory: 
         return Verdict.NOT_SENT, "the board, in the boot the VEND was sent to, never received it"
     if acked:
         return Verdict.NEEDS_COUNT, "the board ACKed this vend, then was reset and forgot it"
-    if memory > 0 and (step.sent_memory or 0) > 0:
+    if memory > 0 and (step.sent_memory or 0) > 0 and anchor_kept:
         # only a boot that took the VEND *with* memory recorded it before its motor ran, and only a
         # boot that still has that memory can read it back
-        return Verdict.NOT_SENT, "the board keeps vends across resets and never received this one"
+        return Verdict.NOT_SENT, "the board keeps vends across resets, still knows an earlier one and never received this"
     return Verdict.NEEDS_COUNT, ("the board was reset after the VEND was sent, and the boot it was sent to or the "
                                  "one answering keeps no vends across resets")
 

@@ -41,7 +41,7 @@ def _entry(row: Any) -> Entry:
 _COLS = "journal_id, order_id, slot_id, board_seq, state, outcome, sent_boot, acked_boot, board_slot, sent_memory"
 
 
-async def _entries(db: Tx | LedgerDB, sql: str, params: tuple[str, ...] = ()) -> list[Entry]:
+async def _entries(db: Tx | LedgerDB, sql: str, params: tuple[str | int, ...] = ()) -> list[Entry]:
     """Rows inside a transaction (its own view) or committed ones (outside)."""
     rows = await (db.db.execute_fetchall(sql, params) if isinstance(db, Tx) else db.fetchall(sql, params))
     return [_entry(r) for r in rows]
@@ -91,6 +91,13 @@ async def mark_counted(tx: Tx, seq: int, outcome: str, counted: int, actor: str)
 async def open_entries(db: Tx | LedgerDB) -> list[Entry]:
     """Entries whose outcome the daemon has not settled, oldest first."""
     return await _entries(db, f"SELECT {_COLS} FROM vend_journal WHERE state IN {_OPEN_SQL} ORDER BY journal_id")
+
+
+async def acked_before(db: Tx | LedgerDB, seq: int) -> Entry | None:
+    """The newest VEND below `seq` that a board ACKed: the anchor that shows a board's memory survived."""
+    rows = await _entries(db, f"SELECT {_COLS} FROM vend_journal WHERE board_seq < ? AND acked_boot IS NOT NULL "
+                              "ORDER BY board_seq DESC LIMIT 1", (seq,))
+    return rows[0] if rows else None
 
 
 async def count_open(db: LedgerDB) -> int:

@@ -65,13 +65,24 @@ class VendRecovery:
                 except DeviceError:
                     self.unreconciled = left + 1
                     raise
-                verdict, why = decide(step, q.state, q.boot, q.memory)
+                anchor = await self._anchor_kept(entry.seq, q) if q.state == "unknown" else False
+                verdict, why = decide(step, q.state, q.boot, q.memory, anchor)
             if verdict is Verdict.WAIT:
                 left += 1
                 continue
             await self._settle(entry, verdict, why, q)
         self.unreconciled = left
         return left
+
+    async def _anchor_kept(self, seq: int, q: VendQuery) -> bool:
+        """Whether the board answering `q` still remembers the newest earlier ACKed VEND (see decide)."""
+        if q.memory <= 0 or q.boot == 0:
+            return False
+        anchor = await journal.acked_before(self.db, seq)
+        if anchor is None:
+            return False
+        a = await self.board.query_vend(anchor.seq)
+        return a.boot == q.boot and a.state in ("done", "interrupted", "in_progress")
 
     async def _settle(self, entry: journal.Entry, verdict: Verdict, why: str, q: VendQuery | None) -> None:
         async with self.db.tx() as tx:

@@ -24,7 +24,7 @@ TABLE = [
     (ACKED, "interrupted", B2, 1024, Verdict.NEEDS_COUNT),
     (SENT, "unknown", B, 0, Verdict.NOT_SENT),
     (ACKED, "unknown", B, 1024, Verdict.NEEDS_COUNT),
-    (SENT, "unknown", B2, 1024, Verdict.NOT_SENT),
+    (SENT, "unknown", B2, 1024, Verdict.NEEDS_COUNT),  # unless it still knows an earlier vend: see below
     (SENT, "unknown", B2, 0, Verdict.NEEDS_COUNT),  # memory lost across the reset
     (SENT_NO_MEMORY, "unknown", B2, 1024, Verdict.NEEDS_COUNT),  # memory gained: the old boot kept nothing
     (SENT_NO_MEMORY, "unknown", B, 0, Verdict.NOT_SENT),
@@ -65,3 +65,14 @@ def test_the_count_decides(ledger, counted, fell, discrepancy) -> None:
 def test_a_negative_count_is_refused() -> None:
     with pytest.raises(ValueError):
         settle_count(3, -1)
+
+
+def test_unknown_from_a_board_with_memory_is_not_sent_only_if_its_memory_survived() -> None:
+    """A board that keeps vends across resets answers 'unknown' from a later boot: the VEND never arrived
+    only if its storage still holds an earlier ACKed vend. A boot with memory 0 in between (unseen while
+    the daemon was down) wiped it, and the item may have fell - the adversarial stateful test found it:
+    start(memory=1024), kill the daemon mid-sale, memory 0 at the next reset, reboot, memory 1024 again."""
+    assert decide(SENT, "unknown", B2, 1024, anchor_kept=True)[0] is Verdict.NOT_SENT
+    assert decide(SENT, "unknown", B2, 1024, anchor_kept=False)[0] is Verdict.NEEDS_COUNT
+    assert decide(SENT_NO_MEMORY, "unknown", B2, 1024, anchor_kept=True)[0] is Verdict.NEEDS_COUNT
+    assert decide(ACKED, "unknown", B2, 1024, anchor_kept=True)[0] is Verdict.NEEDS_COUNT
