@@ -154,3 +154,26 @@ def test_sales_faults_resets_and_kills() -> None:
             suppress_health_check=list(HealthCheck),
         ),
     )
+
+
+@pytest.mark.timeout(240)
+def test_a_memory_wipe_while_the_daemon_is_down_never_refunds_a_fallen_item() -> None:
+    """The sequence the random run above found in a fresh-clone CI run (seed 227): a vend in flight when
+    the daemon is killed, then a reset into a boot with memory 0 (which wipes the board's storage) and
+    back to 1024. The later boot answers 'unknown' for the vend whose item fell: that must not refund it
+    (edge/core/vend_reconcile.py: memory must be shown to have survived, else a person counts)."""
+    m = BoardAndDaemon()
+    try:
+        m.start(memory=1024, seed=227)
+        m.kill_daemon_mid_sale(after=0.05, board_reset=False, fault="late", slot="C3")
+        m.kill_daemon_mid_sale(after=0.05, board_reset=False, fault="none", slot="B2")
+        m.memory_changes_at_next_reset(memory=0)
+        m.reboot_board(deaf=0.8, memory=None)
+        m.reboot_board(deaf=0.1, memory=1024)
+        m.memory_changes_at_next_reset(memory=1024)
+        m.reboot_board(deaf=0.1, memory=1024)
+        m.reboot_board(deaf=0.8, memory=1024)
+        m.reboot_board(deaf=0.1, memory=1024)
+        m.check()  # asserts no invariant is broken: no fallen item refunded, none charged that did not fall
+    finally:
+        m.teardown()
