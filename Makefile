@@ -22,8 +22,8 @@ sysdeps-demo:
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq socat >/dev/null)
 
 # ruff; the architecture contracts ([tool.importlinter] in pyproject.toml); mypy over edge, drivers, sync,
-# vision_models (strict on edge.core and drivers; [tool.mypy] in pyproject.toml). SQL outside edge/ledger
-# fails tests/unit/test_sql_only_in_ledger.py.
+# hw_sim, vision_models (strict on edge.core and drivers; vision_models.train not checked; [tool.mypy] in
+# pyproject.toml). SQL outside edge/ledger fails tests/unit/test_sql_only_in_ledger.py.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edge drivers sync hw_sim vision_models tests bench
 	$(VENV)/bin/lint-imports

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -308,9 +309,9 @@ class SimMdbReader:
         self.state = State.SESSION_IDLE
         self._pending.append(Simple(Resp.VEND_DENIED))
 
-    def _later(self, delay_s: float, fn: object) -> None:
+    def _later(self, delay_s: float, fn: Callable[[], None]) -> None:
         self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(delay_s, fn)  # type: ignore[arg-type]
+        self._timer = asyncio.get_running_loop().call_later(delay_s, fn)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -52,7 +52,8 @@ class PhoneScreen:
         out = frame.astype(np.float32) * lighting
         if noise > 0:
             out += self._rng.normal(0.0, noise, out.shape)
-        return np.clip(out, 0, 255).astype(np.uint8)
+        frame_out: np.ndarray = np.clip(out, 0, 255).astype(np.uint8)
+        return frame_out
 
     def _compose(self, code: np.ndarray | None) -> np.ndarray:
         h, w = self.height, self.width
