@@ -2,15 +2,25 @@
 reads and writes driven by the loop) or TCP.
 
 A transport moves bytes and reports loss; it knows nothing about frames. ``open_link(url, ...)``
-picks the class from a scheme-keyed table: ``socket://host:port`` -> TCP (asyncio streams have a
+picks the class from a scheme-keyed table: ``socket://host:port`` -> TCP (an asyncio transport has a
 real fd-based reader; a pyserial socket URL does not), anything else -> a tty path.
+
+Both kinds share one write contract: ``write`` never blocks the loop, bytes the tty / kernel does not
+take at once wait in the link, and when none is taken for ``write_deadline_s`` (``WRITE_DEADLINE_S``;
+a far end that stopped reading, a wedged serial-to-Ethernet bridge) the link is closed and ``on_lost``
+gets a ``DeviceTimeout`` naming the port or url and the bytes pending. A TCP link also turns on
+keepalive (and TCP_USER_TIMEOUT), so a half-open connection is found in ~25 s even with nothing to write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
+import socket
+import sys
+import termios
 from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -22,7 +32,9 @@ from drivers.errors import DeviceDisconnected, DeviceTimeout
 OnData = Callable[[bytes], None]
 OnLost = Callable[[Exception | None], None]
 
-WRITE_DEADLINE_S = 0.2  # no byte taken by the tty for this long: the link is lost (as pyserial's write_timeout was)
+WRITE_DEADLINE_S = 0.2  # no byte taken by the tty or TCP peer this long: link lost (as pyserial's write_timeout was)
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 10, 5, 3  # a silent half-open TCP link: lost in ~25 s
+TCP_USER_TIMEOUT_MS = (KEEPALIVE_IDLE_S + KEEPALIVE_INTERVAL_S * KEEPALIVE_PROBES) * 1000  # data unacked as long
 
 
 class Link(Protocol):
@@ -159,41 +171,140 @@ class SerialLink:
 
 
 class _TcpProtocol(asyncio.Protocol):
-    def __init__(self, on_data: OnData, on_lost: OnLost) -> None:
+    """Bytes in, loss out, and the write stall deadline of a TCP link.
+
+    The write-buffer limits are zero, so the transport pauses writing as soon as the kernel refuses a
+    byte and resumes once it has taken them all: "paused" is what ``SerialLink``'s pending bytes are.
+    A deadline period that ends paused with no byte taken by the peer aborts the transport (its buffer
+    is dropped) and reports ``DeviceTimeout``. "Taken" counts the bytes the peer acknowledged (the
+    kernel's send queue, SIOCOUTQ, is subtracted): the kernel frees room in a multi-megabyte send buffer
+    only in large steps, so a slow but live reader would look stalled if only those steps counted.
+    asyncio reports no per-write progress, so progress is checked at the end of each period: the link
+    is lost after one to two deadlines of nothing taken.
+    """
+
+    def __init__(self, url: str, on_data: OnData, on_lost: OnLost, write_deadline_s: float) -> None:
         self.on_data = on_data
         self.on_lost = on_lost
         self.closing = False
+        self.transport: asyncio.Transport | None = None
+        self._url = url
+        self._write_deadline_s = write_deadline_s
+        self._given = 0  # bytes handed to the transport; less the unacked ones: bytes the peer took
+        self._fd = -1
+        self._taken_at_arm = 0
+        self._stall: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=0)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._fd = sock.fileno()
+            _keep_alive(sock)
 
     def data_received(self, data: bytes) -> None:
         self.on_data(data)
 
+    @property
+    def pending(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def _unacked(self) -> int:
+        """Bytes given that the peer has not acknowledged: the transport's buffer and the kernel's queue."""
+        try:
+            queued = int.from_bytes(fcntl.ioctl(self._fd, termios.TIOCOUTQ, bytes(4)), sys.byteorder)
+        except OSError:  # not Linux-like, or the socket is gone: count the transport's buffer only
+            queued = 0
+        return self.pending + queued
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self._given += len(data)
+        self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        self._arm_stall()
+
+    def resume_writing(self) -> None:
+        self._disarm_stall()
+
+    def _arm_stall(self) -> None:
+        self._disarm_stall()
+        self._taken_at_arm = self._given - self._unacked()
+        self._stall = asyncio.get_running_loop().call_later(self._write_deadline_s, self._check_stall)
+
+    def _disarm_stall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _check_stall(self) -> None:
+        self._stall = None
+        if self._given - self._unacked() > self._taken_at_arm:
+            self._arm_stall()  # progress: a new period from now
+            return
+        assert self.transport is not None
+        exc = DeviceTimeout(f"tcp write to {self._url} stalled: {self._unacked()} bytes not taken "
+                            f"in {self._write_deadline_s} s")
+        reported, self.closing = self.closing, True
+        self.transport.abort()  # also ends a close() still waiting to flush to a peer that never reads
+        if not reported:
+            self.on_lost(exc)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_stall()
         if not self.closing:
+            self.closing = True
             self.on_lost(exc)
 
 
-class TcpLink:
-    """``socket://host:port``: the board (or a serial-to-Ethernet bridge) over TCP."""
+def _keep_alive(sock: socket.socket) -> None:
+    """Probe an idle connection so a half-open one (bridge rebooted, cable cut) is found with nothing to
+    write; TCP_USER_TIMEOUT bounds unacknowledged data (and the probes) the same way."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+                        ("TCP_KEEPCNT", KEEPALIVE_PROBES), ("TCP_USER_TIMEOUT", TCP_USER_TIMEOUT_MS)):
+        option = getattr(socket, name, None)  # Linux has all four; elsewhere the OS defaults stay
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
-    def __init__(self, transport: asyncio.Transport, protocol: _TcpProtocol) -> None:
-        self._transport = transport
+
+class TcpLink:
+    """``socket://host:port``: the board (or a serial-to-Ethernet bridge) over TCP.
+
+    Same write contract as ``SerialLink``: writes never block, what the kernel does not take waits in
+    the transport, and no byte taken for ``write_deadline_s`` (a peer that stopped reading) loses the
+    link with ``DeviceTimeout``. TCP keepalive finds a silent half-open connection.
+    """
+
+    def __init__(self, protocol: _TcpProtocol) -> None:
+        assert protocol.transport is not None
+        self._transport = protocol.transport
         self._protocol = protocol
 
     @classmethod
-    async def open(cls, url: str, on_data: OnData, on_lost: OnLost, timeout_s: float) -> TcpLink:
+    async def open(cls, url: str, on_data: OnData, on_lost: OnLost, timeout_s: float,
+                   *, write_deadline_s: float = WRITE_DEADLINE_S) -> TcpLink:
         parts = urlsplit(url)
         if not parts.hostname or not parts.port:
             raise ValueError(f"bad socket url {url!r}: expected socket://host:port")
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout_s):
-            transport, protocol = await loop.create_connection(
-                lambda: _TcpProtocol(on_data, on_lost), parts.hostname, parts.port)
-        return cls(transport, protocol)
+            _, protocol = await loop.create_connection(
+                lambda: _TcpProtocol(url, on_data, on_lost, write_deadline_s), parts.hostname, parts.port)
+        return cls(protocol)
+
+    @property
+    def pending(self) -> int:
+        """Bytes accepted by ``write`` that the kernel has not taken yet."""
+        return self._protocol.pending
 
     def write(self, data: bytes) -> None:
         if self._transport.is_closing():
             raise DeviceDisconnected("tcp link closed")
-        self._transport.write(data)
+        self._protocol.write(data)
 
     def close(self) -> None:
         self._protocol.closing = True

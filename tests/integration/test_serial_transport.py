@@ -1,12 +1,15 @@
-"""The serial transport (vend board and MDB adapter) on a real socat pty pair: writes never block the
-loop, even when nobody reads the far end, and the port is held exclusively."""
+"""The byte transports of the vend board and the MDB adapter: the serial one on a real socat pty pair (writes
+never block the loop, even when nobody reads the far end, and the port is held exclusively) and the TCP one
+against a real loopback server (a peer that stops reading loses the link within the write deadline)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import re
 import shutil
+import socket
 import time
 import tty
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +20,7 @@ import structlog
 from drivers.errors import DeviceDisconnected, DeviceTimeout
 from drivers.mdb import CashlessReader
 from drivers.vend_board import VendBoard, VendOutcome
-from drivers.vend_board.transport import PortInUse, SerialLink, open_link
+from drivers.vend_board.transport import WRITE_DEADLINE_S, PortInUse, SerialLink, TcpLink, open_link
 from hw_sim.vend_board import SimVendBoard
 from tests.support.socat import socat_pair
 from tests.support.waits import wait_for
@@ -102,16 +105,16 @@ async def _fill(link: SerialLink) -> tuple[int, float]:
     return written, longest
 
 
-async def _saturate(link: SerialLink, lost: Lost) -> tuple[int, float]:
-    """Keep the tty's buffers full (a chunk whenever less than one waits) until the link is lost."""
+async def _saturate(link: SerialLink | TcpLink, lost: Lost, chunk: int = CHUNK) -> tuple[int, float]:
+    """Keep the tty's (or socket's) buffers full (a chunk whenever less than one waits) until the link is lost."""
     written, longest = 0, 0.0
     while not lost.event.is_set():
         assert written < MAX_FILL, "the far end took everything: the write never stalled"
         if link.pending < CHUNK:
             t = time.perf_counter()
-            link.write(bytes(CHUNK))
+            link.write(bytes(chunk))
             longest = max(longest, time.perf_counter() - t)
-            written += CHUNK
+            written += chunk
         await asyncio.sleep(0.001)
     return written, longest
 
@@ -193,3 +196,90 @@ async def test_the_mdb_reader_waits_for_a_port_held_elsewhere_and_logs_it(pair) 
         assert len(busy) == 1 and "in use" in busy[0]["error"]
     finally:
         await reader.stop()
+
+
+@contextlib.asynccontextmanager
+async def tcp_peer(*, reads: bool) -> AsyncIterator[tuple[str, bytearray]]:
+    """A real TCP server on loopback. ``reads=False`` accepts and never reads (a wedged serial-to-Ethernet
+    bridge: the kernel's buffers fill, then its window stays shut); ``reads=True`` reads slowly (a 64 KiB
+    receive buffer read every 20 ms), so a bulk write waits far longer than the write deadline while
+    bytes keep moving."""
+    received = bytearray()
+    accepted: list[asyncio.Transport] = []
+    loop = asyncio.get_running_loop()
+
+    class Peer(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            accepted.append(transport)
+            if not reads:
+                transport.pause_reading()
+
+        def data_received(self, data: bytes) -> None:
+            received.extend(data)
+            accepted[0].pause_reading()
+            loop.call_later(0.02, lambda: accepted[0].is_closing() or accepted[0].resume_reading())
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # before listen: the window follows it
+    listener.bind(("127.0.0.1", 0))
+    server = await loop.create_server(Peer, sock=listener)
+    try:
+        yield f"socket://127.0.0.1:{listener.getsockname()[1]}", received
+    finally:
+        for transport in accepted:
+            transport.abort()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_tcp_peer_that_never_reads_loses_the_link_with_a_timeout() -> None:
+    lost = Lost()
+    async with tcp_peer(reads=False) as (url, _), Lag() as lag:
+        link = await open_link(url, 57600, lambda _b: None, lost)
+        assert isinstance(link, TcpLink)
+        try:
+            t0 = time.perf_counter()
+            async with asyncio.timeout(10.0):
+                written, longest = await _saturate(link, lost, chunk=16 * CHUNK)
+            stalled_after = time.perf_counter() - t0
+        finally:
+            link.close()
+        with pytest.raises(DeviceDisconnected):
+            link.write(b"x")
+    assert isinstance(lost.exc, DeviceTimeout), lost.exc
+    found = re.fullmatch(rf"tcp write to {re.escape(url)} stalled: (\d+) bytes not taken in [0-9.]+ s", str(lost.exc))
+    assert found and int(found[1]) > 0, str(lost.exc)
+    assert written > 16 * CHUNK and stalled_after < 8.0
+    assert longest < 0.05, f"a write call took {longest * 1000:.1f} ms"
+    assert lag.worst < 0.15, f"the loop was blocked for {lag.worst * 1000:.0f} ms"
+
+
+async def test_a_slow_reading_tcp_peer_gets_every_byte_and_keeps_the_link() -> None:
+    lost = Lost()
+    payload = bytes(range(256)) * 32768  # 8 MiB in one write: more than the kernel (<= 4 MiB here) takes at once
+    waiting: list[float] = []  # when the link was last seen holding bytes the kernel had not taken
+
+    def arrived() -> bool:
+        if link.pending:
+            waiting.append(time.perf_counter())
+        return len(received) >= len(payload) or lost.event.is_set()
+
+    async with tcp_peer(reads=True) as (url, received):
+        link = await open_link(url, 57600, lambda _b: None, lost)
+        assert isinstance(link, TcpLink)
+        try:
+            sock = link._transport.get_extra_info("socket")  # a half-open link with nothing to write: keepalive
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            t0 = time.perf_counter()
+            link.write(payload)
+            assert link.pending > 0
+            await wait_for(arrived, 10.0, what="every byte at the peer")
+            assert not lost.event.is_set(), lost.exc
+            held = waiting[-1] - t0
+            assert held > 2 * WRITE_DEADLINE_S, f"the kernel took it all in {held:.2f} s: the test was not slow"
+            link.write(b"still open")
+            await wait_for(lambda: received.endswith(b"still open"), 5.0, what="a write after the bulk")
+        finally:
+            link.close()
+    assert bytes(received) == payload + b"still open" and link.pending == 0
