@@ -3,8 +3,11 @@
 Each class is a random package design: outline (circle, ellipse, rectangle, rounded rectangle,
 3-8 sided polygon), body colour, label panels, stripes, text in a random Hershey font, a logo
 (star, ring, cross, triangle); half the classes come in look-alike pairs that differ only in one
-small mark. Each view varies pose, scale, lighting, background, glare, hands, blur, noise and JPEG,
-so the embedding must learn *the design*, not one renderer's look. Nothing here is used for
+small mark: its colour, its shape, its presence, a short printed word, or its place (`_twin_marks`).
+The mark always lies inside the package and the two variants always differ visibly, so no pair is
+two labels for one picture (label noise that teaches the embedding to chase pixel noise). Each
+view varies pose, scale, lighting, background, glare, hands, blur, noise and JPEG, so the
+embedding must learn *the design*, not one renderer's look. Nothing here is used for
 evaluation (the novel-product bench has its own generator, which this module never imports).
 """
 
@@ -108,12 +111,86 @@ def _draw(d: dict, mark: tuple | None) -> tuple[np.ndarray, np.ndarray]:
             box = cv2.boxPoints(((float(p[0]), float(p[1])), (20.0 + p[2] / 2, 10.0 + p[3] / 3), float(u[4] * 180)))
             cv2.fillPoly(img, [box.astype(np.int32)], col_t, cv2.LINE_AA)
     if mark is not None:
-        x, y, col, kind = mark
-        if kind == 0:
-            cv2.circle(img, (x, y), 6, col, -1, cv2.LINE_AA)
-        else:
-            cv2.rectangle(img, (x - 5, y - 5), (x + 5, y + 5), col, -1)
+        _draw_mark(img, mark)
     return img.astype(np.float32), mask.astype(np.float32) / 255
+
+
+MARK_KINDS = ("dot", "square", "triangle", "ring", "word")
+
+
+def _draw_mark(img: np.ndarray, mark: tuple) -> None:
+    """(x, y, colour, kind, radius, rim, word): a small mark, optionally with a dark rim."""
+    x, y, col, kind, r, rim, word = mark
+    layers = (((20.0, 20.0, 20.0), 2), (col, 0)) if rim else ((col, 0),)
+    for c, t in layers:
+        if kind == "dot":
+            cv2.circle(img, (x, y), r + t, c, -1, cv2.LINE_AA)
+        elif kind == "square":
+            cv2.rectangle(img, (x - r - t, y - r - t), (x + r + t, y + r + t), c, -1)
+        elif kind == "triangle":
+            tri = np.array([[x, y - r - 2 - t], [x - r - 2 - t, y + r + t], [x + r + 2 + t, y + r + t]], np.int32)
+            cv2.fillPoly(img, [tri], c, cv2.LINE_AA)
+        elif kind == "ring":
+            cv2.circle(img, (x, y), r + 1, c, 3 + t, cv2.LINE_AA)
+        else:  # a short bold word centred on (x, y)
+            (w, h), _ = cv2.getTextSize(word, cv2.FONT_HERSHEY_DUPLEX, 0.55, 2)
+            cv2.putText(img, word, (x - w // 2, y + h // 2), cv2.FONT_HERSHEY_DUPLEX, 0.55, c, 2 + t, cv2.LINE_AA)
+
+
+def _far_colour(rng: np.random.Generator, *avoid: np.ndarray, dist: float = 110.0) -> np.ndarray:
+    """A random colour at least `dist` (RGB distance) from each of `avoid` (a visible difference)."""
+    for _ in range(200):
+        c = _col(rng)
+        if all(float(np.linalg.norm(c - a)) >= dist for a in avoid):
+            return c
+    return (255.0 - avoid[0]).astype(np.float32)  # the complement is as far as it gets
+
+
+def _inside(mask: np.ndarray, rng: np.random.Generator, margin: int) -> tuple[int, int]:
+    """A point of the package at least `margin` px from its outline."""
+    core = cv2.erode(mask, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
+    ys, xs = np.nonzero(core[20:76, 20:76])
+    if len(xs) == 0:
+        return _S // 2, _S // 2
+    i = int(rng.integers(len(xs)))
+    return int(xs[i]) + 20, int(ys[i]) + 20
+
+
+def _twin_marks(d: dict, rng: np.random.Generator) -> tuple[tuple, tuple | None]:
+    """The marks of a look-alike pair: the same design, one visible small difference.
+
+    colour (40 %): one mark in two clearly different colours; shape (20 %): one colour, two
+    kinds; presence (15 %): a mark on one only; word (10 %): two different short words; place
+    (15 %): one mark, moved across the package. The mark sits inside the outline (never off the
+    package) and contrasts with the body colour."""
+    _, mask = _draw(d, None)
+    m8 = (mask * 255).astype(np.uint8)
+    r = int(rng.integers(5, 8))
+    x, y = _inside(m8, rng, r + 4)
+    kind = MARK_KINDS[int(rng.integers(4))]
+    rim = bool(rng.random() < 0.5)
+    col = _far_colour(rng, d["body"])
+    word = "".join(chr(65 + int(rng.integers(26))) for _ in range(2))
+    base = (x, y, tuple(map(float, col)), kind, r, rim, word)
+    u = rng.random()
+    if u < 0.4:
+        other = _far_colour(rng, d["body"], col)
+        return base, (x, y, tuple(map(float, other)), kind, r, rim, word)
+    if u < 0.6:
+        kind2 = MARK_KINDS[(MARK_KINDS.index(kind) + 1 + int(rng.integers(3))) % 4]
+        return base, (x, y, base[2], kind2, r, rim, word)
+    if u < 0.75:
+        return base, None
+    if u < 0.85:
+        other_word = word
+        while other_word[0] == word[0] or other_word[1] == word[1]:
+            other_word = "".join(chr(65 + int(rng.integers(26))) for _ in range(2))
+        return (x, y, base[2], "word", r, rim, word), (x, y, base[2], "word", r, rim, other_word)
+    for _ in range(50):
+        x2, y2 = _inside(m8, rng, r + 4)
+        if abs(x2 - x) + abs(y2 - y) >= 24:
+            return base, (x2, y2, base[2], kind, r, rim, word)
+    return base, None
 
 
 def _view(img: np.ndarray, alpha: np.ndarray, out: int, rng: np.random.Generator, clean: bool = False) -> np.ndarray:
@@ -182,10 +259,11 @@ def generate(classes: int, views: int, size: int, seed: int,
 
     A view is drawn at no more than `CAMERA_PX` and resized to `size` the way the recognizer
     resizes a cell (INTER_AREA): a 96 px model sees the detail a camera cell has, upscaled, never
-    finer print than it will meet. Up to 64 px the crops are exactly those of earlier versions.
+    finer print than it will meet.
 
     Returns (x, y, partner): class k's look-alike twin is partner[k] (-1 if none); classes come
-    in pairs (2i, 2i+1) for the first half, sharing the design and differing in one small mark.
+    in pairs (2i, 2i+1) for the first half, sharing the design and differing in one small mark
+    (`_twin_marks`).
     """
     rng = np.random.default_rng(seed)
     x = np.empty((classes * views, size, size, 3), np.uint8)
@@ -196,9 +274,8 @@ def generate(classes: int, views: int, size: int, seed: int,
         d = _design(int(rng.integers(1 << 40)))
         pair = k + 1 < classes and k < classes // 2
         if pair:
-            mx, my, kind = int(rng.integers(25, 71)), int(rng.integers(25, 71)), int(rng.integers(2))
-            c1, c2 = _col(rng), _col(rng)
-            looks = [_draw(d, (mx, my, tuple(map(float, c1)), kind)), _draw(d, (mx, my, tuple(map(float, c2)), kind))]
+            m1, m2 = _twin_marks(d, rng)
+            looks = [_draw(d, m1), _draw(d, m2)]
             partner[k], partner[k + 1] = k + 1, k
         else:
             looks = [_draw(d, None)]
