@@ -29,6 +29,7 @@ def main() -> int:
     p.add_argument("--days", type=int, default=7, help="ops: simulated days per run")
     p.add_argument("--novel", action="store_true", help="vision: never-seen products (bench/novel)")
     p.add_argument("--model-dir", default="", help="vision: a model directory (default: the shipped model)")
+    p.add_argument("--seeds", default="", help="vision: comma-separated seeds, rates averaged (e.g. 7,1,2,3,4,5)")
     p.add_argument("--vision-only-daemon", action="store_true",
                    help="checkout: also run the sessions through a daemon with fusion = false")
     args = p.parse_args()
@@ -61,9 +62,10 @@ def main() -> int:
         from bench.soak import run
         result = _maybe_async(run(quick=args.quick))
     elif args.name == "vision":
-        from bench.vision_bench import run
-        result = run(seed=args.seed, tests=20 if args.quick else 40,
-                     **({"model_dir": args.model_dir} if args.model_dir else {}))
+        from bench.vision_bench import run, run_seeds
+        kw = {"tests": 20 if args.quick else 40, **({"model_dir": args.model_dir} if args.model_dir else {})}
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        result = run_seeds(seeds, **kw) if seeds else run(seed=args.seed, **kw)
     elif args.name == "ops":
         from bench.ops_bench import run
         result = run(days=args.days, seed=args.seed)
