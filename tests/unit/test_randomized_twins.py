@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vision_models.train.randomized import _design, _draw, _twin_marks
+from vision_models.train.randomized import _design, _draw, _marked, _twin_marks
 
 SEEDS = range(300)
 
@@ -17,9 +17,9 @@ SEEDS = range(300)
 def _pair(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     d = _design(int(rng.integers(1 << 40)))
-    m1, m2 = _twin_marks(d, rng)
-    (a, mask), (b, _) = _draw(d, m1), _draw(d, m2)
-    return a, b, mask
+    img, mask = _draw(d, None)
+    m1, m2 = _twin_marks(d, mask, rng)
+    return _marked(img, m1), _marked(img, m2), mask
 
 
 @pytest.mark.parametrize("chunk", range(3))
@@ -38,7 +38,7 @@ def test_all_five_kinds_of_difference_occur() -> None:
     for seed in SEEDS:
         rng = np.random.default_rng(seed)
         d = _design(int(rng.integers(1 << 40)))
-        m1, m2 = _twin_marks(d, rng)
+        m1, m2 = _twin_marks(d, _draw(d, None)[1], rng)
         if m2 is None:
             kinds.add("presence")
         elif m1[3] == "word":

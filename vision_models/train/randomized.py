@@ -110,9 +110,16 @@ def _draw(d: dict, mark: tuple | None) -> tuple[np.ndarray, np.ndarray]:
         else:  # label panel at a random angle
             box = cv2.boxPoints(((float(p[0]), float(p[1])), (20.0 + p[2] / 2, 10.0 + p[3] / 3), float(u[4] * 180)))
             cv2.fillPoly(img, [box.astype(np.int32)], col_t, cv2.LINE_AA)
-    if mark is not None:
-        _draw_mark(img, mark)
-    return img.astype(np.float32), mask.astype(np.float32) / 255
+    return _marked(img.astype(np.float32), mark), mask.astype(np.float32) / 255
+
+
+def _marked(img: np.ndarray, mark: tuple | None) -> np.ndarray:
+    """A drawn design (float32) with `mark` added (none: the design itself)."""
+    if mark is None:
+        return img
+    out = img.astype(np.uint8)
+    _draw_mark(out, mark)
+    return out.astype(np.float32)
 
 
 MARK_KINDS = ("dot", "square", "triangle", "ring", "word")
@@ -156,21 +163,24 @@ def _inside(mask: np.ndarray, rng: np.random.Generator, margin: int) -> tuple[in
     return int(xs[i]) + 20, int(ys[i]) + 20
 
 
-def _twin_marks(d: dict, rng: np.random.Generator) -> tuple[tuple, tuple | None]:
+def _word(rng: np.random.Generator) -> str:
+    return "".join(chr(65 + int(rng.integers(26))) for _ in range(2))
+
+
+def _twin_marks(d: dict, mask: np.ndarray, rng: np.random.Generator) -> tuple[tuple, tuple | None]:
     """The marks of a look-alike pair: the same design, one visible small difference.
 
     colour (40 %): one mark in two clearly different colours; shape (20 %): one colour, two
     kinds; presence (15 %): a mark on one only; word (10 %): two different short words; place
     (15 %): one mark, moved across the package. The mark sits inside the outline (never off the
-    package) and contrasts with the body colour."""
-    _, mask = _draw(d, None)
+    package) and contrasts with the body colour. `mask`: the design's outline, as `_draw` returns it."""
     m8 = (mask * 255).astype(np.uint8)
     r = int(rng.integers(5, 8))
     x, y = _inside(m8, rng, r + 4)
     kind = MARK_KINDS[int(rng.integers(4))]
     rim = bool(rng.random() < 0.5)
     col = _far_colour(rng, d["body"])
-    word = "".join(chr(65 + int(rng.integers(26))) for _ in range(2))
+    word = _word(rng)
     base = (x, y, tuple(map(float, col)), kind, r, rim, word)
     u = rng.random()
     if u < 0.4:
@@ -184,7 +194,7 @@ def _twin_marks(d: dict, rng: np.random.Generator) -> tuple[tuple, tuple | None]
     if u < 0.85:
         other_word = word
         while other_word[0] == word[0] or other_word[1] == word[1]:
-            other_word = "".join(chr(65 + int(rng.integers(26))) for _ in range(2))
+            other_word = _word(rng)
         return (x, y, base[2], "word", r, rim, word), (x, y, base[2], "word", r, rim, other_word)
     for _ in range(50):
         x2, y2 = _inside(m8, rng, r + 4)
@@ -274,8 +284,8 @@ def generate(classes: int, views: int, size: int, seed: int,
         d = _design(int(rng.integers(1 << 40)))
         pair = k + 1 < classes and k < classes // 2
         if pair:
-            m1, m2 = _twin_marks(d, rng)
-            looks = [_draw(d, m1), _draw(d, m2)]
+            img, alpha = _draw(d, None)
+            looks = [(_marked(img, m), alpha) for m in _twin_marks(d, alpha, rng)]
             partner[k], partner[k + 1] = k + 1, k
         else:
             looks = [_draw(d, None)]
