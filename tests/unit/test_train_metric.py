@@ -72,6 +72,10 @@ def test_a_short_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> None:
         "6",
         "--threads",
         "1",
+        "--pair-margin",
+        "0.3",
+        "--clean-views",
+        "1",
     ]
     done = run(*common, "--steps", "4", "--every", "2")
     assert done.returncode == 0, done.stderr
@@ -85,6 +89,8 @@ def test_a_short_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> None:
     q = card["training_data"]["quantization"]
     assert q["shipped"] in ("int8", "fp32") and 0 <= q["fp32_val_top1"] <= 1 and 0 <= q["int8_val_top1"] <= 1
     assert card["training_data"]["steps"] == 4 and card["evaluation"]["cells"] == 60
+    train_cmd = card["training_data"]["commands"][1]  # the card reproduces the run, options included
+    assert "--steps 4 " in train_cmd and train_cmd.endswith("--pair-margin 0.3 --clean-views 1")
     rec = Recognizer.load(out)
     img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
     (det,) = rec.recognize(img, [CellRoi("A1", 0, 0, 0, 64, 64)])

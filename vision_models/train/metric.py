@@ -163,7 +163,7 @@ def train(a: argparse.Namespace) -> int:
     sim_labels = [*data.demo_skus, EMPTY, *data.distractors]
     index = {k: i for i, k in enumerate(sim_labels)}
     sim_x, sim_y = cells.x, np.array([index[n] for n in cells.labels])
-    rx, _, rp = generate(a.randomized, a.views, a.size, a.seed)
+    rx, _, rp = generate(a.randomized, a.views, a.size, a.seed, clean_views=a.clean_views)
     val, _, _ = generate(a.val_classes, 8, a.size, VAL_SEED)
     val = val.reshape(a.val_classes, 8, a.size, a.size, 3)
     log.info(
@@ -314,7 +314,8 @@ def export_checkpoint(a: argparse.Namespace) -> int:
         f"--size {a.size} "
         + (f"--minutes {args['minutes']:g} " if args.get("minutes") else f"--steps {args['steps']} ")
         + f"--randomized {args['randomized']} --views {args['views']} "
-        f"--lr {args['lr']} --seed {args['seed']}"
+        f"--lr {args['lr']} --seed {args['seed']} --pair-margin {args['pair_margin']:g}"
+        + (f" --clean-views {args['clean_views']}" if args.get("clean_views") else "")
     )
     info = {
         "description": "synthetic shelf cells (hw_sim.camera.dataset, see its command) mixed with "
@@ -375,6 +376,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--pair-margin", type=float, default=0.2)
     p.add_argument("--randomized", type=int, default=4000, help="procedurally generated classes")
     p.add_argument("--views", type=int, default=6, help="views per randomized class")
+    p.add_argument("--clean-views", type=int, default=0, help="of which enrollment-like shots (clean=True)")
     p.add_argument("--val-classes", type=int, default=120)
     p.add_argument("--every", type=int, default=250, help="validate and checkpoint every N steps")
     p.add_argument("--seed", type=int, default=1000)
