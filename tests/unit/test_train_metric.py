@@ -107,3 +107,12 @@ def test_pretrained_efficientnet_lite0_loads_strictly_and_embeds() -> None:
     with torch.no_grad():
         emb = model(x)
     assert emb.shape == (2, 128) and torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_clean_views_must_leave_a_shelf_view() -> None:
+    from vision_models.train.metric import parse_args
+
+    base = ["--data", "d", "--work", "w", "--views", "4"]
+    assert parse_args([*base, "--clean-views", "3"]).clean_views == 3
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--clean-views", "4"])

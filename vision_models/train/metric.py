@@ -384,7 +384,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--export", type=Path, default=None, help="export the checkpoint into this model dir")
     p.add_argument("--int8", action="store_true", help="with --export: int8 QDQ (quantize_static)")
     p.add_argument("--version", default="2.0.0", help="with --export: the model card's version")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if not 0 <= a.clean_views < a.views:
+        p.error("--clean-views must leave at least one shelf view (0 <= N < --views)")
+    return a
 
 
 def main(argv: Sequence[str] | None = None) -> int:
