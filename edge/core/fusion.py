@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge.core.catalog import Money, Planogram, Sku
-from edge.core.fusion_lanes import blind_lanes, unseen_takes, untouched
+from edge.core.fusion_lanes import blind_lanes, unseen_extras, unseen_takes, untouched
 
 EMPTY = "empty"
 Status = str  # "charge" | "needs_review" | "nothing_taken"
@@ -344,12 +344,12 @@ def _fused(obs: ShelfObservation, planogram: Planogram, readings: Mapping[Basket
            params: FusionParams, blind: frozenset[str] = frozenset()) -> ShelfDecision:
     assert obs.weight_delta_g is not None
     target = -obs.weight_delta_g
-    ranked: list[tuple[float, Basket, tuple[Move, ...]]] = []
+    ranked: list[tuple[float, Basket, Basket]] = []
     for basket, resid in _fits([planogram.skus[s] for s in pool | blind], target, params.max_items,
                                params.scale_tol_g):
         seen = tuple((s, n) for s, n in basket if s not in blind)
         cost, rb = min((r.cost + _distance(seen, b), b) for b, r in readings.items())
-        ranked.append((round(cost + params.weight_soft * resid, 6), basket, readings[rb].moves))
+        ranked.append((round(cost + params.weight_soft * resid, 6), basket, rb))
     ranked.sort()
     vision_best = min(readings.items(), key=lambda kv: kv[1].cost)
     ev: dict[str, Any] = {"vision": _fmt(vision_best[0]), "pool": sorted(pool),
@@ -358,18 +358,18 @@ def _fused(obs: ShelfObservation, planogram: Planogram, readings: Mapping[Basket
         ev["no_prototype"] = sorted(obs.no_prototype)
     if not ranked:
         return _shelf(obs, "needs_review", dict(vision_best[0]), [], 0.0, ["weight_fits_nothing"], ev)
-    cost, basket, moves = ranked[0]
+    cost, basket, rb = ranked[0]
     conf = min(1.0, ranked[1][0] - cost) if len(ranked) > 1 else 1.0
-    reasons = []
-    if cost > params.max_cost:
-        reasons.append("vision_weight_disagree")
+    reasons = ["vision_weight_disagree"] if cost > params.max_cost else []
     if conf < params.min_confidence:
         reasons.append(f"ambiguous:{_fmt(basket)}|{_fmt(ranked[1][1])}")
+    lanes = {s.slot_id: s.sku_id for s in planogram.slots_on_shelf(obs.shelf)}  # blind lanes' cells are gone
+    reasons += unseen_extras(obs.before or (), obs.after or (), lanes, dict(basket), dict(rb), EMPTY)
     status = "needs_review" if reasons else ("charge" if basket else "nothing_taken")
     by_weight = sorted(s for s, _ in basket if s in blind)
     if by_weight:  # on the order and the evidence: charged on the scale's word alone
         reasons.append("weight_only:" + "+".join(by_weight))
-    return _shelf(obs, status, dict(basket), list(moves), conf, reasons, ev)
+    return _shelf(obs, status, dict(basket), list(readings[rb].moves), conf, reasons, ev)
 
 
 def _vision_only(obs: ShelfObservation, readings: Mapping[Basket, _Reading], params: FusionParams) -> ShelfDecision:

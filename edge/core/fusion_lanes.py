@@ -52,3 +52,12 @@ def unseen_takes(before: Iterable[_Cell], after: Iterable[_Cell], lanes: Mapping
                 emptied[lanes[c.slot_id]] += sign
     return [f"no_prototype_unseen:{sku}" for sku in sorted(set(lanes.values()))
             if taken.get(sku, 0) > max(emptied[sku], 0)]
+
+
+def unseen_extras(before: Iterable[_Cell], after: Iterable[_Cell], lanes: Mapping[str, str],
+                  charged: Mapping[str, int], seen: Mapping[str, int], empty: str) -> list[str]:
+    """Review reasons for SKUs the scale adds to what the cameras saw taken (`charged` beyond `seen`)
+    while every lane of that SKU (`lanes`: the shelf's slot id -> SKU) was seen filled and unchanged:
+    the grams belong to a take the cameras missed elsewhere, and a look-alike weight must not name it."""
+    still = untouched(before, after, lanes, empty)
+    return [f"unseen_take:{sku}" for sku in sorted(charged) if charged[sku] > seen.get(sku, 0) and sku in still]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from edge.core.fusion import EMPTY, CellObs, ShelfObservation, decide
@@ -167,6 +167,9 @@ def steady(obs: ShelfObservation, lanes: frozenset[str]) -> ShelfObservation:
 @settings(max_examples=200, deadline=None)
 @given(taken=takes, lanes=st.sets(st.sampled_from(LANES), min_size=1, max_size=4), noise=noise,
        missed=st.booleans())
+# found by a fresh clone's run: G3's take unseen, and the scale's grams named tea_lemon (a neighbour of G5
+# that weighs like tea_peach) although the cameras saw its lane untouched: that must go to review
+@example(taken=["G3", "G5"], lanes={"F1"}, noise=0.0, missed=True)
 def test_steady_misreads_and_a_missed_take_never_charge_a_wrong_basket(
         taken: list[str], lanes: set[str], noise: float, missed: bool) -> None:
     """Whatever is taken, from any lanes, with or without a prototype, and even when the cameras miss one
