@@ -31,7 +31,7 @@ def blind_lanes(planogram: Planogram, shelf: int, no_prototype: Iterable[str]) -
 
 
 def untouched(before: Iterable[_Cell], after: Iterable[_Cell], lanes: Mapping[str, str], empty: str) -> set[str]:
-    """SKUs of no-prototype `lanes` whose cells the cameras saw filled and unchanged between the frames.
+    """SKUs of `lanes` (slot id -> SKU) whose cells the cameras saw filled and unchanged between the frames.
     A lane read empty throughout is not among them: the camera may simply not see that product."""
     seen: dict[str, list[dict[tuple[str, int], str]]] = {sku: [{}, {}] for sku in lanes.values()}
     for i, cells in enumerate((before, after)):
