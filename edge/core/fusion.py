@@ -18,8 +18,7 @@ Implements "How take-and-go decides" in ARCHITECTURE.md. Per shelf:
 Camera down for a shelf: weight only, charge only when exactly one multiset of the shelf's SKUs
 fits. Scale offline: vision only, with a stricter margin. Never charge when in doubt.
 
-Lanes with no prototype of their SKU (`ShelfObservation.no_prototype`): see edge/core/fusion_lanes.py.
-"""
+Lanes with no prototype of their SKU (`ShelfObservation.no_prototype`): see edge/core/fusion_lanes.py."""
 
 from __future__ import annotations
 
@@ -160,10 +159,11 @@ def decide_shelf(obs: ShelfObservation, planogram: Planogram, params: FusionPara
     seen, obs = obs, replace(obs, before=[c for c in obs.before or () if c.slot_id not in obs.no_prototype],
                              after=[c for c in obs.after or () if c.slot_id not in obs.no_prototype])
     readings, pool = _readings(obs, planogram, params)
+    b, a, sure = seen.before or (), seen.after or (), params.min_quality  # an empty read below it: unsure
     d = _vision_only(obs, readings, params) if obs.weight_delta_g is None else \
         _fused(obs, planogram, readings, pool - blind, params,
-               frozenset(blind - untouched(seen.before or (), seen.after or (), lanes, EMPTY)))
-    if d.status == "charge" and (unseen := unseen_takes(seen.before or (), seen.after or (), lanes, d.taken, EMPTY)):
+               frozenset(blind - untouched(b, a, lanes, EMPTY, sure_empty=sure)))
+    if d.status == "charge" and (unseen := unseen_takes(b, a, lanes, d.taken, EMPTY, sure)):
         d = replace(d, status="needs_review", confidence=0.0, reasons=[*d.reasons, *unseen])  # lanes look untouched
     doubtful = [f"{when}:{c.slot_id}/{c.position}" for when, cells in (("before", obs.before), ("after", obs.after))
                 for c in cells or () if _doubtful(c, params)]

@@ -53,7 +53,8 @@ async def test_only_the_lane_without_prototype_is_weighed(tmp_path):
 
         # a second such lane that weighs like the first (lemon 355 g, cola 352 g): the scale alone cannot
         # tell them apart, but the cameras saw F1 filled and unchanged, so only F4 can explain the grams
-        # (the tie of two lanes that both changed goes to review: tests/unit/test_fusion_no_prototype.py)
+        # (only filled / empty is compared on such lanes: its guessed names may differ between frames; when
+        # neither lane is provably unchanged, the tie goes to review: tests/unit/test_fusion_no_prototype.py)
         await enrollment.remove("lemon", actor="test")
         row, _ = await shop(rig, random.Random(2), session_id="s-f4", linger_s=0.5, actions=[("take", "F4")])
         decision = json.loads(row["data"])["decision"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
@@ -22,12 +23,13 @@ SKU_OF = {s.slot_id: s.sku_id for s in PLAN.slots.values()}
 
 def misread(obs: ShelfObservation, lanes: frozenset[str], rng: random.Random) -> ShelfObservation:
     """The shelf as the daemon sees it with no prototype for `lanes`' products: their cells read as
-    whatever the gallery holds nearest (another product, anything but their own SKU) or empty."""
+    whatever the gallery holds nearest (another product, anything but their own SKU) or empty, a new guess
+    in each frame, and always on a poor likeness (quality): a package is not the bare shelf's picture."""
     wrong = [*sorted(set(SKU_OF.values()) - {SKU_OF[s] for s in lanes}), EMPTY]
 
     def fake(cells: list[CellObs] | None) -> list[CellObs] | None:
         return None if cells is None else [
-            CellObs(c.slot_id, c.position, rng.choice(wrong), 0.9, EMPTY, 0.05)
+            CellObs(c.slot_id, c.position, rng.choice(wrong), 0.9, EMPTY, 0.05, quality=rng.uniform(0.1, 0.8))
             if c.slot_id in lanes and c.label != EMPTY else c for c in cells]
 
     mine = frozenset(s for s in lanes if SHELF_OF[s] == obs.shelf)
@@ -72,12 +74,19 @@ def test_takes_from_both_kinds_of_lane_on_one_shelf() -> None:
     assert (d.status, d.taken) == ("charge", {"cola": 1, "orange": 1, "energy": 1})
 
 
-def test_two_lanes_without_prototype_that_weigh_alike_go_to_review() -> None:
+def test_two_lanes_without_prototype_that_weigh_alike_go_to_review_unless_one_is_seen_unchanged() -> None:
     before = full()
-    after = take(before, "F1")  # cola 352 g vs lemon 355 g, both unknown to the gallery
-    d = decide(blind(observe(before, after), frozenset({"F1", "F4"})), PLAN)
+    obs = observe(before, take(before, "F1"))  # cola 352 g vs lemon 355 g, both unknown to the gallery
+    dark = frozenset({"F1", "F4"})
+    d = decide([replace(o, no_prototype=dark) if o.shelf == 0 else o for o in obs], PLAN)
+    assert (d.status, d.taken) == ("charge", {"cola": 1})  # F4 seen filled and unchanged: not lemon
+    # a hand over F4 in the after frame: one of its cells reads empty on a poor likeness, so F4 is not
+    # provably unchanged and the grams fit one cola as well as one lemon
+    hand = [CellObs("F4", 0, EMPTY, 0.6, "lemon", 0.3, quality=0.5) if (c.slot_id, c.position) == ("F4", 0)
+            else c for c in obs[0].after or []]
+    d = decide([replace(obs[0], after=hand, no_prototype=dark), *obs[1:]], PLAN)
     assert d.status == "needs_review"
-    assert any(r.startswith("shelf0:ambiguous") for r in d.reasons)
+    assert any(r.startswith("shelf0:ambiguous") for r in d.reasons), d.reasons
 
 
 def test_a_residual_of_no_whole_count_goes_to_review() -> None:
@@ -139,14 +148,15 @@ def test_a_take_from_a_lane_without_prototype_is_the_true_basket_or_review(
 def test_a_take_vision_missed_is_not_billed_as_the_product_without_prototype() -> None:
     """cola_zero (350 g) leaves F2 but the cameras see F2 unchanged; cola (352 g) in F1 has no prototype
     and its cells did not change either: the weight fits 'one cola' - a wrong charge unless the untouched
-    F1 cells veto it (edge/core/fusion_lanes.py)."""
+    F1 cells veto it (edge/core/fusion_lanes.py): F1 shows the same cells filled, so cola is not a
+    hypothesis and nothing else weighs 350 g."""
     before = full()
     obs = observe(before, take(before, "F2"))
     missed = [c for c in obs[0].before or [] if c.slot_id == "F2"]
     obs[0] = ShelfObservation(0, obs[0].before, [c for c in obs[0].after or [] if c.slot_id != "F2"] + missed,
                               obs[0].weight_delta_g)
     d = decide(blind(obs, frozenset({"F1"})), PLAN)
-    assert d.status == "needs_review" and "shelf0:no_prototype_unseen:cola" in d.reasons
+    assert d.status == "needs_review" and d.reasons == ["shelf0:weight_fits_nothing"], d.reasons
     assert decide(obs, PLAN).status == "needs_review"  # with a full gallery, vision and weight disagree too
 
 
@@ -187,3 +197,22 @@ def test_steady_misreads_and_a_missed_take_never_charge_a_wrong_basket(
     d = decide([steady(o, frozenset(lanes)) for o in obs], PLAN)
     assert d.status == "needs_review" or (d.status in ("charge", "nothing_taken") and d.taken == truth), \
         (d.status, d.taken, truth)
+
+
+def test_an_unchanged_lane_without_prototype_is_ruled_out_though_its_guesses_differ() -> None:
+    """Seen in the e2e rig with a retrained model: an unknown package is read as the nearest known product,
+    and two frames may guess differently (salad, then water) for a cell nobody touched. Its lane still shows
+    the same cells filled, so it cannot explain the grams of a take from the other unknown lane."""
+    before = full()
+    obs = observe(before, take(before, "F4"))  # lemon 355 g; cola (F1) 352 g: both without prototype
+    guess = ({"F1": "salad", "F4": "juice_apple"}, {"F1": "water", "F4": "water"})
+
+    def read(cells: list[CellObs] | None, frame: int) -> list[CellObs]:
+        return [CellObs(c.slot_id, c.position, guess[frame][c.slot_id], 0.15, "crisps", 0.14)
+                if c.slot_id in guess[frame] and c.label != EMPTY else c for c in cells or []]
+
+    obs[0] = ShelfObservation(0, read(obs[0].before, 0), read(obs[0].after, 1), obs[0].weight_delta_g,
+                              frozenset({"F1", "F4"}))
+    d = decide(obs, PLAN)
+    assert (d.status, d.taken) == ("charge", {"lemon": 1}), d.reasons
+    assert "shelf0:weight_only:lemon" in d.reasons
