@@ -28,7 +28,7 @@ import structlog
 
 from edge.core.catalog import Planogram
 from edge.core.fusion import CellObs, Decision, ShelfObservation, decide
-from edge.services.evidence import cell_observations, doubt_margin
+from edge.services.evidence import cell_observations, doubt_gates
 from hw_sim.camera.render import ShelfRenderer
 from hw_sim.customers import Truth, apply, generate
 from hw_sim.world import FridgeWorld, load_demo_planogram
@@ -59,7 +59,7 @@ def _weigh(world: FridgeWorld, rng: random.Random) -> dict[int, float]:
 def _observe(rec: Recognizer, frames: dict[int, np.ndarray], rois: dict[int, list[CellRoi]]) -> dict[int, list[CellObs]]:
     out = {}
     for shelf, frame in frames.items():
-        out[shelf] = cell_observations(rec.recognize(frame, rois[shelf]), doubt_margin(rec))
+        out[shelf] = cell_observations(rec.recognize(frame, rois[shelf]), *doubt_gates(rec))
     return out
 
 

@@ -6,7 +6,8 @@ SKUs compete too); every test view is classified as one cell through `Recognizer
 
 A read is *doubted* when fusion would doubt it (`is_doubtful`): its quality (the similarity judged
 against the SKU's own references) below `FusionParams.min_quality`, or its best-vs-second cosine
-margin below the model card's `doubt.min_margin`. `wrong_trusted_rate` = wrong and not doubted / all
+margin below the model card's `doubt.min_margin` unless the pair check settled it (|z| at least
+`doubt.min_pair_z`, `vision_models.pairs`). `wrong_trusted_rate` = wrong and not doubted / all
 reads; `doubted_correct_rate` = doubted / correct reads. `unknown_trusted_rate`: reads of
 `unknown` more products that were never enrolled (open set) that would be trusted, i.e. read as
 some enrolled product without doubt (drawn after everything else, so the other figures do not
@@ -64,7 +65,7 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
     for d in cat:
         rec.enroll(d.sku_id, [render_view(d, VIEW, rng, hard=False) for _ in range(refs)])
     min_q = FusionParams().min_quality
-    min_margin = float(rec.card.get("doubt", {}).get("min_margin", 0.0))
+    min_margin, min_pair_z = rec.min_margin, rec.min_pair_z
     roi = [CellRoi("X1", 0, 0, 0, VIEW, VIEW)]
     n = correct = pair_n = pair_ok = wrong_trusted = doubted_correct = 0
     wrong_trusted_sim = doubted_sim = 0
@@ -77,7 +78,7 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
             times.append(time.perf_counter() - t0)
             ok = det.label == d.sku_id
             doubt_sim = det.similarity < min_q
-            doubted = is_doubtful(det, min_q, min_margin)
+            doubted = is_doubtful(det, min_q, min_margin, min_pair_z)
             n += 1
             correct += ok
             if d.partner:
@@ -92,7 +93,7 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
     for d in strangers:  # never enrolled: every trusted read of them names the wrong product
         for _ in range(tests):
             (det,) = rec.recognize(render_view(d, VIEW, strange_rng, hard=True), roi)
-            strange_trusted += not is_doubtful(det, min_q, min_margin)
+            strange_trusted += not is_doubtful(det, min_q, min_margin, min_pair_z)
     # batch latency: 16 cells of one frame in one inference (a shelf camera's cells)
     frame = np.concatenate([render_view(cat[i], VIEW, rng, hard=True) for i in range(16)], axis=1)
     rois = [CellRoi("X1", i, i * VIEW, 0, VIEW, VIEW) for i in range(16)]
@@ -115,7 +116,8 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
         "unknown_trusted_rate": round(strange_trusted / max(1, unknown * tests), 4),
         "second_look_share": round(second_looks / n, 4),
         "doubt": {"min_quality": min_q, "min_margin": min_margin, "radius_slack": rec.radius_slack,
-                  "second_look_below": rec.second_look_below},
+                  "second_look_below": rec.second_look_below, "pair_shrink": rec.pair_shrink,
+                  "min_pair_z": min_pair_z if np.isfinite(min_pair_z) else None},
         "embed_ms_p95": round(float(np.percentile(batch, 95)) * 1000, 2),
         "embed_ms_p95_batch": 16,
         "cell_ms_p95": round(float(np.percentile(times, 95)) * 1000, 2),

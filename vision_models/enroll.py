@@ -4,7 +4,9 @@ A prototype is the L2-normalized mean of the embeddings of a few reference crops
 enrollment views, `vision_models.augment`). Classifying a crop is cosine similarity against every
 prototype, so adding a product is adding one row here. Each row may also carry a *radius*: how
 similar the SKU's own references are to its prototype (leave-one-reference-out, see
-`Recognizer.reference`); NaN when unknown (the shipped seed labels).
+`Recognizer.reference`); NaN when unknown (the shipped seed labels); and the *spread* of its
+enrollment views (mean and main directions, `vision_models.pairs`) for the pair check between look-alikes;
+None when unknown (the shipped seed labels, products enrolled before it existed).
 """
 
 from __future__ import annotations
@@ -13,11 +15,21 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from vision_models.types import ModelError
+
+Spread = tuple[np.ndarray, np.ndarray]  # (mean (D,) float32, spread (RANK, D) float16): vision_models.pairs
+
+
+class Reference(NamedTuple):
+    """What a product's reference images give the gallery (`Recognizer.reference`; `Gallery.put(label, *ref)`)."""
+
+    proto: np.ndarray
+    radius: float
+    spread: Spread
 
 
 def prototype(embeddings: np.ndarray) -> np.ndarray:
@@ -35,7 +47,8 @@ def prototype(embeddings: np.ndarray) -> np.ndarray:
 class Gallery:
     """Labels, their prototypes and radii. Thread-safe: readers get a consistent snapshot."""
 
-    def __init__(self, labels: list[str], prototypes: np.ndarray, radius: np.ndarray | None = None) -> None:
+    def __init__(self, labels: list[str], prototypes: np.ndarray, radius: np.ndarray | None = None,
+                 spreads: dict[str, Spread] | None = None) -> None:
         if prototypes.ndim != 2 or len(labels) != prototypes.shape[0] or len(set(labels)) != len(labels):
             raise ModelError(f"gallery has {len(labels)} labels for prototypes of shape {prototypes.shape}")
         if not np.all(np.isfinite(prototypes)):
@@ -43,8 +56,12 @@ class Gallery:
         rad = np.full(len(labels), np.nan, np.float32) if radius is None else np.asarray(radius, np.float32)
         if rad.shape != (len(labels),):
             raise ModelError(f"gallery has {len(labels)} labels for radii of shape {rad.shape}")
+        spreads = dict(spreads or {})
+        if not set(spreads) <= set(labels) or any(not _spread_ok(v, prototypes.shape[1]) for v in spreads.values()):
+            raise ModelError("gallery spreads do not match its labels or dimension")
         self._lock = threading.Lock()
         self._state = (tuple(labels), np.ascontiguousarray(prototypes, np.float32), rad)
+        self._spreads = spreads  # replaced, never mutated: readers may hold the old dict
 
     @property
     def dim(self) -> int:
@@ -59,11 +76,21 @@ class Gallery:
         """(labels, prototypes, radii), one consistent snapshot; a radius is NaN when unknown."""
         return self._state
 
-    def put(self, label: str, proto: np.ndarray, radius: float = float("nan")) -> None:
-        """Add or replace the prototype (and radius) of `label`."""
+    def spread(self, label: str) -> Spread | None:
+        """`label`'s enrollment spread (mean, main directions), None when it has none."""
+        return self._spreads.get(label)
+
+    def put(self, label: str, proto: np.ndarray, radius: float = float("nan"), spread: Spread | None = None) -> None:
+        """Add or replace the prototype (and radius, and spread: None drops an old one) of `label`."""
         if proto.shape != (self.dim,):
             raise ValueError(f"prototype must have shape ({self.dim},), got {proto.shape}")
+        if spread is not None and not _spread_ok(spread, self.dim):
+            raise ValueError("spread must be (mean (D,), directions (K, D)) and finite")
         with self._lock:
+            spreads = {k: v for k, v in self._spreads.items() if k != label}
+            if spread is not None:
+                spreads[label] = (np.asarray(spread[0], np.float32), np.asarray(spread[1], np.float16))
+            self._spreads = spreads
             labels, mat, rad = self._state
             if label in labels:
                 mat, rad = mat.copy(), rad.copy()
@@ -83,23 +110,40 @@ class Gallery:
                 return False
             i = labels.index(label)
             self._state = (labels[:i] + labels[i + 1:], np.delete(mat, i, axis=0), np.delete(rad, i))
+            self._spreads = {k: v for k, v in self._spreads.items() if k != label}
             return True
 
     def copy(self) -> Gallery:
         labels, mat, rad = self._state
-        return Gallery(list(labels), mat.copy(), rad.copy())
+        return Gallery(list(labels), mat.copy(), rad.copy(), self._spreads)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """What a gallery file holds (np.savez keyword arguments)."""
+        """What a gallery file holds (np.savez keyword arguments); the spread arrays only when a label
+        has one (`spread_labels`, `spread_mean`, `spread_dirs`)."""
         labels, mat, rad = self._state
-        return {"labels": np.array(labels, dtype=str), "prototypes": mat, "radius": rad}
+        out = {"labels": np.array(labels, dtype=str), "prototypes": mat, "radius": rad}
+        spreads = self._spreads
+        if spreads:
+            names = [lb for lb in labels if lb in spreads]
+            out["spread_labels"] = np.array(names, dtype=str)
+            out["spread_mean"] = np.stack([spreads[n][0] for n in names]).astype(np.float32)
+            out["spread_dirs"] = np.stack([spreads[n][1] for n in names]).astype(np.float16)
+        return out
 
     @classmethod
     def from_npz(cls, z: Any) -> Gallery:
-        """From an open np.load of a gallery file (`radius` optional: older files have none)."""
+        """From an open np.load of a gallery file (`radius` and the spread arrays optional: older files
+        have none)."""
         labels = [str(x) for x in z["labels"]]
         radius = np.asarray(z["radius"], np.float32) if "radius" in z.files else None
-        return cls(labels, np.asarray(z["prototypes"], np.float32), radius)
+        spreads: dict[str, Spread] = {}
+        if "spread_labels" in z.files:
+            means, dirs = np.asarray(z["spread_mean"]), np.asarray(z["spread_dirs"])
+            names = [str(x) for x in z["spread_labels"]]
+            if means.shape[0] != len(names) or dirs.shape[0] != len(names):
+                raise ModelError(f"gallery has {len(names)} spread labels for arrays {means.shape}, {dirs.shape}")
+            spreads = {n: (means[i], dirs[i]) for i, n in enumerate(names)}
+        return cls(labels, np.asarray(z["prototypes"], np.float32), radius, spreads)
 
     @classmethod
     def load(cls, path: str | Path) -> Gallery:
@@ -116,8 +160,7 @@ class Gallery:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".gallery-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as fh:
-                a = self.arrays()
-                np.savez(fh, labels=a["labels"], prototypes=a["prototypes"], radius=a["radius"])
+                np.savez(fh, allow_pickle=False, **self.arrays())
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; the gallery is not a secret
@@ -125,3 +168,9 @@ class Gallery:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _spread_ok(spread: Spread, dim: int) -> bool:
+    mean, dirs = spread
+    return (np.shape(mean) == (dim,) and np.ndim(dirs) == 2 and np.shape(dirs)[1] == dim
+            and bool(np.all(np.isfinite(mean))) and bool(np.all(np.isfinite(np.asarray(dirs, np.float32)))))

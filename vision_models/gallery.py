@@ -122,9 +122,7 @@ class GalleryStore:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".gallery-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as fh:
-                a = gallery.arrays()
-                np.savez(fh, labels=a["labels"], prototypes=a["prototypes"], radius=a["radius"],
-                         version=np.array(version), model=np.array(model))
+                np.savez(fh, allow_pickle=False, **gallery.arrays(), version=np.array(version), model=np.array(model))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o644)

@@ -19,7 +19,8 @@ import onnxruntime as ort
 import structlog
 
 from vision_models.augment import enrollment_views, quarter_turns
-from vision_models.enroll import Gallery, prototype
+from vision_models.enroll import Gallery, Reference, prototype
+from vision_models.pairs import pair_z, spread_stats
 from vision_models.preprocess import crop_cells, resize_square, to_tensor
 from vision_models.types import EMPTY, CellDetection, CellRoi, ModelError
 
@@ -88,6 +89,11 @@ class Recognizer:
         self.radius_slack: float | None = None if slack is None else float(slack)
         # a read whose margin is below this gets a second look (quarter turns averaged; 0 = never)
         self.second_look_below = float(doubt.get("second_look_below", 0.0))
+        # the pair check between the two nearest products of a read given a second look (`pairs`): its
+        # ridge (None: off), and from which |z| on it settles a read the margin leaves in doubt
+        shrink = doubt.get("pair_shrink")
+        self.pair_shrink: float | None = None if shrink is None else float(shrink)
+        self.min_pair_z = float(doubt.get("min_pair_z", float("inf")))
         self.second_looks = 0  # cells given a second look since load (a statistic)
 
     @classmethod
@@ -165,6 +171,7 @@ class Recognizer:
         labels, protos, radius = self._gallery.entries()
         cosine = emb @ protos.T
         two = len(labels) > 1
+        look = np.zeros(0, np.int64)
         if two and self.second_look_below > 0:
             top = -np.partition(-cosine, 1, axis=1)[:, :2]
             look = np.flatnonzero(top[:, 0] - top[:, 1] < self.second_look_below)
@@ -179,15 +186,33 @@ class Recognizer:
         prob = np.exp(logits)
         prob /= prob.sum(axis=1, keepdims=True)
         top2 = np.argsort(-prob, axis=1)[:, :2]
+        pair = self._pair_check(look, emb, top2, labels)  # may swap a row of top2
         best = cosine[np.arange(len(rois)), top2[:, 0]]
         quality = self._quality(best, radius[top2[:, 0]])
         out = []
-        for roi, (a, b), p, cos, q in zip(rois, top2, prob, cosine, quality, strict=True):
+        for roi, (a, b), p, cos, q, z in zip(rois, top2, prob, cosine, quality, pair, strict=True):
             out.append(CellDetection(roi.slot_id, roi.position, labels[a], float(p[a]),
                                      labels[b] if two else EMPTY, float(p[b]) if two else 0.0,
                                      round(float(cos[a]), 4), round(float(cos[a] - cos[b]), 4) if two else 1.0,
-                                     round(float(q), 4)))
+                                     round(float(q), 4), round(float(z), 3)))
         return out
+
+    def _pair_check(self, rows: np.ndarray, emb: np.ndarray, top2: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+        """|z| of the pair check for `rows` (reads given a second look) whose two nearest products both
+        have a spread; a row of `top2` is swapped where the check prefers the runner-up. 0 elsewhere."""
+        z = np.zeros(len(emb))
+        if self.pair_shrink is None or top2.shape[1] < 2:
+            return z
+        for i in rows:
+            a, b = top2[i]
+            sa, sb = self._gallery.spread(labels[a]), self._gallery.spread(labels[b])
+            if sa is None or sb is None:
+                continue
+            zi = pair_z(sa, sb, emb[i], self.pair_shrink)
+            if zi < 0:
+                top2[i] = (b, a)
+            z[i] = abs(zi)
+        return z
 
     def _quality(self, similarity: np.ndarray, radius: np.ndarray) -> np.ndarray:
         """The similarity judged against the label's own spread: a read exactly `radius_slack` below
@@ -201,7 +226,7 @@ class Recognizer:
         out: np.ndarray = np.clip(np.where(known, scaled, similarity), 0.0, 1.0)
         return out
 
-    def reference(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
+    def reference(self, images: Sequence[np.ndarray]) -> Reference:
         """(prototype, radius) of a SKU from a few reference images (BGR, framed like a cell's centred
         square). Each image is embedded as `VIEWS_PER_IMAGE` enrollment views (`vision_models.augment`);
         the prototype is their normalized mean; the radius is the median similarity of each image's
@@ -215,7 +240,7 @@ class Recognizer:
             sims = [emb[0] @ proto]
         else:
             sims = [emb[i] @ prototype(np.delete(emb, i, axis=0).reshape(-1, dim)) for i in range(len(images))]
-        return proto, float(np.median(np.concatenate(sims)))
+        return Reference(proto, float(np.median(np.concatenate(sims))), spread_stats(emb.reshape(-1, dim)))
 
     def enroll(self, sku_id: str, images: Sequence[np.ndarray]) -> None:
         """Add (or replace) the prototype of `sku_id` from a few reference crops; no retraining.
@@ -226,9 +251,9 @@ class Recognizer:
             raise ValueError(f"cannot enroll label {sku_id!r}")
         if not images:
             raise ValueError("enroll needs at least one reference image")
-        proto, radius = self.reference(images)
-        self._gallery.put(sku_id, proto, radius)
-        log.info("sku_enrolled", sku=sku_id, images=len(images), labels=len(self.labels), radius=round(radius, 3))
+        ref = self.reference(images)
+        self._gallery.put(sku_id, *ref)
+        log.info("sku_enrolled", sku=sku_id, images=len(images), labels=len(self.labels), radius=round(ref.radius, 3))
 
     def save_gallery(self, path: str | Path) -> None:
         """Write the gallery (with enrolled SKUs) atomically, e.g. over the model dir's gallery.npz."""

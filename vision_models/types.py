@@ -47,18 +47,24 @@ class CellDetection:
     # when the cell is further from the prototype than that SKU's enrollment spread allows (see
     # `Recognizer.recognize`); -1 (unset) = the similarity itself (labels without a measured spread)
     quality: float = -1.0
+    # the pair check (`vision_models.pairs`): how surely the read is its label rather than the runner-up,
+    # judged by the two products' enrollment spread (|z|); 0 = not checked (a clear margin, or a product
+    # without a spread)
+    pair_z: float = 0.0
 
     def __post_init__(self) -> None:
         if self.quality < 0:
             object.__setattr__(self, "quality", self.similarity)
 
 
-def is_doubtful(det: CellDetection, min_quality: float, min_margin: float) -> bool:
+def is_doubtful(det: CellDetection, min_quality: float, min_margin: float, min_pair_z: float = float("inf")) -> bool:
     """A product reading to doubt: it looks less like its label than that label's own references
     do (`quality` below `min_quality`: a hand, glare, or a product nobody enrolled), or the runner-up
     is nearly as close (margin below `min_margin`, the model card's `doubt.min_margin`: look-alikes
-    and never-seen products). An empty cell is never doubted."""
-    return det.label != EMPTY and (det.quality < min_quality or det.margin < min_margin)
+    and never-seen products) and the pair check did not settle it (`pair_z` below `min_pair_z`, the
+    card's `doubt.min_pair_z`; none: never). An empty cell is never doubted."""
+    unsettled = det.margin < min_margin and not det.pair_z >= min_pair_z
+    return det.label != EMPTY and (det.quality < min_quality or unsettled)
 
 
 class ModelError(Exception):

@@ -80,7 +80,7 @@ class ProductGallery:
     def open(self) -> int:
         """Load the newest gallery into the recognizer; one embedded by another model is rebuilt
         from the kept reference crops (on the shipped seed), and products enrolled before prototypes
-        had a radius are enrolled again from theirs. Returns the version in use."""
+        had a radius or a spread (the pair check) are enrolled again from theirs. Returns the version in use."""
         with self.store.locked():
             gallery, version, model = self.store.load_tagged()
             stale = self._ref_skus()
@@ -89,7 +89,8 @@ class ProductGallery:
                 gallery, _, _ = GalleryStore(self.dir / "none", seed=self.store.seed).load_tagged()
             else:
                 labels, _, radius = gallery.entries()
-                stale = [s for s in stale if s in labels and not np.isfinite(radius[labels.index(s)])]
+                stale = [s for s in stale if s in labels
+                         and (not np.isfinite(radius[labels.index(s)]) or gallery.spread(s) is None)]
             if version and stale:
                 for sku in stale:
                     gallery.put(sku, *self.rec.reference(self._read_refs(sku)))
@@ -110,11 +111,11 @@ class ProductGallery:
         check_sku(sku_id)
         if not 1 <= len(images) <= MAX_IMAGES:
             raise EnrollError("bad_images", f"{len(images)} reference images (1..{MAX_IMAGES})")
-        proto, radius = self.rec.reference(list(images))
+        ref = self.rec.reference(list(images))
         crops = [resize_square(im, REF_SIDE) for im in images]
         with self.store.locked():
             gallery, _ = self.store.load()
-            gallery.put(sku_id, proto, radius)
+            gallery.put(sku_id, *ref)
             self._write_refs(sku_id, crops)
             self.version = self.store._save(gallery, self.rec.model_id)
             self.rec.use_gallery(gallery)

@@ -64,22 +64,26 @@ class Capturer:
             return ShelfView(shelf, None, str(exc)), None
         loop = asyncio.get_running_loop()
         dets = await loop.run_in_executor(self.executor, self.recognizer.recognize, frame.image, self.rois[shelf])
-        return ShelfView(shelf, cell_observations(dets, doubt_margin(self.recognizer))), frame.image
+        return ShelfView(shelf, cell_observations(dets, *doubt_gates(self.recognizer))), frame.image
 
 
-def doubt_margin(recognizer: Any) -> float:
-    """The model card's calibrated best-vs-second margin (`doubt.min_margin`; 0 = none)."""
-    return float(getattr(recognizer, "card", {}).get("doubt", {}).get("min_margin", 0.0))
+def doubt_gates(recognizer: Any) -> tuple[float, float]:
+    """The model card's calibrated best-vs-second margin (`doubt.min_margin`; 0 = none) and the pair
+    check's |z| that settles a read below it (`doubt.min_pair_z`; none: nothing settles it)."""
+    doubt = getattr(recognizer, "card", {}).get("doubt", {})
+    return float(doubt.get("min_margin", 0.0)), float(doubt.get("min_pair_z", float("inf")))
 
 
-def cell_observations(dets: Sequence[CellDetection], min_margin: float = 0.0) -> list[CellObs]:
+def cell_observations(dets: Sequence[CellDetection], min_margin: float = 0.0,
+                      min_pair_z: float = float("inf")) -> list[CellObs]:
     """The recognizer's detections as fusion's cell observations (`quality`: the similarity judged
     against the label's own references, see `CellDetection.quality`). A product
-    read whose runner-up is within `min_margin` (look-alikes, never-seen products) is passed on as
-    doubtful, just below fusion's `min_quality`: the other frame and the scale decide it."""
+    read whose runner-up is within `min_margin` (look-alikes, never-seen products), unless the pair
+    check settled it (`pair_z` >= `min_pair_z`), is passed on as doubtful, just below fusion's
+    `min_quality`: the other frame and the scale decide it."""
     doubtful = FusionParams().min_quality - 0.01
     return [CellObs(d.slot_id, d.position, d.label, float(d.score), d.runner_up, float(d.runner_up_score),
-                    float(d.quality) if d.label == EMPTY or d.margin >= min_margin
+                    float(d.quality) if d.label == EMPTY or d.margin >= min_margin or d.pair_z >= min_pair_z
                     else min(float(d.quality), doubtful)) for d in dets]
 
 

@@ -133,6 +133,24 @@ def test_products_enrolled_before_radii_existed_are_enrolled_again_from_their_re
     assert read_as(again.rec, views[3]) == sku and other not in labels
 
 
+def test_products_enrolled_before_the_pair_check_get_their_spread_from_their_references(tmp_path, products):
+    g = gallery_in(tmp_path)
+    (sku, views), _ = list(products.items())
+    g.enroll(sku, views[:3])
+    store = GalleryStore(tmp_path / "vision", seed=DEFAULT_MODEL_DIR / "gallery.npz")
+    gal, _ = store.load()
+    spread = gal.spread(sku)
+    assert spread is not None
+    labels, mat, radius = gal.entries()
+    store.save(type(gal)(list(labels), mat, radius), model=g.rec.model_id)  # a file from before: radii only
+    again = gallery_in(tmp_path)
+    assert again.version == 3  # rebuilt from the kept references and saved
+    rebuilt = again.rec.gallery.spread(sku)
+    assert rebuilt is not None and np.allclose(rebuilt[0], spread[0], atol=0.02)  # the kept crops are resized
+    assert again.rec.gallery.spread("cola") is None  # the shipped seed: nothing kept to rebuild it from
+    assert gallery_in(tmp_path).version == 3
+
+
 def test_images_are_bounded_before_decoding():
     img = np.full((40, 60, 3), 128, np.uint8)
     ok, jpg = cv2.imencode(".jpg", img)

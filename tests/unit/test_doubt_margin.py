@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge.core.fusion import FusionParams
-from edge.services.evidence import cell_observations, doubt_margin
+from edge.services.evidence import cell_observations, doubt_gates
 from hw_sim.camera.render import render_item
 from vision_models import DEFAULT_MODEL_DIR, EMPTY, CellDetection, CellRoi, Recognizer, is_doubtful
 
@@ -32,15 +32,26 @@ def test_low_margin_product_reads_become_doubtful_for_fusion() -> None:
     assert [o.quality for o in cell_observations([clear, close], min_margin=0.0)] == [0.99, 0.97]
 
 
+def test_a_read_the_pair_check_settled_is_not_doubted_for_its_margin() -> None:
+    q = FusionParams().min_quality
+    settled = CellDetection("F1", 0, "cola", 0.6, "cola_zero", 0.4, 0.97, 0.02, pair_z=4.0)
+    unsure = CellDetection("F1", 0, "cola", 0.6, "cola_zero", 0.4, 0.97, 0.02, pair_z=1.0)
+    poor = CellDetection("F1", 0, "cola", 0.6, "cola_zero", 0.4, 0.6, 0.02, pair_z=9.0)
+    obs = cell_observations([settled, unsure, poor], min_margin=0.14, min_pair_z=3.0)
+    assert [o.quality for o in obs] == [0.97, q - 0.01, 0.6]  # a settled pair does not lift a poor likeness
+    assert [is_doubtful(d, q, 0.14, 3.0) for d in (settled, unsure, poor)] == [False, True, True]
+    assert is_doubtful(settled, q, 0.14)  # a card without min_pair_z: nothing settles a close margin
+
+
 def test_the_shipped_card_carries_a_calibrated_margin_the_daemon_uses() -> None:
     rec = Recognizer.load(DEFAULT_MODEL_DIR)
-    m = doubt_margin(rec)
+    m, z = doubt_gates(rec)
     assert 0.0 < m < 0.5 and rec.card["doubt"]["calibration"]["wrong_trusted_rate"] <= 0.001
     rng = np.random.default_rng(0)
     cells = [rng.integers(0, 256, (64, 64, 3), np.uint8), render_item("cola", 64, rng), render_item("cola_zero", 64, rng)]
     dets = rec.recognize(np.concatenate(cells, axis=1), [CellRoi("F1", i, 64 * i, 0, 64, 64) for i in range(3)])
     assert [d.label for d in dets] == [EMPTY, "cola", "cola_zero"]  # noise reads as bare shelf
     q = FusionParams().min_quality
-    obs = cell_observations(dets, m)
+    obs = cell_observations(dets, m, z)
     assert obs[0].quality == dets[0].quality  # an empty cell keeps its similarity (never margin-doubted)
-    assert [o.quality < q for o in obs[1:]] == [is_doubtful(d, q, m) for d in dets[1:]]
+    assert [o.quality < q for o in obs[1:]] == [is_doubtful(d, q, m, z) for d in dets[1:]]

@@ -53,16 +53,17 @@ def test_enrollment_views_are_turns_of_the_reference_not_mirrors() -> None:
 def test_reference_is_the_mean_of_all_views_and_its_radius_is_leave_one_out(rec: Recognizer,
                                                                            designs: np.ndarray) -> None:
     refs = list(designs[0, :3])
-    proto, radius = rec.reference(refs)
+    proto, radius, (spread_mean, _) = rec.reference(refs)
     emb = np.stack([rec.embed(enrollment_views(im, rec.size)) for im in refs])
     mean = emb.reshape(-1, emb.shape[-1]).mean(axis=0)
     assert np.allclose(proto, mean / np.linalg.norm(mean), atol=1e-5)
+    assert np.allclose(spread_mean, mean, atol=1e-5)  # the pair check's mean: of the same views, not normalized
     loo = []
     for i in range(3):
         other = emb[[j for j in range(3) if j != i]].reshape(-1, emb.shape[-1]).mean(axis=0)
         loo.append(emb[i] @ (other / np.linalg.norm(other)))
     assert radius == pytest.approx(float(np.median(np.concatenate(loo))), abs=1e-5)
-    _, single = rec.reference(refs[:1])  # one image: its views against their own mean
+    single = rec.reference(refs[:1]).radius  # one image: its views against their own mean
     assert 0 < radius < 1 and 0 < single <= 1
 
 
@@ -114,7 +115,7 @@ def test_doubt_holds_on_held_out_designs_of_the_training_generator(designs: np.n
     for k in range(len(designs)):
         for det in _read(rec, designs[k, 3:]):
             ok.append(det.label == f"d{k}")
-            doubted.append(is_doubtful(det, rec.min_quality, rec.min_margin))
+            doubted.append(is_doubtful(det, rec.min_quality, rec.min_margin, rec.min_pair_z))
     ok_a, doubt_a = np.array(ok), np.array(doubted)
     assert ok_a.mean() > 0.75
     assert np.sum(~ok_a & ~doubt_a) <= 2  # of 240 reads

@@ -7,9 +7,10 @@ judged by before the novel bench is looked at once):
 training run (its own seed), validation (616161) or doubt calibration (424242) uses, drawn at camera
 resolution (`CAMERA_PX`), so models of any input size read the same images. Each design is enrolled
 through `Recognizer.enroll` from 3 clean views; `--tests` shelf reads each are recognized as cells.
-Reported: top-1 without and with a second look on every read (threshold-free: what the embedding
-does), and, with the card's doubt as calibrated, top-1 as the runtime reads, look-alike top-1,
-wrong-but-trusted reads (of all reads) and doubted right reads (of right reads).
+Reported: top-1 without and with a second look (and the pair check, when the card has one) on every
+read (threshold-free: what the embedding and the gallery do), and, with the card's doubt as
+calibrated, top-1 as the runtime reads, look-alike top-1, wrong-but-trusted reads (of all reads) and
+doubted right reads (of right reads).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def check(model_dir: Path, *, classes: int = 200, tests: int = 20) -> dict[str, 
         ok = np.array([d.label for d in dets]) == truth
         top1[name] = ok
     ok = top1["card"]
-    doubted = np.array([is_doubtful(d, rec.min_quality, rec.min_margin) for d in dets])
+    doubted = np.array([is_doubtful(d, rec.min_quality, rec.min_margin, rec.min_pair_z) for d in dets])
     return {"model": f"{rec.card['name']} {rec.card['version']}", "input_px": rec.size, "seed": HELDOUT_SEED,
             "classes": classes, "reads": len(truth),
             "top1_plain": round(float(top1["plain"].mean()), 4),

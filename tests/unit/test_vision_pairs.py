@@ -1,0 +1,151 @@
+"""The pair check between the two nearest products (vision_models/pairs.py): its statistics, its
+decision, how the gallery keeps it, and what it does inside the recognizer on look-alike twins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer
+from vision_models.enroll import Gallery
+from vision_models.gallery import GalleryStore
+from vision_models.pairs import RANK, pair_z, spread_stats
+from vision_models.train.randomized import CAMERA_PX, generate
+from vision_models.types import ModelError
+
+DIM = 16
+
+
+def twins(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two products whose means differ along axis 0 by 0.3, while both vary a lot (sd 1) along the
+    direction (0.6, 0.8, 0, ...), which overlaps the difference, and little (sd 0.05) elsewhere."""
+    nuisance = np.zeros(DIM)
+    nuisance[:2] = (0.6, 0.8)
+    base = rng.normal(0, 0.05, (2, n, DIM)) + rng.normal(0, 1.0, (2, n, 1)) * nuisance
+    base[0, :, 0] += 0.3
+    return base[0], base[1], nuisance
+
+
+def test_spread_stats_approximate_the_covariance_in_float16() -> None:
+    rng = np.random.default_rng(0)
+    e = rng.normal(0, 1, (20, DIM)) @ rng.normal(0, 0.2, (DIM, DIM))
+    mean, spread = spread_stats(e)
+    assert mean.dtype == np.float32 and spread.dtype == np.float16 and spread.shape == (RANK, DIM)
+    cov = spread.astype(np.float64).T @ spread.astype(np.float64)
+    assert np.allclose(cov, np.cov(e.T), atol=2e-3)
+    assert np.allclose(mean, e.mean(axis=0), atol=1e-6)
+    single_mean, single = spread_stats(e[:1])  # one embedding: no spread, still a mean
+    assert not single.any() and np.allclose(single_mean, e[0])
+    with pytest.raises(ValueError):
+        spread_stats(np.zeros((0, DIM)))
+
+
+def test_the_discriminant_tells_twins_apart_where_the_nearer_mean_does_not() -> None:
+    rng = np.random.default_rng(1)
+    a, b, _ = twins(rng, 200)
+    sa, sb = spread_stats(a), spread_stats(b)
+    qa, qb, _ = twins(np.random.default_rng(2), 300)
+    z_a = np.array([pair_z(sa, sb, x, shrink=0.01) for x in qa])
+    z_b = np.array([pair_z(sa, sb, x, shrink=0.01) for x in qb])
+    pair_right = (np.mean(z_a > 0) + np.mean(z_b < 0)) / 2
+    ma, mb = a.mean(axis=0), b.mean(axis=0)
+
+    def nearer_a(x: np.ndarray) -> bool:
+        return bool(np.linalg.norm(x - ma) < np.linalg.norm(x - mb))
+
+    plain_right = (np.mean([nearer_a(x) for x in qa]) + np.mean([not nearer_a(x) for x in qb])) / 2
+    assert pair_right > 0.97 and plain_right < 0.75
+    assert np.median(np.abs(z_a)) > 1.5  # ~2.4 expected: half of 0.3 x 0.8 (off the nuisance), over sd 0.05
+    assert abs(pair_z(sa, sb, (ma + mb) / 2, shrink=0.01)) < 1e-6  # halfway: no preference
+    assert pair_z(sa, sb, ma, shrink=0.01) == pytest.approx(-pair_z(sb, sa, ma, shrink=0.01))
+
+
+def test_the_gallery_keeps_spreads_with_their_labels_and_old_files_load_without(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    protos = np.eye(DIM, dtype=np.float32)[:3]
+    g = Gallery(["a", "b", "c"], protos, np.array([0.9, 0.8, np.nan], np.float32))
+    g.put("a", protos[0], 0.9, spread_stats(rng.normal(0, 1, (40, DIM))))
+    g.put("b", protos[1], 0.8, spread_stats(rng.normal(0, 1, (40, DIM))))
+    g.save(tmp_path / "g.npz")
+    back = Gallery.load(tmp_path / "g.npz")
+    for label in "ab":
+        got, want = back.spread(label), g.spread(label)
+        assert got is not None and want is not None
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert back.spread("c") is None
+    back.put("a", protos[0], 0.9)  # new references without a spread: the old one must not stay
+    assert back.spread("a") is None
+    assert back.remove("b") and back.spread("b") is None and back.copy().spread("b") is None
+    old = tmp_path / "old.npz"
+    np.savez(old, labels=np.array(["a"]), prototypes=protos[:1])
+    assert Gallery.load(old).spread("a") is None
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, labels=np.array(["a"]), prototypes=protos[:1], spread_labels=np.array(["a", "zz"]),
+             spread_mean=np.zeros((1, DIM), np.float32), spread_dirs=np.zeros((1, RANK, DIM), np.float16))
+    with pytest.raises(ModelError):
+        Gallery.load(bad)
+    with pytest.raises(ValueError):
+        g.put("a", protos[0], 0.9, (np.full(DIM, np.nan, np.float32), np.zeros((RANK, DIM), np.float16)))
+
+
+def test_an_enrolled_product_gets_a_spread_that_survives_the_state_directory(tmp_path: Path) -> None:
+    seed = DEFAULT_MODEL_DIR / "gallery.npz"
+    store = GalleryStore(tmp_path, seed=seed)
+    gallery, _ = store.load()
+    rec = Recognizer.load(DEFAULT_MODEL_DIR, gallery=gallery)
+    x, _, _ = generate(1, 3, CAMERA_PX, 5, clean_views=3)
+    rec.enroll("kombucha", list(x))
+    store.save(rec.gallery)
+    spread = store.load()[0].spread("kombucha")
+    assert spread is not None and spread[1].shape == (RANK, rec.gallery.dim) and spread[1].any()
+    assert rec.gallery.spread("cola") is None  # the shipped seed labels have none: no pair check for them
+
+
+def test_the_recognizer_lets_the_pair_check_decide_a_close_read_and_reports_how_sure() -> None:
+    """Two enrolled products whose prototypes both resemble the read, the first more: with spreads that
+    agree, the read stays the first; with spreads that say the second (their means swapped), the label,
+    runner-up, scores and margin are swapped together and |z| is reported; a product without a spread,
+    a clear margin or a card without the pair check leave the read alone."""
+    rec = Recognizer.load(DEFAULT_MODEL_DIR)
+    x, _, _ = generate(1, 1, CAMERA_PX, 77, clean_views=0)
+    roi = [CellRoi("T", 0, 0, 0, CAMERA_PX, CAMERA_PX)]
+    rec.second_look_below, rec.pair_shrink = 9.0, 3.0
+    emb = rec.embed([x[0]])[0]
+    rng = np.random.default_rng(0)
+    near = emb + 0.35 * rng.normal(0, 1, emb.shape) / np.sqrt(emb.size)
+    pa, pb = emb / np.linalg.norm(emb), (near / np.linalg.norm(near)).astype(np.float32)
+    calm = np.zeros((RANK, emb.size), np.float16)
+    calm[0] = 0.01
+
+    def read(spread_a: tuple[np.ndarray, np.ndarray] | None, spread_b: tuple[np.ndarray, np.ndarray] | None):
+        rec.gallery.put("prod_a", pa, 0.9, spread_a)
+        rec.gallery.put("prod_b", pb, 0.9, spread_b)
+        return rec.recognize(x[0], roi)[0]
+
+    agree = read((pa, calm), (pb, calm))
+    assert (agree.label, agree.runner_up) == ("prod_a", "prod_b") and agree.pair_z > 0 and agree.margin > 0
+    swapped = read((pb, calm), (pa, calm))
+    assert (swapped.label, swapped.runner_up) == ("prod_b", "prod_a")
+    assert swapped.pair_z == pytest.approx(agree.pair_z, rel=1e-3) and swapped.margin == pytest.approx(-agree.margin)
+    assert swapped.score == pytest.approx(agree.runner_up_score) and swapped.runner_up_score == pytest.approx(agree.score)
+    assert read((pb, calm), None).pair_z == 0  # the runner-up has no spread: nothing to check against
+    rec.second_look_below = 0.0  # no second look, no pair check (the card keeps both at min_margin)
+    assert read((pb, calm), (pa, calm)).label == "prod_a"
+    rec.second_look_below, rec.pair_shrink = 9.0, None
+    assert read((pb, calm), (pa, calm)).label == "prod_a"
+
+
+def test_calibration_finds_gates_that_keep_its_own_wrong_reads_within_target() -> None:
+    from vision_models.train.calibrate_doubt import calibrate
+
+    rec = Recognizer.load(DEFAULT_MODEL_DIR)
+    with_pair = calibrate(rec, classes=10, unknown=3, tests=4, target=0.02, unknown_target=0.25)
+    cal = with_pair["calibration"]
+    assert cal["wrong_trusted_rate"] <= 0.02 and cal["unknown_trusted_rate"] <= 0.25
+    assert with_pair.get("pair_shrink", 3.0) == 3.0 and with_pair.get("min_pair_z", 1.0) > 0
+    rec = Recognizer.load(DEFAULT_MODEL_DIR)
+    without = calibrate(rec, classes=10, unknown=3, tests=4, target=0.02, unknown_target=0.25, pair_shrink=None)
+    assert "min_pair_z" not in without and rec.pair_shrink is None
+    assert without["calibration"]["wrong_trusted_rate"] <= 0.02
