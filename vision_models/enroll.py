@@ -160,7 +160,8 @@ class Gallery:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".gallery-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, allow_pickle=False, **self.arrays())
+                arrays: dict[str, Any] = self.arrays()  # typed loosely: savez's own keywords are not arrays
+                np.savez(fh, **arrays)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; the gallery is not a secret

@@ -21,6 +21,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
@@ -122,7 +123,8 @@ class GalleryStore:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".gallery-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, allow_pickle=False, **gallery.arrays(), version=np.array(version), model=np.array(model))
+                arrays: dict[str, Any] = {**gallery.arrays(), "version": np.array(version), "model": np.array(model)}
+                np.savez(fh, **arrays)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o644)
