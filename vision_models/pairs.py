@@ -39,12 +39,16 @@ def spread_stats(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def pair_z(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], x: np.ndarray,
            shrink: float) -> float:
     """Where embedding `x` lies between products a and b ((mean, spread) each): > 0 nearer a, < 0
-    nearer b, in units of the two products' spread along the discriminant."""
+    nearer b, in units of the two products' spread along the discriminant; 0 (no verdict) when the two
+    show no spread at all (nothing to measure the distance in)."""
     (ma, fa), (mb, fb) = a, b
     fa64, fb64 = fa.astype(np.float64), fb.astype(np.float64)
     within = fa64.T @ fa64 + fb64.T @ fb64
     dim = within.shape[0]
-    ridge = shrink * max(float(np.trace(within)), 1e-12) / dim
+    spread = float(np.trace(within))
+    if not spread > 1e-9:
+        return 0.0
+    ridge = shrink * spread / dim
     diff = ma.astype(np.float64) - mb.astype(np.float64)
     w = np.linalg.solve(within + ridge * np.eye(dim), diff)
     sd = float(np.sqrt(max(float(0.5 * w @ within @ w), 1e-18)))

@@ -60,6 +60,8 @@ def test_the_discriminant_tells_twins_apart_where_the_nearer_mean_does_not() -> 
     assert np.median(np.abs(z_a)) > 1.5  # ~2.4 expected: half of 0.3 x 0.8 (off the nuisance), over sd 0.05
     assert abs(pair_z(sa, sb, (ma + mb) / 2, shrink=0.01)) < 1e-6  # halfway: no preference
     assert pair_z(sa, sb, ma, shrink=0.01) == pytest.approx(-pair_z(sb, sa, ma, shrink=0.01))
+    flat = (sa[0], np.zeros_like(sa[1])), (sb[0], np.zeros_like(sb[1]))  # e.g. a doctored gallery file
+    assert pair_z(*flat, ma, shrink=0.01) == 0.0  # no spread, no verdict (not an enormous |z|)
 
 
 def test_the_gallery_keeps_spreads_with_their_labels_and_old_files_load_without(tmp_path: Path) -> None:
