@@ -132,6 +132,7 @@ class Door:
         self._start_failures = 0
         self.safe = False  # locked and state read at least once since start
         self.refusing = False  # set by `shutdown_lock`: no unlock is accepted any more
+        self._locked_for_stop = False  # `shutdown_lock` locked it: `stop` need not again
         self.counters = {"unlocks": 0, "openings": 0, "unlock_failures": 0}
         backend.on_change(self._on_change)
 
@@ -207,15 +208,17 @@ class Door:
         self.safe = True
 
     async def shutdown_lock(self, timeout_s: float = 2.0) -> bool:
-        """Refuse every further unlock, then lock. Until the door has been confirmed locked once since
-        start (`safe`: a start that fails half-way, the bus still connecting) the lock is retried for
-        `timeout_s`; after that one attempt. Returns False when the lock could not be told."""
+        """Refuse every further unlock, then lock, retried for `timeout_s` (a start that failed half-way,
+        the bus still connecting, or one reply lost on a loaded machine: before, a door confirmed safe got
+        one attempt, and a single timeout at Ctrl-C left it unlocked). Returns False when the lock
+        could not be told."""
         self.refusing = True
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (0.0 if self.safe else timeout_s)
+        deadline = loop.time() + timeout_s
         while True:
             try:
                 await self.lock()
+                self._locked_for_stop = True
                 return True
             except (DeviceError, TimeoutError) as exc:
                 if loop.time() >= deadline:
@@ -224,7 +227,10 @@ class Door:
             await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
 
     async def stop(self) -> None:
-        """Lock on shutdown; a failure is logged (the hardware's own fail-safe default holds)."""
+        """Lock on shutdown; a failure is logged (the hardware's own fail-safe default holds). Nothing
+        to do when `shutdown_lock` already locked it: no unlock has been accepted since."""
+        if self._locked_for_stop:
+            return
         try:
             await self.lock()
         except (DeviceError, TimeoutError) as exc:

@@ -15,6 +15,7 @@ from drivers.errors import DeviceError
 from drivers.modbus import ModbusHub, RegisterMap
 from drivers.vend_board import VendBoard
 from edge.config import DoorConfig
+from edge.core.errors import SaleRefused
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
 from edge.services.door import Door, IoModuleDoor, VendBoardDoor
@@ -128,3 +129,25 @@ async def test_vend_board_door_relocks_by_itself_and_detects_forcing(tmp_path):
         await board.stop()
         await db.close()
         await sim.stop()
+
+
+async def test_stop_lock_outlasts_a_deaf_moment_and_is_sent_once(io_door):
+    """Ctrl-C on a loaded machine: the module misses the stop's lock command. The lock is retried
+    (before: a door confirmed safe got one attempt and the stop logged door_lock_on_stop_failed), and the
+    service's final stop does not send it again (a second command that could time out for nothing)."""
+    from structlog.testing import capture_logs
+
+    sim, door, _ = io_door
+    await door.start()
+    assert door.safe
+    sim.io.locked = False  # as if an unlock window were still open
+    sim.silence(3, seconds=0.3)
+    with capture_logs() as logs:
+        assert await door.shutdown_lock(timeout_s=3.0)
+        assert sim.io.locked
+        sim.silence(3)  # deaf for good: a lock now could only fail
+        await door.stop()
+        sim.unsilence(3)
+    assert not [e for e in logs if e["event"] == "door_lock_on_stop_failed"]
+    with pytest.raises(SaleRefused):
+        await door.unlock(reason="customer")  # refused for good once stopping
