@@ -227,10 +227,11 @@ class Recognizer:
         return out
 
     def reference(self, images: Sequence[np.ndarray]) -> Reference:
-        """(prototype, radius) of a SKU from a few reference images (BGR, framed like a cell's centred
-        square). Each image is embedded as `VIEWS_PER_IMAGE` enrollment views (`vision_models.augment`);
+        """(prototype, radius, spread) of a SKU from a few reference images (BGR, framed like a cell's
+        centred square). Each image is embedded as `VIEWS_PER_IMAGE` enrollment views (`vision_models.augment`);
         the prototype is their normalized mean; the radius is the median similarity of each image's
-        views to the prototype of the *other* images (of all views when there is one image)."""
+        views to the prototype of the *other* images (of all views when there is one image); the spread
+        (`pairs.spread_stats`) is their mean and main directions, for the pair check."""
         if not images:
             raise ValueError("a reference needs at least one image")
         emb = np.stack([self._embed_batch(np.stack(enrollment_views(im, self.size))) for im in images])
