@@ -116,7 +116,10 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
         best, zmin = gates_for(slack)
     ok, trusted = outcome(best, slack, zmin)
     ok_k = ok & known
-    pair = {} if pair_shrink is None or not np.isfinite(zmin) else {"pair_shrink": pair_shrink, "min_pair_z": zmin}
+    # the pair check decides close reads (and the figures below count it) even when no |z| may trust them
+    pair: dict[str, float] = {} if pair_shrink is None else {"pair_shrink": pair_shrink}
+    if pair and np.isfinite(zmin):
+        pair["min_pair_z"] = zmin
     return {"min_quality": rec.min_quality, "min_margin": best, "second_look_below": best, "radius_slack": slack,
             **pair,
             "note": "quality gate per SKU (radius - radius_slack) and margin gate; a read with margin below "
