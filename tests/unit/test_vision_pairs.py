@@ -143,11 +143,11 @@ def test_calibration_finds_gates_that_keep_its_own_wrong_reads_within_target() -
     from vision_models.train.calibrate_doubt import calibrate
 
     rec = Recognizer.load(DEFAULT_MODEL_DIR)
-    with_pair = calibrate(rec, classes=10, unknown=3, tests=4, target=0.02, unknown_target=0.25)
+    with_pair = calibrate(rec, classes=8, unknown=2, tests=3, target=0.02, unknown_target=0.25)
     cal = with_pair["calibration"]
     assert cal["wrong_trusted_rate"] <= 0.02 and cal["unknown_trusted_rate"] <= 0.25
     assert with_pair["pair_shrink"] == 3.0 and with_pair.get("min_pair_z", 1.0) > 0
     rec = Recognizer.load(DEFAULT_MODEL_DIR)
-    without = calibrate(rec, classes=10, unknown=3, tests=4, target=0.02, unknown_target=0.25, pair_shrink=None)
+    without = calibrate(rec, classes=8, unknown=2, tests=3, target=0.02, unknown_target=0.25, pair_shrink=None)
     assert "min_pair_z" not in without and rec.pair_shrink is None
     assert without["calibration"]["wrong_trusted_rate"] <= 0.02

@@ -99,8 +99,8 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
                 continue
             _, by_z = outcome(float(t), slack, 0.0)  # every positive |z| trusted: then raise the bar
             wrong_z = again["z"][by_z & ~by_margin & ~ok & known]
-            fits = [zm for zm in Z_GRID if np.sum(wrong_z >= zm) <= spare] if pair_shrink is not None else []
-            zmin = float(fits[0]) if fits else float("inf")
+            fits = (wrong_z[:, None] >= Z_GRID[None, :]).sum(axis=0) <= spare  # per grid value
+            zmin = float(Z_GRID[np.argmax(fits)]) if pair_shrink is not None and fits.any() else float("inf")
             ok, trusted = outcome(float(t), slack, zmin)
             doubted = np.sum(~trusted & ok & known)
             if doubted < fewest:
