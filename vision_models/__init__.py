@@ -7,6 +7,6 @@ Training (torch, optional extra) lives in `vision_models.train` and is never imp
 """
 
 from vision_models.recognizer import DEFAULT_MODEL_DIR, Recognizer
-from vision_models.types import EMPTY, CellDetection, CellRoi, ModelError, is_doubtful
+from vision_models.types import EMPTY, CellDetection, CellRoi, ModelError, is_doubtful, settled
 
-__all__ = ["DEFAULT_MODEL_DIR", "EMPTY", "CellDetection", "CellRoi", "ModelError", "Recognizer", "is_doubtful"]
+__all__ = ["DEFAULT_MODEL_DIR", "EMPTY", "CellDetection", "CellRoi", "ModelError", "Recognizer", "is_doubtful", "settled"]

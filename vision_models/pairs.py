@@ -41,16 +41,12 @@ def pair_z(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], x
     """Where embedding `x` lies between products a and b ((mean, spread) each): > 0 nearer a, < 0
     nearer b, in units of the two products' spread along the discriminant; 0 (no verdict) when the two
     show no spread at all (nothing to measure the distance in)."""
-    (ma, fa), (mb, fb) = a, b
-    fa64, fb64 = fa.astype(np.float64), fb.astype(np.float64)
-    within = fa64.T @ fa64 + fb64.T @ fb64
+    ma, fa, mb, fb = (np.asarray(v, np.float64) for v in (*a, *b))
+    within = fa.T @ fa + fb.T @ fb
     dim = within.shape[0]
     spread = float(np.trace(within))
     if not spread > 1e-9:
         return 0.0
-    ridge = shrink * spread / dim
-    diff = ma.astype(np.float64) - mb.astype(np.float64)
-    w = np.linalg.solve(within + ridge * np.eye(dim), diff)
+    w = np.linalg.solve(within + shrink * spread / dim * np.eye(dim), ma - mb)
     sd = float(np.sqrt(max(float(0.5 * w @ within @ w), 1e-18)))
-    mid = 0.5 * (ma.astype(np.float64) + mb.astype(np.float64))
-    return float(w @ (np.asarray(x, np.float64) - mid)) / sd
+    return float(w @ (np.asarray(x, np.float64) - 0.5 * (ma + mb))) / sd

@@ -63,8 +63,12 @@ def is_doubtful(det: CellDetection, min_quality: float, min_margin: float, min_p
     is nearly as close (margin below `min_margin`, the model card's `doubt.min_margin`: look-alikes
     and never-seen products) and the pair check did not settle it (`pair_z` below `min_pair_z`, the
     card's `doubt.min_pair_z`; none: never). An empty cell is never doubted."""
-    unsettled = det.margin < min_margin and not det.pair_z >= min_pair_z
-    return det.label != EMPTY and (det.quality < min_quality or unsettled)
+    return det.label != EMPTY and (det.quality < min_quality or not settled(det, min_margin, min_pair_z))
+
+
+def settled(det: CellDetection, min_margin: float, min_pair_z: float = float("inf")) -> bool:
+    """The runner-up is no live alternative: a clear margin, or the pair check was sure."""
+    return det.margin >= min_margin or det.pair_z >= min_pair_z
 
 
 class ModelError(Exception):

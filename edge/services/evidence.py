@@ -17,7 +17,7 @@ import structlog
 
 from drivers.errors import DeviceError
 from edge.core.fusion import CellObs, FusionParams
-from vision_models.types import EMPTY, CellDetection, CellRoi
+from vision_models.types import EMPTY, CellDetection, CellRoi, settled
 
 log = structlog.get_logger(__name__)
 
@@ -70,8 +70,7 @@ class Capturer:
 def doubt_gates(recognizer: Any) -> tuple[float, float]:
     """The model card's calibrated best-vs-second margin (`doubt.min_margin`; 0 = none) and the pair
     check's |z| that settles a read below it (`doubt.min_pair_z`; none: nothing settles it)."""
-    doubt = getattr(recognizer, "card", {}).get("doubt", {})
-    return float(doubt.get("min_margin", 0.0)), float(doubt.get("min_pair_z", float("inf")))
+    return float(recognizer.min_margin), float(recognizer.min_pair_z)  # as `Recognizer` read them from its card
 
 
 def cell_observations(dets: Sequence[CellDetection], min_margin: float = 0.0,
@@ -83,7 +82,7 @@ def cell_observations(dets: Sequence[CellDetection], min_margin: float = 0.0,
     `min_quality`: the other frame and the scale decide it."""
     doubtful = FusionParams().min_quality - 0.01
     return [CellObs(d.slot_id, d.position, d.label, float(d.score), d.runner_up, float(d.runner_up_score),
-                    float(d.quality) if d.label == EMPTY or d.margin >= min_margin or d.pair_z >= min_pair_z
+                    float(d.quality) if d.label == EMPTY or settled(d, min_margin, min_pair_z)
                     else min(float(d.quality), doubtful)) for d in dets]
 
 
