@@ -67,11 +67,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 async def _run(args: argparse.Namespace) -> None:
     mqtt = (MqttCloudSettings(args.mqtt_url, args.mqtt_password, prefix=args.mqtt_prefix,
                               workers=max(1, args.mqtt_workers)) if args.mqtt_url else None)
-    runner = await serve(args.host, args.port, args.db, args.admin_token, mqtt=mqtt)
+    # The handlers go in before the port opens: a supervisor may send SIGTERM as soon as it
+    # can connect, and the default action would kill the process without cleanup (exit -15).
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    runner = await serve(args.host, args.port, args.db, args.admin_token, mqtt=mqtt)
     try:
         await stop.wait()
     finally:
