@@ -57,8 +57,9 @@ class Gallery:
         if rad.shape != (len(labels),):
             raise ModelError(f"gallery has {len(labels)} labels for radii of shape {rad.shape}")
         spreads = dict(spreads or {})
-        if not set(spreads) <= set(labels) or any(not _spread_ok(v, prototypes.shape[1]) for v in spreads.values()):
-            raise ModelError("gallery spreads do not match its labels or dimension")
+        dims = {_spread_dim(v) for v in spreads.values()}
+        if not set(spreads) <= set(labels) or None in dims or len(dims) > 1:
+            raise ModelError("gallery spreads do not match its labels or one dimension")
         self._lock = threading.Lock()
         self._state = (tuple(labels), np.ascontiguousarray(prototypes, np.float32), rad)
         self._spreads = spreads  # replaced, never mutated: readers may hold the old dict
@@ -84,10 +85,15 @@ class Gallery:
         """Add or replace the prototype (and radius, and spread: None drops an old one) of `label`."""
         if proto.shape != (self.dim,):
             raise ValueError(f"prototype must have shape ({self.dim},), got {proto.shape}")
-        if spread is not None and not _spread_ok(spread, self.dim):
+        dim = None if spread is None else _spread_dim(spread)
+        if spread is not None and dim is None:
             raise ValueError("spread must be (mean (D,), directions (K, D)) and finite")
         with self._lock:
-            spreads = {k: v for k, v in self._spreads.items() if k != label}
+            others = {k: v for k, v in self._spreads.items() if k != label}
+            have = next((int(v[0].shape[0]) for v in others.values()), None)
+            if dim is not None and have not in (None, dim):
+                raise ValueError(f"spread has dimension {dim}, the gallery's others {have}")
+            spreads = others
             if spread is not None:
                 spreads[label] = (np.asarray(spread[0], np.float32), np.asarray(spread[1], np.float16))
             self._spreads = spreads
@@ -171,7 +177,10 @@ class Gallery:
             raise
 
 
-def _spread_ok(spread: Spread, dim: int) -> bool:
+def _spread_dim(spread: Spread) -> int | None:
+    """D of a well-formed spread (mean (D,), directions (K, D), all finite), else None. D is the model's
+    pair-feature dimension, not necessarily the embedding's (`vision_models.recognizer`)."""
     mean, dirs = spread
-    return (np.shape(mean) == (dim,) and np.ndim(dirs) == 2 and np.shape(dirs)[1] == dim
-            and bool(np.all(np.isfinite(mean))) and bool(np.all(np.isfinite(np.asarray(dirs, np.float32)))))
+    ok = (np.ndim(mean) == 1 and np.shape(mean)[0] > 0 and np.ndim(dirs) == 2 and np.shape(dirs)[1] == np.shape(mean)[0]
+          and bool(np.all(np.isfinite(mean))) and bool(np.all(np.isfinite(np.asarray(dirs, np.float32)))))
+    return int(np.shape(mean)[0]) if ok else None

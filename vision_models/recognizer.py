@@ -27,6 +27,7 @@ from vision_models.types import EMPTY, CellDetection, CellRoi, ModelError
 log = structlog.get_logger(__name__)
 
 MODEL_FILE, CARD_FILE, GALLERY_FILE = "model.onnx", "model_card.json", "gallery.npz"
+FEATURES_OUTPUT = "features"  # the model's optional second output: what the pair check compares
 MAX_RUN_BATCH = 16  # crops per onnxruntime run: keeps the daemon under 150 MB RSS with a 96 px model
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "shelf-v2"
 _REQUIRED = ("name", "version", "input", "normalization", "labels", "embedding_dim", "similarity_scale")
@@ -77,6 +78,10 @@ class Recognizer:
     def __init__(self, session: ort.InferenceSession, card: dict[str, Any], gallery: Gallery) -> None:
         self._session = session
         self._input = session.get_inputs()[0].name
+        # the pair check compares look-alikes in the backbone's pooled features when the model has
+        # them (`vision_models.train.backbones`), else in the embedding
+        outputs = [o.name for o in session.get_outputs()]
+        self._outputs = [outputs[0], *(o for o in outputs[1:] if o == FEATURES_OUTPUT)]
         self.card = card
         self.size = int(card["input"]["size"])
         self.scale = float(card["similarity_scale"])
@@ -95,6 +100,7 @@ class Recognizer:
         self.pair_shrink: float | None = None if shrink is None else float(shrink)
         self.min_pair_z = float(doubt.get("min_pair_z", float("inf")))
         self.second_looks = 0  # cells given a second look since load (a statistic)
+        self.pair_dim = int(card["embedding_dim"])  # what the pair check compares (set by `load`'s warm-up)
 
     @classmethod
     def load(cls, model_dir: str | Path, *, threads: int = 1, gallery: Gallery | None = None) -> Recognizer:
@@ -113,9 +119,10 @@ class Recognizer:
             raise ModelError(f"gallery dim {gallery.dim} != card embedding_dim {card['embedding_dim']}")
         rec = cls(session, card, gallery)
         t0 = time.perf_counter()
-        probe = rec._embed_batch(np.zeros((2, rec.size, rec.size, 3), np.uint8))
-        if probe.shape != (2, gallery.dim) or not np.all(np.isfinite(probe)):
+        probe, feats = rec._run(np.zeros((2, rec.size, rec.size, 3), np.uint8))
+        if probe.shape != (2, gallery.dim) or not np.all(np.isfinite(probe)) or not np.all(np.isfinite(feats)):
             raise ModelError(f"warm-up inference gave shape {probe.shape}, expected (2, {gallery.dim})")
+        rec.pair_dim = int(feats.shape[1])
         log.info("recognizer_loaded", model=card["name"], version=card["version"], labels=len(rec.labels),
                  threads=threads, warmup_ms=round((time.perf_counter() - t0) * 1000, 1))
         return rec
@@ -142,18 +149,22 @@ class Recognizer:
         return list(self._gallery.snapshot()[0])
 
     def _embed_batch(self, crops: np.ndarray) -> np.ndarray:
-        """One onnxruntime run per `MAX_RUN_BATCH` crops: the arena onnxruntime keeps grows with the
-        largest batch it has seen (a shelf's 30 cells, and a second look's 3 per doubtful cell)."""
+        """L2-normalized embeddings of `crops` (uint8 N x S x S x 3)."""
+        return self._run(crops)[0]
+
+    def _run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, pair features), each L2-normalized; the features are the embeddings when the
+        model has no `features` output. One onnxruntime run per `MAX_RUN_BATCH` crops: the arena
+        onnxruntime keeps grows with the largest batch it has seen (a shelf's 30 cells, and a second
+        look's 3 per doubtful cell)."""
         try:
-            emb = np.concatenate([
-                self._session.run(None, {self._input: to_tensor(crops[i:i + MAX_RUN_BATCH],
-                                                                self.card["normalization"])})[0]
-                for i in range(0, max(1, len(crops)), MAX_RUN_BATCH)])
+            runs = [self._session.run(self._outputs, {self._input: to_tensor(crops[i:i + MAX_RUN_BATCH],
+                                                                             self.card["normalization"])})
+                    for i in range(0, max(1, len(crops)), MAX_RUN_BATCH)]
         except Exception as exc:  # onnxruntime's pybind errors have no common base but Exception
             raise ModelError(f"inference failed: {type(exc).__name__}: {exc}") from exc
-        emb = np.asarray(emb, np.float32)
-        out: np.ndarray = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-6)
-        return out
+        emb, feats = (_unit(np.concatenate([r[k] for r in runs])) for k in (0, len(self._outputs) - 1))
+        return emb, feats
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """L2-normalized embeddings (N x D) of BGR images framed like a cell's square centre crop."""
@@ -161,13 +172,20 @@ class Recognizer:
             return np.zeros((0, self._gallery.dim), np.float32)
         return self._embed_batch(np.stack([resize_square(im, self.size) for im in images]))
 
+    def pair_features(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """L2-normalized pair-check features (N x `pair_dim`) of images framed like `embed`'s: the
+        model's `features` output, or its embeddings when it has none."""
+        if not images:
+            return np.zeros((0, self.pair_dim), np.float32)
+        return self._run(np.stack([resize_square(im, self.size) for im in images]))[1]
+
     def recognize(self, frame: np.ndarray, rois: Sequence[CellRoi]) -> list[CellDetection]:
         """Best label and runner-up for every ROI of one frame (one batched inference, plus one for
         the cells whose margin is below `second_look_below`: their crop turned three more times)."""
         if not rois:
             return []
         crops = crop_cells(frame, rois, self.size)
-        emb = self._embed_batch(crops)
+        emb, feats = self._run(crops)
         labels, protos, radius = self._gallery.entries()
         cosine = emb @ protos.T
         two = len(labels) > 1
@@ -177,16 +195,16 @@ class Recognizer:
             look = np.flatnonzero(top[:, 0] - top[:, 1] < self.second_look_below)
             if look.size:
                 self.second_looks += int(look.size)
-                more = self._embed_batch(quarter_turns(crops[look])).reshape(3, look.size, -1)
-                mean = emb[look] + more.sum(axis=0)
-                emb[look] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-6)
+                more, more_feats = self._run(quarter_turns(crops[look]))
+                emb[look] = _unit(emb[look] + more.reshape(3, look.size, -1).sum(axis=0))
+                feats[look] = _unit(feats[look] + more_feats.reshape(3, look.size, -1).sum(axis=0))
                 cosine[look] = emb[look] @ protos.T
         logits = cosine * self.scale
         logits -= logits.max(axis=1, keepdims=True)
         prob = np.exp(logits)
         prob /= prob.sum(axis=1, keepdims=True)
         top2 = np.argsort(-prob, axis=1)[:, :2]
-        pair = self._pair_check(look, emb, top2, labels)  # may swap a row of top2
+        pair = self._pair_check(look, feats, top2, labels)  # may swap a row of top2
         best = cosine[np.arange(len(rois)), top2[:, 0]]
         quality = self._quality(best, radius[top2[:, 0]])
         out = []
@@ -197,18 +215,19 @@ class Recognizer:
                                      round(float(q), 4), round(float(z), 3)))
         return out
 
-    def _pair_check(self, rows: np.ndarray, emb: np.ndarray, top2: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    def _pair_check(self, rows: np.ndarray, feats: np.ndarray, top2: np.ndarray, labels: Sequence[str]) -> np.ndarray:
         """|z| of the pair check for `rows` (reads given a second look) whose two nearest products both
-        have a spread; a row of `top2` is swapped where the check prefers the runner-up. 0 elsewhere."""
-        z = np.zeros(len(emb))
+        have a spread (of this model's pair features: a gallery's spreads from a model without them are
+        ignored); a row of `top2` is swapped where the check prefers the runner-up. 0 elsewhere."""
+        z = np.zeros(len(feats))
         if self.pair_shrink is None or top2.shape[1] < 2:
             return z
         for i in rows:
             a, b = top2[i]
             sa, sb = self._gallery.spread(labels[a]), self._gallery.spread(labels[b])
-            if sa is None or sb is None:
+            if sa is None or sb is None or sa[0].shape != feats[i].shape or sb[0].shape != feats[i].shape:
                 continue
-            zi = pair_z(sa, sb, emb[i], self.pair_shrink)
+            zi = pair_z(sa, sb, feats[i], self.pair_shrink)
             if zi < 0:
                 top2[i] = (b, a)
             z[i] = abs(zi)
@@ -231,17 +250,19 @@ class Recognizer:
         centred square). Each image is embedded as `VIEWS_PER_IMAGE` enrollment views (`vision_models.augment`);
         the prototype is their normalized mean; the radius is the median similarity of each image's
         views to the prototype of the *other* images (of all views when there is one image); the spread
-        (`pairs.spread_stats`) is their mean and main directions, for the pair check."""
+        (`pairs.spread_stats`) is the mean and main directions of their pair features, for the pair check."""
         if not images:
             raise ValueError("a reference needs at least one image")
-        emb = np.stack([self._embed_batch(np.stack(enrollment_views(im, self.size))) for im in images])
+        runs = [self._run(np.stack(enrollment_views(im, self.size))) for im in images]
+        emb = np.stack([r[0] for r in runs])
         dim = emb.shape[-1]
         proto = prototype(emb.reshape(-1, dim))
         if len(images) == 1:
             sims = [emb[0] @ proto]
         else:
             sims = [emb[i] @ prototype(np.delete(emb, i, axis=0).reshape(-1, dim)) for i in range(len(images))]
-        return Reference(proto, float(np.median(np.concatenate(sims))), spread_stats(emb.reshape(-1, dim)))
+        feats = np.concatenate([r[1] for r in runs])
+        return Reference(proto, float(np.median(np.concatenate(sims))), spread_stats(feats))
 
     def enroll(self, sku_id: str, images: Sequence[np.ndarray]) -> None:
         """Add (or replace) the prototype of `sku_id` from a few reference crops; no retraining.
@@ -259,3 +280,10 @@ class Recognizer:
     def save_gallery(self, path: str | Path) -> None:
         """Write the gallery (with enrolled SKUs) atomically, e.g. over the model dir's gallery.npz."""
         self._gallery.save(path)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32; an all-zero row stays zero)."""
+    x = np.asarray(x, np.float32)
+    out: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+    return out

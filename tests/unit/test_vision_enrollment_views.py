@@ -57,7 +57,9 @@ def test_reference_is_the_mean_of_all_views_and_its_radius_is_leave_one_out(rec:
     emb = np.stack([rec.embed(enrollment_views(im, rec.size)) for im in refs])
     mean = emb.reshape(-1, emb.shape[-1]).mean(axis=0)
     assert np.allclose(proto, mean / np.linalg.norm(mean), atol=1e-5)
-    assert np.allclose(spread_mean, mean, atol=1e-5)  # the pair check's mean: of the same views, not normalized
+    # the pair check's mean: of the same views' pair features (the model's pooled backbone channels)
+    feats = np.concatenate([rec.pair_features(enrollment_views(im, rec.size)) for im in refs])
+    assert spread_mean.shape == (rec.pair_dim,) and np.allclose(spread_mean, feats.mean(axis=0), atol=1e-5)
     loo = []
     for i in range(3):
         other = emb[[j for j in range(3) if j != i]].reshape(-1, emb.shape[-1]).mean(axis=0)

@@ -64,6 +64,20 @@ def test_the_discriminant_tells_twins_apart_where_the_nearer_mean_does_not() -> 
     assert pair_z(*flat, ma, shrink=0.01) == 0.0  # no spread, no verdict (not an enormous |z|)
 
 
+def test_the_low_rank_solution_is_the_ridge_discriminant_in_any_dimension() -> None:
+    """pair_z solves in the span of the two spreads; it must equal the plain D x D ridge solution."""
+    rng = np.random.default_rng(4)
+    for dim in (DIM, 300):
+        a, b = (spread_stats(rng.normal(0, 1, (40, dim)) * rng.uniform(0.1, 1, dim) + rng.normal(0, 0.3, dim))
+                for _ in range(2))
+        x = rng.normal(0, 0.5, dim)
+        fa, fb = (s[1].astype(np.float64) for s in (a, b))
+        within = fa.T @ fa + fb.T @ fb
+        w = np.linalg.solve(within + 3.0 * np.trace(within) / dim * np.eye(dim), a[0] - b[0].astype(np.float64))
+        want = w @ (x - 0.5 * (a[0] + b[0].astype(np.float64))) / np.sqrt(0.5 * w @ within @ w)
+        assert pair_z(a, b, x, shrink=3.0) == pytest.approx(want, rel=1e-6)
+
+
 def test_the_gallery_keeps_spreads_with_their_labels_and_old_files_load_without(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     protos = np.eye(DIM, dtype=np.float32)[:3]
@@ -90,6 +104,14 @@ def test_the_gallery_keeps_spreads_with_their_labels_and_old_files_load_without(
         Gallery.load(bad)
     with pytest.raises(ValueError):
         g.put("a", protos[0], 0.9, (np.full(DIM, np.nan, np.float32), np.zeros((RANK, DIM), np.float16)))
+    # spreads live in the model's pair features, which may be wider than the prototypes, but one width
+    wide = Gallery(["a", "b"], protos[:2], spreads={"a": spread_stats(rng.normal(0, 1, (9, 3 * DIM)))})
+    with pytest.raises(ValueError):
+        wide.put("b", protos[1], 0.9, spread_stats(rng.normal(0, 1, (9, DIM))))
+    wide.put("a", protos[0], 0.9, spread_stats(rng.normal(0, 1, (9, DIM))))  # replacing the only one: fine
+    with pytest.raises(ModelError):
+        Gallery(["a", "b"], protos[:2], spreads={"a": spread_stats(rng.normal(0, 1, (9, 3 * DIM))),
+                                                 "b": spread_stats(rng.normal(0, 1, (9, DIM)))})
 
 
 def test_an_enrolled_product_gets_a_spread_that_survives_the_state_directory(tmp_path: Path) -> None:
@@ -101,7 +123,9 @@ def test_an_enrolled_product_gets_a_spread_that_survives_the_state_directory(tmp
     rec.enroll("kombucha", list(x))
     store.save(rec.gallery)
     spread = store.load()[0].spread("kombucha")
-    assert spread is not None and spread[1].shape == (RANK, rec.gallery.dim) and spread[1].any()
+    # in the model's pair features (the shipped model's pooled backbone channels, not its embedding)
+    assert rec.pair_dim == rec.card["onnx"]["pair_features"]["dim"] > rec.gallery.dim  # shelf-v2 since 2.4.0
+    assert spread is not None and spread[1].shape == (RANK, rec.pair_dim) and spread[1].any()
     assert rec.gallery.spread("cola") is None  # the shipped seed labels have none: no pair check for them
 
 
@@ -114,39 +138,46 @@ def test_the_recognizer_lets_the_pair_check_decide_a_close_read_and_reports_how_
     x, _, _ = generate(1, 1, CAMERA_PX, 77, clean_views=0)
     roi = [CellRoi("T", 0, 0, 0, CAMERA_PX, CAMERA_PX)]
     rec.second_look_below, rec.pair_shrink = 9.0, 3.0
-    emb = rec.embed([x[0]])[0]
     rng = np.random.default_rng(0)
-    near = emb + 0.35 * rng.normal(0, 1, emb.shape) / np.sqrt(emb.size)
-    pa, pb = emb / np.linalg.norm(emb), (near / np.linalg.norm(near)).astype(np.float32)
-    calm = np.zeros((RANK, emb.size), np.float16)
+
+    def nearby(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        near = v + 0.35 * rng.normal(0, 1, v.shape) / np.sqrt(v.size)
+        return v / np.linalg.norm(v), (near / np.linalg.norm(near)).astype(np.float32)
+
+    pa, pb = nearby(rec.embed([x[0]])[0])  # prototypes: the read's own, and a close one
+    fa, fb = nearby(rec.reference([x[0]]).spread[0])  # spread means, in the model's pair features
+    calm = np.zeros((RANK, rec.pair_dim), np.float16)
     calm[0] = 0.01
 
     def read(spread_a: tuple[np.ndarray, np.ndarray] | None, spread_b: tuple[np.ndarray, np.ndarray] | None):
+        rec.gallery.remove("prod_a"), rec.gallery.remove("prod_b")  # a gallery's spreads share one width
         rec.gallery.put("prod_a", pa, 0.9, spread_a)
         rec.gallery.put("prod_b", pb, 0.9, spread_b)
         return rec.recognize(x[0], roi)[0]
 
-    agree = read((pa, calm), (pb, calm))
+    agree = read((fa, calm), (fb, calm))
     assert (agree.label, agree.runner_up) == ("prod_a", "prod_b") and agree.pair_z > 0 and agree.margin > 0
-    swapped = read((pb, calm), (pa, calm))
+    swapped = read((fb, calm), (fa, calm))
     assert (swapped.label, swapped.runner_up) == ("prod_b", "prod_a")
     assert swapped.pair_z == pytest.approx(agree.pair_z, rel=1e-3) and swapped.margin == pytest.approx(-agree.margin)
     assert swapped.score == pytest.approx(agree.runner_up_score) and swapped.runner_up_score == pytest.approx(agree.score)
-    assert read((pb, calm), None).pair_z == 0  # the runner-up has no spread: nothing to check against
+    assert read((fb, calm), None).pair_z == 0  # the runner-up has no spread: nothing to check against
+    other = np.zeros((RANK, rec.pair_dim + 1), np.float16)  # spreads another model left: not comparable
+    assert read((np.append(fb, 0), other), (np.append(fa, 0), other)).pair_z == 0
     rec.second_look_below = 0.0  # no second look, no pair check (the card keeps both at min_margin)
-    assert read((pb, calm), (pa, calm)).label == "prod_a"
+    assert read((fb, calm), (fa, calm)).label == "prod_a"
     rec.second_look_below, rec.pair_shrink = 9.0, None
-    assert read((pb, calm), (pa, calm)).label == "prod_a"
+    assert read((fb, calm), (fa, calm)).label == "prod_a"
 
 
 def test_calibration_finds_gates_that_keep_its_own_wrong_reads_within_target() -> None:
-    from vision_models.train.calibrate_doubt import calibrate
+    from vision_models.train.calibrate_doubt import PAIR_SHRINK, calibrate
 
     rec = Recognizer.load(DEFAULT_MODEL_DIR)
     with_pair = calibrate(rec, classes=8, unknown=2, tests=3, target=0.02, unknown_target=0.25)
     cal = with_pair["calibration"]
     assert cal["wrong_trusted_rate"] <= 0.02 and cal["unknown_trusted_rate"] <= 0.25
-    assert with_pair["pair_shrink"] == 3.0 and with_pair.get("min_pair_z", 1.0) > 0
+    assert with_pair["pair_shrink"] == PAIR_SHRINK and with_pair.get("min_pair_z", 1.0) > 0
     rec = Recognizer.load(DEFAULT_MODEL_DIR)
     without = calibrate(rec, classes=8, unknown=2, tests=3, target=0.02, unknown_target=0.25, pair_shrink=None)
     assert "min_pair_z" not in without and rec.pair_shrink is None

@@ -20,19 +20,24 @@ import structlog
 import torch
 
 from vision_models.enroll import Gallery, prototype
-from vision_models.recognizer import CARD_FILE, GALLERY_FILE, MODEL_FILE, Recognizer
+from vision_models.recognizer import CARD_FILE, FEATURES_OUTPUT, GALLERY_FILE, MODEL_FILE, Recognizer
 from vision_models.train.dataset import Cells, DataDir
 from vision_models.train.evaluate import evaluate
 from vision_models.types import EMPTY, CellRoi
 
 log = structlog.get_logger(__name__)
 
+FEATURES_OUTPUT_PAIR = ("embedding", FEATURES_OUTPUT)
+
 
 def export_onnx(model: torch.nn.Module, path: Path, input_size: int) -> None:
-    """TorchScript-based export (dynamo=False), dynamic batch, opset 17."""
+    """TorchScript-based export (dynamo=False), dynamic batch, opset 17. A model returning a pair
+    gives the outputs `embedding` and `features` (the pair check's, `backbones.WithFeatures`)."""
     dummy = torch.zeros(1, 3, input_size, input_size)
-    torch.onnx.export(model, (dummy,), str(path), input_names=["crops"], output_names=["embedding"],
-                      dynamic_axes={"crops": {0: "n"}, "embedding": {0: "n"}}, opset_version=17,
+    with torch.no_grad():
+        outputs = (FEATURES_OUTPUT_PAIR if isinstance(model(dummy), tuple) else ("embedding",))
+    torch.onnx.export(model, (dummy,), str(path), input_names=["crops"], output_names=list(outputs),
+                      dynamic_axes={"crops": {0: "n"}, **{o: {0: "n"} for o in outputs}}, opset_version=17,
                       dynamo=False)
 
 
@@ -134,6 +139,8 @@ def finish_model_dir(model: torch.nn.Module, out: Path, data: DataDir, *, input_
     _write_card(out / CARD_FILE, card)
     Gallery([EMPTY], np.ones((1, embed_dim), np.float32)).save(out / GALLERY_FILE)  # placeholder
     rec = Recognizer.load(out, threads=1)
+    if rec.pair_dim != embed_dim:
+        card["onnx"]["pair_features"] = {"output": FEATURES_OUTPUT, "dim": rec.pair_dim}
     gallery = build_gallery(rec, labels, data.gallery_refs())
     gallery.save(out / GALLERY_FILE)
     card["similarity_scale"] = calibrate_scale(rec, gallery, data.calibration())

