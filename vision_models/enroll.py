@@ -19,9 +19,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from vision_models.pairs import Spread
 from vision_models.types import ModelError
-
-Spread = tuple[np.ndarray, np.ndarray]  # (mean (D,) float32, spread (RANK, D) float16): vision_models.pairs
 
 
 class Reference(NamedTuple):
@@ -56,7 +55,7 @@ class Gallery:
         rad = np.full(len(labels), np.nan, np.float32) if radius is None else np.asarray(radius, np.float32)
         if rad.shape != (len(labels),):
             raise ModelError(f"gallery has {len(labels)} labels for radii of shape {rad.shape}")
-        spreads = dict(spreads or {})
+        spreads = {k: _stored(v) for k, v in (spreads or {}).items()}
         dims = {_spread_dim(v) for v in spreads.values()}
         if not set(spreads) <= set(labels) or None in dims or len(dims) > 1:
             raise ModelError("gallery spreads do not match its labels or one dimension")
@@ -95,7 +94,7 @@ class Gallery:
                 raise ValueError(f"spread has dimension {dim}, the gallery's others {have}")
             spreads = others
             if spread is not None:
-                spreads[label] = (np.asarray(spread[0], np.float32), np.asarray(spread[1], np.float16))
+                spreads[label] = _stored(spread)
             self._spreads = spreads
             labels, mat, rad = self._state
             if label in labels:
@@ -125,7 +124,7 @@ class Gallery:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What a gallery file holds (np.savez keyword arguments); the spread arrays only when a label
-        has one (`spread_labels`, `spread_mean`, `spread_dirs`)."""
+        has one (`spread_labels`, `spread_mean`, `spread_dirs`, `spread_scale`)."""
         labels, mat, rad = self._state
         out = {"labels": np.array(labels, dtype=str), "prototypes": mat, "radius": rad}
         spreads = self._spreads
@@ -134,6 +133,7 @@ class Gallery:
             out["spread_labels"] = np.array(names, dtype=str)
             out["spread_mean"] = np.stack([spreads[n][0] for n in names]).astype(np.float32)
             out["spread_dirs"] = np.stack([spreads[n][1] for n in names]).astype(np.float16)
+            out["spread_scale"] = np.array([spreads[n].scale for n in names], np.float32)
         return out
 
     @classmethod
@@ -146,9 +146,11 @@ class Gallery:
         if "spread_labels" in z.files:
             means, dirs = np.asarray(z["spread_mean"]), np.asarray(z["spread_dirs"])
             names = [str(x) for x in z["spread_labels"]]
-            if means.shape[0] != len(names) or dirs.shape[0] != len(names):
+            scales = (np.asarray(z["spread_scale"], np.float64) if "spread_scale" in z.files
+                      else np.full(len(names), np.nan))  # written before the open-set check had one
+            if means.shape[0] != len(names) or dirs.shape[0] != len(names) or scales.shape != (len(names),):
                 raise ModelError(f"gallery has {len(names)} spread labels for arrays {means.shape}, {dirs.shape}")
-            spreads = {n: (means[i], dirs[i]) for i, n in enumerate(names)}
+            spreads = {n: Spread(means[i], dirs[i], float(scales[i])) for i, n in enumerate(names)}
         return cls(labels, np.asarray(z["prototypes"], np.float32), radius, spreads)
 
     @classmethod
@@ -177,10 +179,16 @@ class Gallery:
             raise
 
 
+def _stored(spread: Spread | tuple[np.ndarray, np.ndarray]) -> Spread:
+    """As the gallery keeps it: float32 mean, float16 directions, a float scale (NaN when not given)."""
+    scale = float(spread[2]) if len(spread) > 2 else float("nan")
+    return Spread(np.asarray(spread[0], np.float32), np.asarray(spread[1], np.float16), scale)
+
+
 def _spread_dim(spread: Spread) -> int | None:
     """D of a well-formed spread (mean (D,), directions (K, D), all finite), else None. D is the model's
     pair-feature dimension, not necessarily the embedding's (`vision_models.recognizer`)."""
-    mean, dirs = spread
+    mean, dirs = spread[0], spread[1]
     ok = (np.ndim(mean) == 1 and np.shape(mean)[0] > 0 and np.ndim(dirs) == 2 and np.shape(dirs)[1] == np.shape(mean)[0]
           and bool(np.all(np.isfinite(mean))) and bool(np.all(np.isfinite(np.asarray(dirs, np.float32)))))
     return int(np.shape(mean)[0]) if ok else None

@@ -17,14 +17,27 @@ keeps less of a twin's one mark. Measured before each step was built: docs/visio
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 RANK = 32  # principal directions kept per product: as good as the full covariance (docs/vision.md)
+DISTANCE_RIDGE = 0.3  # `spread_distance`'s ridge, x tr/D (fixed: enrolled scales were measured with it)
 
 
-def spread_stats(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (D,) float32, spread (RANK, D) float16) of one product's enrollment-view embeddings (N x D);
-    spread.T @ spread approximates their covariance. Rows beyond N - 1 are zero."""
+class Spread(NamedTuple):
+    """A product's enrollment views in the model's pair features: their mean, main directions
+    (`dirs.T @ dirs` approximates their covariance) and `scale`, the median `spread_distance` of
+    the views themselves (NaN: unknown, a gallery written before it existed)."""
+
+    mean: np.ndarray  # (D,) float32
+    dirs: np.ndarray  # (RANK, D) float16
+    scale: float = float("nan")
+
+
+def spread_stats(embeddings: np.ndarray) -> Spread:
+    """The `Spread` of one product's enrollment-view features (N x D). Rows of `dirs` beyond N - 1
+    are zero; one view has no spread and no scale."""
     e = np.asarray(embeddings, np.float64)
     if e.ndim != 2 or e.shape[0] == 0:
         raise ValueError(f"need at least one embedding, got shape {e.shape}")
@@ -34,11 +47,30 @@ def spread_stats(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _, sv, vt = np.linalg.svd(e - mean, full_matrices=False)
         k = min(RANK, len(sv))
         spread[:k] = sv[:k, None] * vt[:k] / np.sqrt(e.shape[0] - 1)
-    return mean.astype(np.float32), spread.astype(np.float16)
+    out = Spread(mean.astype(np.float32), spread.astype(np.float16))
+    return out._replace(scale=float(np.median(spread_distance(out, e))))
 
 
-def pair_z(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], x: np.ndarray,
-           shrink: float) -> float:
+def spread_distance(spread: Spread, x: np.ndarray) -> np.ndarray:
+    """Squared distance of each row of `x` (N x D) from the product's mean in units of its own spread,
+    per dimension: (x - m)^T (S + r I)^-1 (x - m) / D with S = dirs.T @ dirs and the ridge r =
+    `DISTANCE_RIDGE` x tr(S) / D, which stands for the variance beyond the kept directions. NaN when
+    the product shows no spread. Far from its own views -> large: a read of some other package (the
+    open-set check), or of this one under a hand or glare."""
+    m, u = np.asarray(spread[0], np.float64), np.asarray(spread[1], np.float64)
+    r = np.atleast_2d(np.asarray(x, np.float64)) - m
+    dim = u.shape[1]
+    trace = float(np.sum(u * u))
+    if not trace > 1e-9:
+        return np.full(len(r), np.nan)
+    ridge = DISTANCE_RIDGE * trace / dim
+    ur = r @ u.T  # the residuals' coordinates along the kept directions
+    inside = np.sum(ur * np.linalg.solve(ridge * np.eye(len(u)) + u @ u.T, ur.T).T, axis=1)
+    out: np.ndarray = (np.sum(r * r, axis=1) - inside) / (ridge * dim)
+    return out
+
+
+def pair_z(a: Spread, b: Spread, x: np.ndarray, shrink: float) -> float:
     """Where `x` lies between products a and b ((mean, spread) each): > 0 nearer a, < 0 nearer b, in
     units of the two products' spread along the discriminant; 0 (no verdict) when the two show no
     spread at all (nothing to measure the distance in).

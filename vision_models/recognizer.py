@@ -20,7 +20,7 @@ import structlog
 
 from vision_models.augment import enrollment_views, quarter_turns
 from vision_models.enroll import Gallery, Reference, prototype
-from vision_models.pairs import pair_z, spread_stats
+from vision_models.pairs import pair_z, spread_distance, spread_stats
 from vision_models.preprocess import crop_cells, resize_square, to_tensor
 from vision_models.types import EMPTY, CellDetection, CellRoi, ModelError
 
@@ -92,6 +92,10 @@ class Recognizer:
         # per-SKU doubt: a read more than `radius_slack` below its SKU's radius is doubtful (None: off)
         slack = doubt.get("radius_slack")
         self.radius_slack: float | None = None if slack is None else float(slack)
+        # the open-set check in pair features: a read further than this from its label's enrollment
+        # views, in units of their own distance (`pairs.spread_distance`), is doubtful (None: off)
+        ratio = doubt.get("max_spread_ratio")
+        self.max_spread_ratio: float | None = None if ratio is None else max(float(ratio), 1.001)
         # a read whose margin is below this gets a second look (quarter turns averaged; 0 = never)
         self.second_look_below = float(doubt.get("second_look_below", 0.0))
         # the pair check between the two nearest products of a read given a second look (`pairs`): its
@@ -206,13 +210,27 @@ class Recognizer:
         top2 = np.argsort(-prob, axis=1)[:, :2]
         pair = self._pair_check(look, feats, top2, labels)  # may swap a row of top2
         best = cosine[np.arange(len(rois)), top2[:, 0]]
-        quality = self._quality(best, radius[top2[:, 0]])
+        ratio = self._spread_ratio(top2[:, 0], feats, labels)
+        quality = self._quality(best, radius[top2[:, 0]], ratio)
         out = []
-        for roi, (a, b), p, cos, q, z in zip(rois, top2, prob, cosine, quality, pair, strict=True):
+        for roi, (a, b), p, cos, q, z, r in zip(rois, top2, prob, cosine, quality, pair, ratio, strict=True):
             out.append(CellDetection(roi.slot_id, roi.position, labels[a], float(p[a]),
                                      labels[b] if two else EMPTY, float(p[b]) if two else 0.0,
                                      round(float(cos[a]), 4), round(float(cos[a] - cos[b]), 4) if two else 1.0,
-                                     round(float(q), 4), round(float(z), 3)))
+                                     round(float(q), 4), round(float(z), 3), round(float(r), 3)))
+        return out
+
+    def _spread_ratio(self, best: np.ndarray, feats: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+        """Each read's `pairs.spread_distance` from its label's enrollment views over their own (the
+        label's `scale`): about 1 for a view like the references, large for another package. NaN for
+        labels without a spread or scale (the shipped seed, "empty")."""
+        out = np.full(len(best), np.nan)
+        for k in np.unique(best):
+            sp = self._gallery.spread(labels[k])
+            if sp is None or not sp.scale > 0 or sp.mean.shape != feats.shape[1:]:
+                continue
+            rows = np.flatnonzero(best == k)
+            out[rows] = spread_distance(sp, feats[rows]) / sp.scale
         return out
 
     def _pair_check(self, rows: np.ndarray, feats: np.ndarray, top2: np.ndarray, labels: Sequence[str]) -> np.ndarray:
@@ -233,17 +251,25 @@ class Recognizer:
             z[i] = abs(zi)
         return z
 
-    def _quality(self, similarity: np.ndarray, radius: np.ndarray) -> np.ndarray:
-        """The similarity judged against the label's own spread: a read exactly `radius_slack` below
-        the label's radius maps to `min_quality`, a perfect match to 1, linearly in between (and on
-        below). Labels without a radius (the shipped seed) keep their plain similarity."""
-        if self.radius_slack is None:
-            return similarity
-        floor = radius - self.radius_slack
-        known = np.isfinite(floor) & (floor < 1)
-        scaled = 1 - (1 - similarity) * (1 - self.min_quality) / np.where(known, 1 - floor, 1.0)
-        out: np.ndarray = np.clip(np.where(known, scaled, similarity), 0.0, 1.0)
-        return out
+    def _quality(self, similarity: np.ndarray, radius: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+        """The read judged against its label's own references, as a number that is `min_quality` at
+        the card's limit. With `max_spread_ratio` (cards since 2.5.0) and a spread ratio: 1 up to a ratio
+        of 1 (as close as the references themselves), `min_quality` at `max_spread_ratio`, linearly in
+        between and on beyond. Else with `radius_slack`: a read exactly `radius_slack` below the label's
+        radius maps to `min_quality`, a perfect match to 1. Else (the shipped seed labels, old cards):
+        the plain similarity."""
+        out = similarity
+        if self.radius_slack is not None:
+            floor = radius - self.radius_slack
+            known = np.isfinite(floor) & (floor < 1)
+            scaled = 1 - (1 - similarity) * (1 - self.min_quality) / np.where(known, 1 - floor, 1.0)
+            out = np.where(known, scaled, out)
+        if self.max_spread_ratio is not None:
+            known = np.isfinite(ratio)
+            over = np.maximum(np.where(known, ratio, 1.0) - 1, 0) / (self.max_spread_ratio - 1)
+            out = np.where(known, 1 - (1 - self.min_quality) * over, out)
+        clipped: np.ndarray = np.clip(out, 0.0, 1.0)
+        return clipped
 
     def reference(self, images: Sequence[np.ndarray]) -> Reference:
         """(prototype, radius, spread) of a SKU from a few reference images (BGR, framed like a cell's

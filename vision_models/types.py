@@ -51,6 +51,9 @@ class CellDetection:
     # judged by the two products' enrollment spread (|z|); 0 = not checked (a clear margin, or a product
     # without a spread)
     pair_z: float = 0.0
+    # the read's distance from its label's enrollment views in units of their own (1: like them; the
+    # open-set check, `Recognizer._spread_ratio`); NaN = not measured (a label without a spread)
+    spread_ratio: float = float("nan")
 
     def __post_init__(self) -> None:
         if self.quality < 0:

@@ -46,6 +46,7 @@ from edge.services.enroll_images import (
     image_dims,
 )
 from vision_models.gallery import GalleryStore, missing_prototypes
+from vision_models.pairs import Spread
 from vision_models.preprocess import resize_square, square_crop
 from vision_models.recognizer import GALLERY_FILE, Recognizer
 from vision_models.types import EMPTY, CellRoi
@@ -80,7 +81,7 @@ class ProductGallery:
     def open(self) -> int:
         """Load the newest gallery into the recognizer; one embedded by another model is rebuilt
         from the kept reference crops (on the shipped seed), and products enrolled before prototypes
-        had a radius or a spread (the pair check) are enrolled again from theirs. Returns the version in use."""
+        had a radius or a spread with its scale (the pair and open-set checks) are enrolled again from theirs. Returns the version in use."""
         with self.store.locked():
             gallery, version, model = self.store.load_tagged()
             stale = self._ref_skus()
@@ -89,8 +90,8 @@ class ProductGallery:
                 gallery, _, _ = GalleryStore(self.dir / "none", seed=self.store.seed).load_tagged()
             else:
                 labels, _, radius = gallery.entries()
-                stale = [s for s in stale if s in labels
-                         and (not np.isfinite(radius[labels.index(s)]) or gallery.spread(s) is None)]
+                stale = [s for s in stale if s in labels and (not np.isfinite(radius[labels.index(s)])
+                                                              or not _has_scale(gallery.spread(s)))]
             if version and stale:
                 for sku in stale:
                     gallery.put(sku, *self.rec.reference(self._read_refs(sku)))
@@ -368,3 +369,8 @@ class EnrollmentService:
             "version": self.gallery.version,
             "lanes": sorted(s for v in lanes.values() for s in v),
         }
+
+
+def _has_scale(spread: Spread | None) -> bool:
+    """A spread measured with its own scale (galleries written before 2.5.0 have none)."""
+    return spread is not None and spread.scale > 0

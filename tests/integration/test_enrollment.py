@@ -149,6 +149,14 @@ def test_products_enrolled_before_the_pair_check_get_their_spread_from_their_ref
     assert rebuilt is not None and np.allclose(rebuilt[0], spread[0], atol=0.02)  # the kept crops are resized
     assert again.rec.gallery.spread("cola") is None  # the shipped seed: nothing kept to rebuild it from
     assert gallery_in(tmp_path).version == 3
+    assert rebuilt.scale > 0
+    gal, _ = store.load()  # a file from 2.4.0: spreads without their scale (the open-set check's)
+    labels, mat, radius = gal.entries()
+    i = labels.index(sku)
+    gal.put(sku, mat[i], float(radius[i]), (rebuilt.mean, rebuilt.dirs))
+    assert np.isnan(gal.spread(sku).scale)
+    store.save(gal, model=g.rec.model_id)
+    assert gallery_in(tmp_path).version == 5 and gallery_in(tmp_path).rec.gallery.spread(sku).scale > 0
 
 
 def test_images_are_bounded_before_decoding():

@@ -53,7 +53,8 @@ def test_enrollment_views_are_turns_of_the_reference_not_mirrors() -> None:
 def test_reference_is_the_mean_of_all_views_and_its_radius_is_leave_one_out(rec: Recognizer,
                                                                            designs: np.ndarray) -> None:
     refs = list(designs[0, :3])
-    proto, radius, (spread_mean, _) = rec.reference(refs)
+    proto, radius, spread = rec.reference(refs)
+    spread_mean = spread.mean
     emb = np.stack([rec.embed(enrollment_views(im, rec.size)) for im in refs])
     mean = emb.reshape(-1, emb.shape[-1]).mean(axis=0)
     assert np.allclose(proto, mean / np.linalg.norm(mean), atol=1e-5)
@@ -70,8 +71,9 @@ def test_reference_is_the_mean_of_all_views_and_its_radius_is_leave_one_out(rec:
 
 
 def test_enrolled_skus_carry_a_radius_and_quality_is_judged_against_it(designs: np.ndarray) -> None:
+    """The rule of cards before 2.5.0 (radius_slack), which the Recognizer still reads."""
     rec = Recognizer.load(DEFAULT_MODEL_DIR, threads=1)
-    assert rec.radius_slack is not None and rec.radius_slack > 0
+    rec.radius_slack, rec.max_spread_ratio = 0.14, None
     rec.enroll("design_a", list(designs[0, :3]))
     labels, _, radius = rec.gallery.entries()
     rad = dict(zip(labels, radius.tolist(), strict=True))
@@ -160,3 +162,26 @@ def test_held_out_check_of_the_training_generator_reads_enrolled_designs() -> No
     assert got["reads"] == 24 and got["input_px"] == Recognizer.load(DEFAULT_MODEL_DIR).size
     assert got["top1_plain"] >= 0.5 and got["top1_second_look_all"] >= 0.5
     assert 0 <= got["wrong_trusted_rate"] <= 1 - got["top1"] + 1e-9
+
+
+def test_quality_is_the_spread_ratio_against_the_cards_limit_and_other_packages_fall_below(designs: np.ndarray) -> None:
+    """Cards since 2.5.0: a read as close to its product's enrollment views as they are to themselves
+    has quality 1, one at `max_spread_ratio` has `min_quality`; views of a product nobody enrolled,
+    read as the nearest enrolled one, lie far beyond its spread (the open-set check)."""
+    rec = Recognizer.load(DEFAULT_MODEL_DIR, threads=1)
+    assert rec.max_spread_ratio is not None and rec.max_spread_ratio > 1
+    rec.radius_slack = None
+    for k in range(4):
+        rec.enroll(f"design_{k}", list(designs[k, :3]))
+    own = [d for d in _read(rec, designs[0, 3:]) if d.label == "design_0"]
+    assert own and all(np.isfinite(d.spread_ratio) for d in own)
+    for det in own:
+        want = 1 - (1 - rec.min_quality) * max(det.spread_ratio - 1, 0) / (rec.max_spread_ratio - 1)
+        assert det.quality == pytest.approx(min(1.0, max(0.0, want)), abs=2e-3)
+    clean = _read(rec, designs[0, :3])  # the reference shots themselves
+    assert all(d.label == "design_0" and d.spread_ratio < rec.max_spread_ratio for d in clean)
+    strangers = [d for d in _read(rec, designs[5:, 3:].reshape(-1, *designs.shape[2:]))
+                 if d.label.startswith("design_")]
+    assert strangers and np.median([d.spread_ratio for d in strangers]) > 2 * np.median([d.spread_ratio for d in own])
+    seed = [d for d in _read(rec, designs[0, 3:]) if not d.label.startswith("design_") and d.label != EMPTY]
+    assert all(np.isnan(d.spread_ratio) and d.quality == d.similarity for d in seed)  # no spread: similarity

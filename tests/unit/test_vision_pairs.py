@@ -11,7 +11,7 @@ import pytest
 from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer
 from vision_models.enroll import Gallery
 from vision_models.gallery import GalleryStore
-from vision_models.pairs import RANK, pair_z, spread_stats
+from vision_models.pairs import DISTANCE_RIDGE, RANK, pair_z, spread_distance, spread_stats
 from vision_models.train.randomized import CAMERA_PX, generate
 from vision_models.types import ModelError
 
@@ -31,13 +31,14 @@ def twins(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.
 def test_spread_stats_approximate_the_covariance_in_float16() -> None:
     rng = np.random.default_rng(0)
     e = rng.normal(0, 1, (20, DIM)) @ rng.normal(0, 0.2, (DIM, DIM))
-    mean, spread = spread_stats(e)
+    mean, spread, scale = spread_stats(e)
     assert mean.dtype == np.float32 and spread.dtype == np.float16 and spread.shape == (RANK, DIM)
+    assert scale == pytest.approx(float(np.median(spread_distance(spread_stats(e), e))))
     cov = spread.astype(np.float64).T @ spread.astype(np.float64)
     assert np.allclose(cov, np.cov(e.T), atol=2e-3)
     assert np.allclose(mean, e.mean(axis=0), atol=1e-6)
-    single_mean, single = spread_stats(e[:1])  # one embedding: no spread, still a mean
-    assert not single.any() and np.allclose(single_mean, e[0])
+    single_mean, single, no_scale = spread_stats(e[:1])  # one embedding: no spread, still a mean
+    assert not single.any() and np.allclose(single_mean, e[0]) and np.isnan(no_scale)
     with pytest.raises(ValueError):
         spread_stats(np.zeros((0, DIM)))
 
@@ -78,6 +79,24 @@ def test_the_low_rank_solution_is_the_ridge_discriminant_in_any_dimension() -> N
         assert pair_z(a, b, x, shrink=3.0) == pytest.approx(want, rel=1e-6)
 
 
+def test_the_spread_distance_is_a_ridge_mahalanobis_and_tells_own_views_from_others() -> None:
+    rng = np.random.default_rng(5)
+    a, _, _ = twins(rng, 200)
+    sa = spread_stats(a)
+    qa, _, _ = twins(np.random.default_rng(6), 100)
+    qb = qa.copy()
+    qb[:, 5] += 1.5  # another package: off along a direction in which a's own views hardly vary
+    u = sa.dirs.astype(np.float64)
+    cov = u.T @ u
+    inv = np.linalg.inv(cov + DISTANCE_RIDGE * np.trace(cov) / DIM * np.eye(DIM))
+    r = qb[:5] - sa.mean
+    assert np.allclose(spread_distance(sa, qb[:5]), np.einsum("ij,jk,ik->i", r, inv, r) / DIM, rtol=1e-6)
+    own, other = spread_distance(sa, qa) / sa.scale, spread_distance(sa, qb) / sa.scale
+    assert 0.5 < np.median(own) < 2 and np.min(other) > np.percentile(own, 99)
+    flat = (sa.mean, np.zeros_like(sa.dirs))
+    assert np.isnan(spread_distance(flat, qa[:3])).all()  # no spread, no distance
+
+
 def test_the_gallery_keeps_spreads_with_their_labels_and_old_files_load_without(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     protos = np.eye(DIM, dtype=np.float32)[:3]
@@ -90,6 +109,7 @@ def test_the_gallery_keeps_spreads_with_their_labels_and_old_files_load_without(
         got, want = back.spread(label), g.spread(label)
         assert got is not None and want is not None
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        assert got.scale == pytest.approx(want.scale) and got.scale > 0
     assert back.spread("c") is None
     back.put("a", protos[0], 0.9)  # new references without a spread: the old one must not stay
     assert back.spread("a") is None
@@ -97,6 +117,11 @@ def test_the_gallery_keeps_spreads_with_their_labels_and_old_files_load_without(
     old = tmp_path / "old.npz"
     np.savez(old, labels=np.array(["a"]), prototypes=protos[:1])
     assert Gallery.load(old).spread("a") is None
+    arrays = g.arrays()
+    del arrays["spread_scale"]  # a file from 2.4.0: spreads without their scale
+    np.savez(old, **arrays)
+    kept = Gallery.load(old).spread("a")
+    assert kept is not None and np.isnan(kept.scale)
     bad = tmp_path / "bad.npz"
     np.savez(bad, labels=np.array(["a"]), prototypes=protos[:1], spread_labels=np.array(["a", "zz"]),
              spread_mean=np.zeros((1, DIM), np.float32), spread_dirs=np.zeros((1, RANK, DIM), np.float16))
@@ -177,6 +202,7 @@ def test_calibration_finds_gates_that_keep_its_own_wrong_reads_within_target() -
     with_pair = calibrate(rec, classes=8, unknown=2, tests=3, target=0.02, unknown_target=0.25)
     cal = with_pair["calibration"]
     assert cal["wrong_trusted_rate"] <= 0.02 and cal["unknown_trusted_rate"] <= 0.25
+    assert with_pair["max_spread_ratio"] > 1 and "radius_slack" not in with_pair
     assert with_pair["pair_shrink"] == PAIR_SHRINK and with_pair.get("min_pair_z", 1.0) > 0
     rec = Recognizer.load(DEFAULT_MODEL_DIR)
     without = calibrate(rec, classes=8, unknown=2, tests=3, target=0.02, unknown_target=0.25, pair_shrink=None)

@@ -8,15 +8,20 @@ from 3 *clean* views (an operator's reference shots: upright-ish, even light, no
 `--tests` shelf reads of every design are recognized (the `--unknown` ones were never enrolled: the
 open-set check). Then, in this order:
 
-1. `radius_slack`: how far below its SKU's radius a right read may fall; the 95th percentile of
-   (radius - similarity) over the right reads, so the per-SKU gate alone doubts <= 5 % of them.
+1. `max_spread_ratio`: how far from its SKU's enrollment views a right read may lie, in units of
+   their own distance (`CellDetection.spread_ratio`, `vision_models.pairs.spread_distance`); the
+   95th percentile over the right reads, so the per-SKU gate alone doubts <= 5 % of them.
 2. `min_margin` and `min_pair_z`: a read whose best-vs-second cosine margin is below `min_margin` gets
    a second look (`second_look_below` = `min_margin`) and the pair check between its two nearest
    products (`vision_models.pairs`, ridge `--pair-shrink`), and is trusted only if the check is sure
    (|z| >= `min_pair_z`). Of all pairs (margin, z) whose wrong-but-trusted reads stay at or below
    `--target` of all reads, the one that doubts the fewest right reads.
 3. Open set: while more than `--unknown-target` of the never-enrolled designs' reads would be
-   trusted (read as an enrolled product without doubt), the slack shrinks by 0.01 and step 2 repeats.
+   trusted (read as an enrolled product without doubt), the ratio's excess over 1 shrinks by 2 % and
+   step 2 repeats.
+
+Cards before 2.5.0 had `radius_slack` instead (a cosine below the SKU's radius); the Recognizer still
+reads them.
 
 The novel-product bench is never used here.
 """
@@ -57,7 +62,8 @@ def read_views(rec: Recognizer, views: np.ndarray, second_look: float) -> list[C
 def _read_all(rec: Recognizer, views: np.ndarray, second_look: float) -> dict[str, np.ndarray]:
     dets = read_views(rec, views, second_look)
     return {"label": np.array([d.label for d in dets]), "sim": np.array([d.similarity for d in dets]),
-            "margin": np.array([d.margin for d in dets]), "z": np.array([d.pair_z for d in dets])}
+            "margin": np.array([d.margin for d in dets]), "z": np.array([d.pair_z for d in dets]),
+            "ratio": np.array([d.spread_ratio for d in dets])}
 
 
 def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target: float,
@@ -74,55 +80,56 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
     known = np.repeat(np.arange(total) < classes, tests)
     reads = views[:, REFS:].reshape(-1, *views.shape[2:])
     first, again = _read_all(rec, reads, 0.0), _read_all(rec, reads, 9.0)
-    labels, _, radius = rec.gallery.entries()
-    rad_of = dict(zip(labels, radius.tolist(), strict=True))
-    rad1 = np.array([rad_of[lb] for lb in first["label"]])
-    rad2 = np.array([rad_of[lb] for lb in again["label"]])
     ok1 = (first["label"] == truth) & known
     n = int(known.sum())
 
-    def outcome(t: float, slack: float, zmin: float) -> tuple[np.ndarray, np.ndarray]:
+    def outcome(t: float, limit: float, zmin: float) -> tuple[np.ndarray, np.ndarray]:
         use = first["margin"] < t
         lab = np.where(use, again["label"], first["label"])
         sim, mar = np.where(use, again["sim"], first["sim"]), np.where(use, again["margin"], first["margin"])
-        rad, z = np.where(use, rad2, rad1), np.where(use, again["z"], 0.0)
-        trusted = ((mar >= t) | (z >= zmin)) & ~(sim < rad - slack)  # NaN radius (seed labels): no per-SKU gate
+        ratio, z = np.where(use, again["ratio"], first["ratio"]), np.where(use, again["z"], 0.0)
+        # the open-set gate (`Recognizer._quality`): a spread ratio up to `limit`; labels without a
+        # spread (the shipped seed) by their plain similarity
+        near = np.where(np.isfinite(ratio), ratio <= limit, sim >= rec.min_quality)
+        trusted = ((mar >= t) | (z >= zmin)) & near
         return lab == truth, trusted
 
-    def gates_for(slack: float) -> tuple[float, float]:
+    def gates_for(limit: float) -> tuple[float, float]:
         """(min_margin, min_pair_z) keeping wrong-but-trusted <= target that doubt the fewest right reads."""
         best, fewest = (1.0, float("inf")), np.inf
         for t in np.round(np.arange(0.0, 0.6, 0.005), 3):
-            ok, by_margin = outcome(float(t), slack, float("inf"))
+            ok, by_margin = outcome(float(t), limit, float("inf"))
             spare = target * n - np.sum(by_margin & ~ok & known)
             if spare < 0:
                 continue
-            _, by_z = outcome(float(t), slack, 0.0)  # every positive |z| trusted: then raise the bar
+            _, by_z = outcome(float(t), limit, 0.0)  # every positive |z| trusted: then raise the bar
             wrong_z = again["z"][by_z & ~by_margin & ~ok & known]
             fits = (wrong_z[:, None] >= Z_GRID[None, :]).sum(axis=0) <= spare  # per grid value
             zmin = float(Z_GRID[np.argmax(fits)]) if pair_shrink is not None and fits.any() else float("inf")
-            ok, trusted = outcome(float(t), slack, zmin)
+            ok, trusted = outcome(float(t), limit, zmin)
             doubted = np.sum(~trusted & ok & known)
             if doubted < fewest:
                 best, fewest = (float(t), zmin), doubted
         return best
 
-    # the most lenient slack whose gate alone doubts <= 5 % of right reads, tightened in steps of
-    # 0.01 until never-enrolled designs are trusted on at most `unknown_target` of their reads
-    slack = float(np.round(np.nanpercentile((rad1 - first["sim"])[ok1], 95), 2))
-    best, zmin = gates_for(slack)
-    while unknown and slack > 0.01 and np.mean(outcome(best, slack, zmin)[1][~known]) > unknown_target:
-        slack = round(slack - 0.01, 2)
-        best, zmin = gates_for(slack)
-    ok, trusted = outcome(best, slack, zmin)
+    # the most lenient spread ratio whose gate alone doubts <= 5 % of right reads, tightened in steps
+    # of 2 % (of its excess over 1) until never-enrolled designs are trusted on at most
+    # `unknown_target` of their reads
+    limit = max(float(np.round(np.nanpercentile(first["ratio"][ok1], 95), 3)), 1.01)
+    best, zmin = gates_for(limit)
+    while unknown and limit > 1.01 and np.mean(outcome(best, limit, zmin)[1][~known]) > unknown_target:
+        limit = max(round(1 + (limit - 1) * 0.98, 3), 1.01)
+        best, zmin = gates_for(limit)
+    ok, trusted = outcome(best, limit, zmin)
     ok_k = ok & known
     # the pair check decides close reads (and the figures below count it) even when no |z| may trust them
     pair: dict[str, float] = {} if pair_shrink is None else {"pair_shrink": pair_shrink}
     if pair and np.isfinite(zmin):
         pair["min_pair_z"] = zmin
-    return {"min_quality": rec.min_quality, "min_margin": best, "second_look_below": best, "radius_slack": slack,
+    return {"min_quality": rec.min_quality, "min_margin": best, "second_look_below": best, "max_spread_ratio": limit,
             **pair,
-            "note": "quality gate per SKU (radius - radius_slack) and margin gate; a read with margin below "
+            "note": "open-set gate per SKU (a read's distance from its enrollment views, in units of their own, "
+                    "at most max_spread_ratio) and margin gate; a read with margin below "
                     "second_look_below gets a second look first, then the pair check between its two nearest "
                     "products (trusted from |z| >= min_pair_z); calibrated on training-generator designs only",
             "calibration": {"classes": classes, "unknown_classes": unknown, "reads": n, "seed": CALIB_SEED,
