@@ -217,7 +217,8 @@ class Recognizer:
             out.append(CellDetection(roi.slot_id, roi.position, labels[a], float(p[a]),
                                      labels[b] if two else EMPTY, float(p[b]) if two else 0.0,
                                      round(float(cos[a]), 4), round(float(cos[a] - cos[b]), 4) if two else 1.0,
-                                     round(float(q), 4), round(float(z), 3), round(float(r), 3)))
+                                     round(float(q), 4), round(float(z), 3),
+                                     round(float(r), 3) if np.isfinite(r) else -1.0))
         return out
 
     def _spread_ratio(self, best: np.ndarray, feats: np.ndarray, labels: Sequence[str]) -> np.ndarray:

@@ -52,8 +52,9 @@ class CellDetection:
     # without a spread)
     pair_z: float = 0.0
     # the read's distance from its label's enrollment views in units of their own (1: like them; the
-    # open-set check, `Recognizer._spread_ratio`); NaN = not measured (a label without a spread)
-    spread_ratio: float = float("nan")
+    # open-set check, `Recognizer._spread_ratio`); -1 = not measured (a label without a spread; not
+    # NaN, so that equal reads compare equal)
+    spread_ratio: float = -1.0
 
     def __post_init__(self) -> None:
         if self.quality < 0:

@@ -90,7 +90,7 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
         ratio, z = np.where(use, again["ratio"], first["ratio"]), np.where(use, again["z"], 0.0)
         # the open-set gate (`Recognizer._quality`): a spread ratio up to `limit`; labels without a
         # spread (the shipped seed) by their plain similarity
-        near = np.where(np.isfinite(ratio), ratio <= limit, sim >= rec.min_quality)
+        near = np.where(ratio >= 0, ratio <= limit, sim >= rec.min_quality)
         trusted = ((mar >= t) | (z >= zmin)) & near
         return lab == truth, trusted
 
@@ -115,7 +115,7 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
     # the most lenient spread ratio whose gate alone doubts <= 5 % of right reads, tightened in steps
     # of 2 % (of its excess over 1) until never-enrolled designs are trusted on at most
     # `unknown_target` of their reads
-    limit = max(float(np.round(np.nanpercentile(first["ratio"][ok1], 95), 3)), 1.01)
+    limit = max(float(np.round(np.percentile(first["ratio"][ok1 & (first["ratio"] >= 0)], 95), 3)), 1.01)
     best, zmin = gates_for(limit)
     while unknown and limit > 1.01 and np.mean(outcome(best, limit, zmin)[1][~known]) > unknown_target:
         limit = max(round(1 + (limit - 1) * 0.98, 3), 1.01)
