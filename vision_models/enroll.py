@@ -84,9 +84,10 @@ class Gallery:
         """Add or replace the prototype (and radius, and spread: None drops an old one) of `label`."""
         if proto.shape != (self.dim,):
             raise ValueError(f"prototype must have shape ({self.dim},), got {proto.shape}")
+        spread = None if spread is None else _stored(spread)
         dim = None if spread is None else _spread_dim(spread)
         if spread is not None and dim is None:
-            raise ValueError("spread must be (mean (D,), directions (K, D)) and finite")
+            raise ValueError("spread must be (mean (D,), directions (K, D)), finite, with a positive scale or none")
         with self._lock:
             others = {k: v for k, v in self._spreads.items() if k != label}
             have = next((int(v[0].shape[0]) for v in others.values()), None)
@@ -94,7 +95,7 @@ class Gallery:
                 raise ValueError(f"spread has dimension {dim}, the gallery's others {have}")
             spreads = others
             if spread is not None:
-                spreads[label] = _stored(spread)
+                spreads[label] = spread
             self._spreads = spreads
             labels, mat, rad = self._state
             if label in labels:
@@ -186,9 +187,11 @@ def _stored(spread: Spread | tuple[np.ndarray, np.ndarray]) -> Spread:
 
 
 def _spread_dim(spread: Spread) -> int | None:
-    """D of a well-formed spread (mean (D,), directions (K, D), all finite), else None. D is the model's
+    """D of a well-formed spread (mean (D,), directions (K, D), all finite; scale NaN or finite and
+    positive: an infinite one would make every read look close), else None. D is the model's
     pair-feature dimension, not necessarily the embedding's (`vision_models.recognizer`)."""
-    mean, dirs = spread[0], spread[1]
+    mean, dirs, scale = spread
     ok = (np.ndim(mean) == 1 and np.shape(mean)[0] > 0 and np.ndim(dirs) == 2 and np.shape(dirs)[1] == np.shape(mean)[0]
-          and bool(np.all(np.isfinite(mean))) and bool(np.all(np.isfinite(np.asarray(dirs, np.float32)))))
+          and bool(np.all(np.isfinite(mean))) and bool(np.all(np.isfinite(np.asarray(dirs, np.float32))))
+          and (np.isnan(scale) or 0 < scale < np.inf))
     return int(np.shape(mean)[0]) if ok else None

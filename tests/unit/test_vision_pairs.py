@@ -122,6 +122,10 @@ def test_the_gallery_keeps_spreads_with_their_labels_and_old_files_load_without(
     np.savez(old, **arrays)
     kept = Gallery.load(old).spread("a")
     assert kept is not None and np.isnan(kept.scale)
+    arrays["spread_scale"] = np.array([np.inf, 0.5], np.float32)  # a doctored file: every read "close"
+    np.savez(tmp_path / "doctored.npz", **arrays)
+    with pytest.raises(ModelError):
+        Gallery.load(tmp_path / "doctored.npz")
     bad = tmp_path / "bad.npz"
     np.savez(bad, labels=np.array(["a"]), prototypes=protos[:1], spread_labels=np.array(["a", "zz"]),
              spread_mean=np.zeros((1, DIM), np.float32), spread_dirs=np.zeros((1, RANK, DIM), np.float16))
