@@ -12,7 +12,9 @@ sure (the card's doubt section says from which |z| on a read is trusted: `min_pa
 
 With a model that exports its pooled backbone features (`vision_models.train.backbones`), the
 means, spreads and reads here are those features (1280), not the embedding (128): the projection
-keeps less of a twin's one mark. Measured before each step was built: docs/vision.md.
+keeps less of a twin's one mark. The same spread also gives the open-set check its measure
+(`spread_distance`: how far a read lies from a product's views in units of their own spread,
+`Recognizer._quality`). Measured before each step was built: docs/vision.md.
 """
 
 from __future__ import annotations
