@@ -59,35 +59,38 @@ def spread_distance(spread: Spread, x: np.ndarray) -> np.ndarray:
     `DISTANCE_RIDGE` x tr(S) / D, which stands for the variance beyond the kept directions. NaN when
     the product shows no spread. Far from its own views -> large: a read of some other package (the
     open-set check), or of this one under a hand or glare."""
-    m, u = np.asarray(spread[0], np.float64), np.asarray(spread[1], np.float64)
-    r = np.atleast_2d(np.asarray(x, np.float64)) - m
-    dim = u.shape[1]
-    trace = float(np.sum(u * u))
-    if not trace > 1e-9:
+    u = np.asarray(spread[1], np.float64)
+    r = np.atleast_2d(np.asarray(x, np.float64)) - np.asarray(spread[0], np.float64)
+    solved = _ridge_solve(u, DISTANCE_RIDGE, r)
+    if solved is None:
         return np.full(len(r), np.nan)
-    ridge = DISTANCE_RIDGE * trace / dim
-    ur = r @ u.T  # the residuals' coordinates along the kept directions
-    inside = np.sum(ur * np.linalg.solve(ridge * np.eye(len(u)) + u @ u.T, ur.T).T, axis=1)
-    out: np.ndarray = (np.sum(r * r, axis=1) - inside) / (ridge * dim)
+    out: np.ndarray = np.sum(r * solved, axis=1) / u.shape[1]
     return out
 
 
 def pair_z(a: Spread, b: Spread, x: np.ndarray, shrink: float) -> float:
     """Where `x` lies between products a and b ((mean, spread) each): > 0 nearer a, < 0 nearer b, in
     units of the two products' spread along the discriminant; 0 (no verdict) when the two show no
-    spread at all (nothing to measure the distance in).
-
-    The within-product scatter is U.T @ U with U the two spreads stacked (2 RANK x D), so the ridge
-    inverse is taken in the 2 RANK-dimensional span (Woodbury): as cheap for 1280 features as for 128."""
+    spread at all (nothing to measure the distance in). The within-product scatter is U.T @ U with U
+    the two spreads stacked (2 RANK x D)."""
     ma, mb = (np.asarray(v[0], np.float64) for v in (a, b))
     u = np.concatenate([np.asarray(a[1], np.float64), np.asarray(b[1], np.float64)])
-    dim = u.shape[1]
-    spread = float(np.sum(u * u))  # trace of U.T @ U
-    if not spread > 1e-9:
+    solved = _ridge_solve(u, shrink, (ma - mb)[None, :])
+    if solved is None:
         return 0.0
-    ridge = shrink * spread / dim
-    d = ma - mb
-    # (U.T U + ridge I)^-1 d = (d - U.T (ridge I + U U.T)^-1 U d) / ridge
-    w = (d - u.T @ np.linalg.solve(ridge * np.eye(len(u)) + u @ u.T, u @ d)) / ridge
+    w = solved[0]
     sd = float(np.sqrt(max(0.5 * float(np.sum((u @ w) ** 2)), 1e-18)))
     return float(w @ (np.asarray(x, np.float64) - 0.5 * (ma + mb))) / sd
+
+
+def _ridge_solve(u: np.ndarray, shrink: float, v: np.ndarray) -> np.ndarray | None:
+    """(U.T U + r I)^-1 applied to each row of `v` (N x D), r = shrink x tr(U.T U) / D; None when U is
+    all zero (no spread to measure in). Woodbury: (v - U.T (r I + U U.T)^-1 U v) / r, a solve in the
+    K-dimensional span of U's rows (K x D), as cheap for 1280 features as for 128."""
+    trace = float(np.sum(u * u))
+    if not trace > 1e-9:
+        return None
+    ridge = shrink * trace / u.shape[1]
+    inner = np.linalg.solve(ridge * np.eye(len(u)) + u @ u.T, u @ v.T)  # K x N
+    out: np.ndarray = (v - (u.T @ inner).T) / ridge
+    return out
