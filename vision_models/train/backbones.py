@@ -14,14 +14,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vision_models.train.train import _block
-
 EMBED_DIM = 128
 POOLED_DIM = 1280  # EfficientNet-Lite0's last feature map, globally average-pooled
 
 
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True), nn.MaxPool2d(2))
+
+
 class SmallCNN(nn.Module):
-    """shelf-v1's 3 conv blocks and linear projection, for any input size divisible by 8."""
+    """shelf-v1's 3 conv blocks (40 px: 40 -> 20 -> 10 -> 5) and a linear projection to an
+    L2-normalized embedding, for any input size divisible by 8 (`python -m vision_models.train`
+    trains it at 40 px on simulator renders, `metric --backbone cnn` on randomized designs)."""
 
     def __init__(self, size: int, dim: int = EMBED_DIM) -> None:
         super().__init__()

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vision_models.train.backbones import SmallCNN
 from vision_models.train.dataset import DataDir, DataError
 from vision_models.train.export import finish_model_dir
 from vision_models.types import EMPTY
@@ -32,23 +33,6 @@ INPUT_SIZE = 40
 EMBED_DIM = 64
 SIM_SCALE = 16.0
 MARGIN = 0.2
-
-
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True), nn.MaxPool2d(2))
-
-
-class Embedder(nn.Module):
-    """3 conv blocks (40 -> 20 -> 10 -> 5) and a linear projection to an L2-normalized embedding."""
-
-    def __init__(self, dim: int = EMBED_DIM) -> None:
-        super().__init__()
-        self.features = nn.Sequential(_block(3, 24), _block(24, 48), _block(48, 64))
-        self.proj = nn.Linear(64 * (INPUT_SIZE // 8) ** 2, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj(torch.flatten(self.features(x), 1)), dim=1)
 
 
 class CosFaceHead(nn.Module):
@@ -83,12 +67,12 @@ def _tensor(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
 
 def train_embedder(x: np.ndarray, y: np.ndarray, classes: int, *, epochs: int, seed: int,
                    mean: np.ndarray, std: np.ndarray, batch: int = 128,
-                   partner: np.ndarray | None = None, pair_margin: float = 0.0) -> Embedder:
+                   partner: np.ndarray | None = None, pair_margin: float = 0.0) -> SmallCNN:
     """Fit the embedder with a CosFace head (plus the look-alike pair margin, see CosFaceHead);
     random 180-degree turns (a package put back reversed)."""
     torch.manual_seed(seed)
     twin = None if partner is None else torch.from_numpy(partner.astype(np.int64))
-    model, head = Embedder(), CosFaceHead(EMBED_DIM, classes, twin, pair_margin)
+    model, head = SmallCNN(INPUT_SIZE, EMBED_DIM), CosFaceHead(EMBED_DIM, classes, twin, pair_margin)
     opt = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=3e-3, weight_decay=1e-4)
     steps = epochs * ((len(x) + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
