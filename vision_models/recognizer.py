@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 
 MODEL_FILE, CARD_FILE, GALLERY_FILE = "model.onnx", "model_card.json", "gallery.npz"
 FEATURES_OUTPUT = "features"  # the model's optional second output: what the pair check compares
+LEAD_LOG_CLIP = 3.0  # |log(runner-up ratio / label's)| counted in a read's lead at most (a factor of e^3 ~ 20)
 MAX_RUN_BATCH = 16  # crops per onnxruntime run: keeps the daemon under 150 MB RSS with a 96 px model
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "shelf-v2"
 _REQUIRED = ("name", "version", "input", "normalization", "labels", "embedding_dim", "similarity_scale")
@@ -103,6 +104,8 @@ class Recognizer:
         shrink = doubt.get("pair_shrink")
         self.pair_shrink: float | None = None if shrink is None else float(shrink)
         self.min_pair_z = float(doubt.get("min_pair_z", float("inf")))
+        # how much the log of the runner-up's spread ratio over the label's adds to a read's lead (0: none)
+        self.ratio_weight = float(doubt.get("ratio_weight", 0.0))
         self.second_looks = 0  # cells given a second look since load (a statistic)
         self.pair_dim = int(card["embedding_dim"])  # what the pair check compares (set by `load`'s warm-up)
 
@@ -212,13 +215,17 @@ class Recognizer:
         best = cosine[np.arange(len(rois)), top2[:, 0]]
         ratio = self._spread_ratio(top2[:, 0], feats, labels)
         quality = self._quality(best, radius[top2[:, 0]], ratio)
+        margin = best - cosine[np.arange(len(rois)), top2[:, 1]] if two else np.ones(len(rois))
+        weighed = two and self.ratio_weight > 0  # the runner-up's ratio costs ~0.3 ms a read: only when used
+        rival = self._spread_ratio(top2[:, 1], feats, labels) if weighed else np.full(len(rois), np.nan)
+        lead = margin + self.ratio_weight * rival_log_ratio(ratio, rival)
         out = []
-        for roi, (a, b), p, cos, q, z, r in zip(rois, top2, prob, cosine, quality, pair, ratio, strict=True):
+        for roi, (a, b), p, cos, q, z, r, rr, m, ld in zip(rois, top2, prob, cosine, quality, pair, ratio, rival,
+                                                          margin, lead, strict=True):
             out.append(CellDetection(roi.slot_id, roi.position, labels[a], float(p[a]),
                                      labels[b] if two else EMPTY, float(p[b]) if two else 0.0,
-                                     round(float(cos[a]), 4), round(float(cos[a] - cos[b]), 4) if two else 1.0,
-                                     round(float(q), 4), round(float(z), 3),
-                                     round(float(r), 3) if np.isfinite(r) else -1.0))
+                                     round(float(cos[a]), 4), round(float(m), 4), round(float(q), 4), round(float(z), 3),
+                                     _measured(r), _measured(rr), round(float(ld), 4)))
         return out
 
     def _spread_ratio(self, best: np.ndarray, feats: np.ndarray, labels: Sequence[str]) -> np.ndarray:
@@ -307,6 +314,21 @@ class Recognizer:
     def save_gallery(self, path: str | Path) -> None:
         """Write the gallery (with enrolled SKUs) atomically, e.g. over the model dir's gallery.npz."""
         self._gallery.save(path)
+
+
+def rival_log_ratio(ratio: np.ndarray, rival: np.ndarray) -> np.ndarray:
+    """log(runner-up's spread ratio / the label's), clipped to +-`LEAD_LOG_CLIP`; 0 where either is
+    not measured (NaN or negative): what `ratio_weight` weighs into a read's lead."""
+    r, q = np.asarray(ratio, np.float64), np.asarray(rival, np.float64)
+    both = (r > 0) & (q > 0)
+    out = np.zeros(r.shape)
+    out[both] = np.clip(np.log(q[both] / r[both]), -LEAD_LOG_CLIP, LEAD_LOG_CLIP)
+    return out
+
+
+def _measured(ratio: float) -> float:
+    """A spread ratio for `CellDetection`: -1 when not measured (not NaN: equal reads compare equal)."""
+    return round(float(ratio), 3) if np.isfinite(ratio) else -1.0
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -55,24 +55,34 @@ class CellDetection:
     # open-set check, `Recognizer._spread_ratio`); -1 = not measured (a label without a spread; not
     # NaN, so that equal reads compare equal)
     spread_ratio: float = -1.0
+    # the runner-up's `spread_ratio` (how far the read lies from the runner-up's own views); -1 = not
+    # measured (no spread, or a card without `doubt.ratio_weight`)
+    runner_up_ratio: float = -1.0
+    # what the margin gate judges (`settled`): the margin, plus the card's `doubt.ratio_weight` x the
+    # log of runner_up_ratio / spread_ratio when both are measured (a runner-up whose own views lie
+    # much further from the read than the label's is no live alternative); None: the margin itself
+    lead: float | None = None
 
     def __post_init__(self) -> None:
         if self.quality < 0:
             object.__setattr__(self, "quality", self.similarity)
+        if self.lead is None:
+            object.__setattr__(self, "lead", self.margin)
 
 
 def is_doubtful(det: CellDetection, min_quality: float, min_margin: float, min_pair_z: float = float("inf")) -> bool:
     """A product reading to doubt: it looks less like its label than that label's own references
     do (`quality` below `min_quality`: a hand, glare, or a product nobody enrolled), or the runner-up
-    is nearly as close (margin below `min_margin`, the model card's `doubt.min_margin`: look-alikes
+    is nearly as close (lead below `min_margin`, the model card's `doubt.min_margin`: look-alikes
     and never-seen products) and the pair check did not settle it (`pair_z` below `min_pair_z`, the
     card's `doubt.min_pair_z`; none: never). An empty cell is never doubted."""
     return det.label != EMPTY and (det.quality < min_quality or not settled(det, min_margin, min_pair_z))
 
 
 def settled(det: CellDetection, min_margin: float, min_pair_z: float = float("inf")) -> bool:
-    """The runner-up is no live alternative: a clear margin, or the pair check was sure."""
-    return det.margin >= min_margin or det.pair_z >= min_pair_z
+    """The runner-up is no live alternative: a clear lead (`CellDetection.lead`: the margin, weighed
+    by the two products' spread ratios when the card says so), or the pair check was sure."""
+    return (det.margin if det.lead is None else det.lead) >= min_margin or det.pair_z >= min_pair_z
 
 
 class ModelError(Exception):

@@ -77,7 +77,7 @@ def cell_observations(dets: Sequence[CellDetection], min_margin: float = 0.0,
                       min_pair_z: float = float("inf")) -> list[CellObs]:
     """The recognizer's detections as fusion's cell observations (`quality`: the similarity judged
     against the label's own references, see `CellDetection.quality`). A product
-    read whose runner-up is within `min_margin` (look-alikes, never-seen products), unless the pair
+    read whose runner-up is within `min_margin` (its `lead`: look-alikes, never-seen products), unless the pair
     check settled it (`pair_z` >= `min_pair_z`), is passed on as doubtful, just below fusion's
     `min_quality`: the other frame and the scale decide it."""
     doubtful = FusionParams().min_quality - 0.01

@@ -7,11 +7,13 @@ margin (calibrated on held-out generated designs) and the runtime detections agr
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge.core.fusion import FusionParams
 from edge.services.evidence import cell_observations, doubt_gates
 from hw_sim.camera.render import render_item
 from vision_models import DEFAULT_MODEL_DIR, EMPTY, CellDetection, CellRoi, Recognizer, is_doubtful
+from vision_models.recognizer import rival_log_ratio
 
 
 def det(label: str, similarity: float, margin: float) -> CellDetection:
@@ -41,6 +43,21 @@ def test_a_read_the_pair_check_settled_is_not_doubted_for_its_margin() -> None:
     assert [o.quality for o in obs] == [0.97, q - 0.01, 0.6]  # a settled pair does not lift a poor likeness
     assert [is_doubtful(d, q, 0.14, 3.0) for d in (settled, unsure, poor)] == [False, True, True]
     assert is_doubtful(settled, q, 0.14)  # a card without min_pair_z: nothing settles a close margin
+
+
+def test_the_margin_gate_judges_the_lead_which_is_the_margin_unless_the_recognizer_weighed_it() -> None:
+    q = FusionParams().min_quality
+    plain = CellDetection("F1", 0, "cola", 0.6, "cola_zero", 0.4, 0.97, 0.05)
+    assert plain.lead == 0.05
+    ahead = CellDetection("F1", 0, "cola", 0.6, "cola_zero", 0.4, 0.97, 0.05, lead=0.2)  # runner-up far off
+    behind = CellDetection("F1", 0, "cola", 0.6, "cola_zero", 0.4, 0.97, 0.2, lead=0.05)  # label's views further
+    assert [is_doubtful(d, q, 0.14) for d in (plain, ahead, behind)] == [True, False, True]
+    assert [o.quality for o in cell_observations([plain, ahead, behind], 0.14)] == [q - 0.01, 0.97, q - 0.01]
+
+
+def test_the_rival_log_ratio_is_clipped_and_zero_where_a_ratio_is_not_measured() -> None:
+    got = rival_log_ratio(np.array([2.0, 1.0, 1.0, -1.0, np.nan, 4.0]), np.array([2 * np.e, 1e6, 1e-6, 5.0, 5.0, -1.0]))
+    assert got == pytest.approx([1.0, 3.0, -3.0, 0.0, 0.0, 0.0])
 
 
 def test_the_shipped_card_carries_a_calibrated_margin_the_daemon_uses() -> None:

@@ -185,3 +185,28 @@ def test_quality_is_the_spread_ratio_against_the_cards_limit_and_other_packages_
     assert strangers and np.median([d.spread_ratio for d in strangers]) > 2 * np.median([d.spread_ratio for d in own])
     seed = [d for d in _read(rec, designs[0, 3:]) if not d.label.startswith("design_") and d.label != EMPTY]
     assert all(d.spread_ratio == -1 and d.quality == d.similarity for d in seed)  # no spread: similarity
+
+
+def test_the_lead_adds_the_runner_ups_spread_ratio_over_the_labels_by_the_cards_weight(designs: np.ndarray) -> None:
+    """A read's lead is its margin plus `ratio_weight` x log(runner-up's spread ratio / the label's):
+    a read of an enrolled design lies much nearer its own views than the runner-up's, so its lead
+    exceeds its margin; with weight 0 (cards before it) the lead is the margin; a runner-up without a
+    spread (the seed labels) adds nothing."""
+    rec = Recognizer.load(DEFAULT_MODEL_DIR, threads=1)
+    for k in range(4):
+        rec.enroll(f"design_{k}", list(designs[k, :3]))
+    rec.ratio_weight = 0.0
+    plain = _read(rec, designs[:4, 3:].reshape(-1, *designs.shape[2:]))
+    assert all(d.lead == d.margin and d.runner_up_ratio == -1 for d in plain)  # not even measured
+    rec.ratio_weight = 0.1
+    dets = _read(rec, designs[:4, 3:].reshape(-1, *designs.shape[2:]))
+    assert [d.margin for d in dets] == [d.margin for d in plain]  # the weight changes the lead only
+    both = [d for d in dets if d.spread_ratio > 0 and d.runner_up_ratio > 0]
+    assert len(both) >= 20
+    for d in both:
+        want = d.margin + 0.1 * np.clip(np.log(d.runner_up_ratio / d.spread_ratio), -3, 3)
+        assert d.lead == pytest.approx(want, abs=2e-3)
+    right = [d for d, truth in zip(dets, np.repeat(np.arange(4), 10), strict=True) if d.label == f"design_{truth}"]
+    assert np.median([d.lead - d.margin for d in right if d in both]) > 0  # own views are nearer
+    seed_runner_up = [d for d in dets if d.runner_up_ratio == -1]
+    assert all(d.lead == d.margin for d in seed_runner_up)

@@ -11,11 +11,13 @@ open-set check). Then, in this order:
 1. `max_spread_ratio`: how far from its SKU's enrollment views a right read may lie, in units of
    their own distance (`CellDetection.spread_ratio`, `vision_models.pairs.spread_distance`); the
    95th percentile over the right reads, so the per-SKU gate alone doubts <= 5 % of them.
-2. `min_margin` and `min_pair_z`: a read whose best-vs-second cosine margin is below `min_margin` gets
-   a second look (`second_look_below` = `min_margin`) and the pair check between its two nearest
-   products (`vision_models.pairs`, ridge `--pair-shrink`), and is trusted only if the check is sure
-   (|z| >= `min_pair_z`). Of all pairs (margin, z) whose wrong-but-trusted reads stay at or below
-   `--target` of all reads, the one that doubts the fewest right reads.
+2. `min_margin`, `ratio_weight` and `min_pair_z`: a read whose best-vs-second cosine margin is below
+   `min_margin` gets a second look (`second_look_below` = `min_margin`) and the pair check between
+   its two nearest products (`vision_models.pairs`, ridge `--pair-shrink`). A read is trusted when
+   its lead (the margin + `ratio_weight` x log(the runner-up's spread ratio / the label's),
+   `CellDetection.lead`) reaches `min_margin` or the check is sure (|z| >= `min_pair_z`). Of all
+   (margin, weight, z) whose wrong-but-trusted reads stay at or below `--target` of all reads, the
+   one that doubts the fewest right reads.
 3. Open set: while more than `--unknown-target` of the never-enrolled designs' reads would be
    trusted (read as an enrolled product without doubt), the ratio's excess over 1 shrinks by 2 % and
    step 2 repeats.
@@ -36,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from vision_models.recognizer import CARD_FILE, Recognizer
+from vision_models.recognizer import CARD_FILE, Recognizer, rival_log_ratio
 from vision_models.train.randomized import generate
 from vision_models.types import CellDetection, CellRoi
 
@@ -44,6 +46,9 @@ CALIB_SEED = 424_242
 REFS = 3
 PAIR_SHRINK = 10.0  # in pooled features (2.4.0), chosen on held-out designs: ridge 3 / 10 / 30 (docs/vision.md)
 Z_GRID = np.round(np.arange(0.5, 12.0, 0.1), 2)
+# weights of log(runner-up's spread ratio / the label's) in a read's lead (`CellDetection.lead`); on
+# held-out designs 0.1-0.2 doubted 2-4.5 points fewer right reads than the margin alone (docs/vision.md)
+RATIO_WEIGHTS = (0.0, 0.05, 0.1, 0.2)
 
 
 def read_views(rec: Recognizer, views: np.ndarray, second_look: float) -> list[CellDetection]:
@@ -63,7 +68,8 @@ def _read_all(rec: Recognizer, views: np.ndarray, second_look: float) -> dict[st
     dets = read_views(rec, views, second_look)
     return {"label": np.array([d.label for d in dets]), "sim": np.array([d.similarity for d in dets]),
             "margin": np.array([d.margin for d in dets]), "z": np.array([d.pair_z for d in dets]),
-            "ratio": np.array([d.spread_ratio for d in dets])}
+            "ratio": np.array([d.spread_ratio for d in dets]),
+            "rival": rival_log_ratio(np.array([d.spread_ratio for d in dets]), np.array([d.runner_up_ratio for d in dets]))}
 
 
 def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target: float,
@@ -83,53 +89,56 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
     ok1 = (first["label"] == truth) & known
     n = int(known.sum())
 
-    def outcome(t: float, limit: float, zmin: float) -> tuple[np.ndarray, np.ndarray]:
+    def outcome(t: float, limit: float, zmin: float, w: float) -> tuple[np.ndarray, np.ndarray]:
         use = first["margin"] < t
         lab = np.where(use, again["label"], first["label"])
-        sim, mar = np.where(use, again["sim"], first["sim"]), np.where(use, again["margin"], first["margin"])
-        ratio, z = np.where(use, again["ratio"], first["ratio"]), np.where(use, again["z"], 0.0)
+        sim, ratio = np.where(use, again["sim"], first["sim"]), np.where(use, again["ratio"], first["ratio"])
+        lead = np.where(use, again["margin"] + w * again["rival"], first["margin"] + w * first["rival"])
+        z = np.where(use, again["z"], 0.0)
         # the open-set gate (`Recognizer._quality`): a spread ratio up to `limit`; labels without a
         # spread (the shipped seed) by their plain similarity
         near = np.where(ratio >= 0, ratio <= limit, sim >= rec.min_quality)
-        trusted = ((mar >= t) | (z >= zmin)) & near
+        trusted = ((lead >= t) | (z >= zmin)) & near
         return lab == truth, trusted
 
-    def gates_for(limit: float) -> tuple[float, float]:
-        """(min_margin, min_pair_z) keeping wrong-but-trusted <= target that doubt the fewest right reads."""
-        best, fewest = (1.0, float("inf")), np.inf
-        for t in np.round(np.arange(0.0, 0.6, 0.005), 3):
-            ok, by_margin = outcome(float(t), limit, float("inf"))
+    def gates_for(limit: float) -> tuple[float, float, float]:
+        """(min_margin, min_pair_z, ratio_weight) keeping wrong-but-trusted <= target that doubt the
+        fewest right reads."""
+        best, fewest = (1.0, float("inf"), 0.0), np.inf
+        for w, t in ((w, float(t)) for w in RATIO_WEIGHTS for t in np.round(np.arange(0.0, 0.6, 0.005), 3)):
+            ok, by_margin = outcome(t, limit, float("inf"), w)
             spare = target * n - np.sum(by_margin & ~ok & known)
             if spare < 0:
                 continue
-            _, by_z = outcome(float(t), limit, 0.0)  # every positive |z| trusted: then raise the bar
+            _, by_z = outcome(t, limit, 0.0, w)  # every positive |z| trusted: then raise the bar
             wrong_z = again["z"][by_z & ~by_margin & ~ok & known]
             fits = (wrong_z[:, None] >= Z_GRID[None, :]).sum(axis=0) <= spare  # per grid value
             zmin = float(Z_GRID[np.argmax(fits)]) if pair_shrink is not None and fits.any() else float("inf")
-            ok, trusted = outcome(float(t), limit, zmin)
+            ok, trusted = outcome(t, limit, zmin, w)
             doubted = np.sum(~trusted & ok & known)
             if doubted < fewest:
-                best, fewest = (float(t), zmin), doubted
+                best, fewest = (t, zmin, w), doubted
         return best
 
     # the most lenient spread ratio whose gate alone doubts <= 5 % of right reads, tightened in steps
     # of 2 % (of its excess over 1) until never-enrolled designs are trusted on at most
     # `unknown_target` of their reads
     limit = max(float(np.round(np.percentile(first["ratio"][ok1 & (first["ratio"] >= 0)], 95), 3)), 1.01)
-    best, zmin = gates_for(limit)
-    while unknown and limit > 1.01 and np.mean(outcome(best, limit, zmin)[1][~known]) > unknown_target:
+    best, zmin, weight = gates_for(limit)
+    while unknown and limit > 1.01 and np.mean(outcome(best, limit, zmin, weight)[1][~known]) > unknown_target:
         limit = max(round(1 + (limit - 1) * 0.98, 3), 1.01)
-        best, zmin = gates_for(limit)
-    ok, trusted = outcome(best, limit, zmin)
+        best, zmin, weight = gates_for(limit)
+    ok, trusted = outcome(best, limit, zmin, weight)
     ok_k = ok & known
     # the pair check decides close reads (and the figures below count it) even when no |z| may trust them
     pair: dict[str, float] = {} if pair_shrink is None else {"pair_shrink": pair_shrink}
     if pair and np.isfinite(zmin):
         pair["min_pair_z"] = zmin
     return {"min_quality": rec.min_quality, "min_margin": best, "second_look_below": best, "max_spread_ratio": limit,
-            **pair,
+            "ratio_weight": weight, **pair,
             "note": "open-set gate per SKU (a read's distance from its enrollment views, in units of their own, "
-                    "at most max_spread_ratio) and margin gate; a read with margin below "
+                    "at most max_spread_ratio) and margin gate (the margin plus ratio_weight x log(the runner-up's "
+                    "spread ratio / the label's) at least min_margin); a read with margin below "
                     "second_look_below gets a second look first, then the pair check between its two nearest "
                     "products (trusted from |z| >= min_pair_z); calibrated on training-generator designs only",
             "calibration": {"classes": classes, "unknown_classes": unknown, "reads": n, "seed": CALIB_SEED,
