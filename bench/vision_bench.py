@@ -5,9 +5,10 @@ enrolled from 3 reference views through `Recognizer.enroll` into the shipped gal
 SKUs compete too); every test view is classified as one cell through `Recognizer.recognize`.
 
 A read is *doubted* when fusion would doubt it (`is_doubtful`): its quality (the similarity judged
-against the SKU's own references) below `FusionParams.min_quality`, or its best-vs-second cosine
-margin below the model card's `doubt.min_margin` unless the pair check settled it (|z| at least
-`doubt.min_pair_z`, `vision_models.pairs`). `wrong_trusted_rate` = wrong and not doubted / all
+against the SKU's own references) below `FusionParams.min_quality`, or its lead (the best-vs-second
+cosine margin, weighed by the two products' spread ratios: `CellDetection.lead`) below the model
+card's `doubt.min_margin` unless the pair check settled it (|z| at least `doubt.min_pair_z`,
+`vision_models.pairs`). `wrong_trusted_rate` = wrong and not doubted / all
 reads; `doubted_correct_rate` = doubted / correct reads. `unknown_trusted_rate`: reads of
 `unknown` more products that were never enrolled (open set) that would be trusted, i.e. read as
 some enrolled product without doubt (drawn after everything else, so the other figures do not
@@ -20,6 +21,7 @@ from __future__ import annotations
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ import numpy as np
 from bench.novel.generator import make_catalogue, render_view
 from edge.core.fusion import FusionParams
 from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer, is_doubtful
+from vision_models.enroll import Gallery
 
 VIEW = 64  # px, the side of a rendered view (a 640x480 shelf camera cell is about this size)
 
@@ -38,7 +41,9 @@ import resource, sys
 import numpy as np
 import edge.daemon, edge.web.app, edge.services.takeandgo_setup  # what the daemon imports
 from vision_models import CellRoi, Recognizer
-rec = Recognizer.load(sys.argv[1], threads=1)
+from vision_models.enroll import Gallery
+gallery = Gallery.load(sys.argv[2]) if len(sys.argv) > 2 else None  # as the daemon loads its state-dir gallery
+rec = Recognizer.load(sys.argv[1], threads=1, gallery=gallery)
 frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
 rois = [CellRoi("A", i, (i % 10) * 64, (i // 10) * 64, 64, 64) for i in range(30)]
 for _ in range(20):
@@ -47,11 +52,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
-def daemon_rss_mb(model_dir: str | Path) -> float:
+def daemon_rss_mb(model_dir: str | Path, gallery: Gallery | None = None) -> float:
     """Max RSS of a fresh process holding the daemon's imports and the loaded model after 20 frames
-    of 30 cells (the daemon's own RSS with the model, without simulators or tests around it)."""
-    out = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(model_dir)], capture_output=True, text=True,
-                         check=True, timeout=120)
+    of 30 cells (the daemon's own RSS with the model, without simulators or tests around it), with
+    `gallery` loaded from a file as the daemon loads its own (None: the shipped seed gallery)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [str(model_dir)]
+        if gallery is not None:
+            gallery.save(Path(tmp) / "gallery.npz")
+            args.append(str(Path(tmp) / "gallery.npz"))
+        out = subprocess.run([sys.executable, "-c", _RSS_PROBE, *args], capture_output=True, text=True,
+                             check=True, timeout=120)
     return round(float(out.stdout.strip().splitlines()[-1]), 1)
 
 
@@ -116,7 +127,7 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
         "unknown_trusted_rate": round(strange_trusted / max(1, unknown * tests), 4),
         "second_look_share": round(second_looks / n, 4),
         "doubt": {"min_quality": min_q, "min_margin": min_margin, "radius_slack": rec.radius_slack,
-                  "max_spread_ratio": rec.max_spread_ratio,
+                  "max_spread_ratio": rec.max_spread_ratio, "ratio_weight": rec.ratio_weight,
                   "second_look_below": rec.second_look_below, "pair_shrink": rec.pair_shrink,
                   "min_pair_z": min_pair_z if np.isfinite(min_pair_z) else None},
         "embed_ms_p95": round(float(np.percentile(batch, 95)) * 1000, 2),
@@ -125,7 +136,10 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
         "model_mb": round(model.stat().st_size / 1e6, 3),
         "rss_mb_model_loaded": round(rss_mb, 1),
         "rss_note": "max RSS of this bench process right after Recognizer.load (not the daemon)",
-        "rss_mb_daemon_process": daemon_rss_mb(model_dir),
+        "rss_mb_daemon_process": daemon_rss_mb(model_dir, rec.gallery),
+        "rss_daemon_note": f"a fresh process with the daemon's imports, the model and this run's gallery "
+                           f"({len(rec.labels)} labels: the seed's and the {products} enrolled products) after "
+                           f"20 frames of 30 cells",
         "targets": {"novel_top1": 0.97, "novel_lookalike_top1": 0.93, "wrong_trusted_rate": 0.001,
                     "doubted_correct_rate": 0.05, "model_mb": 8, "rss_mb": 150},
     }

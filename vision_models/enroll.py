@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vision_models.pairs import Spread
+from vision_models.pairs import Spread, quantized
 from vision_models.types import ModelError
 
 
@@ -125,7 +125,7 @@ class Gallery:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What a gallery file holds (np.savez keyword arguments); the spread arrays only when a label
-        has one (`spread_labels`, `spread_mean`, `spread_dirs`, `spread_scale`)."""
+        has one (`spread_labels`, `spread_mean`, `spread_dirs` int8, `spread_step`, `spread_scale`)."""
         labels, mat, rad = self._state
         out = {"labels": np.array(labels, dtype=str), "prototypes": mat, "radius": rad}
         spreads = self._spreads
@@ -133,7 +133,8 @@ class Gallery:
             names = [lb for lb in labels if lb in spreads]
             out["spread_labels"] = np.array(names, dtype=str)
             out["spread_mean"] = np.stack([spreads[n][0] for n in names]).astype(np.float32)
-            out["spread_dirs"] = np.stack([spreads[n][1] for n in names]).astype(np.float16)
+            out["spread_dirs"] = np.stack([spreads[n].dirs for n in names]).astype(np.int8)
+            out["spread_step"] = np.stack([np.asarray(spreads[n].step) for n in names]).astype(np.float32)
             out["spread_scale"] = np.array([spreads[n].scale for n in names], np.float32)
         return out
 
@@ -149,9 +150,14 @@ class Gallery:
             names = [str(x) for x in z["spread_labels"]]
             scales = (np.asarray(z["spread_scale"], np.float64) if "spread_scale" in z.files
                       else np.full(len(names), np.nan))  # written before the open-set check had one
+            # int8 directions with a step per row since 2.5.1; float16 before (quantized on load)
+            steps = np.asarray(z["spread_step"], np.float32) if "spread_step" in z.files else None
+            if dirs.dtype == np.int8 and (steps is None or steps.shape != dirs.shape[:2]):
+                raise ModelError(f"gallery has int8 spread directions {dirs.shape} without their steps")
             if means.shape[0] != len(names) or dirs.shape[0] != len(names) or scales.shape != (len(names),):
                 raise ModelError(f"gallery has {len(names)} spread labels for arrays {means.shape}, {dirs.shape}")
-            spreads = {n: Spread(means[i], dirs[i], float(scales[i])) for i, n in enumerate(names)}
+            spreads = {n: Spread(means[i], dirs[i], float(scales[i]), None if steps is None else steps[i])
+                       for i, n in enumerate(names)}
         return cls(labels, np.asarray(z["prototypes"], np.float32), radius, spreads)
 
     @classmethod
@@ -180,18 +186,19 @@ class Gallery:
             raise
 
 
-def _stored(spread: Spread | tuple[np.ndarray, np.ndarray]) -> Spread:
-    """As the gallery keeps it: float32 mean, float16 directions, a float scale (NaN when not given)."""
-    scale = float(spread[2]) if len(spread) > 2 else float("nan")
-    return Spread(np.asarray(spread[0], np.float32), np.asarray(spread[1], np.float16), scale)
+def _stored(spread: Spread | tuple[np.ndarray, ...]) -> Spread:
+    """As the gallery keeps it: float32 mean, int8 directions with a step per row (`pairs.quantized`),
+    a float scale (NaN when not given)."""
+    return quantized(spread)
 
 
 def _spread_dim(spread: Spread) -> int | None:
-    """D of a well-formed spread (mean (D,), directions (K, D), all finite; scale NaN or finite and
-    positive: an infinite one would make every read look close), else None. D is the model's
+    """D of a well-formed spread (mean (D,), int8 directions (K, D) with K steps, all finite; scale
+    NaN or finite and positive: an infinite one would make every read look close), else None. D is the model's
     pair-feature dimension, not necessarily the embedding's (`vision_models.recognizer`)."""
-    mean, dirs, scale = spread
+    mean, dirs, scale, step = spread
     ok = (np.ndim(mean) == 1 and np.shape(mean)[0] > 0 and np.ndim(dirs) == 2 and np.shape(dirs)[1] == np.shape(mean)[0]
-          and bool(np.all(np.isfinite(mean))) and bool(np.all(np.isfinite(np.asarray(dirs, np.float32))))
+          and np.asarray(dirs).dtype == np.int8 and step is not None and np.shape(step) == np.shape(dirs)[:1]
+          and bool(np.all(np.isfinite(mean))) and bool(np.all(np.isfinite(step)))
           and (np.isnan(scale) or 0 < scale < np.inf))
     return int(np.shape(mean)[0]) if ok else None

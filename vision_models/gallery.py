@@ -6,7 +6,8 @@
     rec.enroll("kombucha", images); store.save(rec.gallery)   # -> version 1, seed untouched
 
 Layout: `gallery.npz` (current) and `gallery.prev.npz` (the version before), each holding
-`labels`, `prototypes`, `radius`, the pair check's `spread_labels` / `spread_mean` / `spread_dirs` (only
+`labels`, `prototypes`, `radius`, the pair check's `spread_labels` / `spread_mean` / `spread_dirs` /
+`spread_step` / `spread_scale` (only
 when some product has one), `version` and `model` (the id of the model that embedded them: prototypes
 from another model are meaningless, see `load_for`). A save writes a temp file, fsyncs it, moves the current file to
 `.prev`, then renames the temp file into place: a crash at any point leaves a loadable current or

@@ -11,7 +11,15 @@ import pytest
 from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer
 from vision_models.enroll import Gallery
 from vision_models.gallery import GalleryStore
-from vision_models.pairs import DISTANCE_RIDGE, RANK, pair_z, spread_distance, spread_stats
+from vision_models.pairs import (
+    DISTANCE_RIDGE,
+    RANK,
+    directions,
+    pair_z,
+    quantized,
+    spread_distance,
+    spread_stats,
+)
 from vision_models.train.randomized import CAMERA_PX, generate
 from vision_models.types import ModelError
 
@@ -28,17 +36,34 @@ def twins(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.
     return base[0], base[1], nuisance
 
 
-def test_spread_stats_approximate_the_covariance_in_float16() -> None:
+def test_spread_stats_approximate_the_covariance_in_int8_directions() -> None:
     rng = np.random.default_rng(0)
     e = rng.normal(0, 1, (20, DIM)) @ rng.normal(0, 0.2, (DIM, DIM))
-    mean, spread, scale = spread_stats(e)
-    assert mean.dtype == np.float32 and spread.dtype == np.float16 and spread.shape == (RANK, DIM)
-    assert scale == pytest.approx(float(np.median(spread_distance(spread_stats(e), e))))
-    cov = spread.astype(np.float64).T @ spread.astype(np.float64)
-    assert np.allclose(cov, np.cov(e.T), atol=2e-3)
+    stats = spread_stats(e)
+    mean, spread, scale, step = stats
+    assert mean.dtype == np.float32 and spread.dtype == np.int8 and spread.shape == (RANK, DIM)
+    assert step is not None and step.shape == (RANK,) and np.all(step > 0)
+    assert scale == pytest.approx(float(np.median(spread_distance(stats, e))))
+    u = directions(stats)
+    assert np.allclose(u.T @ u, np.cov(e.T), atol=0.01 * np.abs(np.cov(e.T)).max())  # int8: ~0.4 % a row
     assert np.allclose(mean, e.mean(axis=0), atol=1e-6)
-    single_mean, single, no_scale = spread_stats(e[:1])  # one embedding: no spread, still a mean
+    single_mean, single, no_scale, _ = spread_stats(e[:1])  # one embedding: no spread, still a mean
     assert not single.any() and np.allclose(single_mean, e[0]) and np.isnan(no_scale)
+
+
+def test_int8_directions_keep_each_row_within_half_a_step_and_distances_within_a_percent() -> None:
+    """A gallery keeps 41 KB a product (1280 features x 32 directions) instead of float16's 82 KB."""
+    rng = np.random.default_rng(7)
+    e = rng.normal(0, 1, (96, 300)) * rng.uniform(0.05, 1, 300)
+    exact = spread_stats(e)
+    floating = (exact.mean, directions(exact).astype(np.float16), exact.scale)  # as galleries before 2.5.1
+    q = quantized(floating)
+    assert q.dirs.dtype == np.int8 and q.dirs.nbytes == RANK * 300 and np.abs(q.dirs).max() == 127
+    err = np.abs(directions(q) - floating[1].astype(np.float64))
+    assert np.all(err <= q.step[:, None] / 2 + 1e-6)
+    x = rng.normal(0, 1, (50, 300)) * rng.uniform(0.05, 1, 300)
+    assert np.allclose(spread_distance(q, x), spread_distance(floating, x), rtol=0.01)
+    assert quantized(q) is not q and np.array_equal(quantized(q).dirs, q.dirs)  # already int8: kept
     with pytest.raises(ValueError):
         spread_stats(np.zeros((0, DIM)))
 
@@ -72,7 +97,7 @@ def test_the_low_rank_solution_is_the_ridge_discriminant_in_any_dimension() -> N
         a, b = (spread_stats(rng.normal(0, 1, (40, dim)) * rng.uniform(0.1, 1, dim) + rng.normal(0, 0.3, dim))
                 for _ in range(2))
         x = rng.normal(0, 0.5, dim)
-        fa, fb = (s[1].astype(np.float64) for s in (a, b))
+        fa, fb = (directions(s) for s in (a, b))
         within = fa.T @ fa + fb.T @ fb
         w = np.linalg.solve(within + 3.0 * np.trace(within) / dim * np.eye(dim), a[0] - b[0].astype(np.float64))
         want = w @ (x - 0.5 * (a[0] + b[0].astype(np.float64))) / np.sqrt(0.5 * w @ within @ w)
@@ -86,7 +111,7 @@ def test_the_spread_distance_is_a_ridge_mahalanobis_and_tells_own_views_from_oth
     qa, _, _ = twins(np.random.default_rng(6), 100)
     qb = qa.copy()
     qb[:, 5] += 1.5  # another package: off along a direction in which a's own views hardly vary
-    u = sa.dirs.astype(np.float64)
+    u = directions(sa)
     cov = u.T @ u
     inv = np.linalg.inv(cov + DISTANCE_RIDGE * np.trace(cov) / DIM * np.eye(DIM))
     r = qb[:5] - sa.mean
@@ -118,10 +143,17 @@ def test_the_gallery_keeps_spreads_with_their_labels_and_old_files_load_without(
     np.savez(old, labels=np.array(["a"]), prototypes=protos[:1])
     assert Gallery.load(old).spread("a") is None
     arrays = g.arrays()
+    assert arrays["spread_dirs"].dtype == np.int8 and arrays["spread_step"].shape == (2, RANK)
+    steps = arrays.pop("spread_step")
+    np.savez(old, **arrays)  # int8 directions without their steps: not a file anyone wrote
+    with pytest.raises(ModelError):
+        Gallery.load(old)
+    arrays["spread_dirs"] = (arrays["spread_dirs"] * steps[..., None]).astype(np.float16)  # as 2.5.0 wrote them
     del arrays["spread_scale"]  # a file from 2.4.0: spreads without their scale
     np.savez(old, **arrays)
-    kept = Gallery.load(old).spread("a")
-    assert kept is not None and np.isnan(kept.scale)
+    kept, want = Gallery.load(old).spread("a"), g.spread("a")
+    assert kept is not None and want is not None and np.isnan(kept.scale)
+    assert kept.dirs.dtype == np.int8 and np.allclose(directions(kept), directions(want), atol=float(want.step.max()))
     arrays["spread_scale"] = np.array([np.inf, 0.5], np.float32)  # a doctored file: every read "close"
     np.savez(tmp_path / "doctored.npz", **arrays)
     with pytest.raises(ModelError):
@@ -200,7 +232,7 @@ def test_the_recognizer_lets_the_pair_check_decide_a_close_read_and_reports_how_
 
 
 def test_calibration_finds_gates_that_keep_its_own_wrong_reads_within_target() -> None:
-    from vision_models.train.calibrate_doubt import PAIR_SHRINK, calibrate
+    from vision_models.train.calibrate_doubt import PAIR_SHRINK, RATIO_WEIGHTS, calibrate
 
     rec = Recognizer.load(DEFAULT_MODEL_DIR)
     with_pair = calibrate(rec, classes=8, unknown=2, tests=3, target=0.02, unknown_target=0.25)
@@ -208,6 +240,7 @@ def test_calibration_finds_gates_that_keep_its_own_wrong_reads_within_target() -
     assert cal["wrong_trusted_rate"] <= 0.02 and cal["unknown_trusted_rate"] <= 0.25
     assert with_pair["max_spread_ratio"] > 1 and "radius_slack" not in with_pair
     assert with_pair["pair_shrink"] == PAIR_SHRINK and with_pair.get("min_pair_z", 1.0) > 0
+    assert with_pair["ratio_weight"] in RATIO_WEIGHTS
     rec = Recognizer.load(DEFAULT_MODEL_DIR)
     without = calibrate(rec, classes=8, unknown=2, tests=3, target=0.02, unknown_target=0.25, pair_shrink=None)
     assert "min_pair_z" not in without and rec.pair_shrink is None
