@@ -8,7 +8,9 @@ No mirror images: a camera above the shelf never sees a package mirrored (printe
 one side), and on held-out designs flips added nothing (docs/vision.md, ablation).
 
 A doubtful read gets a *second look* (`quarter_turns`): the same crop turned 90/180/270 degrees,
-the four embeddings averaged.
+the 90 and 270 degree ones zoomed in by the card's `doubt.second_look_zoom` (1.2 since shelf-v2
+2.5.2: the middle 83 %, where a look-alike's one small mark is bigger; 1 before), the four
+embeddings averaged.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ def enrollment_views(image: np.ndarray, size: int) -> list[np.ndarray]:
     return out
 
 
-def quarter_turns(crops: np.ndarray) -> np.ndarray:
-    """N x S x S x 3 crops -> 3N: all crops turned 90, then 180, then 270 degrees."""
-    return np.ascontiguousarray(np.concatenate([np.rot90(crops, k, axes=(1, 2)) for k in (1, 2, 3)]))
+def quarter_turns(crops: np.ndarray, zoom: float = 1.0) -> np.ndarray:
+    """N x S x S x 3 crops -> 3N: all crops turned 90, then 180, then 270 degrees; the 90 and 270
+    degree ones first zoomed in by `zoom` about the centre (1: not at all)."""
+    zoomed = crops if zoom == 1.0 else np.stack([_turn(c, 0.0, zoom) for c in crops])
+    return np.ascontiguousarray(np.concatenate([np.rot90(zoomed, 1, axes=(1, 2)), np.rot90(crops, 2, axes=(1, 2)),
+                                                np.rot90(zoomed, 3, axes=(1, 2))]))

@@ -99,6 +99,7 @@ class Recognizer:
         self.max_spread_ratio: float | None = None if ratio is None else max(float(ratio), 1.001)
         # a read whose margin is below this gets a second look (quarter turns averaged; 0 = never)
         self.second_look_below = float(doubt.get("second_look_below", 0.0))
+        self.second_look_zoom = float(doubt.get("second_look_zoom", 1.0))  # of its 90/270 degree views
         # the pair check between the two nearest products of a read given a second look (`pairs`): its
         # ridge (None: off), and from which |z| on it settles a read the margin leaves in doubt
         shrink = doubt.get("pair_shrink")
@@ -202,7 +203,7 @@ class Recognizer:
             look = np.flatnonzero(top[:, 0] - top[:, 1] < self.second_look_below)
             if look.size:
                 self.second_looks += int(look.size)
-                more, more_feats = self._run(quarter_turns(crops[look]))
+                more, more_feats = self._run(quarter_turns(crops[look], self.second_look_zoom))
                 emb[look] = _unit(emb[look] + more.reshape(3, look.size, -1).sum(axis=0))
                 feats[look] = _unit(feats[look] + more_feats.reshape(3, look.size, -1).sum(axis=0))
                 cosine[look] = emb[look] @ protos.T

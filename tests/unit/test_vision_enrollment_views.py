@@ -88,13 +88,28 @@ def test_enrolled_skus_carry_a_radius_and_quality_is_judged_against_it(designs: 
             assert det.quality == det.similarity  # seed labels: plain similarity, as before
 
 
+def test_the_second_look_turns_each_crop_and_zooms_into_its_90_and_270_degree_views() -> None:
+    rng = np.random.default_rng(3)
+    crops = rng.integers(0, 256, (2, 32, 32, 3), np.uint8)
+    plain = quarter_turns(crops).reshape(3, 2, 32, 32, 3)
+    for k in (1, 2, 3):
+        assert np.array_equal(plain[k - 1], np.rot90(crops, k, axes=(1, 2)))
+    zoomed = quarter_turns(crops, 1.2).reshape(3, 2, 32, 32, 3)
+    assert np.array_equal(zoomed[1], plain[1])  # 180 degrees: as it is
+    middle = crops[:, 13:19, 13:19].astype(int)  # the centre is kept (zoomed about it), the rim is not
+    assert np.abs(np.rot90(zoomed[0], -1, axes=(1, 2))[:, 15:17, 15:17].astype(int) - middle[:, 2:4, 2:4]).mean() < 40
+    assert not np.array_equal(zoomed[0], plain[0]) and not np.array_equal(zoomed[2], plain[2])
+    assert Recognizer.load(DEFAULT_MODEL_DIR).second_look_zoom == 1.2  # the shipped card's
+
+
 def test_a_doubtful_read_gets_a_second_look_from_four_quarter_turns(designs: np.ndarray) -> None:
     rec = Recognizer.load(DEFAULT_MODEL_DIR, threads=1)
     rec.enroll("design_b", list(designs[1, :3]))
     crops = designs[1, 3:7]
     labels, protos = rec.gallery.snapshot()
     plain = rec.embed(list(crops))
-    turns = rec.embed(list(quarter_turns(crops))).reshape(3, 4, -1)
+    at_size = np.stack([resize_square(c, rec.size) for c in crops])  # the recognizer zooms its input crops
+    turns = rec.embed(list(quarter_turns(at_size, rec.second_look_zoom))).reshape(3, 4, -1)
     looked = plain + turns.sum(axis=0)
     looked /= np.linalg.norm(looked, axis=1, keepdims=True)
     rec.second_look_below = 0.0
