@@ -240,7 +240,12 @@ def test_calibration_finds_gates_that_keep_its_own_wrong_reads_within_target() -
     assert cal["wrong_trusted_rate"] <= 0.02 and cal["unknown_trusted_rate"] <= 0.25
     assert with_pair["max_spread_ratio"] > 1 and "radius_slack" not in with_pair
     assert with_pair["pair_shrink"] == PAIR_SHRINK and with_pair.get("min_pair_z", 1.0) > 0
-    assert with_pair["ratio_weight"] in RATIO_WEIGHTS
+    assert with_pair["ratio_weight"] in RATIO_WEIGHTS and with_pair["second_look_zoom"] == rec.second_look_zoom == 1.2
+    assert cal["second_look_share"] <= cal["max_second_look"] == 0.5
+    rec = Recognizer.load(DEFAULT_MODEL_DIR)
+    capped = calibrate(rec, classes=8, unknown=2, tests=3, target=0.02, unknown_target=0.25, max_second_look=0.0)
+    assert capped["calibration"]["second_look_share"] == 0.0  # no calibration read gets a second look
+    assert capped["calibration"]["wrong_trusted_rate"] <= 0.02  # the margin gate still holds the target
     rec = Recognizer.load(DEFAULT_MODEL_DIR)
     without = calibrate(rec, classes=8, unknown=2, tests=3, target=0.02, unknown_target=0.25, pair_shrink=None)
     assert "min_pair_z" not in without and rec.pair_shrink is None

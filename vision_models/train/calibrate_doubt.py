@@ -17,8 +17,9 @@ open-set check). Then, in this order:
    its two nearest products (`vision_models.pairs`, ridge `--pair-shrink`). A read is trusted when
    its lead (the margin + `ratio_weight` x log(the runner-up's spread ratio / the label's),
    `CellDetection.lead`) reaches `min_margin` or the check is sure (|z| >= `min_pair_z`). Of all
-   (margin, weight, z) whose wrong-but-trusted reads stay at or below `--target` of all reads, the
-   one that doubts the fewest right reads.
+   (margin, weight, z) whose wrong-but-trusted reads stay at or below `--target` of all reads, and
+   whose margin sends at most `--max-second-look` of the reads to a second look (what it costs at
+   door close), the one that doubts the fewest right reads.
 3. Open set: while more than `--unknown-target` of the never-enrolled designs' reads would be
    trusted (read as an enrolled product without doubt), the ratio's excess over 1 shrinks by 2 % and
    step 2 repeats.
@@ -53,6 +54,10 @@ RATIO_WEIGHTS = (0.0, 0.05, 0.1, 0.2)
 # the second look's 90/270 degree views zoomed in this much (`augment.quarter_turns`); on held-out
 # twins the pair check read 90.8 / 91.8 % right with plain turns, 91.4 / 92.6 % with 1.2 (docs/vision.md)
 SECOND_LOOK_ZOOM = 1.2
+# at most this share of reads gets a second look (min_margin = second_look_below is capped by it): a
+# shelf camera's 30 cells cost ~1.5 ms each plus ~3.5 ms each looked one, and 4 cameras on the
+# daemon's 2 inference threads must leave door close -> order within 300 ms (docs/vision.md)
+MAX_SECOND_LOOK = 0.5
 
 
 def read_views(rec: Recognizer, views: np.ndarray, second_look: float) -> list[CellDetection]:
@@ -78,9 +83,10 @@ def _read_all(rec: Recognizer, views: np.ndarray, second_look: float) -> dict[st
 
 def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target: float,
               unknown_target: float = 0.01, pair_shrink: float | None = PAIR_SHRINK,
-              second_look_zoom: float = SECOND_LOOK_ZOOM) -> dict[str, Any]:
+              second_look_zoom: float = SECOND_LOOK_ZOOM, max_second_look: float = MAX_SECOND_LOOK) -> dict[str, Any]:
     """The doubt section for `rec`'s card (the gallery in `rec` gains the calibration designs).
-    `pair_shrink` None: no pair check (a read below the margin is never trusted)."""
+    `pair_shrink` None: no pair check (a read below the margin is never trusted). `max_second_look`:
+    the largest share of the calibration reads the margin may send to a second look."""
     rec.pair_shrink, rec.second_look_zoom = pair_shrink, second_look_zoom
     total = classes + unknown
     x, _, _ = generate(total, REFS + tests, rec.size, CALIB_SEED, clean_views=REFS)
@@ -94,8 +100,8 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
     ok1 = (first["label"] == truth) & known
     n = int(known.sum())
 
-    def outcome(t: float, limit: float, zmin: float, w: float) -> tuple[np.ndarray, np.ndarray]:
-        use = first["margin"] < t
+    def outcome(t: float, limit: float, zmin: float, w: float, band: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        use = first["margin"] < (t if band is None else band)  # a second look below the band (default: t)
         lab = np.where(use, again["label"], first["label"])
         sim, ratio = np.where(use, again["sim"], first["sim"]), np.where(use, again["ratio"], first["ratio"])
         lead = np.where(use, again["margin"] + w * again["rival"], first["margin"] + w * first["rival"])
@@ -106,11 +112,14 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
         trusted = ((lead >= t) | (z >= zmin)) & near
         return lab == truth, trusted
 
+    looked = first["margin"][known]
+    margins = [float(t) for t in np.round(np.arange(0.0, 0.6, 0.005), 3) if np.mean(looked < t) <= max_second_look]
+
     def gates_for(limit: float) -> tuple[float, float, float]:
         """(min_margin, min_pair_z, ratio_weight) keeping wrong-but-trusted <= target that doubt the
         fewest right reads."""
         best, fewest = (1.0, float("inf"), 0.0), np.inf
-        for w, t in ((w, float(t)) for w in RATIO_WEIGHTS for t in np.round(np.arange(0.0, 0.6, 0.005), 3)):
+        for w, t in ((w, float(t)) for w in RATIO_WEIGHTS for t in margins):
             ok, by_margin = outcome(t, limit, float("inf"), w)
             spare = target * n - np.sum(by_margin & ~ok & known)
             if spare < 0:
@@ -133,13 +142,14 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
     while unknown and limit > 1.01 and np.mean(outcome(best, limit, zmin, weight)[1][~known]) > unknown_target:
         limit = max(round(1 + (limit - 1) * 0.98, 3), 1.01)
         best, zmin, weight = gates_for(limit)
-    ok, trusted = outcome(best, limit, zmin, weight)
+    band = min(best, margins[-1])  # when no margin keeps the target (best 1.0: trust none by it), the widest allowed
+    ok, trusted = outcome(best, limit, zmin, weight, band)
     ok_k = ok & known
     # the pair check decides close reads (and the figures below count it) even when no |z| may trust them
     pair: dict[str, float] = {} if pair_shrink is None else {"pair_shrink": pair_shrink}
     if pair and np.isfinite(zmin):
         pair["min_pair_z"] = zmin
-    return {"min_quality": rec.min_quality, "min_margin": best, "second_look_below": best,
+    return {"min_quality": rec.min_quality, "min_margin": best, "second_look_below": band,
             "second_look_zoom": second_look_zoom, "max_spread_ratio": limit,
             "ratio_weight": weight, **pair,
             "note": "open-set gate per SKU (a read's distance from its enrollment views, in units of their own, "
@@ -150,11 +160,12 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
             "calibration": {"classes": classes, "unknown_classes": unknown, "reads": n, "seed": CALIB_SEED,
                             "refs": f"{REFS} clean views per design, each embedded as 32 enrollment views",
                             "top1": round(float(ok_k.sum() / n), 4),
-                            "second_look_share": round(float(np.mean(first["margin"][known] < best)), 4),
+                            "second_look_share": round(float(np.mean(looked < band)), 4),
                             "wrong_trusted_rate": round(float(np.sum(trusted & ~ok & known)) / n, 4),
                             "doubted_correct_rate": round(float(np.sum(~trusted & ok_k)) / max(1, ok_k.sum()), 4),
                             "unknown_trusted_rate": round(float(np.mean(trusted[~known])), 4) if unknown else None,
-                            "target_wrong_trusted": target, "target_unknown_trusted": unknown_target}}
+                            "target_wrong_trusted": target, "target_unknown_trusted": unknown_target,
+                            "max_second_look": max_second_look}}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,13 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--target", type=float, default=0.001, help="wrong-but-trusted reads, of all reads")
     p.add_argument("--unknown-target", type=float, default=0.01, help="trusted reads of never-enrolled designs")
     p.add_argument("--pair-shrink", type=float, default=PAIR_SHRINK, help="ridge of the pair check (0: none)")
+    p.add_argument("--max-second-look", type=float, default=MAX_SECOND_LOOK,
+                   help="largest share of reads the margin may send to a second look (its cost)")
     p.add_argument("--second-look-zoom", type=float, default=SECOND_LOOK_ZOOM,
                    help="zoom of the second look's 90/270 degree views (1: plain quarter turns)")
     a = p.parse_args(argv)
     rec = Recognizer.load(a.model_dir)
     doubt = calibrate(rec, classes=a.classes, unknown=a.unknown, tests=a.tests, target=a.target,
                       unknown_target=a.unknown_target, pair_shrink=a.pair_shrink or None,
-                      second_look_zoom=a.second_look_zoom)
+                      second_look_zoom=a.second_look_zoom, max_second_look=a.max_second_look)
     card_path = a.model_dir / CARD_FILE
     card = json.loads(card_path.read_text(encoding="utf-8"))
     card["doubt"] = doubt
