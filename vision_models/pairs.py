@@ -50,11 +50,13 @@ def directions(spread: Spread | tuple[np.ndarray, ...]) -> np.ndarray:
 def quantized(spread: Spread | tuple[np.ndarray, ...]) -> Spread:
     """The spread with int8 directions, one step per row (its largest |value| / 127); the mean and
     scale as given (scale NaN when not given). Directions that are not finite stay as they are (the
-    gallery refuses them)."""
+    gallery refuses them); int8 ones without their steps are a ValueError."""
     mean = np.asarray(spread[0], np.float32)
     scale = float(spread[2]) if len(spread) > 2 else float("nan")
     step = spread[3] if len(spread) > 3 else None
-    if step is not None and np.asarray(spread[1]).dtype == np.int8:
+    if np.asarray(spread[1]).dtype == np.int8:
+        if step is None:
+            raise ValueError("int8 spread directions need their steps")
         return Spread(mean, np.asarray(spread[1]), scale, np.asarray(step, np.float32))
     d = directions(spread)
     if not np.all(np.isfinite(d)):

@@ -34,6 +34,7 @@ from edge.services.evidence import Capturer
 from hw_sim.world import load_demo_planogram
 from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer
 from vision_models.gallery import CURRENT, GalleryStore
+from vision_models.pairs import directions
 
 VIEW = 64
 
@@ -153,7 +154,7 @@ def test_products_enrolled_before_the_pair_check_get_their_spread_from_their_ref
     gal, _ = store.load()  # a file from 2.4.0: spreads without their scale (the open-set check's)
     labels, mat, radius = gal.entries()
     i = labels.index(sku)
-    gal.put(sku, mat[i], float(radius[i]), (rebuilt.mean, rebuilt.dirs))
+    gal.put(sku, mat[i], float(radius[i]), (rebuilt.mean, directions(rebuilt).astype(np.float16)))
     assert np.isnan(gal.spread(sku).scale)
     store.save(gal, model=g.rec.model_id)
     assert gallery_in(tmp_path).version == 5 and gallery_in(tmp_path).rec.gallery.spread(sku).scale > 0

@@ -64,6 +64,8 @@ def test_int8_directions_keep_each_row_within_half_a_step_and_distances_within_a
     x = rng.normal(0, 1, (50, 300)) * rng.uniform(0.05, 1, 300)
     assert np.allclose(spread_distance(q, x), spread_distance(floating, x), rtol=0.01)
     assert quantized(q) is not q and np.array_equal(quantized(q).dirs, q.dirs)  # already int8: kept
+    with pytest.raises(ValueError):  # int8 without the steps would be read as steps of 1
+        quantized((q.mean, q.dirs))
     with pytest.raises(ValueError):
         spread_stats(np.zeros((0, DIM)))
 
