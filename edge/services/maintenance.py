@@ -11,7 +11,6 @@ monotonic times of the dead process) — no alarm can come from a half-learnt ba
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import structlog
@@ -22,6 +21,7 @@ from edge.clock import SystemClock
 from edge.core.maintenance import CoolingConfig, CoolingWatch, SlotConfig, SlotWatch
 from edge.ledger import maintenance as rows
 from edge.ledger.db import LedgerDB
+from edge.services.sample_queue import SampleQueue
 from edge.services.temperature import apply_alarm_effects
 
 log = structlog.get_logger(__name__)
@@ -44,7 +44,7 @@ class MaintenanceService:
         self.clock = clock or SystemClock()
         self.watch = CoolingWatch(name, config or CoolingConfig())
         self._saved: dict[str, Any] | None = None  # the state last written to the ledger
-        self._queue: asyncio.Queue[tuple[float, bool, bool, bool]] = asyncio.Queue(maxsize=10_000)
+        self._samples: SampleQueue[tuple[float, bool, bool, bool]] = SampleQueue(lambda s: self._process(*s), 10_000)
         device.subscribe(self._on_poll)
 
     def _on_poll(self, dev: ModbusDevice) -> None:
@@ -52,19 +52,13 @@ class MaintenanceService:
         if not dev.online or "compressor_on" not in v:
             return
         door_open = self.door is not None and self.door.closed is False
-        if self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait(
-            (self.clock.monotonic(), bool(v["compressor_on"]), bool(v.get("defrost_active")), door_open)
-        )
+        self._samples.offer((self.clock.monotonic(), bool(v["compressor_on"]), bool(v.get("defrost_active")), door_open))
 
     async def run(self) -> None:
-        while True:
-            await self._process(*await self._queue.get())
+        await self._samples.run()
 
     async def drain(self) -> None:
-        while not self._queue.empty():
-            await self._process(*self._queue.get_nowait())
+        await self._samples.drain()
 
     async def _restore(self) -> None:
         if self._saved is None:
@@ -113,21 +107,19 @@ class SlotTrends:
         self.config = config or SlotConfig()
         self.watches: dict[str, SlotWatch] = {}
         self._restored = False
-        self._queue: asyncio.Queue[tuple[str, int, int | None]] = asyncio.Queue(maxsize=10_000)
+        self._samples: SampleQueue[tuple[str, int, int | None]] = SampleQueue(lambda s: self._process(*s), 10_000)
 
     def on_vend(self, slot_id: str, result: VendResult) -> None:
         """Listener: only successful vends say how freely the spiral turns (a jam stops it half-way)."""
-        if result.outcome is VendOutcome.OK and result.motor_ms > 0 and not self._queue.full():
+        if result.outcome is VendOutcome.OK and result.motor_ms > 0 and not self._samples.full():
             mean_ma = None if result.current is None else result.current.mean_ma
-            self._queue.put_nowait((slot_id, result.motor_ms, mean_ma))
+            self._samples.offer((slot_id, result.motor_ms, mean_ma))
 
     async def run(self) -> None:
-        while True:
-            await self._process(*await self._queue.get())
+        await self._samples.run()
 
     async def drain(self) -> None:
-        while not self._queue.empty():
-            await self._process(*self._queue.get_nowait())
+        await self._samples.drain()
 
     async def _restore(self) -> None:
         if self._restored:

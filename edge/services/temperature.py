@@ -26,6 +26,7 @@ from edge.core.alarms import Clear, Effect, Raise, RuleState, SensorRule, Thresh
 from edge.core.errors import SaleRefused
 from edge.ledger import cold_chain, repo
 from edge.ledger.db import LedgerDB, Tx
+from edge.services.sample_queue import SampleQueue
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +98,7 @@ class TemperatureService:
         self.history_s = history_s
         cap = min(500_000, int(history_s / max(device.poll_interval_s, 0.05)) + 1000)
         self._history: deque[tuple[float, float | None, float | None, bool | None]] = deque(maxlen=cap)
-        self._queue: asyncio.Queue[Sample] = asyncio.Queue(maxsize=20_000)
+        self._samples: SampleQueue[Sample] = SampleQueue(self._process, 20_000)
         self._rules = self._make_rules(stuck_after_s)
         self._states: dict[str, RuleState] = {r.key: RuleState() for r in self._rules}
         self.safety = fs.State()
@@ -146,14 +147,12 @@ class TemperatureService:
 
     async def run(self) -> None:
         """Consume samples forever (a supervised task: 'temperature.<name>')."""
-        while True:
-            sample = await self._queue.get()
-            await self._process(sample)
+        await self._samples.run()
 
     async def drain(self) -> None:
-        """Process every queued sample now (tests and the demo use it to stay in step)."""
-        while not self._queue.empty():
-            await self._process(self._queue.get_nowait())
+        """Process every queued sample now, and the one `run` may be in the middle of (tests and the
+        demo use it to stay in step)."""
+        await self._samples.drain()
 
     # ---- intake ------------------------------------------------------------------------------
 
@@ -170,10 +169,8 @@ class TemperatureService:
 
         s = Sample(self.clock.wall(), self.clock.monotonic(), ok, num("cabinet_temp_c"), num("evaporator_temp_c"),
                    flag("compressor_on"), flag("defrost_active"), num("setpoint_c"), bool(flag("sensor_fault")))
-        if self._queue.full():
-            self._queue.get_nowait()
+        if self._samples.offer(s):
             self.counters["dropped"] += 1
-        self._queue.put_nowait(s)
 
     async def _process(self, s: Sample) -> None:
         self.counters["samples"] += 1
