@@ -13,7 +13,6 @@ telemetry_1min keyed by the period's first minute, and to the outbox) and thresh
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +27,7 @@ from edge.core.errors import SaleRefused
 from edge.ledger import power as power_rows
 from edge.ledger import repo
 from edge.ledger.db import LedgerDB
+from edge.services.sample_queue import SampleQueue
 from edge.services.temperature import _Minute, apply_alarm_effects
 
 log = structlog.get_logger(__name__)
@@ -65,7 +65,7 @@ class PowerService:
         self._wall_offset = 0.0  # wall - mono, to store the outage start as wall time
         self._rules = [*pw.voltage_rules(name, self.limits), pw.humidity_rule(name, self.limits)]
         self._states = {r.key: RuleState() for r in self._rules}
-        self._queue: asyncio.Queue[_Sample] = asyncio.Queue(maxsize=10_000)
+        self._samples: SampleQueue[_Sample] = SampleQueue(self._process, 10_000)
         self._minute: _Minute | None = None
         self.telemetry_s = telemetry_s
         self.last: dict[str, Any] = {"mains_ok": None, "supply_v": None, "humidity_pct": None}
@@ -84,12 +84,10 @@ class PowerService:
             self.mains = pw.MainsState(on_mains=False, failed_at=mono)
 
     async def run(self) -> None:
-        while True:
-            await self._process(await self._queue.get())
+        await self._samples.run()
 
     async def drain(self) -> None:
-        while not self._queue.empty():
-            await self._process(self._queue.get_nowait())
+        await self._samples.drain()
 
     def _on_poll(self, dev: ModbusDevice) -> None:
         v, ok = dev.values, dev.online
@@ -98,11 +96,7 @@ class PowerService:
             return float(v[key]) if ok and v.get(key) is not None else None
 
         mains = bool(v["mains_ok"]) if ok and "mains_ok" in v else None
-        if self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait(
-            _Sample(self.clock.wall(), self.clock.monotonic(), mains, num("supply_v"), num("humidity_pct"))
-        )
+        self._samples.offer(_Sample(self.clock.wall(), self.clock.monotonic(), mains, num("supply_v"), num("humidity_pct")))
 
     async def _process(self, s: _Sample) -> None:
         self._wall_offset = s.wall - s.mono

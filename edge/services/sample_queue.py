@@ -1,5 +1,5 @@
-"""A bounded queue of samples that one supervised task processes in order (temperature, cooling and
-spiral trends). Poll and vend callbacks `offer` samples without blocking; `run` processes them forever;
+"""A bounded queue of samples that one supervised task processes in order (temperature, power,
+cooling and spiral trends). Poll and vend callbacks `offer` samples without blocking; `run` processes them forever;
 `drain` processes what is queued *and* waits for the sample `run` is in the middle of, so whoever
 drains (a test, the demo) sees every effect of the samples offered so far committed to the ledger.
 """
