@@ -1,7 +1,8 @@
 """A bounded queue of samples that one supervised task processes in order (temperature, power,
 cooling and spiral trends). Poll and vend callbacks `offer` samples without blocking; `run` processes them forever;
-`drain` processes what is queued *and* waits for the sample `run` is in the middle of, so whoever
-drains (a test, the demo) sees every effect of the samples offered so far committed to the ledger.
+`drain` returns once every sample offered so far is processed, including the one `run` is in the
+middle of, so whoever drains (a test, the demo) sees their effects committed to the ledger; samples
+are never processed two at a time or out of order.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ class SampleQueue(Generic[T]):
     def __init__(self, process: Callable[[T], Awaitable[None]], maxsize: int) -> None:
         self._process = process
         self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize=maxsize)
+        self._running = False  # `run` is consuming: `drain` leaves every sample to it, in order
 
     def full(self) -> bool:
         return self._queue.full()
@@ -38,11 +40,16 @@ class SampleQueue(Generic[T]):
 
     async def run(self) -> None:
         """Process samples forever (a supervised task)."""
-        while True:
-            await self._one(await self._queue.get())
+        self._running = True
+        try:
+            while True:
+                await self._one(await self._queue.get())
+        finally:
+            self._running = False
 
     async def drain(self) -> None:
-        """Process every queued sample now, then wait for the one `run` may be processing."""
-        while not self._queue.empty():
+        """Return once every sample offered so far is processed: by `run` when it is consuming (one
+        at a time, in order, including the one it is in the middle of), else here."""
+        while not self._running and not self._queue.empty():
             await self._one(self._queue.get_nowait())
         await self._queue.join()

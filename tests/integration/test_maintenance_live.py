@@ -5,8 +5,6 @@ and windows are shortened so the test takes seconds."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from edge.core.maintenance import CoolingConfig, CoolingWatch
@@ -16,17 +14,6 @@ from tests.support.rigs.fridge import HOUR
 
 pytestmark = pytest.mark.timeout(60)
 KEY = "service_soon:cooling:fridge"
-
-
-async def _alarms_once_written(rig, timeout_s: float = 5.0) -> dict:  # noqa: F811  (rig: the fixture)
-    """The watch turns active before the service's transaction writes the alarm; wait for the write."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        alarms = {a["alarm_key"]: a for a in await repo.active_alarms(rig.daemon.db)}
-        if KEY in alarms or loop.time() > deadline:
-            return alarms
-        await asyncio.sleep(0.01)
 
 
 async def test_a_leak_raises_service_soon_before_the_cabinet_warms(rig):  # noqa: F811
@@ -43,7 +30,8 @@ async def test_a_leak_raises_service_soon_before_the_cabinet_warms(rig):  # noqa
     while not m.watch.active and rig.sim_now() < leak_at + 6 * HOUR:
         await rig.until(rig.sim_now() + 600)
     assert m.watch.active, m.status()
-    alarms = await _alarms_once_written(rig)
+    await m.drain()  # the watch turns active before the service's transaction writes the alarm
+    alarms = {a["alarm_key"]: a for a in await repo.active_alarms(rig.daemon.db)}
     assert KEY in alarms and alarms[KEY]["kind"] == "service_soon"
     assert not temp.safety.locked  # warned while the food was still safe
     await m.serviced("tech-anna")
