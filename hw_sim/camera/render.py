@@ -10,6 +10,7 @@ reproducible. Imports numpy and cv2 only (the simulator never imports the daemon
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import cv2
@@ -96,6 +97,17 @@ def draw_item(app: Appearance, s: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 Placement = tuple[int, int, np.ndarray, np.ndarray, np.ndarray] | None  # x0, y0, shade, keep, add
+Art = tuple[np.ndarray, np.ndarray]  # a package's top view: BGR float32 patch, float32 alpha 0..1 (square)
+
+
+def scaled_art(art: Art, s: int) -> Art:
+    """Artwork of any square size resized to an s x s item box (INTER_AREA, as a camera would see it)."""
+    patch, alpha = art
+    if patch.shape[:2] != alpha.shape[:2] or patch.shape[0] != patch.shape[1] or patch.ndim != 3:
+        raise ValueError(f"artwork must be a square BGR patch with an alpha of its size, got "
+                         f"{patch.shape} and {alpha.shape}")
+    return (cv2.resize(patch.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA),
+            np.clip(cv2.resize(alpha.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA), 0.0, 1.0))
 
 
 def _pose(patch: np.ndarray, alpha: np.ndarray, cx: int, cy: int, rng: np.random.Generator,
@@ -142,11 +154,16 @@ def _occlude(canvas: np.ndarray, cell: dict[str, Any], frac: float, rng: np.rand
 
 
 class ShelfRenderer:
-    """Renders the top-down camera view of one shelf of a `FridgeWorld` as a BGR uint8 frame."""
+    """Renders the top-down camera view of one shelf of a `FridgeWorld` as a BGR uint8 frame.
+
+    `art` maps sku ids to their own artwork (`Art`), drawn instead of the `appearance.py` look: a
+    tester stocks the simulated fridge with products drawn elsewhere (an operator's catalogue).
+    """
 
     def __init__(self, world: FridgeWorld, shelf: int, *, width: int = 640, height: int = 480,
-                 seed: int = 0) -> None:
+                 seed: int = 0, art: Mapping[str, Art] | None = None) -> None:
         self.world = world
+        self._art = dict(art or {})
         self.shelf = shelf
         self.width, self.height = width, height
         lanes = world.lanes_on_shelf(shelf)
@@ -195,7 +212,9 @@ class ShelfRenderer:
     def _item(self, sku_id: str) -> tuple[np.ndarray, np.ndarray]:
         got = self._items.get(sku_id)
         if got is None:
-            got = self._items[sku_id] = draw_item(appearance_for(sku_id), self.item_px)
+            art = self._art.get(sku_id)
+            got = scaled_art(art, self.item_px) if art is not None else draw_item(appearance_for(sku_id), self.item_px)
+            self._items[sku_id] = got
         return got
 
     def _placement(self, cell: dict[str, Any], sku_id: str, jitter_px: int) -> Placement:

@@ -4,6 +4,7 @@ scripted customer that opens the door, acts out a seeded scenario and closes it.
 from __future__ import annotations
 
 import asyncio
+import json
 import pathlib
 import random
 import uuid
@@ -13,7 +14,7 @@ from typing import Any
 from edge.config import load_config, load_secrets
 from edge.daemon import Daemon
 from edge.services.takeandgo import TakeAndGoService
-from hw_sim.camera.render import ShelfRenderer
+from hw_sim.camera.render import Art, ShelfRenderer
 from hw_sim.camera.server import CameraServer
 from hw_sim.customers import Scenario, Truth, apply, generate
 from hw_sim.modbus import SimModbusPlant
@@ -73,17 +74,22 @@ timeout_s = 2.0
 
 async def start_takeandgo_rig(state_dir: str, *, seed: int = 1, extra: str = "", model_dir: str = "",
                               fusion: bool = True, web_port: int | None = None,
-                              secrets_file: str = "") -> TakeAndGoRig:
+                              secrets_file: str = "", planogram: dict[str, Any] | None = None,
+                              art: dict[str, Art] | None = None) -> TakeAndGoRig:
+    """The rig with the demo planogram, or `planogram` (a catalog+planogram document) whose products
+    the cameras draw from `art` where given (see ShelfRenderer)."""
     root = pathlib.Path(state_dir)
     root.mkdir(parents=True, exist_ok=True)
-    doc = load_demo_planogram()
+    doc = planogram or load_demo_planogram()
+    if planogram is not None:
+        (root / "planogram.json").write_text(json.dumps(planogram))  # write_config keeps an existing one
     world = FridgeWorld(doc)
     plant_sim = SimModbusPlant(world, speed=1.0, seed=seed, wire_timing=False)
     link = await plant_sim.serve_rtu(str(root / "ttyMODBUS"))
     spiral = spiral_stock(doc)
     board_sim = SimVendBoard(dict(spiral), speed=50.0, seed=seed)
     board_link = await board_sim.serve_pty(str(root / "ttyVEND"))
-    renderers = {k: ShelfRenderer(world, k, seed=seed) for k in world.shelves()}
+    renderers = {k: ShelfRenderer(world, k, seed=seed, art=art) for k in world.shelves()}
     cameras = CameraServer({f"shelf{k}": r for k, r in renderers.items()})
     await cameras.start()
     tg = f"""
