@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -111,3 +112,27 @@ def test_misplaced_item_is_drawn_in_the_lane_it_was_put_in(world: FridgeWorld) -
     dist = lambda a, b: float(np.abs(colour[a] - colour[b]).sum())  # noqa: E731
     # looks like the colas of lane F1, not like the oranges behind it
     assert dist(("F3", 0), ("F1", 0)) * 3 < dist(("F3", 0), ("F3", 1))
+
+
+def test_given_artwork_replaces_the_simulators_look_for_its_skus_only(world: FridgeWorld) -> None:
+    """A tester's own artwork (any square size) is drawn for its SKU; the others keep appearance.py's look."""
+    s = 120
+    patch = np.zeros((s, s, 3), np.float32)
+    patch[:, :] = (255.0, 0.0, 255.0)  # magenta: no simulator package is magenta
+    alpha = np.zeros((s, s), np.float32)
+    cv2.circle(alpha, (s // 2, s // 2), s // 2 - 4, 1.0, -1)
+    plain = ShelfRenderer(world, 0, seed=3).render(noise=0.0, jitter_px=0, rng=np.random.default_rng(0))
+    r = ShelfRenderer(world, 0, seed=3, art={"cola": (patch, alpha)})
+    frame = r.render(noise=0.0, jitter_px=0, rng=np.random.default_rng(0))
+    cells = {(c["slot_id"], c["position"]): c for c in r.layout()}
+
+    def centre(img: np.ndarray, c: dict) -> np.ndarray:
+        cy, cx = c["y"] + c["h"] // 2, c["x"] + c["w"] // 2
+        return img[cy - 8:cy + 8, cx - 8:cx + 8].reshape(-1, 3).astype(float).mean(axis=0)
+
+    b, g, red = centre(frame, cells[("F1", 0)])  # the cola lane
+    assert b > 120 and red > 120 and g < 0.5 * min(b, red), (b, g, red)
+    assert not np.allclose(centre(plain, cells[("F1", 0)]), (b, g, red), atol=30)
+    assert np.array_equal(centre(frame, cells[("F3", 0)]), centre(plain, cells[("F3", 0)]))  # oranges as before
+    with pytest.raises(ValueError, match="square"):
+        ShelfRenderer(world, 0, art={"cola": (patch[:, :100], alpha)}).render()
