@@ -21,6 +21,7 @@ from vision_models import (
     Recognizer,
     is_doubtful,
 )
+from vision_models.preprocess import crop_cells, to_tensor
 
 PLANOGRAM = load_demo_planogram()
 NEW_SKU = "kombucha_ginger"  # not in the training set: its packaging comes from the hash fallback
@@ -194,6 +195,30 @@ def test_similarity_tells_a_clean_view_from_a_hand_over_the_cells(rec: Recognize
     assert all(-1.0 <= d.similarity <= 1.0 for d in hands)
     assert np.median([d.similarity for d in hands]) < np.median([d.similarity for d in clean])
     assert min(d.similarity for d in hands) < 0.85  # some cells really are in doubt
+
+
+def test_the_cpus_int8_kernels_give_the_exact_embeddings(rec: Recognizer) -> None:
+    """onnxruntime's fused int8 kernels against the same QDQ graph run unfused (dequantize, float
+    conv): on AVX2 CPUs without VNNI, int8 weights saturate and shift embeddings (0.67 cosine seen),
+    which is why shelf-v2 stores its weights unsigned."""
+    import onnxruntime as ort
+
+    world = _scene(5)
+    crops = np.concatenate([crop_cells(r.render(rng=np.random.default_rng(5)), [CellRoi.from_dict(c) for c in
+                                                                                 r.layout()], rec.size)
+                            for r in (ShelfRenderer(world, s, seed=5) for s in range(4))])
+    x = to_tensor(crops, rec.card["normalization"])
+    runs = []
+    for exact in (False, True):
+        opts = ort.SessionOptions()
+        if exact:
+            opts.add_session_config_entry("session.disable_quant_qdq", "1")
+        session = ort.InferenceSession(str(DEFAULT_MODEL_DIR / "model.onnx"), opts,
+                                       providers=["CPUExecutionProvider"])
+        e = session.run(["embedding"], {"crops": x})[0]
+        runs.append(e / np.linalg.norm(e, axis=1, keepdims=True))
+    cosine = (runs[0] * runs[1]).sum(axis=1)
+    assert len(cosine) == 120 and cosine.min() > 0.99, (float(np.median(cosine)), float(cosine.min()))
 
 
 def test_margin_is_the_cosine_gap_to_the_runner_up_and_doubt_uses_it(rec: Recognizer) -> None:
