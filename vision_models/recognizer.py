@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,14 +187,17 @@ class Recognizer:
             return np.zeros((0, self.pair_dim), np.float32)
         return self._run(np.stack([resize_square(im, self.size) for im in images]))[1]
 
-    def recognize(self, frame: np.ndarray, rois: Sequence[CellRoi]) -> list[CellDetection]:
+    def recognize(self, frame: np.ndarray, rois: Sequence[CellRoi],
+                  candidates: Collection[str] | None = None) -> list[CellDetection]:
         """Best label and runner-up for every ROI of one frame (one batched inference, plus one for
-        the cells whose margin is below `second_look_below`: their crop turned three more times)."""
+        the cells whose margin is below `second_look_below`: their crop turned three more times).
+        `candidates`: the only products a cell can be named (and "empty"), e.g. those the planogram
+        stocks; None: every gallery label."""
         if not rois:
             return []
         crops = crop_cells(frame, rois, self.size)
         emb, feats = self._run(crops)
-        labels, protos, radius = self._gallery.entries()
+        labels, protos, radius = self._entries(candidates)
         cosine = emb @ protos.T
         two = len(labels) > 1
         look = np.zeros(0, np.int64)
@@ -228,6 +231,16 @@ class Recognizer:
                                      round(float(cos[a]), 4), round(float(m), 4), round(float(q), 4), round(float(z), 3),
                                      _measured(r), _measured(rr), round(float(ld), 4)))
         return out
+
+    def _entries(self, candidates: Collection[str] | None) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+        """The gallery's (labels, prototypes, radii), narrowed to `candidates` and "empty"."""
+        labels, protos, radius = self._gallery.entries()
+        if candidates is None:
+            return labels, protos, radius
+        keep = [i for i, label in enumerate(labels) if label == EMPTY or label in candidates]
+        if len(keep) < 2:  # nothing to choose between: name cells as without candidates
+            return labels, protos, radius
+        return tuple(labels[i] for i in keep), protos[keep], radius[keep]
 
     def _spread_ratio(self, best: np.ndarray, feats: np.ndarray, labels: Sequence[str]) -> np.ndarray:
         """Each read's `pairs.spread_distance` from its label's enrollment views over their own (the

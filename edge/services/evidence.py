@@ -8,7 +8,7 @@ import json
 import pathlib
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,13 +47,15 @@ class Capturer:
         self.recognizer = recognizer
         self.executor = executor
 
-    async def capture(self, shelves: list[int]) -> tuple[dict[int, ShelfView], dict[int, Any]]:
-        """({shelf: cells}, {shelf: image}) for every shelf; a failed camera gives cells None."""
-        results = await asyncio.gather(*(self._one(s) for s in shelves))
+    async def capture(self, shelves: list[int], candidates: Collection[str] | None = None
+                      ) -> tuple[dict[int, ShelfView], dict[int, Any]]:
+        """({shelf: cells}, {shelf: image}) for every shelf; a failed camera gives cells None.
+        `candidates`: the products a cell may be named (the fridge's stock), None: any in the gallery."""
+        results = await asyncio.gather(*(self._one(s, candidates) for s in shelves))
         return {s: v for s, (v, _) in zip(shelves, results, strict=True)}, \
                {s: img for s, (_, img) in zip(shelves, results, strict=True) if img is not None}
 
-    async def _one(self, shelf: int) -> tuple[ShelfView, Any]:
+    async def _one(self, shelf: int, candidates: Collection[str] | None) -> tuple[ShelfView, Any]:
         cam = self.cameras.get(shelf)
         if cam is None or self.recognizer is None:
             return ShelfView(shelf, None, "no camera" if cam is None else "no model"), None
@@ -63,7 +65,8 @@ class Capturer:
             log.warning("camera_failed", shelf=shelf, error=str(exc))
             return ShelfView(shelf, None, str(exc)), None
         loop = asyncio.get_running_loop()
-        dets = await loop.run_in_executor(self.executor, self.recognizer.recognize, frame.image, self.rois[shelf])
+        dets = await loop.run_in_executor(self.executor, self.recognizer.recognize, frame.image, self.rois[shelf],
+                                          candidates)
         return ShelfView(shelf, cell_observations(dets, *doubt_gates(self.recognizer))), frame.image
 
 

@@ -87,7 +87,9 @@ class TakeAndGoService:
             raise SaleRefused("no_shelves", "the planogram has no take-and-go lanes")
         s = Session(session_id, customer_ref, limit_amount, planogram.currency, offline=offline,
                     entered_at=self.clock.monotonic(), timeouts=self.timeouts)
-        self.session, self.data = s, {"actor": actor, "shelves": planogram.shelves()}
+        # what the cameras may name: the products the fridge's lanes stock (both captures use the same set)
+        stocked = sorted({slot.sku_id for slot in planogram.slots.values() if slot.shelf is not None})
+        self.session, self.data = s, {"actor": actor, "shelves": planogram.shelves(), "candidates": stocked}
         await self._persist(event="session_authorized")
         await self.events.put(Event("start"))
         log.info("session_authorized", session_id=session_id, customer=customer_ref, limit=limit_amount,
@@ -137,7 +139,7 @@ class TakeAndGoService:
         # readings taken after the authorization only: a restock or a bump a moment ago must not leak
         # a stale "stable" value into the before weight (the scale settles while the cameras shoot)
         grams, (views, images) = await asyncio.gather(self.shelves.wait_stable(self.cfg.settle_s, fresh=True),
-                                                      self.capturer.capture(shelves))
+                                                      self.capturer.capture(shelves, self._candidates()))
         assert self.session is not None
         await self._camera_alarms(views)
         # the pictures are evidence for a reviewer, not input to the decision (the cells are): written
@@ -170,7 +172,7 @@ class TakeAndGoService:
         self.data["closed_at"] = time.perf_counter()
         # the cameras need no settling: capture while the scales settle (a window of quiet samples)
         grams, (views, images) = await asyncio.gather(self.shelves.wait_stable(self.cfg.settle_s, fresh=False),
-                                                      self.capturer.capture(self.data["shelves"]))
+                                                      self.capturer.capture(self.data["shelves"], self._candidates()))
         assert self.session is not None
         await self._camera_alarms(views)
         self.data["after"] = {str(k): cells_to_json(v) for k, v in views.items()}
@@ -178,6 +180,11 @@ class TakeAndGoService:
         self._after_images = images
         self._note_missing()
         return Event("after_ready")
+
+    def _candidates(self) -> list[str] | None:
+        """The session's stocked products (None for a session journaled before they were recorded)."""
+        got = self.data.get("candidates")
+        return list(got) if isinstance(got, list) else None
 
     def _note_missing(self) -> None:
         """The SKUs the gallery could not name at either capture (their lanes are decided by weight)."""

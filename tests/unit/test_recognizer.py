@@ -99,6 +99,24 @@ def test_detections_follow_the_rois_with_score_and_a_different_runner_up(rec: Re
         assert 0.0 <= det.runner_up_score <= det.score <= 1.0 and det.score + det.runner_up_score <= 1.0 + 1e-6
 
 
+def test_candidates_narrow_the_names_a_cell_can_get(rec: Recognizer) -> None:
+    """The daemon names cells only as the products its fridge stocks (and "empty"): a package that
+    is not among them gets the nearest candidate, never a product from elsewhere in the gallery."""
+    world = _scene(3)
+    r = ShelfRenderer(world, 0, seed=3)
+    frame = r.render(rng=np.random.default_rng(3), occlusion=0.3)
+    rois = [CellRoi.from_dict(c) for c in r.layout()]
+    stocked = {s["sku_id"] for s in PLANOGRAM["slots"] if s.get("shelf") is not None}
+    free = rec.recognize(frame, rois)
+    assert any(d.label not in stocked | {EMPTY} or d.runner_up not in stocked | {EMPTY} for d in free)  # it could
+    narrowed = rec.recognize(frame, rois, candidates=stocked)
+    assert all({d.label, d.runner_up} <= stocked | {EMPTY} for d in narrowed)
+    assert [d.label for d in narrowed if d.quality >= 0.85] == [d.label for d in free if d.quality >= 0.85] != []
+    few = rec.recognize(frame, rois, candidates={"cola", "water"})  # F1 holds cola and cola_zero
+    assert {d.label for d in few} <= {"cola", "water", EMPTY} and any(d.label == "cola" for d in few)
+    assert [d.label for d in rec.recognize(frame, rois, candidates=set())] == [d.label for d in free]  # no choice left
+
+
 def test_empty_lane_reads_empty(rec: Recognizer) -> None:
     world = FridgeWorld(PLANOGRAM)
     while world.take("H3"):
