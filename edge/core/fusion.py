@@ -22,94 +22,26 @@ Lanes with no prototype of their SKU (`ShelfObservation.no_prototype`): see edge
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edge.core.catalog import Money, Planogram, Sku
 from edge.core.fusion_lanes import blind_lanes, unseen_extras, unseen_takes, untouched
+from edge.core.fusion_readings import LaneCell, alternatives, combine, doubtful, lane_effects, priced
+from edge.core.fusion_types import (
+    EMPTY,
+    Basket,
+    CellObs,
+    Decision,
+    FusionParams,
+    Move,
+    ShelfDecision,
+    ShelfObservation,
+    Status,
+)
 
-EMPTY = "empty"
-Status = str  # "charge" | "needs_review" | "nothing_taken"
-Move = tuple[str, str, str]  # (sku_id, from_slot, to_slot)
-Basket = tuple[tuple[str, int], ...]  # sorted (sku_id, count) pairs: a hashable multiset
-
-
-@dataclass(frozen=True)
-class CellObs:
-    """What the recognizer saw in one cell (lane `slot_id`, row `position`)."""
-
-    slot_id: str
-    position: int
-    label: str  # sku id or "empty"
-    score: float
-    runner_up: str = EMPTY
-    runner_up_score: float = 0.0
-    quality: float = 1.0  # how much the cell looks like its label (recognizer quality: similarity vs the SKU's references)
-
-    @property
-    def margin(self) -> float:
-        return self.score - self.runner_up_score
-
-
-@dataclass(frozen=True)
-class ShelfObservation:
-    """Evidence for one shelf. `before`/`after` None: camera down. `weight_delta_g` = after - before
-    in grams (negative when items were taken); None: scale offline."""
-
-    shelf: int
-    before: Sequence[CellObs] | None
-    after: Sequence[CellObs] | None
-    weight_delta_g: float | None
-    no_prototype: frozenset[str] = frozenset()  # lanes (slot ids) decided by weight: no prototype of their SKU
-
-
-@dataclass(frozen=True)
-class FusionParams:
-    """Tuning knobs (defaults measured with bench/checkout_core.py)."""
-
-    uncertain_margin: float = 0.35
-    misread_cost: float = 0.5
-    max_readings: int = 2048
-    max_items: int = 6
-    scale_tol_g: float = 3.0
-    added_cost: float = 1.0
-    weight_soft: float = 0.1
-    min_confidence: float = 0.55  # above misread_cost: one frame disagreeing on a look-alike -> review
-    max_cost: float = 1.0
-    vision_only_min_confidence: float = 0.5  # bench: 0 false charges, ~2.6% review; docs/take-and-go.md
-    min_quality: float = 0.85  # below: a product reading is doubtful (a hand, glare); clean views >= 0.96
-    doubtful_cost: float = 0.4  # believing a doubtful cell against a clear view of the same cell
-    clear_quality: float = 0.95  # both views at least this clean: a disagreement is a real change
-    clear_misread_cost: float = 1.0  # ... so calling one of them a misread costs as much as an item
-    move_cost: float = 0.5  # an item carried to another lane of the shelf: rarer than a take
-
-
-@dataclass(frozen=True)
-class ShelfDecision:
-    shelf: int
-    status: Status
-    taken: dict[str, int]
-    moves: list[Move]
-    confidence: float
-    reasons: list[str]
-    evidence: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The outcome of one session. Charge `taken` only when `status == "charge"`; on
-    needs_review `taken` is the best guess shown to the reviewer, never billed."""
-
-    status: Status
-    taken: dict[str, int]
-    moves: list[Move]
-    confidence: float
-    reasons: list[str]
-    evidence: dict[int, dict[str, Any]] = field(default_factory=dict)
-    total: Money | None = None
-
+__all__ = ["EMPTY", "CellObs", "Decision", "FusionParams", "ShelfDecision", "ShelfObservation", "decide", "decide_shelf"]
 
 @dataclass(frozen=True)
 class _Reading:
@@ -165,10 +97,10 @@ def decide_shelf(obs: ShelfObservation, planogram: Planogram, params: FusionPara
                frozenset(blind - untouched(b, a, lanes, EMPTY, sure_empty=sure)))
     if d.status == "charge" and (unseen := unseen_takes(b, a, lanes, d.taken, EMPTY, sure)):
         d = replace(d, status="needs_review", confidence=0.0, reasons=[*d.reasons, *unseen])  # lanes look untouched
-    doubtful = [f"{when}:{c.slot_id}/{c.position}" for when, cells in (("before", obs.before), ("after", obs.after))
-                for c in cells or () if _doubtful(c, params)]
-    if doubtful:  # for the reviewer: the cells the cameras saw poorly
-        d.evidence["doubtful_cells"] = doubtful
+    poor = [f"{when}:{c.slot_id}/{c.position}" for when, cells in (("before", obs.before), ("after", obs.after))
+            for c in cells or () if doubtful(c, params)]
+    if poor:  # for the reviewer: the cells the cameras saw poorly
+        d.evidence["doubtful_cells"] = poor
     return d
 
 
@@ -194,74 +126,24 @@ def _readings(obs: ShelfObservation, planogram: Planogram,
     for sign, cells in ((1, before), (-1, after)):
         for c in cells.values():
             _bump(delta, c.slot_id, c.label, sign)
-    alts = _alternatives(before, after, changed, params, scale=obs.weight_delta_g is not None)
+    by_lane: dict[str, list[LaneCell]] = {}
+    for sign, c, opts in alternatives(before, after, changed, params, scale=obs.weight_delta_g is not None):
+        if sign > 0:  # a stranger in the after frame is a move or an addition, which the reading pays already
+            opts = priced(c, opts, lanes[c.slot_id].sku_id, params)
+        by_lane.setdefault(c.slot_id, []).append((sign, c.label, opts))
+    bound = params.max_cost + params.min_confidence  # a dearer reading never decides: review either way
     out: dict[Basket, _Reading] = {}
-    for choice in itertools.product(*(opts for _, _, opts in alts)):
+    effects = {slot: lane_effects(cells, bound) for slot, cells in by_lane.items()}
+    for cost, chosen in combine(effects, params.max_readings):
         d = dict(delta)
-        cost = 0.0
-        for (sign, c, _), (label, c_cost) in zip(alts, choice, strict=True):
-            cost += c_cost
-            if label != c.label:
-                _bump(d, c.slot_id, c.label, -sign)
-                _bump(d, c.slot_id, label, sign)
+        for slot, effect in chosen:
+            for sku, n in effect:
+                _bump(d, slot, sku, n)
         basket, added, moves = _net(d)
         cost += params.added_cost * added + params.move_cost * len(moves)
         if basket not in out or cost < out[basket].cost:
             out[basket] = _Reading(cost, moves)
     return out, _pool(planogram, lanes, changed, before, after)
-
-
-Alt = tuple[int, CellObs, list[tuple[str, float]]]  # (sign: +1 before / -1 after, cell, [(label, cost)])
-
-
-def _alternatives(before: Mapping[tuple[str, int], CellObs], after: Mapping[tuple[str, int], CellObs],
-                  changed: set[str], params: FusionParams, *, scale: bool = True) -> list[Alt]:
-    """Other plausible labels of cells in changed lanes: the runner-up of a low-margin cell (cost =
-    margin), and, for a cell whose label differs between the frames, the other frame's label
-    (cost `misread_cost`: a hand or glare made one frame wrong). A *doubtful* cell (quality below
-    `min_quality`) facing a clear view of the same cell in the other frame is read as that clear
-    view by default; its own label, its runner-up and "empty" stay possible at `doubtful_cost`
-    each, so the scale can still overrule. Without a scale (`scale` False) nothing could overrule:
-    a poor view (doubtful or not, "empty" too) is then only cheaper to call a misread
-    (`doubtful_cost`), which keeps the margin low and sends the basket to review. Default reading
-    first, then cheapest; bounded."""
-    alts: list[Alt] = []
-    for sign, cells, other in ((1, before, after), (-1, after, before)):
-        for key, c in cells.items():
-            if c.slot_id not in changed:
-                continue
-            oc = other.get(key)
-            o = _label(oc)
-            if scale and o != c.label and _doubtful(c, params) and oc is not None and not _doubtful(oc, params):
-                doubt = {lab: params.doubtful_cost for lab in (c.label, c.runner_up, EMPTY) if lab != o}
-                alts.append((sign, c, [(o, 0.0), *doubt.items()]))
-                continue
-            opts: dict[str, float] = {}
-            if c.margin < params.uncertain_margin and c.runner_up != c.label:
-                opts[c.runner_up] = max(0.0, c.margin)
-            if o != c.label and not (oc is not None and _doubtful(oc, params) and not _doubtful(c, params)):
-                clear = oc is not None and min(c.quality, oc.quality) >= params.clear_quality
-                cost = params.clear_misread_cost if clear else params.misread_cost
-                if not scale and c.quality < params.min_quality:
-                    cost = params.doubtful_cost
-                opts[o] = min(opts.get(o, cost), cost)
-            if opts:
-                alts.append((sign, c, [(c.label, 0.0), *sorted(opts.items(), key=lambda kv: kv[1])]))
-    alts.sort(key=lambda a: -1.0 if a[2][0][0] != a[1].label else a[2][1][1])  # doubtful cells first
-    kept: list[Alt] = []
-    combos = 1
-    for a in alts:
-        if combos * len(a[2]) > params.max_readings:
-            break
-        kept.append(a)
-        combos *= len(a[2])
-    return kept
-
-
-def _doubtful(c: CellObs, params: FusionParams) -> bool:
-    """A product read on a poor view: a hand can hide the label that tells look-alikes apart, but
-    it covers too little of a cell to make a bare shelf look like a package (or the reverse)."""
-    return c.label != EMPTY and c.quality < params.min_quality
 
 
 def _label(c: CellObs | None) -> str:

@@ -16,7 +16,7 @@ import cv2
 import structlog
 
 from drivers.errors import DeviceError
-from edge.core.fusion import CellObs, FusionParams
+from edge.core.fusion import CellObs
 from vision_models.types import EMPTY, CellDetection, CellRoi, settled
 
 log = structlog.get_logger(__name__)
@@ -79,14 +79,12 @@ def doubt_gates(recognizer: Any) -> tuple[float, float]:
 def cell_observations(dets: Sequence[CellDetection], min_margin: float = 0.0,
                       min_pair_z: float = float("inf")) -> list[CellObs]:
     """The recognizer's detections as fusion's cell observations (`quality`: the similarity judged
-    against the label's own references, see `CellDetection.quality`). A product
-    read whose runner-up is within `min_margin` (its `lead`: look-alikes, never-seen products), unless the pair
-    check settled it (`pair_z` >= `min_pair_z`), is passed on as doubtful, just below fusion's
-    `min_quality`: the other frame and the scale decide it."""
-    doubtful = FusionParams().min_quality - 0.01
+    against the label's own references, see `CellDetection.quality`). A product read whose
+    runner-up is within `min_margin` (its `lead`: look-alikes, never-seen products), unless the pair
+    check settled it (`pair_z` >= `min_pair_z`), is passed on as not `settled`: its view may be
+    clean, its name is unsure between the two; the other frame and the scale decide it."""
     return [CellObs(d.slot_id, d.position, d.label, float(d.score), d.runner_up, float(d.runner_up_score),
-                    float(d.quality) if d.label == EMPTY or settled(d, min_margin, min_pair_z)
-                    else min(float(d.quality), doubtful)) for d in dets]
+                    float(d.quality), d.label == EMPTY or settled(d, min_margin, min_pair_z)) for d in dets]
 
 
 def cells_to_json(view: ShelfView) -> dict[str, Any]:

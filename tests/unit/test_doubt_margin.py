@@ -1,6 +1,6 @@
 """Fusion sees the model card's margin doubt: a product read whose runner-up is nearly as close is
-passed on as doubtful (just below `FusionParams.min_quality`), so the other frame and the scale
-decide it; clear reads and empty cells keep their similarity. The shipped model's card carries the
+passed on as not `settled` (its name is unsure, its view may be clean), so the other frame, the
+lane and the scale decide it; every read keeps its similarity, empty cells are always settled. The shipped model's card carries the
 margin (calibrated on held-out generated designs) and the runtime detections agree with
 `is_doubtful`."""
 
@@ -29,9 +29,10 @@ def test_low_margin_product_reads_become_doubtful_for_fusion() -> None:
         det("cola", 0.6, 0.01),
     )
     obs = cell_observations([clear, close, empty, poor], min_margin=0.14)
-    assert [o.quality for o in obs] == [0.99, q - 0.01, 0.98, 0.6]
-    assert [o.quality < q for o in obs] == [is_doubtful(d, q, 0.14) for d in (clear, close, empty, poor)]
-    assert [o.quality for o in cell_observations([clear, close], min_margin=0.0)] == [0.99, 0.97]
+    assert [o.quality for o in obs] == [0.99, 0.97, 0.98, 0.6]
+    assert [o.settled for o in obs] == [True, False, True, False]
+    assert [o.quality < q or not o.settled for o in obs] == [is_doubtful(d, q, 0.14) for d in (clear, close, empty, poor)]
+    assert [o.settled for o in cell_observations([clear, close], min_margin=0.0)] == [True, True]
 
 
 def test_a_read_the_pair_check_settled_is_not_doubted_for_its_margin() -> None:
@@ -40,7 +41,8 @@ def test_a_read_the_pair_check_settled_is_not_doubted_for_its_margin() -> None:
     unsure = CellDetection("F1", 0, "cola", 0.6, "cola_zero", 0.4, 0.97, 0.02, pair_z=1.0)
     poor = CellDetection("F1", 0, "cola", 0.6, "cola_zero", 0.4, 0.6, 0.02, pair_z=9.0)
     obs = cell_observations([settled, unsure, poor], min_margin=0.14, min_pair_z=3.0)
-    assert [o.quality for o in obs] == [0.97, q - 0.01, 0.6]  # a settled pair does not lift a poor likeness
+    assert [(o.quality, o.settled) for o in obs] == [(0.97, True), (0.97, False), (0.6, True)]
+    assert [o.quality < q or not o.settled for o in obs] == [False, True, True]  # settled does not lift a poor likeness
     assert [is_doubtful(d, q, 0.14, 3.0) for d in (settled, unsure, poor)] == [False, True, True]
     assert is_doubtful(settled, q, 0.14)  # a card without min_pair_z: nothing settles a close margin
 
@@ -52,7 +54,7 @@ def test_the_margin_gate_judges_the_lead_which_is_the_margin_unless_the_recogniz
     ahead = CellDetection("F1", 0, "cola", 0.6, "cola_zero", 0.4, 0.97, 0.05, lead=0.2)  # runner-up far off
     behind = CellDetection("F1", 0, "cola", 0.6, "cola_zero", 0.4, 0.97, 0.2, lead=0.05)  # label's views further
     assert [is_doubtful(d, q, 0.14) for d in (plain, ahead, behind)] == [True, False, True]
-    assert [o.quality for o in cell_observations([plain, ahead, behind], 0.14)] == [q - 0.01, 0.97, q - 0.01]
+    assert [o.settled for o in cell_observations([plain, ahead, behind], 0.14)] == [False, True, False]
 
 
 def test_the_rival_log_ratio_is_clipped_and_zero_where_a_ratio_is_not_measured() -> None:
@@ -70,5 +72,5 @@ def test_the_shipped_card_carries_a_calibrated_margin_the_daemon_uses() -> None:
     assert [d.label for d in dets] == [EMPTY, "cola", "cola_zero"]  # noise reads as bare shelf
     q = FusionParams().min_quality
     obs = cell_observations(dets, m, z)
-    assert obs[0].quality == dets[0].quality  # an empty cell keeps its similarity (never margin-doubted)
-    assert [o.quality < q for o in obs[1:]] == [is_doubtful(d, q, m, z) for d in dets[1:]]
+    assert obs[0].quality == dets[0].quality and obs[0].settled  # an empty cell: never margin-doubted
+    assert [o.quality < q or not o.settled for o in obs[1:]] == [is_doubtful(d, q, m, z) for d in dets[1:]]

@@ -104,14 +104,40 @@ def test_occluded_after_cell_resolved_by_weight() -> None:
     assert d.taken == {"cola": 1}
 
 
-def test_look_alike_with_low_visual_margin_goes_to_review() -> None:
+def test_look_alike_unsure_in_its_own_lane_is_charged_as_the_lanes_product() -> None:
+    """Every view of lane I1 leans, weakly and unsettled, to its own yogurt_straw: the lane's product is
+    the likelier name (a yogurt_van there needs someone to have moved it), so the take is charged."""
     before = full()
     after = take(before, "I1")  # yogurt_straw; yogurt_van weighs the same
-    ub = {("I1", p): ("yogurt_straw", 0.52, "yogurt_van", 0.46) for p in range(6)}
-    ua = {("I1", p): ("yogurt_straw", 0.52, "yogurt_van", 0.46) for p in range(5)}
+    ub = {("I1", p): ("yogurt_straw", 0.52, "yogurt_van", 0.46, 0.9, False) for p in range(6)}
+    ua = {("I1", p): ("yogurt_straw", 0.52, "yogurt_van", 0.46, 0.9, False) for p in range(5)}
+    d = decide(observe(before, after, unsure_before=ub, unsure_after=ua), PLAN)
+    assert d.status == "charge" and d.taken == {"yogurt_straw": 1}
+
+
+def test_look_alike_read_against_its_lane_with_low_margin_goes_to_review() -> None:
+    """The views of yogurt_straw's lane say yogurt_van, but barely: the lane and the cameras disagree
+    and the scale cannot part them (both 150 g) -> review, never a guess."""
+    before = full()
+    after = take(before, "I1")
+    ub = {("I1", p): ("yogurt_van", 0.52, "yogurt_straw", 0.46) for p in range(6)}
+    ua = {("I1", p): ("yogurt_van", 0.52, "yogurt_straw", 0.46) for p in range(5)}
     d = decide(observe(before, after, unsure_before=ub, unsure_after=ua), PLAN)
     assert d.status == "needs_review"
     assert "yogurt_straw" in d.taken or "yogurt_van" in d.taken  # shown to the reviewer, not billed
+
+
+def test_unsettled_look_alike_reads_that_flip_between_frames_are_not_a_take() -> None:
+    """Nothing taken; cells of a look-alike lane flip between the twins from one frame to the other
+    (low margins, names unsettled): the same lane, the same count, the scale says 0 g -> nothing."""
+    before = full()
+    ub = {("I1", p): ("yogurt_van" if p % 2 else "yogurt_straw", 0.5, "yogurt_straw" if p % 2 else "yogurt_van",
+                      0.45, 0.9, False) for p in range(6)}
+    ua = {("I1", p): ("yogurt_straw" if p % 2 else "yogurt_van", 0.5, "yogurt_van" if p % 2 else "yogurt_straw",
+                      0.45, 0.9, False) for p in range(6)}
+    ua |= {("I2", p): ("yogurt_straw", 0.5, "yogurt_van", 0.45, 0.9, False) for p in range(0, 6, 2)}
+    d = decide(observe(before, before, unsure_before=ub, unsure_after=ua), PLAN)
+    assert d.status == "nothing_taken", d.reasons
 
 
 def test_look_alike_with_clear_visual_margin_is_charged() -> None:
