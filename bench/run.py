@@ -32,6 +32,10 @@ def main() -> int:
     p.add_argument("--seeds", default="", help="vision: comma-separated seeds, rates averaged (e.g. 7,1,2,3,4,5)")
     p.add_argument("--vision-only-daemon", action="store_true",
                    help="checkout: also run the sessions through a daemon with fusion = false")
+    p.add_argument("--catalogue", choices=["demo", "novel"], default="demo",
+                   help="checkout: novel = never-seen products enrolled through the daemon (bench/checkout_enrolled.py)")
+    p.add_argument("--enroll", choices=["photos", "capture"], default="photos",
+                   help="checkout --catalogue novel: from 3 reference photos, or captured from the shelf camera")
     args = p.parse_args()
     from edge.logs import setup_logging
 
@@ -51,6 +55,9 @@ def main() -> int:
     elif args.name == "fleet-mqtt":
         from bench.fleet_mqtt_bench import run as run_fleet_mqtt
         result = run_fleet_mqtt(machines=args.machines, per_machine=20 if args.quick else 100)
+    elif args.name == "checkout" and args.catalogue == "novel":
+        from bench.checkout_bench import run_enrolled
+        result = _maybe_async(run_enrolled(sessions=args.sessions, seed=args.seed, how=args.enroll))
     elif args.name == "checkout":
         from bench.checkout_bench import run
         result = _maybe_async(run(sessions=args.sessions, seed=args.seed,
