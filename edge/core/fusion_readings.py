@@ -75,18 +75,25 @@ def alternatives(before: Mapping[tuple[str, int], CellObs], after: Mapping[tuple
     its own label, its runner-up and "empty" stay possible at about `doubtful_cost`, so the scale
     can still overrule. Without a scale (`scale` False) nothing could overrule: a poor view (doubtful
     or not, "empty" too) is then only cheaper to call a misread (`doubtful_cost`), which keeps the
-    margin low and sends the basket to review. Default reading first (cost 0); `priced` then weighs
+    margin low and sends the basket to review. A package seen poorly in the after frame where the
+    before frame saw bare shelf may also be any product that clearly left its cell (`doubtful_cost`):
+    an item carried to another lane under a hand is then a move, which the scale confirms or not.
+    Default reading first (cost 0); `priced` then weighs
     in the lane's own product, and `lane_effects` / `combine` fold and combine the readings."""
     alts: list[Alt] = []
+    left = _left(before, after, params) if scale else set()
     for sign, cells, other in ((1, before, after), (-1, after, before)):
         for key, c in cells.items():
             if c.slot_id not in changed:
                 continue
             oc = other.get(key)
             o = EMPTY if oc is None else oc.label
+            # a package where the other frame saw bare shelf: maybe one carried from a cell it left
+            carried = left - {c.label} if sign < 0 and o == EMPTY and oc is not None and c.label != EMPTY else set()
             if scale and oc is not None and defers(c, oc, params):
                 doubt = {c.runner_up: params.doubtful_cost + max(0.0, c.margin)}  # dearer than its own label
                 doubt |= {EMPTY: params.doubtful_cost, c.label: params.doubtful_cost}
+                doubt |= {lab: params.doubtful_cost for lab in carried}
                 alts.append((sign, c, [(o, 0.0), *((lab, cost) for lab, cost in doubt.items() if lab != o)]))
                 continue
             opts: dict[str, float] = {}
@@ -98,9 +105,18 @@ def alternatives(before: Mapping[tuple[str, int], CellObs], after: Mapping[tuple
                 if not scale and c.quality < params.min_quality:
                     cost = params.doubtful_cost
                 opts[o] = min(opts.get(o, cost), cost)
+            for lab in carried if doubtful(c, params) else ():  # a poor view only: a clear one names it
+                opts[lab] = min(opts.get(lab, params.doubtful_cost), params.doubtful_cost)
             if opts:
                 alts.append((sign, c, [(c.label, 0.0), *sorted(opts.items(), key=lambda kv: kv[1])]))
     return alts
+
+
+def _left(before: Mapping[tuple[str, int], CellObs], after: Mapping[tuple[str, int], CellObs],
+          params: FusionParams) -> set[str]:
+    """The products seen in cells that are clearly bare in the after frame: what left its place."""
+    return {c.label for key, c in before.items()
+            if c.label != EMPTY and (a := after.get(key)) is not None and a.label == EMPTY and not doubtful(a, params)}
 
 
 def priced(c: CellObs, opts: list[tuple[str, float]], home: str, params: FusionParams) -> list[tuple[str, float]]:

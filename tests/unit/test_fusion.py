@@ -296,3 +296,21 @@ def test_scale_offline_and_a_package_under_a_hand_read_empty_goes_to_review() ->
     assert d.status == "needs_review" and "shelf2:ambiguous" in d.reasons
     # the same poor view with the scale on line: the weight says nothing left, so nothing is charged
     assert decide(observe(before, after, unsure_after=ua), PLAN).status == "nothing_taken"
+
+
+def test_an_item_carried_to_another_lane_under_a_hand_is_a_move() -> None:
+    """A cola carried from F1 to the free cell of the energy lane, a hand over it in the after frame:
+    read poorly as energy, it may be the cola that left F1; the scale (no change) confirms a move."""
+    before = take(full(), "F5")  # the energy lane has room at the back
+    after = take(before, "F1")
+    after["F5"].append("cola")
+    poor = {("F5", 5): ("energy", 0.9, "lemon", 0.05, 0.6)}  # the hand hides the cola's label
+    d = decide(observe(before, after, unsure_after=poor), PLAN)
+    assert d.status == "nothing_taken", d.reasons
+    assert d.moves == [("cola", "F1", "F5")]
+    clear = {("F5", 5): ("energy", 0.9, "lemon", 0.05, 0.97)}  # seen clearly as energy: not the cola
+    assert decide(observe(before, after, unsure_after=clear), PLAN).status == "needs_review"
+    eaten = take(before, "F1")  # the cola really left the fridge; a poorly seen energy added
+    eaten["F5"].append("energy")
+    d = decide(observe(before, eaten, unsure_after=poor), PLAN)
+    assert d.status != "nothing_taken" and d.taken.get("cola") == 1
