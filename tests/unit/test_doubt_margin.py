@@ -6,11 +6,13 @@ margin (calibrated on held-out generated designs) and the runtime detections agr
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from edge.core.fusion import FusionParams
-from edge.services.evidence import cell_observations, doubt_gates
+from edge.services.evidence import ShelfView, cell_observations, cells_from_json, cells_to_json, doubt_gates
 from hw_sim.camera.render import render_item
 from vision_models import DEFAULT_MODEL_DIR, EMPTY, CellDetection, CellRoi, Recognizer, is_doubtful
 from vision_models.recognizer import rival_log_ratio
@@ -74,3 +76,15 @@ def test_the_shipped_card_carries_a_calibrated_margin_the_daemon_uses() -> None:
     obs = cell_observations(dets, m, z)
     assert obs[0].quality == dets[0].quality and obs[0].settled  # an empty cell: never margin-doubted
     assert [o.quality < q or not o.settled for o in obs[1:]] == [is_doubtful(d, q, m, z) for d in dets[1:]]
+
+
+def test_the_session_journal_keeps_what_fusion_needs_of_each_cell() -> None:
+    """The daemon decides from the journaled cells (after a restart too): an unsure name must come
+    back unsure, or a restart between the capture and the decision could charge a look-alike."""
+    obs = cell_observations([det("cola", 0.97, 0.02), det("cola", 0.99, 0.5), det(EMPTY, 0.98, 0.9)],
+                            min_margin=0.14)
+    back = cells_from_json(json.loads(json.dumps(cells_to_json(ShelfView(0, obs)))))
+    assert back.cells == obs and [c.settled for c in back.cells] == [False, True, True]
+    journaled_before = {k: v for k, v in cells_to_json(ShelfView(0, obs[:1]))["cells"][0].items() if k != "settled"}
+    (cell,) = cells_from_json({"shelf": 0, "cells": [journaled_before]}).cells or []
+    assert cell.settled and cell.quality == 0.97  # journaled before `settled`: then the doubt was in the quality
