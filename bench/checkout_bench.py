@@ -52,6 +52,7 @@ async def run_daemon(sessions: int, seed: int, *, fusion: bool = True, rig_kwarg
     rng = random.Random(seed)
     outcomes: Counter[str] = Counter()
     latencies: list[float] = []
+    steps: dict[str, list[float]] = {}  # the service's door close -> order timings, by step
     misses: list[dict[str, Any]] = []
     prepared: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as d:
@@ -76,6 +77,8 @@ async def run_daemon(sessions: int, seed: int, *, fusion: bool = True, rig_kwarg
                                    "taken": (decision or {}).get("taken"), "reasons": (decision or {}).get("reasons")})
                 if rig.service.last_latency_ms is not None:
                     latencies.append(rig.service.last_latency_ms)
+                    for step, ms in rig.service.last_timings.items():
+                        steps.setdefault(step, []).append(ms)
         finally:
             await rig.stop()
     latencies.sort()
@@ -85,6 +88,8 @@ async def run_daemon(sessions: int, seed: int, *, fusion: bool = True, rig_kwarg
             "review_rate": round(outcomes["review"] / n, 4), "missed_rate": round(outcomes["missed"] / n, 4),
             "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
             "latency_p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None,
+            "latency_steps_ms": {k: {"p50": round(statistics.median(v), 1), "p95": round(sorted(v)[int(0.95 * (len(v) - 1))], 1)}
+                                 for k, v in steps.items()},
             "wall_s": round(time.perf_counter() - t0, 1), "not_exact": misses, **prepared}
 
 

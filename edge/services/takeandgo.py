@@ -50,6 +50,8 @@ class TakeAndGoService:
         self.data: dict[str, Any] = {}
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.last_latency_ms: float | None = None
+        self.last_timings: dict[str, float] = {}  # door close -> order, by step (see _decide)
+        self._closed_at: float | None = None  # perf_counter at the after capture; in memory only (not journaled)
         self.counters = Counter[str]()
         self.executor: Any = None  # owned inference pool (evidence has its own); shut down by close()
         self.enrollment: Any = None  # edge.services.enrollment.EnrollmentService when a model is loaded
@@ -169,11 +171,12 @@ class TakeAndGoService:
                                    data={"session_id": self.session.session_id})
 
     async def _after(self, _eff: Effect) -> Event:
-        self.data["closed_at"] = time.perf_counter()
+        self._closed_at = closed = time.perf_counter()
         # the cameras need no settling: capture while the scales settle (a window of quiet samples)
         grams, (views, images) = await asyncio.gather(self.shelves.wait_stable(self.cfg.settle_s, fresh=False),
                                                       self.capturer.capture(self.data["shelves"], self._candidates()))
         assert self.session is not None
+        self.data["after_capture_ms"] = round((time.perf_counter() - closed) * 1000, 1)
         await self._camera_alarms(views)
         self.data["after"] = {str(k): cells_to_json(v) for k, v in views.items()}
         self.data["after_g"] = {str(k): grams.get(k) for k in self.data["shelves"]}
@@ -220,11 +223,18 @@ class TakeAndGoService:
         assert planogram is not None
         s = self.session
         limit = Money(s.limit_amount, s.currency) if s.limit_amount is not None else None
+        t0 = time.perf_counter()
         decision = decide(self.observations(planogram), planogram, limit=limit)
+        t1 = time.perf_counter()
         crash_point("session.before_order")
         await self._order(decision, planogram)
-        if "closed_at" in self.data:
-            self.last_latency_ms = (time.perf_counter() - self.data["closed_at"]) * 1000
+        closed, self._closed_at = self._closed_at, None
+        if closed is not None:  # None after a restart between the capture and here
+            now = time.perf_counter()
+            self.last_latency_ms = (now - closed) * 1000
+            self.last_timings = {"after_capture_ms": float(self.data.get("after_capture_ms", 0.0)),
+                                 "decide_ms": round((t1 - t0) * 1000, 1), "order_ms": round((now - t1) * 1000, 1),
+                                 "total_ms": round(self.last_latency_ms, 1)}
         self.data["decision"] = {"status": decision.status, "taken": decision.taken, "moves": decision.moves,
                                  "confidence": decision.confidence, "reasons": decision.reasons}
         summary = {"session_id": s.session_id, "decision": self.data["decision"],
@@ -348,7 +358,8 @@ class TakeAndGoService:
         return {"enabled": self.enabled, "disabled_reason": self.disabled_reason,
                 "session": None if s is None else {"session_id": s.session_id, "state": s.state,
                                                    "outcome": s.outcome},
-                "counters": dict(self.counters), "last_latency_ms": self.last_latency_ms}
+                "counters": dict(self.counters), "last_latency_ms": self.last_latency_ms,
+                "last_timings": dict(self.last_timings)}
 
 
 def no_prototype_lanes(data: Mapping[str, Any], planogram: Planogram) -> set[str]:

@@ -50,6 +50,10 @@ async def test_normal_basket_is_charged_and_stock_follows(rig):
     after = await counts(rig)
     assert after["F1"] == before["F1"] - 1 and after["G3"] == before["G3"] - 1
     assert rig.plant_sim.io.locked  # locked again after the door closed
+    t = rig.service.status()["last_timings"]  # door close -> order, by step
+    assert set(t) == {"after_capture_ms", "decide_ms", "order_ms", "total_ms"} and min(t.values()) > 0
+    assert t["after_capture_ms"] + t["decide_ms"] + t["order_ms"] <= t["total_ms"] + 0.5
+    assert t["total_ms"] == round(rig.service.last_latency_ms, 1)
 
 
 async def test_empty_basket_and_put_back_charge_nothing(rig):
