@@ -81,16 +81,21 @@ async def run_daemon(sessions: int, seed: int, *, fusion: bool = True, rig_kwarg
                         steps.setdefault(step, []).append(ms)
         finally:
             await rig.stop()
-    latencies.sort()
     n = max(1, sessions)
+    total = _p50_p95(latencies)
     return {"sessions": sessions, "seed": seed, "basket_accuracy": round(outcomes["exact"] / n, 4),
             "false_charge_rate": round(outcomes["false_charge"] / n, 4),
             "review_rate": round(outcomes["review"] / n, 4), "missed_rate": round(outcomes["missed"] / n, 4),
-            "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
-            "latency_p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None,
-            "latency_steps_ms": {k: {"p50": round(statistics.median(v), 1), "p95": round(sorted(v)[int(0.95 * (len(v) - 1))], 1)}
-                                 for k, v in steps.items()},
+            "latency_p50_ms": total["p50"], "latency_p95_ms": total["p95"],
+            "latency_steps_ms": {k: _p50_p95(v) for k, v in steps.items()},
             "wall_s": round(time.perf_counter() - t0, 1), "not_exact": misses, **prepared}
+
+
+def _p50_p95(ms: list[float]) -> dict[str, float | None]:
+    """Median and p95 (the nearest rank below) in ms, None for no samples."""
+    v = sorted(ms)
+    return {"p50": round(statistics.median(v), 1) if v else None,
+            "p95": round(v[int(0.95 * (len(v) - 1))], 1) if v else None}
 
 
 TARGETS = {"basket_accuracy": 0.99, "vision_only_accuracy": 0.97, "false_charge_rate": 0.002,

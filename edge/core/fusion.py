@@ -28,7 +28,15 @@ from typing import Any
 
 from edge.core.catalog import Money, Planogram, Sku
 from edge.core.fusion_lanes import blind_lanes, unseen_extras, unseen_takes, untouched
-from edge.core.fusion_readings import LaneCell, alternatives, combine, doubtful, lane_effects, priced
+from edge.core.fusion_readings import (
+    LaneCell,
+    alternatives,
+    combine,
+    doubtful,
+    label_of,
+    lane_effects,
+    priced,
+)
 from edge.core.fusion_types import (
     EMPTY,
     Basket,
@@ -121,7 +129,7 @@ def _readings(obs: ShelfObservation, planogram: Planogram,
     before = {(c.slot_id, c.position): c for c in obs.before if c.slot_id in lanes}
     after = {(c.slot_id, c.position): c for c in obs.after if c.slot_id in lanes}
     changed = {k[0] for k in before.keys() | after.keys()
-               if _label(before.get(k)) != _label(after.get(k))}
+               if label_of(before.get(k)) != label_of(after.get(k))}
     delta: dict[tuple[str, str], int] = {}  # (slot, sku) -> before - after, top labels
     for sign, cells in ((1, before), (-1, after)):
         for c in cells.values():
@@ -144,10 +152,6 @@ def _readings(obs: ShelfObservation, planogram: Planogram,
         if basket not in out or cost < out[basket].cost:
             out[basket] = _Reading(cost, moves)
     return out, _pool(planogram, lanes, changed, before, after)
-
-
-def _label(c: CellObs | None) -> str:
-    return EMPTY if c is None else c.label
 
 
 def _bump(d: dict[tuple[str, str], int], slot: str, sku: str, by: int) -> None:

@@ -87,7 +87,7 @@ def alternatives(before: Mapping[tuple[str, int], CellObs], after: Mapping[tuple
             if c.slot_id not in changed:
                 continue
             oc = other.get(key)
-            o = EMPTY if oc is None else oc.label
+            o = label_of(oc)
             # a package where the other frame saw bare shelf: maybe one carried from a cell it left
             carried = left - {c.label} if sign < 0 and o == EMPTY and oc is not None and c.label != EMPTY else set()
             if scale and oc is not None and defers(c, oc, params):
@@ -127,6 +127,11 @@ def priced(c: CellObs, opts: list[tuple[str, float]], home: str, params: FusionP
     priced = [(lab, cost + (params.foreign_cost if lab not in (home, EMPTY, believed) else 0.0)) for lab, cost in opts]
     low = min(cost for _, cost in priced)
     return [(lab, cost - low) for lab, cost in priced]
+
+
+def label_of(c: CellObs | None) -> str:
+    """A cell's label; "empty" for a cell the frame does not have."""
+    return EMPTY if c is None else c.label
 
 
 def doubtful(c: CellObs, params: FusionParams) -> bool:

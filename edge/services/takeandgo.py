@@ -27,6 +27,7 @@ from edge.core.session import Effect, Event, Session, Timeouts, step
 from edge.crashpoints import crash_point
 from edge.ledger import repo, sessions
 from edge.ledger.db import LedgerDB
+from edge.services.enrollment import camera_skus
 from edge.services.evidence import Capturer, EvidenceStore, ShelfView, cells_from_json, cells_to_json
 from edge.services.pricing import PriceBook
 
@@ -90,7 +91,7 @@ class TakeAndGoService:
         s = Session(session_id, customer_ref, limit_amount, planogram.currency, offline=offline,
                     entered_at=self.clock.monotonic(), timeouts=self.timeouts)
         # what the cameras may name: the products the fridge's lanes stock (both captures use the same set)
-        stocked = sorted({slot.sku_id for slot in planogram.slots.values() if slot.shelf is not None})
+        stocked = sorted(set().union(*camera_skus(planogram).values()))
         self.session, self.data = s, {"actor": actor, "shelves": planogram.shelves(), "candidates": stocked}
         await self._persist(event="session_authorized")
         await self.events.put(Event("start"))
