@@ -8,15 +8,18 @@ import json
 import pathlib
 import re
 import shutil
-from collections.abc import Collection, Sequence
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import cv2
+import numpy as np
 import structlog
 
 from drivers.errors import DeviceError
 from edge.core.fusion import CellObs
+from vision_models.change import changed_cells
 from vision_models.types import EMPTY, CellDetection, CellRoi, settled
 
 log = structlog.get_logger(__name__)
@@ -29,6 +32,7 @@ class ShelfView:
     shelf: int
     cells: list[CellObs] | None
     error: str | None = None
+    reused: int = 0  # cells taken over from an earlier frame of the same camera (they did not change)
 
 
 def grid_rois(slots: list[str], x0: int, y0: int, cell_w: int, cell_h: int, rows: int) -> list[CellRoi]:
@@ -46,16 +50,21 @@ class Capturer:
         self.rois = rois
         self.recognizer = recognizer
         self.executor = executor
+        self.cells = Counter[str]()  # cells "read" by the recognizer and "reused" from an earlier frame, since start
 
-    async def capture(self, shelves: list[int], candidates: Collection[str] | None = None
+    async def capture(self, shelves: list[int], candidates: Collection[str] | None = None,
+                      earlier: Mapping[int, tuple[Any, ShelfView]] | None = None
                       ) -> tuple[dict[int, ShelfView], dict[int, Any]]:
         """({shelf: cells}, {shelf: image}) for every shelf; a failed camera gives cells None.
-        `candidates`: the products a cell may be named (the fridge's stock), None: any in the gallery."""
-        results = await asyncio.gather(*(self._one(s, candidates) for s in shelves))
+        `candidates`: the products a cell may be named (the fridge's stock), None: any in the gallery.
+        `earlier`: {shelf: (image, view)} of a capture with the same candidates (the session's before):
+        its cells that look the same now (`vision_models.change`) are taken over, not read again."""
+        results = await asyncio.gather(*(self._one(s, candidates, (earlier or {}).get(s)) for s in shelves))
         return {s: v for s, (v, _) in zip(shelves, results, strict=True)}, \
                {s: img for s, (_, img) in zip(shelves, results, strict=True) if img is not None}
 
-    async def _one(self, shelf: int, candidates: Collection[str] | None) -> tuple[ShelfView, Any]:
+    async def _one(self, shelf: int, candidates: Collection[str] | None,
+                   earlier: tuple[Any, ShelfView] | None) -> tuple[ShelfView, Any]:
         cam = self.cameras.get(shelf)
         if cam is None or self.recognizer is None:
             return ShelfView(shelf, None, "no camera" if cam is None else "no model"), None
@@ -65,9 +74,27 @@ class Capturer:
             log.warning("camera_failed", shelf=shelf, error=str(exc))
             return ShelfView(shelf, None, str(exc)), None
         loop = asyncio.get_running_loop()
-        dets = await loop.run_in_executor(self.executor, self.recognizer.recognize, frame.image, self.rois[shelf],
-                                          candidates)
-        return ShelfView(shelf, cell_observations(dets, *doubt_gates(self.recognizer))), frame.image
+        cells, reused = await loop.run_in_executor(self.executor, self._read, frame.image, self.rois[shelf],
+                                                   candidates, earlier)
+        self.cells.update(read=len(cells) - reused, reused=reused)
+        return ShelfView(shelf, cells, reused=reused), frame.image
+
+    def _read(self, image: Any, rois: list[CellRoi], candidates: Collection[str] | None,
+              earlier: tuple[Any, ShelfView] | None) -> tuple[list[CellObs], int]:
+        """(the cells of `image`, how many were taken over from `earlier`); blocking: in the executor.
+        Only the cells that changed since `earlier` are recognized, when its cells are these ROIs'."""
+        gates = doubt_gates(self.recognizer)
+        old = earlier[1].cells if earlier is not None else None
+        if earlier is None or old is None or [(c.slot_id, c.position) for c in old] != [(r.slot_id, r.position)
+                                                                                       for r in rois]:
+            return cell_observations(self.recognizer.recognize(image, rois, candidates), *gates), 0
+        changed = np.flatnonzero(changed_cells(earlier[0], image, rois))
+        cells = list(old)
+        if changed.size:
+            fresh = self.recognizer.recognize(image, [rois[i] for i in changed], candidates)
+            for i, obs in zip(changed, cell_observations(fresh, *gates), strict=True):
+                cells[i] = obs
+        return cells, len(rois) - int(changed.size)
 
 
 def doubt_gates(recognizer: Any) -> tuple[float, float]:

@@ -30,6 +30,7 @@ from edge.ledger.db import LedgerDB
 from edge.services.enrollment import camera_skus
 from edge.services.evidence import Capturer, EvidenceStore, ShelfView, cells_from_json, cells_to_json
 from edge.services.pricing import PriceBook
+from edge.services.takeandgo_lanes import lane_drops, no_prototype_lanes
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +54,9 @@ class TakeAndGoService:
         self.last_latency_ms: float | None = None
         self.last_timings: dict[str, float] = {}  # door close -> order, by step (see _decide)
         self._closed_at: float | None = None  # perf_counter at the after capture; in memory only (not journaled)
+        # the before capture's {shelf: (image, view)}, in memory only: the after capture reads again only
+        # the cells that changed (after a restart in between, it reads them all)
+        self._before_frames: dict[int, tuple[Any, ShelfView]] = {}
         self.counters = Counter[str]()
         self.executor: Any = None  # owned inference pool (evidence has its own); shut down by close()
         self.enrollment: Any = None  # edge.services.enrollment.EnrollmentService when a model is loaded
@@ -148,6 +152,7 @@ class TakeAndGoService:
         # the pictures are evidence for a reviewer, not input to the decision (the cells are): written
         # behind, so a slow or full card never holds the door or the order
         self._write_behind(self._keep_images(self.session.session_id, "before", images))
+        self._before_frames = {k: (images[k], views[k]) for k in images}
         self.data["before"] = {str(k): cells_to_json(v) for k, v in views.items()}
         self.data["before_g"] = {str(k): grams.get(k) for k in shelves}
         self._note_missing()
@@ -174,8 +179,10 @@ class TakeAndGoService:
     async def _after(self, _eff: Effect) -> Event:
         self._closed_at = closed = time.perf_counter()
         # the cameras need no settling: capture while the scales settle (a window of quiet samples)
+        earlier, self._before_frames = self._before_frames, {}
         grams, (views, images) = await asyncio.gather(self.shelves.wait_stable(self.cfg.settle_s, fresh=False),
-                                                      self.capturer.capture(self.data["shelves"], self._candidates()))
+                                                      self.capturer.capture(self.data["shelves"], self._candidates(),
+                                                                            earlier))
         assert self.session is not None
         self.data["after_capture_ms"] = round((time.perf_counter() - closed) * 1000, 1)
         await self._camera_alarms(views)
@@ -360,39 +367,5 @@ class TakeAndGoService:
                 "session": None if s is None else {"session_id": s.session_id, "state": s.state,
                                                    "outcome": s.outcome},
                 "counters": dict(self.counters), "last_latency_ms": self.last_latency_ms,
-                "last_timings": dict(self.last_timings)}
-
-
-def no_prototype_lanes(data: Mapping[str, Any], planogram: Planogram) -> set[str]:
-    """Lanes whose SKU had no prototype during the session (`data["no_prototype"]`, see `_note_missing`)."""
-    missing = set(data.get("no_prototype", ()))
-    return {s.slot_id for s in planogram.slots.values() if s.shelf is not None and s.sku_id in missing}
-
-
-def lane_drops(data: Mapping[str, Any], taken: Mapping[str, int], planogram: Planogram) -> dict[tuple[str, str], int]:
-    """Attribute each taken SKU to the lanes it visibly left (else its home lanes): {(slot, sku): n}.
-    A lane without a prototype shows no visible drop (its cells name other products)."""
-    blind = no_prototype_lanes(data, planogram)
-    drop: Counter[tuple[str, str]] = Counter()
-    for k, before in data.get("before", {}).items():
-        b, a = cells_from_json(before), cells_from_json(data.get("after", {}).get(k, before))
-        if b.cells is None or a.cells is None:
-            continue
-        cb = Counter((c.slot_id, c.label) for c in b.cells)
-        ca = Counter((c.slot_id, c.label) for c in a.cells)
-        for key, n in cb.items():
-            if n > ca.get(key, 0) and key[0] not in blind:
-                drop[key] = n - ca.get(key, 0)
-    out: Counter[tuple[str, str]] = Counter()
-    for sku, n in taken.items():
-        for (slot, label), d in sorted(drop.items()):
-            if label == sku and n > 0:
-                use = min(n, d)
-                out[(slot, sku)] += use
-                n -= use
-        homes = [sl.slot_id for sl in planogram.slots.values() if sl.sku_id == sku and sl.shelf is not None]
-        if n > 0:
-            out[(homes[0] if homes else next(iter(planogram.slots)), sku)] += n
-    return dict(out)
-
+                "last_timings": dict(self.last_timings), "cells": dict(self.capturer.cells)}
 

@@ -54,6 +54,10 @@ async def test_normal_basket_is_charged_and_stock_follows(rig):
     assert set(t) == {"after_capture_ms", "decide_ms", "order_ms", "total_ms"} and min(t.values()) > 0
     assert t["after_capture_ms"] + t["decide_ms"] + t["order_ms"] <= t["total_ms"] + 0.5
     assert t["total_ms"] == round(rig.service.last_latency_ms, 1)
+    # the before capture read all 4 x 30 cells; the after capture only those that changed (the two lanes
+    # customers touched, and cells a hand covers in the after frames), the rest it took over
+    cells = rig.service.status()["cells"]
+    assert cells["read"] + cells["reused"] == 240 and 2 <= cells["read"] - 120 <= cells["reused"]
 
 
 async def test_empty_basket_and_put_back_charge_nothing(rig):
