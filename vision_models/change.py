@@ -30,7 +30,7 @@ _DARK, _SATURATED = 24.0, 250.0  # pixels outside this range say nothing about t
 def exposure_gain(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """Per channel, how much brighter `after` is than `before` (float32 x 3): the median ratio of
     well-exposed pixels, most of which show the same unchanged shelf. 1 when too few to tell."""
-    a, b = before[::2, ::2].reshape(-1, 3), after[::2, ::2].reshape(-1, 3)
+    a, b = before[::3, ::3].reshape(-1, 3), after[::3, ::3].reshape(-1, 3)
     ok = ((a > _DARK) & (a < _SATURATED) & (b < _SATURATED)).all(axis=1)
     if ok.sum() < 100:
         return np.ones(3, np.float32)
@@ -54,9 +54,10 @@ def changed_cells(before: np.ndarray, after: np.ndarray, rois: Sequence[CellRoi]
     a = cv2.resize(before, half, interpolation=cv2.INTER_AREA).astype(np.float32)
     b = cv2.resize(after, half, interpolation=cv2.INTER_AREA).astype(np.float32)
     gain = exposure_gain(a, b)
-    ceiling = np.float32(_SATURATED) * np.minimum(gain, 1.0).astype(np.float32)
-    diff = np.abs(np.minimum(b, ceiling) - np.minimum(a * gain, ceiling)).max(axis=2)
-    patch = cv2.boxFilter(diff, -1, (2, 2))
+    ceiling = (*(float(v) for v in _SATURATED * np.minimum(gain, 1.0)), 0.0)
+    scaled = cv2.min(cv2.multiply(a, (*(float(v) for v in gain), 0.0)), ceiling)
+    per_channel = cv2.split(cv2.absdiff(scaled, cv2.min(b, ceiling)))
+    patch = cv2.boxFilter(cv2.max(cv2.max(per_channel[0], per_channel[1]), per_channel[2]), -1, (2, 2))
     out = np.ones(len(rois), bool)
     for i, r in enumerate(rois):
         cell = patch[max(0, r.y // 2):max(0, (r.y + r.h) // 2), max(0, r.x // 2):max(0, (r.x + r.w) // 2)]
