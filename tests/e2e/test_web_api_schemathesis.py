@@ -103,11 +103,15 @@ async def test_technician_fuzzing_finds_no_server_error_and_conforms(api: Rig, t
     assert status == 200 and doc["machine_id"]  # the daemon is still serving, the session still valid
 
 
-async def test_kiosk_and_viewer_fuzzing_get_documented_refusals(api: Rig, tmp_path: pathlib.Path) -> None:  # noqa: F811
+# the viewer and the kiosk each on a rig of their own (one test each, so two workers can take them at once)
+async def test_viewer_fuzzing_gets_documented_refusals_and_moves_nothing(api: Rig, tmp_path: pathlib.Path) -> None:  # noqa: F811
     before = await api.moved()
     text, _ = await run_schemathesis(api, "view", tmp_path, *NOT_LOGOUT, max_examples=max(1, EXAMPLES // 3))
     assert "Tested: 25" in text
     assert await api.moved() == before  # a viewer moved nothing: no order, no stock, no spiral
+
+
+async def test_kiosk_fuzzing_gets_documented_refusals_and_only_sells(api: Rig, tmp_path: pathlib.Path) -> None:  # noqa: F811
     text, _ = await run_schemathesis(api, "screen", tmp_path, *NOT_LOGOUT, max_examples=max(1, EXAMPLES // 3))
     assert "Tested: 25" in text
     assert turned(api) <= {SACRIFICE}, api.board_sim.dispensed  # a kiosk may only sell
