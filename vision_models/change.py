@@ -11,7 +11,8 @@ cost time, never replace a read of a cell that looks different.
 Measured on the simulator's cameras (JPEG 85, sensor noise sigma 2-6, exposure 0.8-1.2 between
 frames): unchanged cells differ by at most ~25 levels; the smallest real change, a look-alike twin
 in the very same pose (a mark of ~12 % of the package in another colour), by 65 or more (the
-simulator's pairs 80-210, bench/novel's twins 65-200 at a 40 px package).
+simulator's pairs 80-210, the evaluation generator's one-mark twins 65-200 at a 40 px package;
+docs/take-and-go.md).
 """
 
 from __future__ import annotations
