@@ -368,4 +368,3 @@ class TakeAndGoService:
                                                    "outcome": s.outcome},
                 "counters": dict(self.counters), "last_latency_ms": self.last_latency_ms,
                 "last_timings": dict(self.last_timings), "cells": dict(self.capturer.cells)}
-

@@ -41,5 +41,3 @@ def lane_drops(data: Mapping[str, Any], taken: Mapping[str, int], planogram: Pla
         if n > 0:
             out[(homes[0] if homes else next(iter(planogram.slots)), sku)] += n
     return dict(out)
-
-
