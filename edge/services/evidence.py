@@ -32,7 +32,6 @@ class ShelfView:
     shelf: int
     cells: list[CellObs] | None
     error: str | None = None
-    reused: int = 0  # cells taken over from an earlier frame of the same camera (they did not change)
 
 
 def grid_rois(slots: list[str], x0: int, y0: int, cell_w: int, cell_h: int, rows: int) -> list[CellRoi]:
@@ -77,7 +76,7 @@ class Capturer:
         cells, reused = await loop.run_in_executor(self.executor, self._read, frame.image, self.rois[shelf],
                                                    candidates, earlier)
         self.cells.update(read=len(cells) - reused, reused=reused)
-        return ShelfView(shelf, cells, reused=reused), frame.image
+        return ShelfView(shelf, cells), frame.image
 
     def _read(self, image: Any, rois: list[CellRoi], candidates: Collection[str] | None,
               earlier: tuple[Any, ShelfView] | None) -> tuple[list[CellObs], int]:
