@@ -263,9 +263,11 @@ class ReaderLink:
                 async with asyncio.timeout(self._reply_timeout_s):
                     reply = await fut
             except TimeoutError:
-                self.counters["timeouts"] += 1
-                self._stale_until = asyncio.get_running_loop().time() + self._reply_timeout_s
-                continue
+                if not fut.done() or fut.cancelled():
+                    self.counters["timeouts"] += 1
+                    self._stale_until = asyncio.get_running_loop().time() + self._reply_timeout_s
+                    continue
+                reply = fut.result()  # read in the same loop turn as the deadline: an answer all the same
             finally:
                 self._reply = None
             if reply.nack:

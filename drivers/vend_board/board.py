@@ -88,7 +88,7 @@ class VendBoard(BoardSession):
         return result
 
     async def _vend_exchange(self, req: VendReq, done: asyncio.Future[Frame], on_ack: OnAck | None) -> VendResult:
-        reply, copies = await self._exchange(req)
+        reply, copies = await self._exchange(req, not_across_reset=True)
         if isinstance(reply, VendDone):  # a retried copy reached a board that had already finished it
             return self._result(req, reply)
         self._expect(reply, Ack, f"VEND {req.slot}", copies=copies)

@@ -28,7 +28,7 @@ from drivers.vend_board.codec import (
     Nak,
     VendDone,
 )
-from drivers.vend_board.errors import VendRefused
+from drivers.vend_board.errors import BoardRebooted, VendRefused
 from drivers.vend_board.models import (
     BoardInfo,
     DoorState,
@@ -312,16 +312,23 @@ class BoardSession:
     async def _request(self, msg: Frame) -> Frame:
         return (await self._exchange(msg))[0]
 
-    async def _exchange(self, msg: Frame) -> tuple[Frame, int]:
+    async def _exchange(self, msg: Frame, *, not_across_reset: bool = False) -> tuple[Frame, int]:
         """Send and await the reply with the same seq; resend the SAME frame on timeout/bad_frame.
 
-        Returns the reply and how many copies were sent.
+        A reply that came in during the loop turn the timeout fired in (the loop was held up past the
+        deadline with the bytes already read) is taken, not thrown away and asked again.
+        ``not_across_reset``: once a frame from a newer boot than the one ``msg`` is addressed to has
+        been seen, stop resending and raise ``BoardRebooted`` (a VEND: the outcome is then settled
+        with VEND_RESULT). Returns the reply and how many copies were sent.
         """
         seq, last_nak = msg.seq, None
         if seq in self._waiters:
             raise ValueError(f"seq {seq} already in flight")
         for attempt in range(self._retries + 1):
             if attempt:
+                if not_across_reset and msg.boot != self._boot:
+                    raise BoardRebooted(f"board rebooted (boot {msg.boot:#x} -> {self._boot:#x}) before it "
+                                        f"answered {type(msg).__name__} seq={seq}; not sent again")
                 self.counters["retries"] += 1
                 self._handle(self._reader.drop_partial())
             fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
@@ -331,8 +338,10 @@ class BoardSession:
                 async with asyncio.timeout(self._reply_timeout_s):
                     reply = await fut
             except TimeoutError:
-                self.counters["timeouts"] += 1
-                continue
+                if not fut.done() or fut.cancelled():
+                    self.counters["timeouts"] += 1
+                    continue
+                reply = fut.result()  # set in the same loop turn as the deadline: a reply all the same
             finally:
                 if self._waiters.get(seq) is fut:
                     del self._waiters[seq]

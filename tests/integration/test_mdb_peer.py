@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 
 import pytest
 
@@ -92,3 +94,26 @@ async def test_denied_and_out_of_sequence(wired):
     await reader.cash_sale(200, 404)
     await wait_for(lambda: peer.cash_sales, 3.0, what="the peer to record the cash sale")
     assert peer.captured == [] and peer.cash_sales == [(404, 200)] and peer.violations == []
+
+
+async def test_an_answer_read_in_the_turn_its_deadline_passed_is_an_answer(wired):
+    """The loop held up past the reply deadline with the peer's answer already there: asyncio runs the
+    read and the deadline in one turn; the answer must count (before: a timeout and a resent command)."""
+    reader, peer = wired
+    await reader.initialize(5)
+    loop = asyncio.get_running_loop()
+    link = reader._link
+    write, stalled = link.write, []
+
+    def write_then_stall(data: bytes) -> None:
+        write(data)
+        if not stalled:  # after the deadline is set, before the answer is read: hold the loop 1 s
+            stalled.append(data)
+            loop.call_soon(time.sleep, 1.0)
+
+    before = dict(reader.counters)
+    link.write = write_then_stall
+    await wait_for(lambda: stalled, 5.0)
+    await asyncio.sleep(0.3)
+    assert reader.counters["timeouts"] == before["timeouts"] and reader.counters["retries"] == before["retries"]
+    assert reader.state is ReaderState.ENABLED and peer.violations == []
