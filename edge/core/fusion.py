@@ -137,7 +137,8 @@ def _readings(obs: ShelfObservation, planogram: Planogram,
     by_lane: dict[str, list[LaneCell]] = {}
     for sign, c, opts in alternatives(before, after, changed, params, scale=obs.weight_delta_g is not None):
         if sign > 0:  # a stranger in the after frame is a move or an addition, which the reading pays already
-            opts = priced(c, opts, lanes[c.slot_id].sku_id, params)
+            foreign = params.pure_foreign_cost if c.slot_id in obs.pure else params.foreign_cost
+            opts = priced(c, opts, lanes[c.slot_id].sku_id, foreign)
         by_lane.setdefault(c.slot_id, []).append((sign, c.label, opts))
     bound = params.max_cost + params.min_confidence  # a dearer reading never decides: review either way
     out: dict[Basket, _Reading] = {}

@@ -119,12 +119,13 @@ def _left(before: Mapping[tuple[str, int], CellObs], after: Mapping[tuple[str, i
             if c.label != EMPTY and (a := after.get(key)) is not None and a.label == EMPTY and not doubtful(a, params)}
 
 
-def priced(c: CellObs, opts: list[tuple[str, float]], home: str, params: FusionParams) -> list[tuple[str, float]]:
-    """The lane's own product is the likelier name: any other costs `foreign_cost` more (someone
-    would have moved it there), except the default of a cell whose view is believed (a settled read,
-    or the other frame's view it defers to): a clearly seen stranger is a misplaced item."""
+def priced(c: CellObs, opts: list[tuple[str, float]], home: str, foreign: float) -> list[tuple[str, float]]:
+    """The lane's own product is the likelier name: any other costs `foreign` more (someone would have
+    moved it there: `FusionParams.foreign_cost`, or `pure_foreign_cost` in a lane known to hold only its
+    own product), except the default of a cell whose view is believed (a settled read, or the other
+    frame's view it defers to): a clearly seen stranger is a misplaced item."""
     believed = opts[0][0] if c.settled or opts[0][0] != c.label else None
-    priced = [(lab, cost + (params.foreign_cost if lab not in (home, EMPTY, believed) else 0.0)) for lab, cost in opts]
+    priced = [(lab, cost + (foreign if lab not in (home, EMPTY, believed) else 0.0)) for lab, cost in opts]
     low = min(cost for _, cost in priced)
     return [(lab, cost - low) for lab, cost in priced]
 

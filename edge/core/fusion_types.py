@@ -42,6 +42,9 @@ class ShelfObservation:
     after: Sequence[CellObs] | None
     weight_delta_g: float | None
     no_prototype: frozenset[str] = frozenset()  # lanes (slot ids) decided by weight: no prototype of their SKU
+    # lanes the ledger knows held only their own product when the door opened: restocked since anything
+    # could have been put into them (`edge.services.takeandgo_lanes.mixed_lanes`); [] = none known
+    pure: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class FusionParams:
     clear_misread_cost: float = 1.0  # ... so calling one of them a misread costs as much as an item
     move_cost: float = 0.5  # an item carried to another lane of the shelf: rarer than a take
     foreign_cost: float = 0.5  # reading a cell as a product that is not its lane's own, against the view: someone moved it (= move_cost)
+    # ... in the before frame of a lane known to hold only its own product (`ShelfObservation.pure`):
+    # above min_confidence by 0.2, so an unsure look-alike read leaning to the other twin by less
+    # than 0.2 does not overrule the ledger, one leaning more goes to review, a settled read is believed
+    pure_foreign_cost: float = 0.75
 
 
 @dataclass(frozen=True)

@@ -103,4 +103,7 @@ ALTER TABLE order_lines ADD COLUMN price_rule TEXT NOT NULL DEFAULT '';
     (10, """
 ALTER TABLE vend_journal ADD COLUMN sent_memory INTEGER;
 """),
+    (11, """
+ALTER TABLE stock ADD COLUMN mixed INTEGER NOT NULL DEFAULT 1;
+"""),
 ]

@@ -6,7 +6,7 @@ Write helpers take an open `Tx`, so one sale step is one transaction; reads go t
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ class StockRow:
     disabled: bool
     disabled_reason: str | None
     jam_count: int
+    mixed: bool = True  # may hold items not its own (take-and-go lanes): until a technician restocks it
 
 
 async def current_planogram(db: LedgerDB) -> Planogram | None:
@@ -48,7 +49,8 @@ async def apply_planogram(tx: Tx, planogram: Planogram, source: str) -> None:
         await tx.execute(
             "INSERT INTO stock(slot_id, sku_id, count, capacity, updated_at) VALUES (?,?,0,?,?) "
             "ON CONFLICT(slot_id) DO UPDATE SET sku_id=excluded.sku_id, capacity=excluded.capacity, "
-            "count=MIN(stock.count, excluded.capacity), updated_at=excluded.updated_at",
+            "count=MIN(stock.count, excluded.capacity), updated_at=excluded.updated_at, "
+            "mixed=CASE WHEN stock.sku_id=excluded.sku_id THEN stock.mixed ELSE 1 END",
             (slot.slot_id, slot.sku_id, slot.capacity, tx.now))
     keep = list(planogram.slots)
     marks = ",".join("?" * len(keep))
@@ -58,7 +60,19 @@ async def apply_planogram(tx: Tx, planogram: Planogram, source: str) -> None:
 
 def _stock(row: Any) -> StockRow:
     return StockRow(row["slot_id"], row["sku_id"], row["count"], row["capacity"], bool(row["disabled"]),
-                    row["disabled_reason"], row["jam_count"])
+                    row["disabled_reason"], row["jam_count"], bool(row["mixed"]))
+
+
+async def pure_lanes(db: LedgerDB) -> set[str]:
+    """Slots known to hold only their own product: restocked since anything could have been put in."""
+    return {r["slot_id"] for r in await db.fetchall("SELECT slot_id FROM stock WHERE mixed=0")}
+
+
+async def set_mixed(tx: Tx, slot_ids: Iterable[str], mixed: bool) -> None:
+    """Mark slots as possibly holding items not their own (a take-and-go session put something in,
+    the planogram changed their product), or as pure again (a technician restocked them)."""
+    for slot_id in sorted(set(slot_ids)):
+        await tx.execute("UPDATE stock SET mixed=? WHERE slot_id=?", (int(mixed), slot_id))
 
 
 async def stock(db: LedgerDB) -> dict[str, StockRow]:

@@ -243,8 +243,10 @@ class EnrollmentService:
                     )
                 else:
                     await repo.clear_alarm(tx, ALARM_KEY, "every camera lane's product has a prototype")
-        if changed:
+        if changed and missing:
             log.warning("products_without_prototype", skus=missing, lanes=lanes)
+        elif changed:
+            log.info("products_without_prototype_cleared")
         self.missing, self.lanes = missing, lanes
         return missing
 

@@ -38,6 +38,9 @@ class StockService:
                 if target < 0 or target > r.capacity:
                     raise SaleRefused("bad_count", f"{r.slot_id}: 0..{r.capacity}")
                 result[r.slot_id] = await repo.change_stock(tx, r.slot_id, target - r.count, "restock", actor=actor)
+                # the technician has filled the lane with its own product: take-and-go may trust that
+                # again (`ShelfObservation.pure`) until a session puts something into it
+                await repo.set_mixed(tx, [r.slot_id], False)
                 await repo.set_slot_disabled(tx, r.slot_id, False, None)
                 await repo.clear_alarm(tx, f"low_stock:{r.slot_id}", "restocked")
                 await repo.clear_alarm(tx, f"slot_disabled:{r.slot_id}", "restocked")

@@ -30,7 +30,7 @@ from edge.ledger.db import LedgerDB
 from edge.services.enrollment import camera_skus
 from edge.services.evidence import Capturer, EvidenceStore, ShelfView, cells_from_json, cells_to_json
 from edge.services.pricing import PriceBook
-from edge.services.takeandgo_lanes import lane_drops, no_prototype_lanes
+from edge.services.takeandgo_lanes import lane_drops, mixed_lanes, no_prototype_lanes
 
 log = structlog.get_logger(__name__)
 
@@ -148,6 +148,7 @@ class TakeAndGoService:
         grams, (views, images) = await asyncio.gather(self.shelves.wait_stable(self.cfg.settle_s, fresh=True),
                                                       self.capturer.capture(shelves, self._candidates()))
         assert self.session is not None
+        self.data["pure"] = sorted(await repo.pure_lanes(self.db))  # journaled: a resumed session decides alike
         await self._camera_alarms(views)
         # the pictures are evidence for a reviewer, not input to the decision (the cells are): written
         # behind, so a slow or full card never holds the door or the order
@@ -222,7 +223,8 @@ class TakeAndGoService:
             bg, ag = self.data["before_g"].get(str(k)), self.data["after_g"].get(str(k))
             delta = None if (bg is None or ag is None or not self.cfg.fusion) else ag - bg
             lanes = frozenset(s.slot_id for s in planogram.slots_on_shelf(k) if s.slot_id in blind)
-            obs.append(ShelfObservation(k, b.cells, a.cells, delta, no_prototype=lanes))
+            obs.append(ShelfObservation(k, b.cells, a.cells, delta, no_prototype=lanes,
+                                        pure=frozenset(self.data.get("pure", ()))))
         return obs
 
     async def _decide(self, _eff: Effect) -> Event:
@@ -276,6 +278,7 @@ class TakeAndGoService:
             for sku, src, dst in d.moves:
                 await repo.change_stock(tx, src, -1, "misplaced_move", sku_id_moved=sku, to=dst)
                 await repo.change_stock(tx, dst, +1, "misplaced_move", sku_id_moved=sku, frm=src)
+            await repo.set_mixed(tx, mixed_lanes(self.data, d.moves, d.status == "needs_review", planogram), True)
             await tx.event("session_decided", {"session_id": s.session_id, "status": d.status,
                                                "taken": d.taken, "confidence": round(d.confidence, 3)})
         self.counters[d.status] += 1

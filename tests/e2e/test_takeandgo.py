@@ -74,6 +74,7 @@ async def test_empty_basket_and_put_back_charge_nothing(rig):
 async def test_misplaced_return_moves_stock_without_charge(rig):
     rig.world.take("F3")  # room in the orange lane for a can put back in the wrong place
     await rig.daemon.machine.restock("F3", 5, actor="tech")
+    assert not (await repo.stock(rig.daemon.db))["F3"].mixed  # the technician filled it with oranges
     before = await counts(rig)
     row, _ = await shop(rig, random.Random(0), session_id="s-move", linger_s=1.0,
                         actions=[("take", "F1"), ("put", "F3", "cola")])
@@ -81,6 +82,15 @@ async def test_misplaced_return_moves_stock_without_charge(rig):
     assert await order_of(rig, "s-move") == []
     after = await counts(rig)
     assert after["F1"] == before["F1"] - 1 and after["F3"] == before["F3"] + 1
+    # the session opened on a lane known pure and left a cola in it: until the next restock a look-alike
+    # read in F3 no longer leans on the lane being all oranges, and the next session knows it
+    assert "F3" in json.loads(row["data"])["pure"]
+    stock = await repo.stock(rig.daemon.db)
+    assert stock["F3"].mixed and stock["F3"].count == before["F3"] + 1
+    row, _ = await shop(rig, random.Random(0), session_id="s-next", linger_s=0.5, actions=[])
+    assert row["state"] == "void" and "F3" not in json.loads(row["data"])["pure"]
+    await rig.daemon.machine.restock("F3", None, actor="tech")
+    assert not (await repo.stock(rig.daemon.db))["F3"].mixed
 
 
 async def test_look_alike_pair_is_told_apart(rig):

@@ -111,3 +111,28 @@ async def test_cancelled_writer_never_leaves_a_transaction_open(db):
         await tx.event("whole", {})
     kinds = [r["kind"] for r in await db.fetchall("SELECT kind FROM events")]
     assert "half" not in kinds and "whole" in kinds
+
+
+async def test_a_lane_is_pure_from_a_restock_until_something_may_have_gone_in(db, planogram_doc):
+    """`stock.mixed` (take-and-go's `ShelfObservation.pure`): unknown -> mixed; a technician's restock
+    vouches for the lane; a session's `set_mixed` or another product in the planogram spoils it."""
+    from edge.services.stock import StockService
+
+    assert all(r.mixed for r in (await repo.stock(db)).values()) and await repo.pure_lanes(db) == set()
+    await StockService(db).restock("F1", None, actor="tech")
+    await StockService(db).restock("F2", 3, actor="tech")
+    assert await repo.pure_lanes(db) == {"F1", "F2"}
+    async with db.tx() as tx:
+        await repo.set_mixed(tx, ["F2"], True)
+    assert await repo.pure_lanes(db) == {"F1"} and (await repo.stock(db))["F2"].mixed
+    doc = {**planogram_doc, "version": planogram_doc["version"] + 1}
+    async with db.tx() as tx:  # the same products: F1 stays vouched for
+        await repo.apply_planogram(tx, Planogram.from_doc(doc), "test")
+    assert await repo.pure_lanes(db) == {"F1"}
+    f1 = next(s for s in doc["slots"] if s["slot_id"] == "F1")
+    other = next(s["sku_id"] for s in doc["slots"] if s["sku_id"] != f1["sku_id"] and s.get("shelf") is not None)
+    doc = {**doc, "version": doc["version"] + 1,
+           "slots": [{**s, "sku_id": other} if s["slot_id"] == "F1" else s for s in doc["slots"]]}
+    async with db.tx() as tx:  # F1 gets another product: the old one may still be in it
+        await repo.apply_planogram(tx, Planogram.from_doc(doc), "test")
+    assert await repo.pure_lanes(db) == set()
