@@ -183,7 +183,9 @@ class Queries:
                         "count": r.count, "capacity": r.capacity, "disabled": r.disabled,
                         "disabled_reason": r.disabled_reason, "shelf": slot.shelf if slot else None,
                         "low": r.count <= max(1, int(r.capacity * LOW_FRACTION)),
-                        "best_before": dates.get(slot_id), "expiry": expiry(dates.get(slot_id), today, r.count)})
+                        "best_before": dates.get(slot_id), "expiry": expiry(dates.get(slot_id), today, r.count),
+                        # take-and-go: may hold another product (a session put something in) until restocked
+                        "mixed": bool(r.mixed and slot is not None and slot.shelf is not None)})
         return out
 
     async def pick_list(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from edge.config import load_config
 from edge.core.errors import SaleRefused
 from edge.daemon import Daemon
 from edge.ledger import repo
+from edge.services.queries import Queries
 from tests.support.rigs.takeandgo import shop, start_takeandgo_rig, wait_for
 from vision_models import DEFAULT_MODEL_DIR
 
@@ -89,6 +90,8 @@ async def test_misplaced_return_moves_stock_without_charge(rig):
     assert stock["F3"].mixed and stock["F3"].count == before["F3"] + 1
     row, _ = await shop(rig, random.Random(0), session_id="s-next", linger_s=0.5, actions=[])
     assert row["state"] == "void" and "F3" not in json.loads(row["data"])["pure"]
+    shown = {r["slot_id"]: r["mixed"] for r in await Queries(rig.daemon.machine).stock()}  # Stock page, /api/stock
+    assert shown["F3"] and not shown["A1"]  # a spiral slot is never "mixed": take-and-go lanes only
     await rig.daemon.machine.restock("F3", None, actor="tech")
     assert not (await repo.stock(rig.daemon.db))["F3"].mixed
 
