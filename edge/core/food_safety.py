@@ -13,8 +13,11 @@ when it persists the excursion start, so a restart does not reset the excursion 
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Any
+
+NEAR_EXPIRY_DAYS = 1  # a lane whose best-before is today or tomorrow is "near"
 
 
 @dataclass(frozen=True)
@@ -98,3 +101,15 @@ def clear(state: State, actor: str, now: float) -> tuple[State, list[Effect]]:
 def sellable(state: State, perishable: bool) -> bool:
     """Whether a SKU may be sold now: only perishable goods are held by the lockout."""
     return not (state.locked and perishable)
+
+
+def expiry(best_before: str | None, today: dt.date, count: int) -> str | None:
+    """A lane's best-before (ISO date) against `today`: "expired" (past its date), "near" (within
+    NEAR_EXPIRY_DAYS), "ok", or None (no date or lane empty)."""
+    if not best_before or count <= 0:
+        return None
+    try:
+        left = (dt.date.fromisoformat(best_before) - today).days
+    except ValueError:
+        return None
+    return "expired" if left < 0 else "near" if left <= NEAR_EXPIRY_DAYS else "ok"

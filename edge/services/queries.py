@@ -24,6 +24,7 @@ from drivers.modbus.device import ModbusDevice
 from drivers.vend_board import DoorState, VendBoard
 from edge.clock import SystemClock
 from edge.config import TemperatureConfig
+from edge.core.food_safety import expiry
 from edge.ledger import fresh, repo, reports
 from edge.services import audit, diagnostics
 from edge.services.accounts import Accounts
@@ -34,7 +35,6 @@ log = structlog.get_logger(__name__)
 DOOR_CACHE_S = 2.0        # the board is asked at most this often; unsolicited changes update at once
 EVENTS_PAGE_MAX = 200
 EVENTS_PAGE_LAST = 10**9  # pages past this are empty anyway; keeps (page - 1) * per_page inside int64
-NEAR_EXPIRY_DAYS = 1      # a lane whose best-before is today or tomorrow is "near"
 LOW_FRACTION = 0.25       # a slot at or below a quarter of its capacity is "low"
 READ_CACHE_S = 1.0        # how stale a page may be (actions invalidate at once)
 
@@ -314,17 +314,6 @@ class Queries:
         return {"door": sv.door is not None, "tare": sv.shelves is not None, "registers": bool(self.modbus_devices()),
                 "food_safety": sv.temperature is not None, "temperature": sv.temperature is not None,
                 "takeandgo": sv.takeandgo is not None}
-
-
-def expiry(best_before: str | None, today: dt.date, count: int) -> str | None:
-    """"expired" (past its date), "near" (within NEAR_EXPIRY_DAYS), "ok", or None (no date or lane empty)."""
-    if not best_before or count <= 0:
-        return None
-    try:
-        left = (dt.date.fromisoformat(best_before) - today).days
-    except ValueError:
-        return None
-    return "expired" if left < 0 else "near" if left <= NEAR_EXPIRY_DAYS else "ok"
 
 
 def human_duration(seconds: float | None) -> str:

@@ -308,6 +308,11 @@ class TakeAndGoService:
     async def _finish(self, eff: Effect) -> None:
         s = self.session
         assert s is not None
+        if s.state == "needs_review" and "decision" not in self.data:  # failed with the door open: anything
+            planogram = await repo.current_planogram(self.db)  # may have gone anywhere, nothing says what
+            async with self.db.tx() as tx:
+                await repo.set_mixed(tx, [x.slot_id for x in planogram.slots.values() if x.shelf is not None]
+                                     if planogram else [], True)
         await self._persist(event="session_finished", detail={"state": eff.detail})
         log.info("session_finished", session_id=s.session_id, state=s.state, outcome=s.outcome)
 

@@ -199,3 +199,23 @@ async def test_a_failing_evidence_disk_costs_the_evidence_not_the_order(rig):
     assert [r["status"] for r in await order_of(rig, "s-diskfull")] == ["completed"]
     row, _ = await shop(rig, random.Random(0), session_id="s-after", linger_s=0.5, actions=[])
     assert row["state"] == "void"  # the next customer is served as usual
+
+
+async def test_a_session_that_fails_with_the_door_open_vouches_for_no_lane(rig):
+    """A hard failure after the door opened ends the session in review with no decision: nothing says
+    what went where, so no lane is vouched for any more (until the technician restocks)."""
+    from edge.core.session import Event
+    from tests.support.rigs.takeandgo import door_seen_open
+
+    await rig.daemon.machine.restock(None, None, actor="tech")
+    lanes = {k for k in await counts(rig)}
+    assert lanes <= await repo.pure_lanes(rig.daemon.db)
+    await rig.service.open_session("s-fail", "cust-fail", None)
+    await wait_for(lambda: not rig.plant_sim.io.locked, 10.0, what="the door to unlock")
+    assert rig.plant_sim.open_door()
+    await door_seen_open(rig, "s-fail")
+    await rig.service.feed(Event("failed", "scale_offline"))
+    rig.plant_sim.close_door()
+    row = await rig.daemon.db.fetchone("SELECT state, data FROM sessions WHERE session_id='s-fail'")
+    assert row["state"] == "needs_review" and "decision" not in json.loads(row["data"])
+    assert not lanes & await repo.pure_lanes(rig.daemon.db)

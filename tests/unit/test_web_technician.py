@@ -13,8 +13,9 @@ import pytest
 from drivers.vend_board import codec
 from edge.config import WebConfig, build
 from edge.core.errors import ConfigError
+from edge.core.food_safety import expiry
 from edge.services import diagnostics
-from edge.services.queries import _day_bounds, expiry
+from edge.services.queries import _day_bounds
 from edge.web import fmt
 from edge.web.auth import host_allowed
 from edge.web.chart import temperature_chart
