@@ -308,11 +308,6 @@ class TakeAndGoService:
     async def _finish(self, eff: Effect) -> None:
         s = self.session
         assert s is not None
-        if s.state == "needs_review" and "decision" not in self.data:  # failed with the door open: anything
-            planogram = await repo.current_planogram(self.db)  # may have gone anywhere, nothing says what
-            async with self.db.tx() as tx:
-                await repo.set_mixed(tx, [x.slot_id for x in planogram.slots.values() if x.shelf is not None]
-                                     if planogram else [], True)
         await self._persist(event="session_finished", detail={"state": eff.detail})
         log.info("session_finished", session_id=s.session_id, state=s.state, outcome=s.outcome)
 
@@ -320,9 +315,15 @@ class TakeAndGoService:
         s = self.session
         assert s is not None
         doc = json.dumps({**self.data, "outcome": s.outcome, "opened": s.opened_at is not None}, default=str)
+        # failed with the door open (review, no decision): anything may have gone anywhere, nothing says
+        # what; with the state that says so, no lane is vouched for any more
+        spoilt = s.state == "needs_review" and "decision" not in self.data
+        planogram = await repo.current_planogram(self.db) if spoilt else None
         async with self.db.tx() as tx:
             await sessions.save(tx, s.session_id, s.state, s.customer_ref, s.limit_amount, s.currency, s.offline,
                                 doc)
+            if planogram is not None:
+                await repo.set_mixed(tx, [x.slot_id for x in planogram.slots.values() if x.shelf is not None], True)
             if event:
                 await tx.event(event, {"session_id": s.session_id, "state": s.state, **(detail or {})})
 
