@@ -101,10 +101,13 @@ class MqttCloud:
         self._tasks.append(asyncio.create_task(self._publish_changes(), name="refcloud.mqtt.publish"))
 
     async def stop(self, _app: web.Application | None = None) -> None:
-        for t in self._tasks:
+        # the workers, and the ack publishes they left in flight (their own tasks, `_send_acks`)
+        acks = [t for pending in self._ack_tasks.values() for t in pending]
+        for t in [*self._tasks, *acks]:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *acks, return_exceptions=True)
         self._tasks.clear()
+        self._ack_tasks.clear()
 
     def changed(self, machine_id: str) -> None:
         """A machine's config or commands changed: publish them (soon, from the control client)."""
