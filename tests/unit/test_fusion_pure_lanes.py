@@ -19,7 +19,7 @@ I1 = "I1"  # yogurt_straw; its twin yogurt_van (I2) weighs the same: the scale c
 
 
 def _twin_take(lean: tuple[str, float, str, float, float, bool], pure: frozenset[str]) -> list[ShelfObservation]:
-    """One yogurt_straw taken from the back of I1 (cell 5 goes bare); that cell's before read is `lean`."""
+    """One yogurt_straw taken from I1 (the lane moves up: cell 5 goes bare); that cell's before read is `lean`."""
     before = full()
     obs = observe(before, take(before, I1), unsure_before={(I1, 5): lean})
     return [replace(o, pure=pure) for o in obs]
