@@ -30,7 +30,7 @@ from edge.ledger.db import LedgerDB
 from edge.services.enrollment import camera_skus
 from edge.services.evidence import Capturer, EvidenceStore, ShelfView, cells_from_json, cells_to_json
 from edge.services.pricing import PriceBook
-from edge.services.takeandgo_lanes import lane_drops, mixed_lanes, no_prototype_lanes
+from edge.services.takeandgo_lanes import lane_drops, mixed_lanes, no_prototype_lanes, shelf_lanes
 
 log = structlog.get_logger(__name__)
 
@@ -218,13 +218,13 @@ class TakeAndGoService:
     def observations(self, planogram: Planogram) -> list[ShelfObservation]:
         obs = []
         blind = no_prototype_lanes(self.data, planogram)
+        pure = frozenset(self.data.get("pure", ()))
         for k in self.data["shelves"]:
             b, a = cells_from_json(self.data["before"][str(k)]), cells_from_json(self.data["after"][str(k)])
             bg, ag = self.data["before_g"].get(str(k)), self.data["after_g"].get(str(k))
             delta = None if (bg is None or ag is None or not self.cfg.fusion) else ag - bg
             lanes = frozenset(s.slot_id for s in planogram.slots_on_shelf(k) if s.slot_id in blind)
-            obs.append(ShelfObservation(k, b.cells, a.cells, delta, no_prototype=lanes,
-                                        pure=frozenset(self.data.get("pure", ()))))
+            obs.append(ShelfObservation(k, b.cells, a.cells, delta, no_prototype=lanes, pure=pure))
         return obs
 
     async def _decide(self, _eff: Effect) -> Event:
@@ -323,7 +323,7 @@ class TakeAndGoService:
             await sessions.save(tx, s.session_id, s.state, s.customer_ref, s.limit_amount, s.currency, s.offline,
                                 doc)
             if planogram is not None:
-                await repo.set_mixed(tx, [x.slot_id for x in planogram.slots.values() if x.shelf is not None], True)
+                await repo.set_mixed(tx, shelf_lanes(planogram), True)
             if event:
                 await tx.event(event, {"session_id": s.session_id, "state": s.state, **(detail or {})})
 

@@ -74,4 +74,9 @@ def mixed_lanes(data: Mapping[str, Any], moves: Iterable[tuple[str, str, str]], 
             if review or (not doubtful(c, params) and (was.label == EMPTY or (
                     (c.settled or was.settled) and not doubtful(was, params)))):
                 out.add(c.slot_id)
-    return out & {s.slot_id for s in planogram.slots.values() if s.shelf is not None}
+    return out & shelf_lanes(planogram)
+
+
+def shelf_lanes(planogram: Planogram) -> set[str]:
+    """The take-and-go lanes (slots on a camera shelf)."""
+    return {s.slot_id for s in planogram.slots.values() if s.shelf is not None}
