@@ -268,28 +268,20 @@ def export_checkpoint(a: argparse.Namespace) -> int:
     quant["shipped"] = "int8" if chosen == int8 else "fp32"
     log.info("export_checked", **quant)
     args = ckpt["args"]
-    cmd = (
-        f"python -m vision_models.train.metric --data DATA --work WORK --backbone {a.backbone} "
-        f"--size {a.size} "
-        + (f"--minutes {args['minutes']:g} " if args.get("minutes") else f"--steps {args['steps']} ")
-        + f"--randomized {args['randomized']} --views {args['views']} "
-        f"--lr {args['lr']} --seed {args['seed']} --pair-margin {args['pair_margin']:g}"
-        + (f" --clean-views {args['clean_views']}" if args.get("clean_views") else "")
-    )
+    recipe = args.get("recipe") or _metric_recipe(a, args)  # an `episodic` run describes itself
+    cmd = recipe["command"]
     info = {
-        "description": "synthetic shelf cells (hw_sim.camera.dataset, see its command) mixed with "
-        f"{args['randomized']} procedurally generated product designs x {args['views']} views "
-        "(vision_models.train.randomized: random outlines, panels, stripes, patterns, text, "
-        "logos, textured surfaces, look-alike pairs one mark apart, hands, glare, blur, JPEG)",
+        "description": recipe["description"],
         "commands": [data.meta["command"], cmd,
-                     cmd + f" --export OUT{' --int8' if a.int8 else ''} --version {a.version}"],
+                     f"python -m vision_models.train.metric --data DATA --work WORK --backbone {a.backbone} "
+                     f"--size {a.size} --export OUT{' --int8' if a.int8 else ''} --version {a.version}"],
         "backbone": a.backbone,
         "seeds": data.meta["train"]["seeds"],
         "frames": data.meta["train"]["frames"],
         "steps": ckpt["step"],
         "history": ckpt["history"],
-        "loss": f"CosFace s={SIM_SCALE} m=0.2, look-alike twin margin {args['pair_margin']}",
-        "batch": f"{args['sim_batch']} simulator cells + {args['pairs']} randomized twin pairs x 2 views",
+        "loss": recipe["loss"],
+        "batch": recipe["batch"],
         "validation": f"{a.val_classes} held-out randomized designs (seed {VAL_SEED}), 3 refs, 5 tests",
         "torch": torch.__version__,
         "threads": args["threads"],
@@ -311,6 +303,27 @@ def export_checkpoint(a: argparse.Namespace) -> int:
     )
     log.info("exported", out=str(a.export), accuracy=card["evaluation"]["cell_accuracy"])
     return 0
+
+
+def _metric_recipe(a: argparse.Namespace, args: dict[str, Any]) -> dict[str, str]:
+    """How a `metric` run is described on the card (its command reproduces it, options included)."""
+    cmd = (
+        f"python -m vision_models.train.metric --data DATA --work WORK --backbone {a.backbone} "
+        f"--size {a.size} "
+        + (f"--minutes {args['minutes']:g} " if args.get("minutes") else f"--steps {args['steps']} ")
+        + f"--randomized {args['randomized']} --views {args['views']} "
+        f"--lr {args['lr']} --seed {args['seed']} --pair-margin {args['pair_margin']:g}"
+        + (f" --clean-views {args['clean_views']}" if args.get("clean_views") else "")
+    )
+    return {
+        "command": cmd,
+        "description": "synthetic shelf cells (hw_sim.camera.dataset, see its command) mixed with "
+        f"{args['randomized']} procedurally generated product designs x {args['views']} views "
+        "(vision_models.train.randomized: random outlines, panels, stripes, patterns, text, "
+        "logos, textured surfaces, look-alike pairs one mark apart, hands, glare, blur, JPEG)",
+        "loss": f"CosFace s={SIM_SCALE} m=0.2, look-alike twin margin {args['pair_margin']}",
+        "batch": f"{args['sim_batch']} simulator cells + {args['pairs']} randomized twin pairs x 2 views",
+    }
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

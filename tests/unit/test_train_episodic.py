@@ -1,0 +1,91 @@
+"""Episodic fine-tuning (`python -m vision_models.train.episodic`): the shipped model's weights read
+back from its ONNX file, the loss on clean-view prototypes, and a short run that `metric --export`
+turns into a model the runtime loads. Needs the `train` extra (torch, onnx): skipped without."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("efficientnet_lite_pytorch")
+
+from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer  # noqa: E402
+from vision_models.train.backbones import EffNetEmbedder  # noqa: E402
+from vision_models.train.episodic import episode_loss, load_onnx_init  # noqa: E402
+from vision_models.train.metric import NORMALIZATION, to_input  # noqa: E402
+from vision_models.train.randomized import generate  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = Path(DEFAULT_MODEL_DIR) / "model.onnx"
+
+
+def test_the_shipped_weights_come_back_from_the_onnx_file() -> None:
+    import onnxruntime as ort
+
+    from vision_models.preprocess import to_tensor
+
+    x, _, _ = generate(8, 2, 96, 5)
+    model = EffNetEmbedder(96, pretrained=False)
+    with torch.no_grad():
+        fresh = model.eval()(to_input(x)).numpy()
+    load_onnx_init(model, SHIPPED)
+    with torch.no_grad():
+        ours = model.eval()(to_input(x)).numpy()
+    sess = ort.InferenceSession(str(SHIPPED), providers=["CPUExecutionProvider"])
+    theirs = sess.run(None, {"crops": to_tensor(x, NORMALIZATION)})[0]
+    theirs /= np.linalg.norm(theirs, axis=1, keepdims=True)
+    # the int8 file's weights dequantized, batch norm folded: the same embedding up to int8 rounding
+    assert float(np.min((ours * theirs).sum(1))) > 0.97
+    assert float(np.median((fresh * theirs).sum(1))) < 0.9  # and not by chance
+
+
+def _emb(rows: list[list[float]]) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.tensor(rows), dim=1)
+
+
+def test_episode_loss_rewards_reads_near_their_own_clean_view() -> None:
+    a, b, c = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
+    none = np.array([-1, -1, -1])
+    right = _emb([a, a, b, b, c, c])  # per class: clean view, then one shelf view
+    wrong = _emb([a, b, b, c, c, a])
+    assert float(episode_loss(right, 3, 1, none, 0.2)) < 0.01 < float(episode_loss(wrong, 3, 1, none, 0.2))
+    # a read halfway to its look-alike twin costs more when the twin margin applies
+    near = _emb([a, [1.0, 0.8, 0.0], b, b, c, c])
+    twins = np.array([1, 0, -1])
+    assert float(episode_loss(near, 3, 1, twins, 0.2)) > float(episode_loss(near, 3, 1, none, 0.2))
+
+
+def test_a_short_run_from_the_shipped_model_exports(tmp_path: Path) -> None:
+    data, work, out = tmp_path / "data", tmp_path / "work", tmp_path / "model"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                              check=False)
+
+    small = ["--frames", "2", "--distractors", "3", "--gallery-refs", "2", "--calib-frames", "2",
+             "--eval-frames", "2", "--latency-frames", "1", "--size", "96"]
+    done = run("-m", "hw_sim.camera.dataset", "--out", str(data), "--seed", "1000", *small)
+    assert done.returncode == 0, done.stderr
+    done = run("-m", "vision_models.train.episodic", "--data", str(data), "--work", str(work),
+               "--init-onnx", str(SHIPPED), "--minutes", "0.02", "--pairs", "2", "--val-classes", "6",
+               "--threads", "1", "--every", "1")
+    assert done.returncode == 0, done.stderr
+    history = json.loads((work / "effnet-lite0.json").read_text())["history"]
+    assert history[0]["step"] == 0 and history[0]["val_top1"] > 0.5 and len(history) >= 2
+    done = run("-m", "vision_models.train.metric", "--data", str(data), "--work", str(work), "--backbone",
+               "effnet-lite0", "--size", "96", "--val-classes", "6", "--export", str(out), "--version", "9.9.9")
+    assert done.returncode == 0, done.stderr
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["training_data"]["commands"][1].startswith("python -m vision_models.train.episodic")
+    assert "clean-view prototypes" in card["training_data"]["loss"] and card["version"] == "9.9.9"
+    rec = Recognizer.load(out)
+    img = np.random.default_rng(0).integers(0, 256, (96, 96, 3), np.uint8)
+    (det,) = rec.recognize(img, [CellRoi("A1", 0, 0, 0, 96, 96)])
+    assert det.label in rec.labels

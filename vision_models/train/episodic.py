@@ -1,0 +1,235 @@
+"""Episodic fine-tuning of the shipped embedder on designs never drawn before (CPU, torch).
+
+    python -m vision_models.train.episodic --data DATA --work WORK \\
+        --init-onnx vision_models/models/shelf-v2/model.onnx --minutes 50
+    python -m vision_models.train.metric --data DATA --work WORK --backbone effnet-lite0 --size 96 \\
+        --export OUT --int8 --version X.Y.Z             # the same export as a `metric` run
+
+`metric` trains on a fixed pool of generated designs (8,000 x 6 views): its held-out top-1 stops
+rising long before its loss does, the network learns the pool. Here every step draws designs that
+were never drawn before (`randomized.generate` with the step's own seed; ~2.6 ms a view), and the
+loss is the task the daemon does: each design's *clean* enrollment view is its prototype, its shelf
+views are classified against every prototype in the batch (CosFace margin, plus the look-alike
+twin's margin: half the designs come as twins one mark apart). The simulator's classes keep a
+CosFace head so the demo catalogue is not forgotten.
+
+`--init-onnx` starts from a shipped model: its weights are read back from the ONNX file (int8
+weights dequantized, batch norm already folded into the convolutions), so the batch-norm layers
+are frozen as identities plus the folded bias and stay in eval mode; nothing downloads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from vision_models.train.backbones import EMBED_DIM, EffNetEmbedder
+from vision_models.train.metric import SIM_SCALE, VAL_SEED, _augment, _open_data, lr_at, to_input, validate
+from vision_models.train.randomized import generate
+from vision_models.train.train import MARGIN, CosFaceHead
+from vision_models.types import EMPTY
+
+log = structlog.get_logger(__name__)
+
+
+def _dequantized(path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
+    """(weight, bias) of every Conv in graph order, and of the Gemm (the projection)."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path)).graph
+    values = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    for n in g.node:  # DequantizeLinear of initializers: (q - zero point) x scale, per axis
+        if n.op_type == "DequantizeLinear" and n.input[0] in values:
+            q, scale = values[n.input[0]].astype(np.float64), values[n.input[1]].astype(np.float64)
+            zp = values[n.input[2]].astype(np.float64) if len(n.input) > 2 else np.zeros_like(scale)
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+            if scale.ndim == 1 and scale.size > 1:
+                shape = [1] * q.ndim
+                shape[axis] = -1
+                scale, zp = scale.reshape(shape), zp.reshape(shape)
+            values[n.output[0]] = ((q - zp) * scale).astype(np.float32)
+    convs = [(values[n.input[1]], values[n.input[2]]) for n in g.node if n.op_type == "Conv"]
+    gemm = next(n for n in g.node if n.op_type == "Gemm")
+    w = values[gemm.input[1]]
+    if not any(a.name == "transB" and a.i == 1 for a in gemm.attribute):
+        w = w.T
+    return convs, (w, values[gemm.input[2]])
+
+
+def load_onnx_init(model: EffNetEmbedder, path: Path) -> None:
+    """Set `model` to the weights in a shipped ONNX file (see the module doc)."""
+    convs, (pw, pb) = _dequantized(path)
+    mods = [m for m in model.net.modules() if isinstance(m, nn.Conv2d | nn.BatchNorm2d)]
+    pairs = [(c, b) for c, b in zip(mods, mods[1:], strict=False)
+             if isinstance(c, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)]
+    if len(pairs) != len(convs):
+        raise SystemExit(f"{path}: {len(convs)} convolutions, the network has {len(pairs)}")
+    with torch.no_grad():
+        for (conv, bn), (w, b) in zip(pairs, convs, strict=True):
+            if tuple(conv.weight.shape) != w.shape:
+                raise SystemExit(f"{path}: a {w.shape} kernel where the network has {tuple(conv.weight.shape)}")
+            conv.weight.copy_(torch.from_numpy(w))
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(torch.from_numpy(b))
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)  # (x - 0) / sqrt(var + eps) = x
+        model.proj.weight.copy_(torch.from_numpy(pw))
+        model.proj.bias.copy_(torch.from_numpy(pb))
+
+
+def freeze_bn(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+
+
+def episode_loss(emb: torch.Tensor, classes: int, queries: int, partner: np.ndarray, pair_margin: float) -> torch.Tensor:
+    """`emb`: per class, 1 clean view then `queries` shelf views. Each shelf view is classified
+    against all the batch's clean-view prototypes (CosFace margin; its twin's logit raised by
+    `pair_margin`, so a look-alike must beat its twin by the sum)."""
+    per = emb.view(classes, 1 + queries, -1)
+    protos = F.normalize(per[:, 0], dim=1)
+    q = per[:, 1:].reshape(classes * queries, -1)
+    y = torch.arange(classes).repeat_interleave(queries)
+    cos = q @ protos.T - MARGIN * F.one_hot(y, classes)
+    twin = torch.from_numpy(partner)[y]
+    has = twin >= 0
+    cos = cos + pair_margin * F.one_hot(twin.clamp(min=0), classes) * has[:, None]
+    return F.cross_entropy(SIM_SCALE * cos, y)
+
+
+@torch.no_grad()
+def _class_means(model: nn.Module, x: np.ndarray, y: np.ndarray, classes: int, per: int = 48) -> torch.Tensor:
+    rng = np.random.default_rng(0)
+    out = torch.randn(classes, EMBED_DIM) * 0.01
+    for c in range(classes):
+        idx = np.flatnonzero(y == c)
+        if len(idx):
+            idx = rng.choice(idx, min(per, len(idx)), replace=False)
+            out[c] = F.normalize(model(to_input(x[idx])).mean(0), dim=0)
+    return out
+
+
+def train(a: argparse.Namespace) -> int:
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    data = _open_data(a.data, a.size)
+    cells = data.train()
+    sim_labels = [*data.demo_skus, EMPTY, *data.distractors]
+    index = {k: i for i, k in enumerate(sim_labels)}
+    sim_x, sim_y = cells.x, np.array([index[n] for n in cells.labels])
+    sim_partner = np.full(len(sim_labels), -1)
+    for p, q in data.lookalike_pairs:
+        sim_partner[index[p]], sim_partner[index[q]] = index[q], index[p]
+    val, _, _ = generate(a.val_classes, 8, a.size, VAL_SEED)
+    val = val.reshape(a.val_classes, 8, a.size, a.size, 3)
+    model = EffNetEmbedder(a.size, pretrained=a.init_onnx is None)
+    if a.init_onnx is not None:
+        load_onnx_init(model, a.init_onnx)
+    model.eval()
+    head = CosFaceHead(EMBED_DIM, len(sim_labels), torch.from_numpy(sim_partner), a.pair_margin)
+    with torch.no_grad():
+        head.weight.copy_(_class_means(model, sim_x, sim_y, len(sim_labels)))
+    history: list[dict[str, Any]] = [{"step": 0, "val_top1": round(validate(model, val), 4), "s": 0.0}]
+    log.info("progress", **history[0])
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.startswith("proj")], "lr": a.lr},
+        {"params": [*model.proj.parameters(), *head.parameters()], "lr": a.lr * 4},
+    ]
+    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
+    rng = np.random.default_rng(a.seed + 1)
+    a.work.mkdir(parents=True, exist_ok=True)
+    model.train()
+    freeze_bn(model)
+    t_train, loss_sum, step, n_sum = time.perf_counter(), 0.0, 0, 0
+    budget = a.minutes * 60.0
+    while True:
+        done = (time.perf_counter() - t_train) / budget
+        last = done >= 1.0
+        step += 1
+        for group, peak in zip(opt.param_groups, (a.lr, a.lr * 4), strict=True):
+            group["lr"] = lr_at(min(done, 1.0), peak, warmup=0.03)
+        classes = 2 * a.pairs
+        fx, _, fp = generate(classes, 1 + a.queries, a.size, a.seed * 1_000_003 + step, clean_views=1)
+        si = rng.integers(0, len(sim_x), a.sim_batch)
+        xb = _augment(to_input(np.concatenate([sim_x[si], fx])), rng)
+        emb = model(xb)
+        ys = torch.from_numpy(sim_y[si].astype(np.int64))
+        loss = F.cross_entropy(head(emb[: a.sim_batch], ys), ys) + episode_loss(
+            emb[a.sim_batch :], classes, a.queries, fp, a.pair_margin
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        loss_sum, n_sum = loss_sum + float(loss.detach()), n_sum + 1
+        if step % a.every == 0 or last:
+            rec = {"step": step, "loss": round(loss_sum / n_sum, 4), "val_top1": round(validate(model, val), 4),
+                   "s": round(time.perf_counter() - t_train, 1)}
+            freeze_bn(model)  # validate() puts the model back in train mode
+            history.append(rec)
+            log.info("progress", **rec)
+            loss_sum, n_sum = 0.0, 0
+            torch.save({"model": model.state_dict(), "step": step, "history": history,
+                        "args": _card_args(a)}, a.work / "effnet-lite0.pt")
+        if last:
+            break
+    (a.work / "effnet-lite0.json").write_text(json.dumps({"history": history}, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _card_args(a: argparse.Namespace) -> dict[str, Any]:
+    """What `metric --export` reads of a checkpoint's args, and how this run is described."""
+    cmd = (f"python -m vision_models.train.episodic --data DATA --work WORK --init-onnx {a.init_onnx} "
+           f"--minutes {a.minutes:g} --pairs {a.pairs} --queries {a.queries} --lr {a.lr} --seed {a.seed} "
+           f"--pair-margin {a.pair_margin:g}")
+    return vars(a) | {
+        "data": str(a.data), "work": str(a.work), "init_onnx": str(a.init_onnx),
+        "recipe": {
+            "command": cmd,
+            "description": "fine-tuned from --init-onnx on designs never drawn before: every step "
+            f"{2 * a.pairs} new designs of vision_models.train.randomized (half look-alike twins one mark "
+            f"apart), 1 clean enrollment view + {a.queries} shelf views each, plus {a.sim_batch} simulator "
+            "cells (hw_sim.camera.dataset, see its command)",
+            "loss": f"episodic CosFace s={SIM_SCALE} m={MARGIN} (shelf views against the batch's clean-view "
+            f"prototypes), twin margin {a.pair_margin}; simulator classes: CosFace head",
+            "batch": f"{a.sim_batch} simulator cells + {2 * a.pairs} new designs x {1 + a.queries} views",
+        },
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m vision_models.train.episodic", description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="`python -m hw_sim.camera.dataset` output")
+    p.add_argument("--work", type=Path, required=True, help="checkpoint and history (as `metric` writes them)")
+    p.add_argument("--init-onnx", type=Path, default=None, help="start from this shipped model (else ImageNet)")
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--minutes", type=float, default=50.0, help="wall-time budget; the schedule follows the clock")
+    p.add_argument("--lr", type=float, default=2e-4, help="backbone peak learning rate (head: 4x)")
+    p.add_argument("--sim-batch", type=int, default=16)
+    p.add_argument("--pairs", type=int, default=16, help="new designs per step = 2 x this")
+    p.add_argument("--queries", type=int, default=2, help="shelf views per design (plus 1 clean view)")
+    p.add_argument("--pair-margin", type=float, default=0.2)
+    p.add_argument("--val-classes", type=int, default=120)
+    p.add_argument("--every", type=int, default=100)
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--threads", type=int, default=2)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
