@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vision_models.train.calibrate_doubt")
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--classes", type=int, default=600,
-                   help="enrolled designs (600: the 0.1 % wrong-trusted target then rests on ~12 wrong reads, not ~4)")
+                   help="enrolled designs (600: the 0.1 %% wrong-trusted target then rests on ~12 wrong reads, not ~4)")
     p.add_argument("--unknown", type=int, default=40, help="designs never enrolled (open-set check)")
     p.add_argument("--tests", type=int, default=20)
     p.add_argument("--target", type=float, default=0.001, help="wrong-but-trusted reads, of all reads")

@@ -263,7 +263,7 @@ def export_checkpoint(a: argparse.Namespace) -> int:
             "method": "onnxruntime quantize_static, "
             "QDQ, per-channel int8 weights, uint8 activations, 768 calibration crops",
         }
-        if quant["int8_val_top1"] >= quant["fp32_val_top1"] - 0.01:
+        if quant["int8_val_top1"] >= quant["fp32_val_top1"] - a.int8_tolerance:
             chosen = int8
     quant["shipped"] = "int8" if chosen == int8 else "fp32"
     log.info("export_checked", **quant)
@@ -274,7 +274,7 @@ def export_checkpoint(a: argparse.Namespace) -> int:
         "description": recipe["description"],
         "commands": [data.meta["command"], cmd,
                      f"python -m vision_models.train.metric --data DATA --work WORK --backbone {a.backbone} "
-                     f"--size {a.size} --export OUT{' --int8' if a.int8 else ''} --version {a.version}"],
+                     f"--size {a.size} --export OUT{_int8_flags(a)} --version {a.version}"],
         "backbone": a.backbone,
         "seeds": data.meta["train"]["seeds"],
         "frames": data.meta["train"]["frames"],
@@ -303,6 +303,12 @@ def export_checkpoint(a: argparse.Namespace) -> int:
     )
     log.info("exported", out=str(a.export), accuracy=card["evaluation"]["cell_accuracy"])
     return 0
+
+
+def _int8_flags(a: argparse.Namespace) -> str:
+    if not a.int8:
+        return ""
+    return " --int8" + (f" --int8-tolerance {a.int8_tolerance:g}" if a.int8_tolerance != 0.01 else "")
 
 
 def _metric_recipe(a: argparse.Namespace, args: dict[str, Any]) -> dict[str, str]:
@@ -355,6 +361,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export", type=Path, default=None, help="export the checkpoint into this model dir")
     p.add_argument("--int8", action="store_true", help="with --export: int8 QDQ (quantize_static)")
+    p.add_argument("--int8-tolerance", type=float, default=0.01,
+                   help="with --int8: ship int8 unless its held-out top-1 is this much below fp32's")
     p.add_argument("--version", default="2.0.0", help="with --export: the model card's version")
     a = p.parse_args(argv)
     if not 0 <= a.clean_views < a.views:
