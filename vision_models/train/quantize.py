@@ -103,7 +103,7 @@ def unsign_shipped(model_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m vision_models.train.quantize", description=__doc__.split("\n\n")[0])
     p.add_argument("model_dir", type=Path, help="a model directory (model.onnx + model_card.json)")
     card = unsign_shipped(p.parse_args(argv).model_dir)
     print(json.dumps({"version": card["version"], **card["quantization_weights"]}))
