@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 SIM_SCALE = 16.0
 VAL_SEED = 616_161  # held-out designs for progress; calibrate_doubt uses 424_242, training its own
+INT8_TOLERANCE = 0.01  # int8 ships unless its held-out top-1 is more than this below fp32's (--int8-tolerance)
 MEAN, STD = np.full(3, 0.5, np.float32), np.full(3, 0.5, np.float32)  # (x - 127.5) / 127.5
 
 
@@ -308,7 +309,7 @@ def export_checkpoint(a: argparse.Namespace) -> int:
 def _int8_flags(a: argparse.Namespace) -> str:
     if not a.int8:
         return ""
-    return " --int8" + (f" --int8-tolerance {a.int8_tolerance:g}" if a.int8_tolerance != 0.01 else "")
+    return " --int8" + (f" --int8-tolerance {a.int8_tolerance:g}" if a.int8_tolerance != INT8_TOLERANCE else "")
 
 
 def _metric_recipe(a: argparse.Namespace, args: dict[str, Any]) -> dict[str, str]:
@@ -361,7 +362,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export", type=Path, default=None, help="export the checkpoint into this model dir")
     p.add_argument("--int8", action="store_true", help="with --export: int8 QDQ (quantize_static)")
-    p.add_argument("--int8-tolerance", type=float, default=0.01,
+    p.add_argument("--int8-tolerance", type=float, default=INT8_TOLERANCE,
                    help="with --int8: ship int8 unless its held-out top-1 is this much below fp32's")
     p.add_argument("--version", default="2.0.0", help="with --export: the model card's version")
     a = p.parse_args(argv)
