@@ -211,20 +211,20 @@ def test_the_lead_adds_the_runner_ups_spread_ratio_over_the_labels_by_the_cards_
     for k in range(4):
         rec.enroll(f"design_{k}", list(designs[k, :3]))
     rec.ratio_weight = 0.0
-    plain = _read(rec, designs[:4, 3:].reshape(-1, *designs.shape[2:]))
+    shots = designs[:4, 3:].reshape(-1, *designs.shape[2:])  # 10 unseen views of each of the 4
+    plain = _read(rec, shots)
     assert all(d.lead == d.margin and d.runner_up_ratio == -1 for d in plain)  # not even measured
     rec.ratio_weight = 0.1
-    dets = _read(rec, designs[:4, 3:].reshape(-1, *designs.shape[2:]))
+    dets = _read(rec, shots)
     assert [d.margin for d in dets] == [d.margin for d in plain]  # the weight changes the lead only
     # among the enrolled designs only (as a planogram's candidates), every runner-up has a spread
-    enrolled = _read(rec, designs[:4, 3:].reshape(-1, *designs.shape[2:]), [f"design_{k}" for k in range(4)])
+    enrolled = _read(rec, shots, [f"design_{k}" for k in range(4)])
     both = [d for d in enrolled if d.spread_ratio > 0 and d.runner_up_ratio > 0]
     assert len(both) >= 30
     for d in both:
         want = d.margin + 0.1 * np.clip(np.log(d.runner_up_ratio / d.spread_ratio), -3, 3)
         assert d.lead == pytest.approx(want, abs=2e-3)
-    truths = np.repeat(np.arange(4), 10)
-    right = [d for d, truth in zip(enrolled, truths, strict=True) if d.label == f"design_{truth}"]
+    right = [d for d, truth in zip(enrolled, np.repeat(np.arange(4), 10), strict=True) if d.label == f"design_{truth}"]
     assert np.median([d.lead - d.margin for d in right if d in both]) > 0  # own views are nearer
     seed_runner_up = [d for d in dets if d.runner_up_ratio == -1]
     assert all(d.lead == d.margin for d in seed_runner_up)
