@@ -62,6 +62,18 @@ def test_episode_loss_rewards_reads_near_their_own_clean_view() -> None:
     assert float(episode_loss(near, 3, 1, twins, 0.2)) > float(episode_loss(near, 3, 1, none, 0.2))
 
 
+def test_a_larger_margin_or_scale_asks_for_more_separation() -> None:
+    a, b, c = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
+    none = np.array([-1, -1, -1])
+    # each read leans to its own prototype, but only by cos 0.8 against 0.6
+    lean = _emb([a, [0.8, 0.6, 0.0], b, [0.0, 0.8, 0.6], c, [0.6, 0.0, 0.8]])
+    base = float(episode_loss(lean, 3, 1, none, 0.2))
+    assert float(episode_loss(lean, 3, 1, none, 0.2, margin=0.4)) > base
+    # at scale 30 without margin the 0.2 lead is already a confident read; at 4 it is not
+    assert float(episode_loss(lean, 3, 1, none, 0.2, margin=0.0, scale=30.0)) < 0.05 < float(
+        episode_loss(lean, 3, 1, none, 0.2, margin=0.0, scale=4.0))
+
+
 def test_a_short_run_from_the_shipped_model_exports(tmp_path: Path) -> None:
     data, work, out = tmp_path / "data", tmp_path / "work", tmp_path / "model"
 

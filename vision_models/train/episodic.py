@@ -94,19 +94,20 @@ def freeze_bn(model: nn.Module) -> None:
             m.eval()
 
 
-def episode_loss(emb: torch.Tensor, classes: int, queries: int, partner: np.ndarray, pair_margin: float) -> torch.Tensor:
+def episode_loss(emb: torch.Tensor, classes: int, queries: int, partner: np.ndarray, pair_margin: float,
+                 margin: float = MARGIN, scale: float = SIM_SCALE) -> torch.Tensor:
     """`emb`: per class, 1 clean view then `queries` shelf views. Each shelf view is classified
-    against all the batch's clean-view prototypes (CosFace margin; its twin's logit raised by
-    `pair_margin`, so a look-alike must beat its twin by the sum)."""
+    against all the batch's clean-view prototypes (CosFace `margin` at `scale`; its twin's logit
+    raised by `pair_margin`, so a look-alike must beat its twin by the sum)."""
     per = emb.view(classes, 1 + queries, -1)
     protos = F.normalize(per[:, 0], dim=1)
     q = per[:, 1:].reshape(classes * queries, -1)
     y = torch.arange(classes).repeat_interleave(queries)
-    cos = q @ protos.T - MARGIN * F.one_hot(y, classes)
+    cos = q @ protos.T - margin * F.one_hot(y, classes)
     twin = torch.from_numpy(partner)[y]
     has = twin >= 0
     cos = cos + pair_margin * F.one_hot(twin.clamp(min=0), classes) * has[:, None]
-    return F.cross_entropy(SIM_SCALE * cos, y)
+    return F.cross_entropy(scale * cos, y)
 
 
 @torch.no_grad()
@@ -167,7 +168,7 @@ def train(a: argparse.Namespace) -> int:
         emb = model(xb)
         ys = torch.from_numpy(sim_y[si].astype(np.int64))
         loss = F.cross_entropy(head(emb[: a.sim_batch], ys), ys) + episode_loss(
-            emb[a.sim_batch :], classes, a.queries, fp, a.pair_margin
+            emb[a.sim_batch :], classes, a.queries, fp, a.pair_margin, a.margin, a.scale
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -192,7 +193,7 @@ def _card_args(a: argparse.Namespace) -> dict[str, Any]:
     """What `metric --export` reads of a checkpoint's args, and how this run is described."""
     cmd = (f"python -m vision_models.train.episodic --data DATA --work WORK --init-onnx {a.init_onnx} "
            f"--minutes {a.minutes:g} --pairs {a.pairs} --queries {a.queries} --lr {a.lr} --seed {a.seed} "
-           f"--pair-margin {a.pair_margin:g}")
+           f"--pair-margin {a.pair_margin:g} --margin {a.margin:g} --scale {a.scale:g}")
     return vars(a) | {
         "data": str(a.data), "work": str(a.work), "init_onnx": str(a.init_onnx),
         "recipe": {
@@ -201,7 +202,7 @@ def _card_args(a: argparse.Namespace) -> dict[str, Any]:
             f"{2 * a.pairs} new designs of vision_models.train.randomized (half look-alike twins one mark "
             f"apart), 1 clean enrollment view + {a.queries} shelf views each, plus {a.sim_batch} simulator "
             "cells (hw_sim.camera.dataset, see its command)",
-            "loss": f"episodic CosFace s={SIM_SCALE} m={MARGIN} (shelf views against the batch's clean-view "
+            "loss": f"episodic CosFace s={a.scale:g} m={a.margin:g} (shelf views against the batch's clean-view "
             f"prototypes), twin margin {a.pair_margin}; simulator classes: CosFace head",
             "batch": f"{a.sim_batch} simulator cells + {2 * a.pairs} new designs x {1 + a.queries} views",
         },
@@ -220,6 +221,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=16, help="new designs per step = 2 x this")
     p.add_argument("--queries", type=int, default=2, help="shelf views per design (plus 1 clean view)")
     p.add_argument("--pair-margin", type=float, default=0.2)
+    p.add_argument("--margin", type=float, default=MARGIN, help="CosFace margin of the episode loss")
+    p.add_argument("--scale", type=float, default=SIM_SCALE, help="logit scale of the episode loss")
     p.add_argument("--val-classes", type=int, default=120)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--seed", type=int, default=2026)
