@@ -11,7 +11,7 @@ def _environment_of_test_processes() -> None:
     """Set before anything imports numpy: this conftest loads ahead of every test module and ahead of
     the xdist workers, and the daemons, CLIs and fuzzers the tests start inherit it."""
     # One BLAS thread per process. Two xdist workers on 2 cores, each with an OpenBLAS pool as wide as the
-    # machine, spin against each other: the SVD of a product's 96 enrollment views
+    # machine, spin against each other: the SVD of a product's 168 enrollment views (96 before enroll-2)
     # (vision_models.pairs.spread_stats) took 0.28 s instead of 0.012 s, the vision tests 98 s instead of 54 s.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # With PYTHONDONTWRITEBYTECODE set, every Python process a test starts (a daemon, each restart after a

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import structlog
 
-from vision_models.augment import enrollment_views, quarter_turns
+from vision_models.augment import ENROLLMENT_RECIPE, enrollment_views, quarter_turns
 from vision_models.enroll import Gallery, Reference, prototype
 from vision_models.pairs import pair_z, spread_distance, spread_stats
 from vision_models.preprocess import crop_cells, resize_square, to_tensor
@@ -148,8 +148,10 @@ class Recognizer:
 
     @property
     def model_id(self) -> str:
-        """What a stored gallery was embedded with: prototypes from another model mean nothing here."""
-        return str(self.card.get("onnx", {}).get("sha256") or f"{self.card['name']}-{self.card['version']}")
+        """What a stored gallery was embedded with, the model and the enrollment views: prototypes from
+        another model, or averaged over other views than the card's doubt was calibrated for, are redone."""
+        model = str(self.card.get("onnx", {}).get("sha256") or f"{self.card['name']}-{self.card['version']}")
+        return f"{model}+{ENROLLMENT_RECIPE}"
 
     @property
     def labels(self) -> list[str]:

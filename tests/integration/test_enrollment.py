@@ -33,6 +33,7 @@ from edge.services.enrollment import (
 from edge.services.evidence import Capturer
 from hw_sim.world import load_demo_planogram
 from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer
+from vision_models.augment import ENROLLMENT_RECIPE
 from vision_models.gallery import CURRENT, GalleryStore
 from vision_models.pairs import directions
 
@@ -99,20 +100,38 @@ def test_a_gallery_written_by_another_process_is_picked_up(tmp_path, products):
     )
 
 
-def test_prototypes_of_another_model_are_rebuilt_from_the_kept_references(tmp_path, products):
+def _stored_as(tmp_path, products, make, model: str) -> tuple[ProductGallery, str, list]:
+    """One product enrolled, then the stored gallery replaced by `make(gallery, rec, sku, views)`
+    tagged `model`, and the gallery opened again: it must be rebuilt and saved under this model's id."""
     g = gallery_in(tmp_path)
     sku, views = next(iter(products.items()))
     g.enroll(sku, views[:3])
     store = GalleryStore(tmp_path / "vision", seed=DEFAULT_MODEL_DIR / "gallery.npz")
-    gal, _ = store.load()
-    labels, mat = gal.snapshot()
-    junk = type(gal)(list(labels), np.roll(mat, 1, axis=1))  # what another model's vectors look like here
-    store.save(junk, model="another-model")
+    store.save(make(store.load()[0], g.rec, sku, views), model=model)
     again = gallery_in(tmp_path)
-    assert again.version == 3  # rebuilt and saved under this model's id
+    assert again.version == 3
     with np.load(tmp_path / "vision" / CURRENT) as z:
         assert str(z["model"]) == again.rec.model_id
+    return again, sku, views
+
+
+def test_prototypes_of_another_model_are_rebuilt_from_the_kept_references(tmp_path, products):
+    def junk(gal, rec, sku, views):  # what another model's vectors look like here
+        labels, mat = gal.snapshot()
+        return type(gal)(list(labels), np.roll(mat, 1, axis=1))
+
+    again, sku, views = _stored_as(tmp_path, products, junk, "another-model")
     assert read_as(again.rec, views[3]) == sku and read_as(again.rec, views[0]) == sku
+
+
+def test_a_gallery_made_with_other_enrollment_views_is_enrolled_again(tmp_path, products):
+    sha = json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())["onnx"]["sha256"]
+    # a complete gallery (radius, spread) of this very model, tagged as galleries were before the
+    # enrollment views were part of the id: only the tag says its views may be other ones
+    again, sku, views = _stored_as(tmp_path, products, lambda gal, rec, sku, views: gal, sha)
+    assert again.rec.model_id == f"{sha}+{ENROLLMENT_RECIPE}"
+    assert read_as(again.rec, views[3]) == sku
+    assert gallery_in(tmp_path).version == 3  # opened as is from now on
 
 
 def test_products_enrolled_before_radii_existed_are_enrolled_again_from_their_references(tmp_path, products):

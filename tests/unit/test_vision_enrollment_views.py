@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vision_models import DEFAULT_MODEL_DIR, EMPTY, CellRoi, Recognizer, is_doubtful
-from vision_models.augment import VIEWS_PER_IMAGE, enrollment_views, quarter_turns
+from vision_models.augment import TURNS, VIEWS_PER_IMAGE, enrollment_views, quarter_turns
 from vision_models.preprocess import crop_cells, resize_square, to_tensor
 from vision_models.train.randomized import generate
 
@@ -39,7 +39,7 @@ def test_enrollment_views_are_turns_of_the_reference_not_mirrors() -> None:
     img = np.zeros((64, 64, 3), np.uint8)
     cv2.putText(img, "F7", (8, 44), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (40, 200, 250), 3)
     views = enrollment_views(img, 64)
-    assert len(views) == VIEWS_PER_IMAGE == 32
+    assert len(views) == VIEWS_PER_IMAGE == 56
     assert all(v.shape == (64, 64, 3) and v.dtype == np.uint8 for v in views)
     assert np.array_equal(views[0], img)  # the reference itself is one of its views
     turned = np.rot90(img, 1)  # cv2's +90 degrees is counter-clockwise, like np.rot90
@@ -48,6 +48,21 @@ def test_enrollment_views_are_turns_of_the_reference_not_mirrors() -> None:
     assert min(float(np.abs(v.astype(int) - mirrored).mean()) for v in views) > 5.0
     again = enrollment_views(img, 64)
     assert all(np.array_equal(a, b) for a, b in zip(views, again, strict=True))  # same refs, same prototype
+
+
+def test_every_turn_is_also_seen_under_a_finger_a_glare_spot_and_through_jpeg() -> None:
+    img = np.full((64, 64, 3), (150, 90, 40), np.uint8)
+    cv2.putText(img, "F7", (8, 44), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (40, 200, 250), 3)
+    views = enrollment_views(img, 64)
+    per = VIEWS_PER_IMAGE // len(TURNS)
+    for t in range(len(TURNS)):
+        plain, finger, glare, jpeg = (views[t * per + k].astype(int) for k in (0, 4, 5, 6))
+        covered = np.abs(finger - plain).sum(axis=2) > 30
+        assert 0.03 < covered.mean() < 0.5  # a bar over part of the package, not all of it
+        assert covered[[0, -1]].any() or covered[:, [0, -1]].any()  # reaching in from outside the cell
+        assert not covered[31:33, 31:33].any()  # its tip stops short of the centre
+        assert (glare >= plain).all() and glare.mean() > plain.mean() + 1  # light added, nothing darker
+        assert 0 < np.abs(jpeg - plain).mean() < 12  # the same view, noisy and compressed
 
 
 def test_reference_is_the_mean_of_all_views_and_its_radius_is_leave_one_out(rec: Recognizer,

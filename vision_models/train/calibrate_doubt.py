@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from vision_models.augment import VIEWS_PER_IMAGE
 from vision_models.recognizer import CARD_FILE, Recognizer, rival_log_ratio
 from vision_models.train.randomized import generate
 from vision_models.types import CellDetection, CellRoi
@@ -158,7 +159,7 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
                     "second_look_below gets a second look first, then the pair check between its two nearest "
                     "products (trusted from |z| >= min_pair_z); calibrated on training-generator designs only",
             "calibration": {"classes": classes, "unknown_classes": unknown, "reads": n, "seed": CALIB_SEED,
-                            "refs": f"{REFS} clean views per design, each embedded as 32 enrollment views",
+                            "refs": f"{REFS} clean views per design, each embedded as {VIEWS_PER_IMAGE} enrollment views",
                             "top1": round(float(ok_k.sum() / n), 4),
                             "second_look_share": round(float(np.mean(looked < band)), 4),
                             "wrong_trusted_rate": round(float(np.sum(trusted & ~ok & known)) / n, 4),
