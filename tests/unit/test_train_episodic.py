@@ -17,8 +17,8 @@ pytest.importorskip("onnx")
 pytest.importorskip("efficientnet_lite_pytorch")
 
 from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer  # noqa: E402
-from vision_models.train.backbones import EffNetEmbedder  # noqa: E402
-from vision_models.train.episodic import episode_loss, load_onnx_init  # noqa: E402
+from vision_models.train.backbones import EMBED_DIM, EffNetEmbedder  # noqa: E402
+from vision_models.train.episodic import PrototypeMemory, episode_loss, load_onnx_init  # noqa: E402
 from vision_models.train.metric import NORMALIZATION, to_input  # noqa: E402
 from vision_models.train.randomized import generate  # noqa: E402
 
@@ -74,6 +74,32 @@ def test_a_larger_margin_or_scale_asks_for_more_separation() -> None:
         episode_loss(lean, 3, 1, none, 0.2, margin=0.0, scale=4.0))
 
 
+def test_earlier_designs_in_memory_compete_with_every_read() -> None:
+    a, b, c = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
+    none = np.array([-1, -1])
+    reads = _emb([a, [0.8, 0.0, 0.6], b, b])  # class 0's shelf view leans towards c
+    alone = float(episode_loss(reads, 2, 1, none, 0.2))
+    # c is no design of this batch; as an earlier one in memory it is a rival the read nearly matches
+    assert float(episode_loss(reads, 2, 1, none, 0.2, memory=_emb([c]))) > alone + 0.3
+    # a remembered design far from every read costs next to nothing more
+    assert float(episode_loss(reads, 2, 1, none, 0.2, memory=_emb([[-1.0, -1.0, 0.0]]))) < alone + 0.01
+    assert float(episode_loss(reads, 2, 1, none, 0.2, memory=torch.zeros(0, 3))) == pytest.approx(alone)
+
+
+def test_the_memory_keeps_the_newest_prototypes_only() -> None:
+    mem = PrototypeMemory(3)
+    for step in range(3):  # 2 designs a step, each a clean view then 1 shelf view
+        emb = torch.zeros(4, EMBED_DIM)
+        emb[0, 2 * step], emb[2, 2 * step + 1] = 1.0, 1.0
+        emb[1, 0] = emb[3, 0] = 5.0  # shelf views: never remembered
+        mem.push(emb, 2, 1)
+    assert mem.bank.shape == (3, EMBED_DIM) and not mem.bank.requires_grad
+    assert [int(i) for i in mem.bank.argmax(1)] == [4, 5, 2]  # the last step's two, then the one before
+    off = PrototypeMemory(0)
+    off.push(torch.ones(4, EMBED_DIM), 2, 1)
+    assert len(off.bank) == 0
+
+
 def test_a_short_run_from_the_shipped_model_exports(tmp_path: Path) -> None:
     data, work, out = tmp_path / "data", tmp_path / "work", tmp_path / "model"
 
@@ -87,7 +113,7 @@ def test_a_short_run_from_the_shipped_model_exports(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     done = run("-m", "vision_models.train.episodic", "--data", str(data), "--work", str(work),
                "--init-onnx", str(SHIPPED), "--minutes", "0.02", "--pairs", "2", "--val-classes", "6",
-               "--threads", "1", "--every", "1")
+               "--threads", "1", "--every", "1", "--memory", "8")
     assert done.returncode == 0, done.stderr
     history = json.loads((work / "effnet-lite0.json").read_text())["history"]
     assert history[0]["step"] == 0 and history[0]["val_top1"] > 0.5 and len(history) >= 2

@@ -95,10 +95,11 @@ def freeze_bn(model: nn.Module) -> None:
 
 
 def episode_loss(emb: torch.Tensor, classes: int, queries: int, partner: np.ndarray, pair_margin: float,
-                 margin: float = MARGIN, scale: float = SIM_SCALE) -> torch.Tensor:
+                 margin: float = MARGIN, scale: float = SIM_SCALE, memory: torch.Tensor | None = None) -> torch.Tensor:
     """`emb`: per class, 1 clean view then `queries` shelf views. Each shelf view is classified
     against all the batch's clean-view prototypes (CosFace `margin` at `scale`; its twin's logit
-    raised by `pair_margin`, so a look-alike must beat its twin by the sum)."""
+    raised by `pair_margin`, so a look-alike must beat its twin by the sum) and against `memory`,
+    earlier steps' prototypes (other designs: negatives only)."""
     per = emb.view(classes, 1 + queries, -1)
     protos = F.normalize(per[:, 0], dim=1)
     q = per[:, 1:].reshape(classes * queries, -1)
@@ -107,7 +108,25 @@ def episode_loss(emb: torch.Tensor, classes: int, queries: int, partner: np.ndar
     twin = torch.from_numpy(partner)[y]
     has = twin >= 0
     cos = cos + pair_margin * F.one_hot(twin.clamp(min=0), classes) * has[:, None]
+    if memory is not None and len(memory):
+        cos = torch.cat([cos, q @ memory.T], dim=1)
     return F.cross_entropy(scale * cos, y)
+
+
+class PrototypeMemory:
+    """The clean-view prototypes of the last `size` designs, detached (cross-batch memory): a shelf
+    view then competes with thousands of designs, not only its batch's 2 x `pairs`, as a read
+    competes with a whole gallery. Designs never repeat between steps, so every entry is a negative."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.bank = torch.zeros(0, EMBED_DIM)
+
+    def push(self, emb: torch.Tensor, classes: int, queries: int) -> None:
+        if self.size <= 0:
+            return
+        protos = F.normalize(emb.detach().view(classes, 1 + queries, -1)[:, 0], dim=1)
+        self.bank = torch.cat([protos, self.bank])[: self.size]
 
 
 @torch.no_grad()
@@ -153,6 +172,7 @@ def train(a: argparse.Namespace) -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     model.train()
     freeze_bn(model)
+    memory = PrototypeMemory(a.memory)
     t_train, loss_sum, step, n_sum = time.perf_counter(), 0.0, 0, 0
     budget = a.minutes * 60.0
     while True:
@@ -168,8 +188,9 @@ def train(a: argparse.Namespace) -> int:
         emb = model(xb)
         ys = torch.from_numpy(sim_y[si].astype(np.int64))
         loss = F.cross_entropy(head(emb[: a.sim_batch], ys), ys) + episode_loss(
-            emb[a.sim_batch :], classes, a.queries, fp, a.pair_margin, a.margin, a.scale
+            emb[a.sim_batch :], classes, a.queries, fp, a.pair_margin, a.margin, a.scale, memory.bank
         )
+        memory.push(emb[a.sim_batch :], classes, a.queries)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
@@ -193,7 +214,7 @@ def _card_args(a: argparse.Namespace) -> dict[str, Any]:
     """What `metric --export` reads of a checkpoint's args, and how this run is described."""
     cmd = (f"python -m vision_models.train.episodic --data DATA --work WORK --init-onnx {a.init_onnx} "
            f"--minutes {a.minutes:g} --pairs {a.pairs} --queries {a.queries} --lr {a.lr} --seed {a.seed} "
-           f"--pair-margin {a.pair_margin:g} --margin {a.margin:g} --scale {a.scale:g}")
+           f"--pair-margin {a.pair_margin:g} --margin {a.margin:g} --scale {a.scale:g} --memory {a.memory}")
     return vars(a) | {
         "data": str(a.data), "work": str(a.work), "init_onnx": str(a.init_onnx),
         "recipe": {
@@ -203,7 +224,8 @@ def _card_args(a: argparse.Namespace) -> dict[str, Any]:
             f"apart), 1 clean enrollment view + {a.queries} shelf views each, plus {a.sim_batch} simulator "
             "cells (hw_sim.camera.dataset, see its command)",
             "loss": f"episodic CosFace s={a.scale:g} m={a.margin:g} (shelf views against the batch's clean-view "
-            f"prototypes), twin margin {a.pair_margin}; simulator classes: CosFace head",
+            f"prototypes, and the last {a.memory} designs' prototypes as negatives), twin margin {a.pair_margin}; "
+            "simulator classes: CosFace head",
             "batch": f"{a.sim_batch} simulator cells + {2 * a.pairs} new designs x {1 + a.queries} views",
         },
     }
@@ -223,6 +245,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--pair-margin", type=float, default=0.2)
     p.add_argument("--margin", type=float, default=MARGIN, help="CosFace margin of the episode loss")
     p.add_argument("--scale", type=float, default=SIM_SCALE, help="logit scale of the episode loss")
+    p.add_argument("--memory", type=int, default=0,
+                   help="earlier designs' prototypes kept as extra negatives (cross-batch memory; 0: none)")
     p.add_argument("--val-classes", type=int, default=120)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--seed", type=int, default=2026)
