@@ -10,8 +10,10 @@ rising long before its loss does, the network learns the pool. Here every step d
 were never drawn before (`randomized.generate` with the step's own seed; ~2.6 ms a view), and the
 loss is the task the daemon does: each design's *clean* enrollment view is its prototype, its shelf
 views are classified against every prototype in the batch (CosFace margin, plus the look-alike
-twin's margin: half the designs come as twins one mark apart). The simulator's classes keep a
-CosFace head so the demo catalogue is not forgotten.
+twin's margin: half the designs come as twins one mark apart). `--memory N` adds the clean-view
+prototypes of the last N designs as negatives (2.7.0: 2,048), so a shelf view competes with as
+many products as a read in a full gallery does. The simulator's classes keep a CosFace head so the
+demo catalogue is not forgotten.
 
 `--init-onnx` starts from a shipped model: its weights are read back from the ONNX file (int8
 weights dequantized, batch norm already folded into the convolutions), so the batch-norm layers
