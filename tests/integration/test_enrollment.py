@@ -101,13 +101,13 @@ def test_a_gallery_written_by_another_process_is_picked_up(tmp_path, products):
 
 
 def _stored_as(tmp_path, products, make, model: str) -> tuple[ProductGallery, str, list]:
-    """One product enrolled, then the stored gallery replaced by `make(gallery, rec, sku, views)`
+    """One product enrolled, then the stored gallery replaced by `make(gallery)`
     tagged `model`, and the gallery opened again: it must be rebuilt and saved under this model's id."""
     g = gallery_in(tmp_path)
     sku, views = next(iter(products.items()))
     g.enroll(sku, views[:3])
     store = GalleryStore(tmp_path / "vision", seed=DEFAULT_MODEL_DIR / "gallery.npz")
-    store.save(make(store.load()[0], g.rec, sku, views), model=model)
+    store.save(make(store.load()[0]), model=model)
     again = gallery_in(tmp_path)
     assert again.version == 3
     with np.load(tmp_path / "vision" / CURRENT) as z:
@@ -116,7 +116,7 @@ def _stored_as(tmp_path, products, make, model: str) -> tuple[ProductGallery, st
 
 
 def test_prototypes_of_another_model_are_rebuilt_from_the_kept_references(tmp_path, products):
-    def junk(gal, rec, sku, views):  # what another model's vectors look like here
+    def junk(gal):  # what another model's vectors look like here
         labels, mat = gal.snapshot()
         return type(gal)(list(labels), np.roll(mat, 1, axis=1))
 
@@ -128,7 +128,7 @@ def test_a_gallery_made_with_other_enrollment_views_is_enrolled_again(tmp_path, 
     sha = json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())["onnx"]["sha256"]
     # a complete gallery (radius, spread) of this very model, tagged as galleries were before the
     # enrollment views were part of the id: only the tag says its views may be other ones
-    again, sku, views = _stored_as(tmp_path, products, lambda gal, rec, sku, views: gal, sha)
+    again, sku, views = _stored_as(tmp_path, products, lambda gal: gal, sha)
     assert again.rec.model_id == f"{sha}+{ENROLLMENT_RECIPE}"
     assert read_as(again.rec, views[3]) == sku
     assert gallery_in(tmp_path).version == 3  # opened as is from now on

@@ -217,6 +217,7 @@ def _card_args(a: argparse.Namespace) -> dict[str, Any]:
     cmd = (f"python -m vision_models.train.episodic --data DATA --work WORK --init-onnx {a.init_onnx} "
            f"--minutes {a.minutes:g} --pairs {a.pairs} --queries {a.queries} --lr {a.lr} --seed {a.seed} "
            f"--pair-margin {a.pair_margin:g} --margin {a.margin:g} --scale {a.scale:g} --memory {a.memory}")
+    remembered = f", and the last {a.memory} designs' prototypes as negatives" if a.memory > 0 else ""
     return vars(a) | {
         "data": str(a.data), "work": str(a.work), "init_onnx": str(a.init_onnx),
         "recipe": {
@@ -226,8 +227,7 @@ def _card_args(a: argparse.Namespace) -> dict[str, Any]:
             f"apart), 1 clean enrollment view + {a.queries} shelf views each, plus {a.sim_batch} simulator "
             "cells (hw_sim.camera.dataset, see its command)",
             "loss": f"episodic CosFace s={a.scale:g} m={a.margin:g} (shelf views against the batch's clean-view "
-            f"prototypes, and the last {a.memory} designs' prototypes as negatives), twin margin {a.pair_margin}; "
-            "simulator classes: CosFace head",
+            f"prototypes{remembered}), twin margin {a.pair_margin}; simulator classes: CosFace head",
             "batch": f"{a.sim_batch} simulator cells + {2 * a.pairs} new designs x {1 + a.queries} views",
         },
     }
