@@ -97,6 +97,9 @@ class Recognizer:
         # views, in units of their own distance (`pairs.spread_distance`), is doubtful (None: off)
         ratio = doubt.get("max_spread_ratio")
         self.max_spread_ratio: float | None = None if ratio is None else max(float(ratio), 1.001)
+        # the open-set check judges ratio x exp(-gain x margin): a read much nearer its label than any
+        # other product may lie further from the label's views (a nearest-neighbour ratio test; 0: off)
+        self.ratio_margin_gain = float(doubt.get("ratio_margin_gain", 0.0))
         # a read whose margin is below this gets a second look (quarter turns averaged; 0 = never)
         self.second_look_below = float(doubt.get("second_look_below", 0.0))
         self.second_look_zoom = float(doubt.get("second_look_zoom", 1.0))  # of its 90/270 degree views
@@ -220,8 +223,8 @@ class Recognizer:
         pair = self._pair_check(look, feats, top2, labels)  # may swap a row of top2
         best = cosine[np.arange(len(rois)), top2[:, 0]]
         ratio = self._spread_ratio(top2[:, 0], feats, labels)
-        quality = self._quality(best, radius[top2[:, 0]], ratio)
         margin = best - cosine[np.arange(len(rois)), top2[:, 1]] if two else np.ones(len(rois))
+        quality = self._quality(best, radius[top2[:, 0]], ratio * np.exp(-self.ratio_margin_gain * np.maximum(margin, 0)))
         weighed = two and self.ratio_weight > 0  # the runner-up's ratio costs ~0.3 ms a read: only when used
         rival = self._spread_ratio(top2[:, 1], feats, labels) if weighed else np.full(len(rois), np.nan)
         lead = margin + self.ratio_weight * rival_log_ratio(ratio, rival)
@@ -277,7 +280,8 @@ class Recognizer:
 
     def _quality(self, similarity: np.ndarray, radius: np.ndarray, ratio: np.ndarray) -> np.ndarray:
         """The read judged against its label's own references, as a number that is `min_quality` at
-        the card's limit. With `max_spread_ratio` (cards since 2.5.0) and a spread ratio: 1 up to a ratio
+        the card's limit. With `max_spread_ratio` (cards since 2.5.0) and a spread ratio (`ratio`, the
+        spread ratio discounted by the margin when the card has `ratio_margin_gain`): 1 up to a ratio
         of 1 (as close as the references themselves), `min_quality` at `max_spread_ratio`, linearly in
         between and on beyond. Else with `radius_slack`: a read exactly `radius_slack` below the label's
         radius maps to `min_quality`, a perfect match to 1. Else (the shipped seed labels, old cards):

@@ -206,7 +206,8 @@ def test_quality_is_the_spread_ratio_against_the_cards_limit_and_other_packages_
     own = [d for d in _read(rec, designs[0, 3:]) if d.label == "design_0"]
     assert own and all(d.spread_ratio >= 0 for d in own)
     for det in own:
-        want = 1 - (1 - rec.min_quality) * max(det.spread_ratio - 1, 0) / (rec.max_spread_ratio - 1)
+        judged = det.spread_ratio * np.exp(-rec.ratio_margin_gain * max(det.margin, 0))  # the card's discount
+        want = 1 - (1 - rec.min_quality) * max(judged - 1, 0) / (rec.max_spread_ratio - 1)
         assert det.quality == pytest.approx(min(1.0, max(0.0, want)), abs=2e-3)
     clean = _read(rec, designs[0, :3])  # the reference shots themselves
     assert all(d.label == "design_0" and d.spread_ratio < rec.max_spread_ratio for d in clean)
@@ -215,6 +216,30 @@ def test_quality_is_the_spread_ratio_against_the_cards_limit_and_other_packages_
     assert strangers and np.median([d.spread_ratio for d in strangers]) > 2 * np.median([d.spread_ratio for d in own])
     seed = [d for d in _read(rec, designs[0, 3:]) if not d.label.startswith("design_") and d.label != EMPTY]
     assert all(d.spread_ratio == -1 and d.quality == d.similarity for d in seed)  # no spread: similarity
+
+
+def test_a_clear_margin_lets_a_read_lie_further_from_its_views_by_the_cards_gain(designs: np.ndarray) -> None:
+    """With `ratio_margin_gain` the open-set check judges spread ratio x exp(-gain x margin) (a ratio
+    test: a read far nearer its label than any other product may lie further from the label's own
+    views); the label, margin and spread ratio stay as they were, only the quality moves."""
+    rec = Recognizer.load(DEFAULT_MODEL_DIR, threads=1)
+    assert rec.max_spread_ratio is not None
+    for k in range(4):
+        rec.enroll(f"design_{k}", list(designs[k, :3]))
+    shots = designs[:6, 3:].reshape(-1, *designs.shape[2:])  # 4 enrolled designs and 2 strangers
+    rec.ratio_margin_gain = 0.0
+    plain = _read(rec, shots)
+    rec.ratio_margin_gain = 4.0
+    gained = _read(rec, shots)
+    assert [(d.label, d.margin, d.spread_ratio) for d in gained] == [(d.label, d.margin, d.spread_ratio) for d in plain]
+    measured = [(a, b) for a, b in zip(plain, gained, strict=True) if a.spread_ratio > 0]
+    assert len(measured) >= 30
+    for a, b in measured:
+        judged = a.spread_ratio * np.exp(-4.0 * max(a.margin, 0))
+        want = 1 - (1 - rec.min_quality) * max(judged - 1, 0) / (rec.max_spread_ratio - 1)
+        assert b.quality == pytest.approx(min(1.0, max(0.0, want)), abs=2e-3)
+        assert b.quality >= a.quality
+    assert any(b.quality > a.quality + 0.01 for a, b in measured)  # some reads gained
 
 
 def test_the_lead_adds_the_runner_ups_spread_ratio_over_the_labels_by_the_cards_weight(designs: np.ndarray) -> None:

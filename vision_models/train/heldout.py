@@ -6,7 +6,9 @@ judged by before the novel bench is looked at once):
 `--classes` procedurally generated designs (vision_models.train.randomized) at a seed that no
 training run (its own seed), validation (616161) or doubt calibration (424242) uses, drawn at camera
 resolution (`CAMERA_PX`), so models of any input size read the same images. Each design is enrolled
-through `Recognizer.enroll` from 3 clean views; `--tests` shelf reads each are recognized as cells.
+through `Recognizer.enroll` from 3 clean views, `--gallery-size` designs per gallery as the doubt is
+calibrated (`calibrate_doubt.read_in_galleries`, twins together); `--tests` shelf reads each are
+recognized as cells.
 Reported: top-1 without and with a second look (and the pair check, when the card has one) on every
 read (threshold-free: what the embedding and the gallery do), and, with the card's doubt as
 calibrated, top-1 as the runtime reads, look-alike top-1, wrong-but-trusted reads (of all reads) and
@@ -26,7 +28,7 @@ import numpy as np
 import structlog
 
 from vision_models.recognizer import Recognizer
-from vision_models.train.calibrate_doubt import read_views
+from vision_models.train.calibrate_doubt import GALLERY_SIZE, gallery_groups, read_in_galleries
 from vision_models.train.randomized import CAMERA_PX, generate
 from vision_models.types import is_doubtful
 
@@ -34,25 +36,22 @@ HELDOUT_SEED = 737_373
 REFS = 3
 
 
-def check(model_dir: Path, *, classes: int = 200, tests: int = 20) -> dict[str, Any]:
+def check(model_dir: Path, *, classes: int = 200, tests: int = 20, gallery_size: int = GALLERY_SIZE) -> dict[str, Any]:
     rec = Recognizer.load(model_dir)
-    card_look = rec.second_look_below
     x, _, partner = generate(classes, REFS + tests, CAMERA_PX, HELDOUT_SEED, clean_views=REFS)
     views = x.reshape(classes, REFS + tests, *x.shape[1:])
-    for k in range(classes):
-        rec.enroll(f"held_{k}", list(views[k, :REFS]))
-    truth = np.repeat([f"held_{k}" for k in range(classes)], tests)
+    names = [f"held_{k}" for k in range(classes)]
+    truth = np.repeat(names, tests)
     twin = np.repeat(partner >= 0, tests)
-    reads = views[:, REFS:].reshape(-1, *views.shape[2:])
-    top1 = {}
-    for name, look in (("plain", 0.0), ("second_look_all", 9.0), ("card", card_look)):
-        dets = read_views(rec, reads, look)
-        ok = np.array([d.label for d in dets]) == truth
-        top1[name] = ok
+    looks = {"plain": 0.0, "second_look_all": 9.0, "card": rec.second_look_below}
+    read = read_in_galleries(rec, views, REFS, classes, gallery_groups(partner, classes, gallery_size), names,
+                             list(looks.values()))
+    top1 = {name: np.array([d.label for d in dets]) == truth for name, dets in zip(looks, read, strict=True)}
+    dets = read[-1]
     ok = top1["card"]
     doubted = np.array([is_doubtful(d, rec.min_quality, rec.min_margin, rec.min_pair_z) for d in dets])
     return {"model": f"{rec.card['name']} {rec.card['version']}", "input_px": rec.size, "seed": HELDOUT_SEED,
-            "classes": classes, "reads": len(truth),
+            "classes": classes, "gallery_size": gallery_size, "reads": len(truth),
             "top1_plain": round(float(top1["plain"].mean()), 4),
             "top1_second_look_all": round(float(top1["second_look_all"].mean()), 4),
             "top1": round(float(ok.mean()), 4),
@@ -66,9 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--classes", type=int, default=200)
     p.add_argument("--tests", type=int, default=20)
+    p.add_argument("--gallery-size", type=int, default=GALLERY_SIZE, help="designs enrolled per gallery")
     a = p.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    print(json.dumps(check(a.model_dir, classes=a.classes, tests=a.tests)))
+    print(json.dumps(check(a.model_dir, classes=a.classes, tests=a.tests, gallery_size=a.gallery_size)))
     return 0
 
 

@@ -1,0 +1,84 @@
+"""Doubt calibration (vision_models/train/calibrate_doubt.py): calibration and the held-out check
+read each design against one machine-size gallery (`gallery_groups`, `read_in_galleries`), not
+against every design drawn; the open-set check's margin gain is chosen on the reads (`choose_gates`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vision_models import DEFAULT_MODEL_DIR, Recognizer
+from vision_models.train.calibrate_doubt import (
+    Reads,
+    choose_gates,
+    discounted,
+    gallery_groups,
+    read_in_galleries,
+)
+from vision_models.train.randomized import CAMERA_PX, generate
+
+
+def test_twins_share_a_gallery_and_galleries_get_even_shares() -> None:
+    partner = np.full(20, -1)
+    for a, b in ((0, 1), (4, 9), (12, 13), (17, 18)):
+        partner[a], partner[b] = b, a
+    group = gallery_groups(partner, enrolled=16, size=6)
+    assert set(group.tolist()) == {0, 1, 2}  # ceil(16 / 6) galleries
+    for a, b in ((0, 1), (4, 9), (12, 13), (17, 18)):
+        assert group[a] == group[b]
+    sizes = np.bincount(group)
+    assert sizes.max() - sizes.min() <= 2  # a pair is dealt as one: never more than one pair apart
+    pairs = np.bincount(group[partner >= 0], minlength=3) // 2
+    assert pairs.max() - pairs.min() <= 1
+    assert np.array_equal(gallery_groups(partner, enrolled=16, size=100), np.zeros(20, np.int64))
+
+
+def test_each_gallery_is_read_on_its_own_and_the_recognizers_gallery_is_kept() -> None:
+    rec = Recognizer.load(DEFAULT_MODEL_DIR, threads=1)
+    seed = rec.gallery
+    refs, tests = 3, 2
+    x, _, _ = generate(4, refs + tests, CAMERA_PX, 99, clean_views=refs)
+    views = x.reshape(4, refs + tests, *x.shape[1:])
+    names = [f"design_{k}" for k in range(4)]
+    group = np.array([0, 0, 1, 1])
+    plain, looked = read_in_galleries(rec, views, refs, 3, group, names, (0.0, 9.0))
+    assert rec.gallery is seed and not any(n in rec.labels for n in names)
+    assert len(plain) == len(looked) == 4 * tests
+    labels = [d.label for d in plain]
+    by_design = [labels[k * tests:(k + 1) * tests] for k in range(4)]
+    # design_3 was never enrolled; designs 0 and 1 never met design 2 (another gallery)
+    assert "design_3" not in labels
+    assert not {"design_2"} & set(by_design[0] + by_design[1])
+    assert not {"design_0", "design_1"} & set(by_design[2] + by_design[3])
+    # reads come back in design order: most of each enrolled design's reads carry its own name
+    right = sum(lab == names[k] for k in range(3) for lab in by_design[k])
+    assert right >= 5
+
+
+def _synthetic_reads(rng: np.random.Generator) -> Reads:
+    """300 right reads of enrolled designs, some far from their views but all with a clear margin;
+    60 reads of never-enrolled designs, read as an enrolled one, far from its views and with almost
+    no margin (as near the runner-up as the label): what the margin gain in the open-set check is for."""
+    right, strangers = 300, 60
+    names = np.array([f"calib_{k}" for k in range(right + strangers)])
+    label = np.concatenate([names[:right], names[:strangers]])
+    cols = {"label": label, "sim": np.full(right + strangers, 0.9),
+            "margin": np.concatenate([rng.uniform(0.2, 0.6, right), rng.uniform(0.0, 0.1, strangers)]),
+            "z": np.zeros(right + strangers), "rival": np.zeros(right + strangers),
+            "ratio": np.concatenate([rng.uniform(1.0, 10.0, right), rng.uniform(6.0, 12.0, strangers)])}
+    return Reads(cols, dict(cols), names, np.arange(right + strangers) < right)
+
+
+def test_calibration_keeps_the_margin_gain_that_lets_far_right_reads_through_and_strangers_not() -> None:
+    reads = _synthetic_reads(np.random.default_rng(3))
+    kw = {"min_quality": 0.85, "target": 0.001, "unknown_target": 0.01, "pair_check": True, "max_second_look": 0.5}
+    plain = choose_gates(reads, **kw)  # the default: gain 0 alone
+    best = choose_gates(reads, gains=(0.0, 1.0, 2.0, 4.0, 8.0), **kw)
+    assert plain["ratio_margin_gain"] == 0.0 and plain["calibration"]["doubted_correct_rate"] > 0.3
+    assert best["ratio_margin_gain"] > 0
+    assert best["calibration"]["doubted_correct_rate"] <= 0.1
+    assert best["calibration"]["unknown_trusted_rate"] <= 0.01
+    # what the gate judges at runtime (`Recognizer.recognize`): the ratio x exp(-gain x margin)
+    d = discounted(reads, 2.0)
+    assert np.allclose(d.first["ratio"], reads.first["ratio"] * np.exp(-2.0 * reads.first["margin"]))
+    unmeasured = reads._replace(first={**reads.first, "ratio": np.full(360, -1.0)})
+    assert (discounted(unmeasured, 2.0).first["ratio"] == -1).all()  # no spread: nothing to discount
