@@ -234,7 +234,13 @@ def test_the_recognizer_lets_the_pair_check_decide_a_close_read_and_reports_how_
 
 
 def test_calibration_finds_gates_that_keep_its_own_wrong_reads_within_target() -> None:
-    from vision_models.train.calibrate_doubt import PAIR_SHRINK, RATIO_MARGIN_GAINS, RATIO_WEIGHTS, calibrate
+    from vision_models.train.calibrate_doubt import (
+        MAX_SECOND_LOOK,
+        PAIR_SHRINK,
+        RATIO_MARGIN_GAINS,
+        RATIO_WEIGHTS,
+        calibrate,
+    )
 
     rec = Recognizer.load(DEFAULT_MODEL_DIR)
     with_pair = calibrate(rec, classes=8, unknown=2, tests=3, target=0.02, unknown_target=0.25)
@@ -244,7 +250,7 @@ def test_calibration_finds_gates_that_keep_its_own_wrong_reads_within_target() -
     assert with_pair["pair_shrink"] == PAIR_SHRINK and with_pair.get("min_pair_z", 1.0) > 0
     assert with_pair["ratio_margin_gain"] in RATIO_MARGIN_GAINS
     assert with_pair["ratio_weight"] in RATIO_WEIGHTS and with_pair["second_look_zoom"] == rec.second_look_zoom == 1.2
-    assert cal["second_look_share"] <= cal["max_second_look"] == 0.5
+    assert cal["second_look_share"] <= cal["max_second_look"] == MAX_SECOND_LOOK
     rec = Recognizer.load(DEFAULT_MODEL_DIR)
     capped = calibrate(rec, classes=8, unknown=2, tests=3, target=0.02, unknown_target=0.25, max_second_look=0.0)
     assert capped["calibration"]["second_look_share"] == 0.0  # no calibration read gets a second look
