@@ -233,10 +233,10 @@ def _gates(reads: Reads, *, min_quality: float, target: float, unknown_target: f
     looked = first["margin"][known]
     margins = [float(t) for t in np.round(np.arange(0.0, 0.6, 0.005), 3) if np.mean(looked < t) <= max_second_look]
 
-    def gates_for(limit: float) -> tuple[int, float, float, float]:
-        """(right reads doubted, min_margin, min_pair_z, ratio_weight) keeping wrong-but-trusted <=
-        target that doubt the fewest right reads."""
-        fewest, best = n + 1, (1.0, float("inf"), 0.0)
+    def gates_for(limit: float) -> tuple[float, float, float]:
+        """(min_margin, min_pair_z, ratio_weight) keeping wrong-but-trusted <= target that doubt the
+        fewest right reads."""
+        best, fewest = (1.0, float("inf"), 0.0), n + 1
         for w, t in ((w, float(t)) for w in RATIO_WEIGHTS for t in margins):
             ok, by_margin = outcome(t, limit, float("inf"), w)
             spare = target * n - np.sum(by_margin & ~ok & known)
@@ -249,27 +249,19 @@ def _gates(reads: Reads, *, min_quality: float, target: float, unknown_target: f
             ok, trusted = outcome(t, limit, zmin, w)
             doubted = int(np.sum(~trusted & ok & known))
             if doubted < fewest:
-                fewest, best = doubted, (t, zmin, w)
-        return (fewest, *best)
-
-    def settle(limit: float) -> tuple[int, float, float, float, float]:
-        """From `limit`, tightened in steps of 2 % (of its excess over 1) until never-enrolled designs
-        are trusted on at most `unknown_target` of their reads: (doubted, limit, gates...)."""
-        found = gates_for(limit)
-        while (~known).any() and limit > 1.01 and np.mean(_unknown_trusted(found, limit)) > unknown_target:
-            limit = max(round(1 + (limit - 1) * 0.98, 3), 1.01)
-            found = gates_for(limit)
-        return found[0], limit, *found[1:]
-
-    def _unknown_trusted(found: tuple[int, float, float, float], limit: float) -> np.ndarray:
-        _, t, zmin, w = found
-        return outcome(t, limit, zmin, w)[1][~known]
+                best, fewest = (t, zmin, w), doubted
+        return best
 
     # the most lenient spread ratio whose gate alone doubts <= 5 % of right reads (95th percentile;
-    # starting at the 97.5th-100th, settled, doubted no fewer on 600 designs, 2.7.0), then settled
+    # starting at the 97.5th-100th doubted no fewer on 600 designs, 2.7.0), tightened in steps of 2 %
+    # (of its excess over 1) until never-enrolled designs are trusted on at most `unknown_target` of
+    # their reads
     ratios = first["ratio"][ok1 & (first["ratio"] >= 0)]
-    start = max(float(np.round(np.percentile(ratios, 95), 3)), 1.01) if ratios.size else 1.01
-    _, limit, best, zmin, weight = settle(start)
+    limit = max(float(np.round(np.percentile(ratios, 95), 3)), 1.01) if ratios.size else 1.01
+    best, zmin, weight = gates_for(limit)
+    while (~known).any() and limit > 1.01 and np.mean(outcome(best, limit, zmin, weight)[1][~known]) > unknown_target:
+        limit = max(round(1 + (limit - 1) * 0.98, 3), 1.01)
+        best, zmin, weight = gates_for(limit)
     band = min(best, margins[-1])  # when no margin keeps the target (best 1.0: trust none by it), the widest allowed
     ok, trusted = outcome(best, limit, zmin, weight, band)
     ok_k = ok & known

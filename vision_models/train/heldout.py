@@ -44,10 +44,10 @@ def check(model_dir: Path, *, classes: int = 200, tests: int = 20, gallery_size:
     truth = np.repeat(names, tests)
     twin = np.repeat(partner >= 0, tests)
     looks = {"plain": 0.0, "second_look_all": 9.0, "card": rec.second_look_below}
-    read = read_in_galleries(rec, views, REFS, classes, gallery_groups(partner, classes, gallery_size), names,
-                             list(looks.values()))
-    top1 = {name: np.array([d.label for d in dets]) == truth for name, dets in zip(looks, read, strict=True)}
-    dets = read[-1]
+    read = dict(zip(looks, read_in_galleries(rec, views, REFS, classes, gallery_groups(partner, classes, gallery_size),
+                                             names, list(looks.values())), strict=True))
+    top1 = {name: np.array([d.label for d in dets]) == truth for name, dets in read.items()}
+    dets = read["card"]
     ok = top1["card"]
     doubted = np.array([is_doubtful(d, rec.min_quality, rec.min_margin, rec.min_pair_z) for d in dets])
     return {"model": f"{rec.card['name']} {rec.card['version']}", "input_px": rec.size, "seed": HELDOUT_SEED,
