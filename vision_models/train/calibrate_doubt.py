@@ -48,7 +48,7 @@ import numpy as np
 
 from vision_models.augment import VIEWS_PER_IMAGE
 from vision_models.recognizer import CARD_FILE, Recognizer, rival_log_ratio
-from vision_models.train.randomized import generate
+from vision_models.train.randomized import STYLES, generate
 from vision_models.types import CellDetection, CellRoi
 
 CALIB_SEED = 424_242
@@ -147,11 +147,12 @@ class Reads(NamedTuple):
 
 
 def calibration_reads(rec: Recognizer, *, classes: int, unknown: int, tests: int,
-                      gallery_size: int = GALLERY_SIZE) -> Reads:
-    """`tests` shelf reads of each of `classes` + `unknown` designs drawn at `CALIB_SEED`, the first
-    `classes` enrolled from `REFS` clean views, `gallery_size` designs per gallery (`read_in_galleries`)."""
+                      gallery_size: int = GALLERY_SIZE, style: str = "flat") -> Reads:
+    """`tests` shelf reads of each of `classes` + `unknown` designs drawn at `CALIB_SEED` in `style`
+    (`randomized.generate`), the first `classes` enrolled from `REFS` clean views, `gallery_size`
+    designs per gallery (`read_in_galleries`)."""
     total = classes + unknown
-    x, _, partner = generate(total, REFS + tests, rec.size, CALIB_SEED, clean_views=REFS)
+    x, _, partner = generate(total, REFS + tests, rec.size, CALIB_SEED, clean_views=REFS, style=style)
     views = x.reshape(total, REFS + tests, *x.shape[1:])
     names = [f"calib_{k}" for k in range(total)]
     first, again = map(_columns, read_in_galleries(rec, views, REFS, classes, gallery_groups(partner, classes, gallery_size),
@@ -162,13 +163,16 @@ def calibration_reads(rec: Recognizer, *, classes: int, unknown: int, tests: int
 def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target: float,
               unknown_target: float = 0.01, pair_shrink: float | None = PAIR_SHRINK,
               second_look_zoom: float = SECOND_LOOK_ZOOM, max_second_look: float = MAX_SECOND_LOOK,
-              gallery_size: int = GALLERY_SIZE, gains: Sequence[float] = RATIO_MARGIN_GAINS) -> dict[str, Any]:
+              gallery_size: int = GALLERY_SIZE, gains: Sequence[float] = RATIO_MARGIN_GAINS,
+              style: str = "flat") -> dict[str, Any]:
     """The doubt section for `rec`'s card (`rec`'s own gallery is left as it was). `pair_shrink`
     None: no pair check (a read below the margin is never trusted). `max_second_look`: the largest
     share of the calibration reads the margin may send to a second look. `gallery_size`: designs
-    enrolled per gallery (`read_in_galleries`), each on top of `rec`'s gallery."""
+    enrolled per gallery (`read_in_galleries`), each on top of `rec`'s gallery. `style`: the
+    generator's drawing style (calibrate on what the model was trained on)."""
     rec.pair_shrink, rec.second_look_zoom = pair_shrink, second_look_zoom
-    reads = calibration_reads(rec, classes=classes, unknown=unknown, tests=tests, gallery_size=gallery_size)
+    reads = calibration_reads(rec, classes=classes, unknown=unknown, tests=tests, gallery_size=gallery_size,
+                              style=style)
     doubt = choose_gates(reads, min_quality=rec.min_quality, target=target, unknown_target=unknown_target,
                          pair_check=pair_shrink is not None, max_second_look=max_second_look, gains=gains)
     pair: dict[str, float] = {} if pair_shrink is None else {"pair_shrink": pair_shrink}
@@ -183,7 +187,7 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
                     "second_look_below gets a second look first, then the pair check between its two nearest "
                     "products (trusted from |z| >= min_pair_z); calibrated on training-generator designs only",
             "calibration": {"classes": classes, "unknown_classes": unknown, "reads": int(reads.known.sum()),
-                            "seed": CALIB_SEED, "gallery_size": gallery_size,
+                            "seed": CALIB_SEED, "gallery_size": gallery_size, "style": style,
                             "refs": f"{REFS} clean views per design, each embedded as {VIEWS_PER_IMAGE} enrollment views",
                             **calibration, "target_wrong_trusted": target, "target_unknown_trusted": unknown_target,
                             "max_second_look": max_second_look}}
@@ -295,12 +299,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="designs enrolled per gallery: a read competes with one machine's products")
     p.add_argument("--second-look-zoom", type=float, default=SECOND_LOOK_ZOOM,
                    help="zoom of the second look's 90/270 degree views (1: plain quarter turns)")
+    p.add_argument("--style", choices=STYLES, default="flat",
+                   help="drawing style of the calibration designs (the one the model was trained on)")
     a = p.parse_args(argv)
     rec = Recognizer.load(a.model_dir)
     doubt = calibrate(rec, classes=a.classes, unknown=a.unknown, tests=a.tests, target=a.target,
                       unknown_target=a.unknown_target, pair_shrink=a.pair_shrink or None,
                       second_look_zoom=a.second_look_zoom, max_second_look=a.max_second_look,
-                      gallery_size=a.gallery_size, gains=a.margin_gains)
+                      gallery_size=a.gallery_size, gains=a.margin_gains, style=a.style)
     card_path = a.model_dir / CARD_FILE
     card = json.loads(card_path.read_text(encoding="utf-8"))
     card["doubt"] = doubt

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from vision_models.train.backbones import EMBED_DIM, EffNetEmbedder
 from vision_models.train.metric import SIM_SCALE, VAL_SEED, _augment, _open_data, lr_at, to_input, validate
-from vision_models.train.randomized import generate
+from vision_models.train.randomized import STYLES, generate
 from vision_models.train.train import MARGIN, CosFaceHead
 from vision_models.types import EMPTY
 
@@ -184,7 +184,7 @@ def train(a: argparse.Namespace) -> int:
         for group, peak in zip(opt.param_groups, (a.lr, a.lr * 4), strict=True):
             group["lr"] = lr_at(min(done, 1.0), peak, warmup=0.03)
         classes = 2 * a.pairs
-        fx, _, fp = generate(classes, 1 + a.queries, a.size, a.seed * 1_000_003 + step, clean_views=1)
+        fx, _, fp = generate(classes, 1 + a.queries, a.size, a.seed * 1_000_003 + step, clean_views=1, style=a.style)
         si = rng.integers(0, len(sim_x), a.sim_batch)
         xb = _augment(to_input(np.concatenate([sim_x[si], fx])), rng)
         emb = model(xb)
@@ -216,15 +216,16 @@ def _card_args(a: argparse.Namespace) -> dict[str, Any]:
     """What `metric --export` reads of a checkpoint's args, and how this run is described."""
     cmd = (f"python -m vision_models.train.episodic --data DATA --work WORK --init-onnx {a.init_onnx} "
            f"--minutes {a.minutes:g} --pairs {a.pairs} --queries {a.queries} --lr {a.lr} --seed {a.seed} "
-           f"--pair-margin {a.pair_margin:g} --margin {a.margin:g} --scale {a.scale:g} --memory {a.memory}")
+           f"--pair-margin {a.pair_margin:g} --margin {a.margin:g} --scale {a.scale:g} --memory {a.memory} "
+           f"--style {a.style}")
     remembered = f", and the last {a.memory} designs' prototypes as negatives" if a.memory > 0 else ""
     return vars(a) | {
         "data": str(a.data), "work": str(a.work), "init_onnx": str(a.init_onnx),
         "recipe": {
             "command": cmd,
             "description": "fine-tuned from --init-onnx on designs never drawn before: every step "
-            f"{2 * a.pairs} new designs of vision_models.train.randomized (half look-alike twins one mark "
-            f"apart), 1 clean enrollment view + {a.queries} shelf views each, plus {a.sim_batch} simulator "
+            f"{2 * a.pairs} new designs of vision_models.train.randomized in style {a.style!r} (half look-alike "
+            f"twins one mark apart), 1 clean enrollment view + {a.queries} shelf views each, plus {a.sim_batch} simulator "
             "cells (hw_sim.camera.dataset, see its command)",
             "loss": f"episodic CosFace s={a.scale:g} m={a.margin:g} (shelf views against the batch's clean-view "
             f"prototypes{remembered}), twin margin {a.pair_margin}; simulator classes: CosFace head",
@@ -249,6 +250,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--scale", type=float, default=SIM_SCALE, help="logit scale of the episode loss")
     p.add_argument("--memory", type=int, default=0,
                    help="earlier designs' prototypes kept as extra negatives (cross-batch memory; 0: none)")
+    p.add_argument("--style", choices=STYLES, default="flat",
+                   help="drawing style of the step's designs (randomized.generate; 'mixed': half 'broad')")
     p.add_argument("--val-classes", type=int, default=120)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--seed", type=int, default=2026)

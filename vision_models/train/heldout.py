@@ -29,16 +29,17 @@ import structlog
 
 from vision_models.recognizer import Recognizer
 from vision_models.train.calibrate_doubt import GALLERY_SIZE, gallery_groups, read_in_galleries
-from vision_models.train.randomized import CAMERA_PX, generate
+from vision_models.train.randomized import CAMERA_PX, STYLES, generate
 from vision_models.types import is_doubtful
 
 HELDOUT_SEED = 737_373
 REFS = 3
 
 
-def check(model_dir: Path, *, classes: int = 200, tests: int = 20, gallery_size: int = GALLERY_SIZE) -> dict[str, Any]:
+def check(model_dir: Path, *, classes: int = 200, tests: int = 20, gallery_size: int = GALLERY_SIZE,
+          style: str = "flat") -> dict[str, Any]:
     rec = Recognizer.load(model_dir)
-    x, _, partner = generate(classes, REFS + tests, CAMERA_PX, HELDOUT_SEED, clean_views=REFS)
+    x, _, partner = generate(classes, REFS + tests, CAMERA_PX, HELDOUT_SEED, clean_views=REFS, style=style)
     views = x.reshape(classes, REFS + tests, *x.shape[1:])
     names = [f"held_{k}" for k in range(classes)]
     truth = np.repeat(names, tests)
@@ -51,7 +52,7 @@ def check(model_dir: Path, *, classes: int = 200, tests: int = 20, gallery_size:
     ok = top1["card"]
     doubted = np.array([is_doubtful(d, rec.min_quality, rec.min_margin, rec.min_pair_z) for d in dets])
     return {"model": f"{rec.card['name']} {rec.card['version']}", "input_px": rec.size, "seed": HELDOUT_SEED,
-            "classes": classes, "gallery_size": gallery_size, "reads": len(truth),
+            "classes": classes, "gallery_size": gallery_size, "style": style, "reads": len(truth),
             "top1_plain": round(float(top1["plain"].mean()), 4),
             "top1_second_look_all": round(float(top1["second_look_all"].mean()), 4),
             "top1": round(float(ok.mean()), 4),
@@ -66,9 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--classes", type=int, default=200)
     p.add_argument("--tests", type=int, default=20)
     p.add_argument("--gallery-size", type=int, default=GALLERY_SIZE, help="designs enrolled per gallery")
+    p.add_argument("--style", choices=STYLES, default="flat", help="drawing style of the held-out designs")
     a = p.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    print(json.dumps(check(a.model_dir, classes=a.classes, tests=a.tests, gallery_size=a.gallery_size)))
+    print(json.dumps(check(a.model_dir, classes=a.classes, tests=a.tests, gallery_size=a.gallery_size, style=a.style)))
     return 0
 
 

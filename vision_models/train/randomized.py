@@ -16,6 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from vision_models.train import styles
+
 _S = 96  # design canvas
 CAMERA_PX = 64  # a shelf camera cell's side (640x480: 76 px cells; the novel bench draws 64 px views)
 _FONTS = (0, 1, 2, 3, 4, 6, 7)
@@ -203,9 +205,11 @@ def _twin_marks(d: dict, mask: np.ndarray, rng: np.random.Generator) -> tuple[tu
     return base, None
 
 
-def _view(img: np.ndarray, alpha: np.ndarray, out: int, rng: np.random.Generator, clean: bool = False) -> np.ndarray:
+def _view(img: np.ndarray, alpha: np.ndarray, out: int, rng: np.random.Generator, clean: bool = False,
+          broad: bool = False) -> np.ndarray:
     """One view of a design. `clean`: an enrollment shot as an operator takes it (package alone,
-    roughly upright, even light; no hand, glare or JPEG), not a shelf read."""
+    roughly upright, even light; no hand, glare or JPEG), not a shelf read. `broad`: a shelf read
+    also gets `styles.shelf_extras` (neighbour, shadow, door reflection, haze, motion blur)."""
     s = out * 2
     bg = np.empty((s, s, 3), np.float32)
     bg[:] = _col(rng) * rng.uniform(0.3, 1.0)
@@ -247,6 +251,8 @@ def _view(img: np.ndarray, alpha: np.ndarray, out: int, rng: np.random.Generator
         oa = occ.astype(np.float32)[..., None] / 255
         skin = np.array([rng.uniform(60, 170), rng.uniform(90, 190), rng.uniform(120, 240)], np.float32)
         canvas = canvas * (1 - oa) + skin * oa
+    if broad:
+        canvas = styles.shelf_extras(canvas, rng)
     sig = rng.uniform(0, 1.6)
     if sig > 0.3:
         canvas = cv2.GaussianBlur(canvas, (0, 0), sig)
@@ -262,8 +268,27 @@ def _at_size(v: np.ndarray, size: int) -> np.ndarray:
     return v if v.shape[0] == size else cv2.resize(v, (size, size), interpolation=cv2.INTER_AREA)
 
 
+STYLES = ("flat", "broad", "mixed")
+
+
+def _looks(d: dict, pair: bool, broad: bool, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The drawn package(s) of design `d`: one, or a look-alike pair differing in one mark
+    (`_twin_marks`, drawn from `rng`). `broad`: restyled before the mark and finished after it
+    with one Generator for both twins, so they still differ only in the mark."""
+    img, alpha = _draw(d, None)
+    srng = np.random.default_rng(d["seed"] ^ 0x5EED5)
+    if broad:
+        img, alpha = styles.restyle(img, alpha, d["body"], srng)
+    marks: list[tuple | None] = list(_twin_marks(d, alpha, rng)) if pair else [None]
+    looks = [(_marked(img, m), alpha) for m in marks]
+    if broad:
+        fin = int(srng.integers(1 << 40))
+        looks = [styles.finish(im, al, np.random.default_rng(fin)) for im, al in looks]
+    return looks
+
+
 def generate(classes: int, views: int, size: int, seed: int,
-             clean_views: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             clean_views: int = 0, style: str = "flat") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`views` crops (size x size BGR uint8) of each of `classes` random designs; the first
     `clean_views` of each class are enrollment shots (`_view(clean=True)`), the rest shelf reads.
 
@@ -274,7 +299,14 @@ def generate(classes: int, views: int, size: int, seed: int,
     Returns (x, y, partner): class k's look-alike twin is partner[k] (-1 if none); classes come
     in pairs (2i, 2i+1) for the first half, sharing the design and differing in one small mark
     (`_twin_marks`).
+
+    `style`: "flat" draws as this module always has (same seed, same pixels); "broad" passes every
+    design and shelf view through `styles` (other outlines, gradients, small print, barcodes,
+    photos, shading, crinkles; neighbours, reflections, haze); "mixed" draws half the designs each
+    way.
     """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, not {style!r}")
     rng = np.random.default_rng(seed)
     x = np.empty((classes * views, size, size, 3), np.uint8)
     y = np.repeat(np.arange(classes), views)
@@ -282,15 +314,14 @@ def generate(classes: int, views: int, size: int, seed: int,
     k = 0
     while k < classes:
         d = _design(int(rng.integers(1 << 40)))
+        broad = style == "broad" or (style == "mixed" and d["seed"] % 2 == 1)
         pair = k + 1 < classes and k < classes // 2
+        looks = _looks(d, pair, broad, rng)
         if pair:
-            img, alpha = _draw(d, None)
-            looks = [(_marked(img, m), alpha) for m in _twin_marks(d, alpha, rng)]
             partner[k], partner[k + 1] = k + 1, k
-        else:
-            looks = [_draw(d, None)]
         for j, (img, alpha) in enumerate(looks):
             for v in range(views):
-                x[(k + j) * views + v] = _at_size(_view(img, alpha, min(size, CAMERA_PX), rng, clean=v < clean_views), size)
+                view = _view(img, alpha, min(size, CAMERA_PX), rng, clean=v < clean_views, broad=broad)
+                x[(k + j) * views + v] = _at_size(view, size)
         k += len(looks)
     return x, y, partner
