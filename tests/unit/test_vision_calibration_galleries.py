@@ -5,15 +5,18 @@ against every design drawn; the open-set check's margin gain is chosen on the re
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from vision_models import DEFAULT_MODEL_DIR, Recognizer
 from vision_models.train.calibrate_doubt import (
     Reads,
+    calibration_reads,
     choose_gates,
     discounted,
     gallery_groups,
     read_in_galleries,
 )
+from vision_models.train.heldout import check
 from vision_models.train.randomized import CAMERA_PX, generate
 
 
@@ -82,3 +85,15 @@ def test_calibration_keeps_the_margin_gain_that_lets_far_right_reads_through_and
     assert np.allclose(d.first["ratio"], reads.first["ratio"] * np.exp(-2.0 * reads.first["margin"]))
     unmeasured = reads._replace(first={**reads.first, "ratio": np.full(360, -1.0)})
     assert (discounted(unmeasured, 2.0).first["ratio"] == -1).all()  # no spread: nothing to discount
+
+
+def test_calibration_and_heldout_draw_in_the_style_asked_for() -> None:
+    rec = Recognizer.load(DEFAULT_MODEL_DIR, threads=1)
+    flat = calibration_reads(rec, classes=2, unknown=1, tests=2, style="flat")
+    broad = calibration_reads(rec, classes=2, unknown=1, tests=2, style="broad")
+    assert len(flat.truth) == len(broad.truth) == 6 and flat.known.sum() == broad.known.sum() == 4
+    assert not np.allclose(flat.first["sim"], broad.first["sim"])  # other pictures, other reads
+    out = check(DEFAULT_MODEL_DIR, classes=2, tests=2, style="broad")
+    assert out["style"] == "broad" and out["reads"] == 4
+    with pytest.raises(ValueError, match="style"):
+        calibration_reads(rec, classes=2, unknown=1, tests=2, style="glossy")
