@@ -14,6 +14,7 @@ from vision_models.train.calibrate_doubt import (
     choose_gates,
     discounted,
     gallery_groups,
+    pooled,
     read_in_galleries,
 )
 from vision_models.train.heldout import check
@@ -97,3 +98,16 @@ def test_calibration_and_heldout_draw_in_the_style_asked_for() -> None:
     assert out["style"] == "broad" and out["reads"] == 4
     with pytest.raises(ValueError, match="style"):
         calibration_reads(rec, classes=2, unknown=1, tests=2, style="glossy")
+
+
+def test_draws_are_other_designs_and_pool_into_one_set_of_reads() -> None:
+    rec = Recognizer.load(DEFAULT_MODEL_DIR, threads=1)
+    first = calibration_reads(rec, classes=2, unknown=1, tests=2)
+    second = calibration_reads(rec, classes=2, unknown=1, tests=2, draw=1)
+    assert set(first.truth) == {"calib_0", "calib_1", "calib_2"}
+    assert set(second.truth) == {"calib1_0", "calib1_1", "calib1_2"}  # never taken for the first draw's
+    assert not np.allclose(first.first["sim"], second.first["sim"])
+    both = pooled([first, second])
+    assert len(both.truth) == 12 and both.known.sum() == 8
+    assert set(both.first) == set(first.first) and len(both.again["margin"]) == 12
+    assert np.array_equal(both.first["label"][6:], second.first["label"])

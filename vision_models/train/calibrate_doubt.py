@@ -52,6 +52,7 @@ from vision_models.train.randomized import STYLES, generate
 from vision_models.types import CellDetection, CellRoi
 
 CALIB_SEED = 424_242
+DRAW_STRIDE = 101_010  # draw d of a pooled calibration is drawn at CALIB_SEED + d x this (525252, ...)
 REFS = 3
 PAIR_SHRINK = 10.0  # in pooled features (2.4.0), chosen on held-out designs: ridge 3 / 10 / 30 (docs/vision.md)
 Z_GRID = np.round(np.arange(0.5, 12.0, 0.1), 2)
@@ -147,32 +148,43 @@ class Reads(NamedTuple):
 
 
 def calibration_reads(rec: Recognizer, *, classes: int, unknown: int, tests: int,
-                      gallery_size: int = GALLERY_SIZE, style: str = "flat") -> Reads:
-    """`tests` shelf reads of each of `classes` + `unknown` designs drawn at `CALIB_SEED` in `style`
-    (`randomized.generate`), the first `classes` enrolled from `REFS` clean views, `gallery_size`
-    designs per gallery (`read_in_galleries`)."""
+                      gallery_size: int = GALLERY_SIZE, style: str = "flat", draw: int = 0) -> Reads:
+    """`tests` shelf reads of each of `classes` + `unknown` designs drawn at `CALIB_SEED` (+ `draw` x
+    `DRAW_STRIDE`) in `style` (`randomized.generate`), the first `classes` enrolled from `REFS`
+    clean views, `gallery_size` designs per gallery (`read_in_galleries`)."""
     total = classes + unknown
-    x, _, partner = generate(total, REFS + tests, rec.size, CALIB_SEED, clean_views=REFS, style=style)
+    x, _, partner = generate(total, REFS + tests, rec.size, CALIB_SEED + draw * DRAW_STRIDE, clean_views=REFS,
+                             style=style)
     views = x.reshape(total, REFS + tests, *x.shape[1:])
-    names = [f"calib_{k}" for k in range(total)]
+    names = [f"calib_{k}" if draw == 0 else f"calib{draw}_{k}" for k in range(total)]
     first, again = map(_columns, read_in_galleries(rec, views, REFS, classes, gallery_groups(partner, classes, gallery_size),
                                                    names, (0.0, 9.0)))
     return Reads(first, again, np.repeat(names, tests), np.repeat(np.arange(total) < classes, tests))
+
+
+def pooled(draws: Sequence[Reads]) -> Reads:
+    """Several calibration draws as one set of reads (names differ between draws)."""
+    def cat(cols: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return {k: np.concatenate([c[k] for c in cols]) for k in cols[0]}
+    return Reads(cat([r.first for r in draws]), cat([r.again for r in draws]),
+                 np.concatenate([r.truth for r in draws]), np.concatenate([r.known for r in draws]))
 
 
 def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target: float,
               unknown_target: float = 0.01, pair_shrink: float | None = PAIR_SHRINK,
               second_look_zoom: float = SECOND_LOOK_ZOOM, max_second_look: float = MAX_SECOND_LOOK,
               gallery_size: int = GALLERY_SIZE, gains: Sequence[float] = RATIO_MARGIN_GAINS,
-              style: str = "flat") -> dict[str, Any]:
+              style: str = "flat", draws: int = 1) -> dict[str, Any]:
     """The doubt section for `rec`'s card (`rec`'s own gallery is left as it was). `pair_shrink`
     None: no pair check (a read below the margin is never trusted). `max_second_look`: the largest
     share of the calibration reads the margin may send to a second look. `gallery_size`: designs
     enrolled per gallery (`read_in_galleries`), each on top of `rec`'s gallery. `style`: the
-    generator's drawing style (calibrate on what the model was trained on)."""
+    generator's drawing style (calibrate on what the model was trained on). `draws`: that many
+    draws of `classes` + `unknown` designs at different seeds, pooled (`pooled`): the gates then rest
+    on a tail of `draws` times as many wrong reads."""
     rec.pair_shrink, rec.second_look_zoom = pair_shrink, second_look_zoom
-    reads = calibration_reads(rec, classes=classes, unknown=unknown, tests=tests, gallery_size=gallery_size,
-                              style=style)
+    reads = pooled([calibration_reads(rec, classes=classes, unknown=unknown, tests=tests, gallery_size=gallery_size,
+                                      style=style, draw=d) for d in range(draws)])
     doubt = choose_gates(reads, min_quality=rec.min_quality, target=target, unknown_target=unknown_target,
                          pair_check=pair_shrink is not None, max_second_look=max_second_look, gains=gains)
     pair: dict[str, float] = {} if pair_shrink is None else {"pair_shrink": pair_shrink}
@@ -186,8 +198,9 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
                     "min_margin); a read with margin below "
                     "second_look_below gets a second look first, then the pair check between its two nearest "
                     "products (trusted from |z| >= min_pair_z); calibrated on training-generator designs only",
-            "calibration": {"classes": classes, "unknown_classes": unknown, "reads": int(reads.known.sum()),
-                            "seed": CALIB_SEED, "gallery_size": gallery_size, "style": style,
+            "calibration": {"classes": classes, "unknown_classes": unknown, "draws": draws, "reads": int(reads.known.sum()),
+                            "seed": CALIB_SEED, "seeds": [CALIB_SEED + d * DRAW_STRIDE for d in range(draws)],
+                            "gallery_size": gallery_size, "style": style,
                             "refs": f"{REFS} clean views per design, each embedded as {VIEWS_PER_IMAGE} enrollment views",
                             **calibration, "target_wrong_trusted": target, "target_unknown_trusted": unknown_target,
                             "max_second_look": max_second_look}}
@@ -299,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="designs enrolled per gallery: a read competes with one machine's products")
     p.add_argument("--second-look-zoom", type=float, default=SECOND_LOOK_ZOOM,
                    help="zoom of the second look's 90/270 degree views (1: plain quarter turns)")
+    p.add_argument("--draws", type=int, default=1,
+                   help="pool this many draws of --classes + --unknown designs (seeds 424242, 525252, ...)")
     p.add_argument("--style", choices=STYLES, default="flat",
                    help="drawing style of the calibration designs (the one the model was trained on)")
     a = p.parse_args(argv)
@@ -306,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     doubt = calibrate(rec, classes=a.classes, unknown=a.unknown, tests=a.tests, target=a.target,
                       unknown_target=a.unknown_target, pair_shrink=a.pair_shrink or None,
                       second_look_zoom=a.second_look_zoom, max_second_look=a.max_second_look,
-                      gallery_size=a.gallery_size, gains=a.margin_gains, style=a.style)
+                      gallery_size=a.gallery_size, gains=a.margin_gains, style=a.style,
+                      draws=a.draws)
     card_path = a.model_dir / CARD_FILE
     card = json.loads(card_path.read_text(encoding="utf-8"))
     card["doubt"] = doubt
