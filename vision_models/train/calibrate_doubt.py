@@ -147,13 +147,18 @@ class Reads(NamedTuple):
     known: np.ndarray
 
 
+def draw_seed(draw: int) -> int:
+    """The seed of calibration draw `draw` (0: `CALIB_SEED`)."""
+    return CALIB_SEED + draw * DRAW_STRIDE
+
+
 def calibration_reads(rec: Recognizer, *, classes: int, unknown: int, tests: int,
                       gallery_size: int = GALLERY_SIZE, style: str = "flat", draw: int = 0) -> Reads:
     """`tests` shelf reads of each of `classes` + `unknown` designs drawn at `CALIB_SEED` (+ `draw` x
     `DRAW_STRIDE`) in `style` (`randomized.generate`), the first `classes` enrolled from `REFS`
     clean views, `gallery_size` designs per gallery (`read_in_galleries`)."""
     total = classes + unknown
-    x, _, partner = generate(total, REFS + tests, rec.size, CALIB_SEED + draw * DRAW_STRIDE, clean_views=REFS,
+    x, _, partner = generate(total, REFS + tests, rec.size, draw_seed(draw), clean_views=REFS,
                              style=style)
     views = x.reshape(total, REFS + tests, *x.shape[1:])
     names = [f"calib_{k}" if draw == 0 else f"calib{draw}_{k}" for k in range(total)]
@@ -199,7 +204,7 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
                     "second_look_below gets a second look first, then the pair check between its two nearest "
                     "products (trusted from |z| >= min_pair_z); calibrated on training-generator designs only",
             "calibration": {"classes": classes, "unknown_classes": unknown, "draws": draws, "reads": int(reads.known.sum()),
-                            "seed": CALIB_SEED, "seeds": [CALIB_SEED + d * DRAW_STRIDE for d in range(draws)],
+                            "seed": CALIB_SEED, "seeds": [draw_seed(d) for d in range(draws)],
                             "gallery_size": gallery_size, "style": style,
                             "refs": f"{REFS} clean views per design, each embedded as {VIEWS_PER_IMAGE} enrollment views",
                             **calibration, "target_wrong_trusted": target, "target_unknown_trusted": unknown_target,
