@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-TORCH_FREE = ["calibrate_doubt", "evaluate", "heldout"]
+TORCH_FREE = ["calibrate_doubt", "evaluate", "heldout", "whiten"]
 TRAIN_EXTRA = [("metric", "torch"), ("episodic", "torch"), ("train", "torch"), ("quantize", "onnx")]
 
 

@@ -146,6 +146,12 @@ def finish_model_dir(model: torch.nn.Module, out: Path, data: DataDir, *, input_
     card["similarity_scale"] = calibrate_scale(rec, gallery, data.calibration())
     card["calibration"] = {"seeds": data.meta["calibration"]["seeds"], "method": "grid search of the "
                            "softmax scale minimizing log-loss", "train_scale": sim_scale}
+    return finish_card(out, card, data)
+
+
+def finish_card(out: Path, card: dict[str, Any], data: DataDir) -> dict[str, Any]:
+    """Write `card` into `out`, then evaluate the model directory as the runtime reads it (held-out
+    cells, look-alikes, latency, file sizes) and write the card again with those figures."""
     _write_card(out / CARD_FILE, card)
     rec = Recognizer.load(out, threads=1)
     card["evaluation"] = evaluate(rec, data.heldout(), data.meta["heldout"]["seeds"], data.lookalike_pairs)
