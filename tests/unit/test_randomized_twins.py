@@ -51,3 +51,27 @@ def test_all_five_kinds_of_difference_occur() -> None:
             assert m1[2] != m2[2]
             kinds.add("colour")
     assert kinds == {"presence", "word", "place", "shape", "colour"}
+
+
+def test_twin_aware_views_differ_in_the_mark_alone_and_say_how_much_of_it_shows() -> None:
+    from vision_models.train.randomized import MARK_PIXEL_DIFF, generate, generate_twin_aware
+
+    x, y, partner, visible = generate_twin_aware(24, 6, 64, 17, clean_views=1)
+    assert x.shape == (24 * 6, 64, 64, 3) and visible.shape == (24 * 6,)
+    assert (partner[:12] == np.arange(12) ^ 1).all() and (partner[12:] == -1).all()
+    v = x.reshape(24, 6, 64, 64, 3).astype(np.int16)
+    shown = visible.reshape(24, 6)
+    assert (shown[12:] == 1).all()  # single designs: sure labels
+    assert (shown[:12, 0] == 1).all()  # a pair's clean view is the measure
+    assert ((shown >= 0) & (shown <= 1)).all()
+    for k in range(0, 12, 2):
+        assert (shown[k] == shown[k + 1]).all()  # both twins' views share the nuisance and the figure
+        # under one nuisance the twins' views differ in few pixels (the mark), not in pose or light
+        differing = (np.abs(v[k] - v[k + 1]).max(axis=3) > MARK_PIXEL_DIFF).mean(axis=(1, 2))
+        assert differing.max() < 0.2
+    # a hand or glare hides a mark now and then: some views show little of it, most show it
+    assert 0 < np.mean(shown[:12, 1:] < 0.5) < 0.5
+    # the first twin's views are `generate`'s, pixel for pixel (its twin's then follow its nuisance)
+    xs, _, _ = generate(24, 6, 64, 17, clean_views=1)
+    assert np.array_equal(xs[:6], x[:6])
+    assert not np.array_equal(xs[6:12], x[6:12])

@@ -86,6 +86,26 @@ def test_earlier_designs_in_memory_compete_with_every_read() -> None:
     assert float(episode_loss(reads, 2, 1, none, 0.2, memory=torch.zeros(0, 3))) == pytest.approx(alone)
 
 
+def test_a_twin_view_hiding_its_mark_is_trained_towards_one_of_the_two() -> None:
+    a, b, c = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
+    twins = np.array([1, 0, -1])
+    # class 0's shelf view sits exactly between its prototype and its twin's
+    between = _emb([a, [1.0, 1.0, 0.0], b, b, c, c])
+    # and one sure of its own class
+    own = _emb([a, a, b, b, c, c])
+    shown, hidden = np.ones(6, np.float32), np.array([1, 0, 1, 1, 1, 1], np.float32)
+    # with the mark shown, "between" is a costly read; with it hidden, it is the answer wanted
+    assert float(episode_loss(between, 3, 1, twins, 0.2, visible=hidden)) < float(
+        episode_loss(between, 3, 1, twins, 0.2, visible=shown)) - 1.0
+    # and a hidden mark no longer rewards a confident read of its own class
+    assert float(episode_loss(own, 3, 1, twins, 0.2, visible=hidden)) > float(
+        episode_loss(between, 3, 1, twins, 0.2, visible=hidden))
+    # single designs (no twin) are sure labels whatever `visible` says
+    singles = np.array([-1, -1, -1])
+    assert float(episode_loss(own, 3, 1, singles, 0.2, visible=hidden)) == pytest.approx(
+        float(episode_loss(own, 3, 1, singles, 0.2)))
+
+
 def test_the_memory_keeps_the_newest_prototypes_only() -> None:
     mem = PrototypeMemory(3)
     for step in range(3):  # 2 designs a step, each a clean view then 1 shelf view

@@ -37,11 +37,15 @@ from torch.nn import functional as F
 
 from vision_models.train.backbones import EMBED_DIM, EffNetEmbedder
 from vision_models.train.metric import SIM_SCALE, VAL_SEED, _augment, _open_data, lr_at, to_input, validate
-from vision_models.train.randomized import STYLES, generate
+from vision_models.train.randomized import STYLES, generate, generate_twin_aware
 from vision_models.train.train import MARGIN, CosFaceHead
 from vision_models.types import EMPTY
 
 log = structlog.get_logger(__name__)
+
+# a twin's shelf view showing at least this share of its clean view's mark difference is a sure label
+# (`episode_loss`); below it the target moves towards an even split with the twin
+VISIBLE_FULL = 0.5
 
 
 def _dequantized(path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
@@ -97,11 +101,18 @@ def freeze_bn(model: nn.Module) -> None:
 
 
 def episode_loss(emb: torch.Tensor, classes: int, queries: int, partner: np.ndarray, pair_margin: float,
-                 margin: float = MARGIN, scale: float = SIM_SCALE, memory: torch.Tensor | None = None) -> torch.Tensor:
+                 margin: float = MARGIN, scale: float = SIM_SCALE, memory: torch.Tensor | None = None,
+                 visible: np.ndarray | None = None) -> torch.Tensor:
     """`emb`: per class, 1 clean view then `queries` shelf views. Each shelf view is classified
     against all the batch's clean-view prototypes (CosFace `margin` at `scale`; its twin's logit
     raised by `pair_margin`, so a look-alike must beat its twin by the sum) and against `memory`,
-    earlier steps' prototypes (other designs: negatives only)."""
+    earlier steps' prototypes (other designs: negatives only).
+
+    `visible` (per view of `emb`, `randomized.generate_twin_aware`): how much of its twin-telling
+    mark a shelf view still shows. A twin's view showing less than `VISIBLE_FULL` of it is not a
+    sure label: its target moves towards half its own class, half its twin (at 0: an even split),
+    and the twin's margin shrinks with it, so the network learns to say "one of the two" when the
+    mark is hidden rather than guess with confidence."""
     per = emb.view(classes, 1 + queries, -1)
     protos = F.normalize(per[:, 0], dim=1)
     q = per[:, 1:].reshape(classes * queries, -1)
@@ -109,10 +120,18 @@ def episode_loss(emb: torch.Tensor, classes: int, queries: int, partner: np.ndar
     cos = q @ protos.T - margin * F.one_hot(y, classes)
     twin = torch.from_numpy(partner)[y]
     has = twin >= 0
-    cos = cos + pair_margin * F.one_hot(twin.clamp(min=0), classes) * has[:, None]
+    sure = torch.ones(len(y))
+    if visible is not None:
+        shown = torch.from_numpy(np.asarray(visible, np.float32).reshape(classes, 1 + queries)[:, 1:].reshape(-1))
+        sure = torch.where(has, torch.clamp(shown / VISIBLE_FULL, 0.0, 1.0), sure)
+    twin_hot = F.one_hot(twin.clamp(min=0), classes) * has[:, None]
+    cos = cos + pair_margin * twin_hot * sure[:, None]
+    target = F.one_hot(y, classes).float()
+    target = target - (0.5 * (1 - sure))[:, None] * (target - twin_hot.float())
     if memory is not None and len(memory):
         cos = torch.cat([cos, q @ memory.T], dim=1)
-    return F.cross_entropy(scale * cos, y)
+        target = torch.cat([target, torch.zeros(len(y), len(memory))], dim=1)
+    return F.cross_entropy(scale * cos, target)
 
 
 class PrototypeMemory:
@@ -184,13 +203,17 @@ def train(a: argparse.Namespace) -> int:
         for group, peak in zip(opt.param_groups, (a.lr, a.lr * 4), strict=True):
             group["lr"] = lr_at(min(done, 1.0), peak, warmup=0.03)
         classes = 2 * a.pairs
-        fx, _, fp = generate(classes, 1 + a.queries, a.size, a.seed * 1_000_003 + step, clean_views=1, style=a.style)
+        draw_seed = a.seed * 1_000_003 + step
+        if a.twin_aware:
+            fx, _, fp, shown = generate_twin_aware(classes, 1 + a.queries, a.size, draw_seed, clean_views=1, style=a.style)
+        else:
+            (fx, _, fp), shown = generate(classes, 1 + a.queries, a.size, draw_seed, clean_views=1, style=a.style), None
         si = rng.integers(0, len(sim_x), a.sim_batch)
         xb = _augment(to_input(np.concatenate([sim_x[si], fx])), rng)
         emb = model(xb)
         ys = torch.from_numpy(sim_y[si].astype(np.int64))
         loss = F.cross_entropy(head(emb[: a.sim_batch], ys), ys) + episode_loss(
-            emb[a.sim_batch :], classes, a.queries, fp, a.pair_margin, a.margin, a.scale, memory.bank
+            emb[a.sim_batch :], classes, a.queries, fp, a.pair_margin, a.margin, a.scale, memory.bank, shown
         )
         memory.push(emb[a.sim_batch :], classes, a.queries)
         opt.zero_grad(set_to_none=True)
@@ -217,7 +240,7 @@ def _card_args(a: argparse.Namespace) -> dict[str, Any]:
     cmd = (f"python -m vision_models.train.episodic --data DATA --work WORK --init-onnx {a.init_onnx} "
            f"--minutes {a.minutes:g} --pairs {a.pairs} --queries {a.queries} --lr {a.lr} --seed {a.seed} "
            f"--pair-margin {a.pair_margin:g} --margin {a.margin:g} --scale {a.scale:g} --memory {a.memory} "
-           f"--style {a.style}")
+           f"--style {a.style}" + (" --twin-aware" if a.twin_aware else ""))
     remembered = f", and the last {a.memory} designs' prototypes as negatives" if a.memory > 0 else ""
     return vars(a) | {
         "data": str(a.data), "work": str(a.work), "init_onnx": str(a.init_onnx),
@@ -228,7 +251,10 @@ def _card_args(a: argparse.Namespace) -> dict[str, Any]:
             f"twins one mark apart), 1 clean enrollment view + {a.queries} shelf views each, plus {a.sim_batch} simulator "
             "cells (hw_sim.camera.dataset, see its command)",
             "loss": f"episodic CosFace s={a.scale:g} m={a.margin:g} (shelf views against the batch's clean-view "
-            f"prototypes{remembered}), twin margin {a.pair_margin}; simulator classes: CosFace head",
+            f"prototypes{remembered}), twin margin {a.pair_margin}"
+            + ("; twins drawn under one nuisance, a view hiding the mark trained towards an even split with "
+               f"its twin (below {VISIBLE_FULL} of the mark shown)" if a.twin_aware else "")
+            + "; simulator classes: CosFace head",
             "batch": f"{a.sim_batch} simulator cells + {2 * a.pairs} new designs x {1 + a.queries} views",
         },
     }
@@ -252,6 +278,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="earlier designs' prototypes kept as extra negatives (cross-batch memory; 0: none)")
     p.add_argument("--style", choices=STYLES, default="flat",
                    help="drawing style of the step's designs (randomized.generate; 'mixed': half 'broad')")
+    p.add_argument("--twin-aware", action="store_true",
+                   help="twins' views drawn under the same nuisance; a view hiding the mark is trained as "
+                        "'one of the two' (randomized.generate_twin_aware, episode_loss)")
     p.add_argument("--val-classes", type=int, default=120)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--seed", type=int, default=2026)

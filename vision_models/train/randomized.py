@@ -305,12 +305,38 @@ def generate(classes: int, views: int, size: int, seed: int,
     photos, shading, crinkles; neighbours, reflections, haze); "mixed" draws half the designs each
     way.
     """
+    x, y, partner, _ = _generate(classes, views, size, seed, clean_views, style, paired=False)
+    return x, y, partner
+
+
+MARK_PIXEL_DIFF = 24  # a pixel shows the twins' mark difference when they differ by more than this (of 255)
+
+
+def generate_twin_aware(classes: int, views: int, size: int, seed: int, clean_views: int = 0,
+                        style: str = "flat") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`generate`'s designs, but each view of a look-alike pair is drawn twice under the same
+    nuisance (pose, light, glare, hand, blur, noise, JPEG), once per twin, so the views of a pair
+    differ in the mark alone; and how much of the mark each view still shows.
+
+    Returns (x, y, partner, visible): visible[i] in [0, 1] is view i's count of pixels where the two
+    twins' views differ (by more than `MARK_PIXEL_DIFF`), over that count in the pair's first clean
+    view (or, without clean views, its largest over the views): near 0 when a hand, glare or blur
+    hides the mark, so that no picture could tell the twins apart. 1 for single designs. Used by
+    training (`episodic --twin-aware`) only; `generate` (calibration, held-out checks) is unchanged."""
+    return _generate(classes, views, size, seed, clean_views, style, paired=True)
+
+
+def _generate(classes: int, views: int, size: int, seed: int, clean_views: int, style: str,
+              paired: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`generate` (`paired` False: every view of every design drawn in turn from one stream) and
+    `generate_twin_aware` (`paired`: view v of both twins drawn from the same stream state)."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, not {style!r}")
     rng = np.random.default_rng(seed)
     x = np.empty((classes * views, size, size, 3), np.uint8)
     y = np.repeat(np.arange(classes), views)
     partner = np.full(classes, -1)
+    visible = np.ones(classes * views, np.float32)
     k = 0
     while k < classes:
         d = _design(int(rng.integers(1 << 40)))
@@ -319,9 +345,22 @@ def generate(classes: int, views: int, size: int, seed: int,
         looks = _looks(d, pair, broad, rng)
         if pair:
             partner[k], partner[k + 1] = k + 1, k
-        for j, (img, alpha) in enumerate(looks):
-            for v in range(views):
-                view = _view(img, alpha, min(size, CAMERA_PX), rng, clean=v < clean_views, broad=broad)
-                x[(k + j) * views + v] = _at_size(view, size)
+        order = ([(v, j) for v in range(views) for j in range(len(looks))] if paired
+                 else [(v, j) for j in range(len(looks)) for v in range(views)])
+        state = rng.bit_generator.state
+        for v, j in order:
+            r = rng
+            if paired and j == 0:
+                state = rng.bit_generator.state
+            elif paired:
+                r = np.random.default_rng()
+                r.bit_generator.state = state
+            view = _view(looks[j][0], looks[j][1], min(size, CAMERA_PX), r, clean=v < clean_views, broad=broad)
+            x[(k + j) * views + v] = _at_size(view, size)
+        if paired and pair:
+            a, b = (x[i * views:(i + 1) * views].astype(np.int16) for i in (k, k + 1))
+            shown = np.count_nonzero(np.abs(a - b).max(axis=3) > MARK_PIXEL_DIFF, axis=(1, 2)).astype(np.float64)
+            ref = shown[0] if clean_views > 0 else shown.max()
+            visible[k * views:(k + 2) * views] = np.tile(np.minimum(shown / max(ref, 1.0), 1.0), 2)
         k += len(looks)
-    return x, y, partner
+    return x, y, partner, visible
