@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -190,7 +189,6 @@ def make_model_dir(src: Path, out: Path, data: Path, *, version: str, designs: i
                          "command": f"python -m vision_models.train.whiten --model-dir SRC --data DATA --out OUT "
                                     f"--version {version} --designs {designs} --rank {rank} --alpha {alpha}"}
     (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    shutil.copyfile(src / GALLERY_FILE, out / GALLERY_FILE)  # replaced below (dim differs: not loaded)
     d = DataDir(data)
     labels = list(card["labels"])
     rec = Recognizer.load(out, gallery=_placeholder(dim))
