@@ -12,8 +12,10 @@ loss is the task the daemon does: each design's *clean* enrollment view is its p
 views are classified against every prototype in the batch (CosFace margin, plus the look-alike
 twin's margin: half the designs come as twins one mark apart). `--memory N` adds the clean-view
 prototypes of the last N designs as negatives (2.7.0: 2,048), so a shelf view competes with as
-many products as a read in a full gallery does. The simulator's classes keep a CosFace head so the
-demo catalogue is not forgotten.
+many products as a read in a full gallery does. `--twin-aware` draws each twin pair's views under
+one nuisance and trains a view that hides the mark towards "one of the two"
+(`randomized.generate_twin_aware`; measured, not shipped: docs/vision.md). The simulator's classes
+keep a CosFace head so the demo catalogue is not forgotten.
 
 `--init-onnx` starts from a shipped model: its weights are read back from the ONNX file (int8
 weights dequantized, batch norm already folded into the convolutions), so the batch-norm layers
