@@ -111,3 +111,29 @@ def test_draws_are_other_designs_and_pool_into_one_set_of_reads() -> None:
     assert len(both.truth) == 12 and both.known.sum() == 8
     assert set(both.first) == set(first.first) and len(both.again["margin"]) == 12
     assert np.array_equal(both.first["label"][6:], second.first["label"])
+
+
+def test_withheld_twins_go_last_and_keep_their_sibling() -> None:
+    from vision_models.train.heldout import withhold_twins
+
+    partner = np.array([1, 0, 3, 2, 5, 4, -1, -1])
+    order, moved = withhold_twins(partner, 2)
+    assert order.tolist() == [0, 2, 4, 5, 6, 7, 1, 3]  # the second twins of the first two pairs last
+    for i, k in enumerate(order):  # every partner still points at the same design, in the new order
+        assert (moved[i] < 0) == (partner[k] < 0)
+        if moved[i] >= 0:
+            assert order[moved[i]] == partner[k]
+    group = gallery_groups(moved, enrolled=6, size=3)
+    assert group[6] == group[0] and group[7] == group[1]  # each withheld twin reads in its sibling's gallery
+    with pytest.raises(ValueError, match="pairs"):
+        withhold_twins(partner, 4)
+
+
+def test_an_unenrolled_twin_is_reported_against_its_sibling() -> None:
+    from vision_models.train.heldout import unenrolled_twins
+
+    out = unenrolled_twins(DEFAULT_MODEL_DIR, classes=8, pairs=2, tests=3, gallery_size=8)
+    assert out["reads"] == 6 and out["unenrolled_twins"] == 2
+    assert out["read_as_sibling"] > 0.5  # a product one mark from an enrolled one looks like it
+    assert 0 <= out["trusted_as_sibling"] <= out["read_as_sibling"] <= 1
+    assert out["trusted_as_sibling"] <= out["trusted_as_any"] <= 1
