@@ -100,6 +100,11 @@ def test_a_twin_view_hiding_its_mark_is_trained_towards_one_of_the_two() -> None
     # and a hidden mark no longer rewards a confident read of its own class
     assert float(episode_loss(own, 3, 1, twins, 0.2, visible=hidden)) > float(
         episode_loss(between, 3, 1, twins, 0.2, visible=hidden))
+    # with the mark hidden, equal cosines to the two beat leaning towards its own class by a margin's
+    # worth (the CosFace margin must not ask for that lean either)
+    lean = _emb([a, [0.6, 0.4, 0.0], b, b, c, c])
+    assert float(episode_loss(between, 3, 1, twins, 0.2, visible=hidden)) < float(
+        episode_loss(lean, 3, 1, twins, 0.2, visible=hidden))
     # single designs (no twin) are sure labels whatever `visible` says
     singles = np.array([-1, -1, -1])
     assert float(episode_loss(own, 3, 1, singles, 0.2, visible=hidden)) == pytest.approx(

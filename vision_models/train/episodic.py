@@ -113,13 +113,12 @@ def episode_loss(emb: torch.Tensor, classes: int, queries: int, partner: np.ndar
     `visible` (per view of `emb`, `randomized.generate_twin_aware`): how much of its twin-telling
     mark a shelf view still shows. A twin's view showing less than `VISIBLE_FULL` of it is not a
     sure label: its target moves towards half its own class, half its twin (at 0: an even split),
-    and the twin's margin shrinks with it, so the network learns to say "one of the two" when the
-    mark is hidden rather than guess with confidence."""
+    and both margins (CosFace's and the twin's) shrink with it, so the network learns to say "one
+    of the two" when the mark is hidden rather than guess with confidence."""
     per = emb.view(classes, 1 + queries, -1)
     protos = F.normalize(per[:, 0], dim=1)
     q = per[:, 1:].reshape(classes * queries, -1)
     y = torch.arange(classes).repeat_interleave(queries)
-    cos = q @ protos.T - margin * F.one_hot(y, classes)
     twin = torch.from_numpy(partner)[y]
     has = twin >= 0
     sure = torch.ones(len(y))
@@ -127,7 +126,8 @@ def episode_loss(emb: torch.Tensor, classes: int, queries: int, partner: np.ndar
         shown = torch.from_numpy(np.asarray(visible, np.float32).reshape(classes, 1 + queries)[:, 1:].reshape(-1))
         sure = torch.where(has, torch.clamp(shown / VISIBLE_FULL, 0.0, 1.0), sure)
     twin_hot = F.one_hot(twin.clamp(min=0), classes) * has[:, None]
-    cos = cos + pair_margin * twin_hot * sure[:, None]
+    # both margins shrink with `sure`: with the mark hidden, equal cosines to the twins are the answer
+    cos = q @ protos.T - margin * F.one_hot(y, classes) * sure[:, None] + pair_margin * twin_hot * sure[:, None]
     target = F.one_hot(y, classes).float()
     target = target - (0.5 * (1 - sure))[:, None] * (target - twin_hot.float())
     if memory is not None and len(memory):
