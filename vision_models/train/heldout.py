@@ -33,7 +33,7 @@ import structlog
 from vision_models.recognizer import Recognizer
 from vision_models.train.calibrate_doubt import GALLERY_SIZE, gallery_groups, read_in_galleries
 from vision_models.train.randomized import CAMERA_PX, STYLES, generate
-from vision_models.types import is_doubtful
+from vision_models.types import CellDetection, is_doubtful
 
 HELDOUT_SEED = 737_373
 REFS = 3
@@ -53,7 +53,7 @@ def check(model_dir: Path, *, classes: int = 200, tests: int = 20, gallery_size:
     top1 = {name: np.array([d.label for d in dets]) == truth for name, dets in read.items()}
     dets = read["card"]
     ok = top1["card"]
-    doubted = np.array([is_doubtful(d, rec.min_quality, rec.min_margin, rec.min_pair_z) for d in dets])
+    doubted = _doubted(rec, dets)
     return {"model": f"{rec.card['name']} {rec.card['version']}", "input_px": rec.size, "seed": HELDOUT_SEED,
             "classes": classes, "gallery_size": gallery_size, "style": style, "reads": len(truth),
             "top1_plain": round(float(top1["plain"].mean()), 4),
@@ -62,6 +62,11 @@ def check(model_dir: Path, *, classes: int = 200, tests: int = 20, gallery_size:
             "lookalike_top1": round(float(ok[twin].mean()), 4),
             "wrong_trusted_rate": round(float(np.mean(~ok & ~doubted)), 4),
             "doubted_correct_rate": round(float(np.sum(ok & doubted) / max(1, ok.sum())), 4)}
+
+
+def _doubted(rec: Recognizer, dets: Sequence[CellDetection]) -> np.ndarray:
+    """Whether each read is doubted by `rec`'s card (`types.is_doubtful`)."""
+    return np.array([is_doubtful(d, rec.min_quality, rec.min_margin, rec.min_pair_z) for d in dets], bool)
 
 
 def withhold_twins(partner: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +96,7 @@ def unenrolled_twins(model_dir: Path, *, classes: int = 300, pairs: int = 40, te
     (dets,) = read_in_galleries(rec, views, REFS, enrolled, gallery_groups(moved_partner, enrolled, gallery_size),
                                 names, [rec.second_look_below])
     label = np.array([d.label for d in dets])
-    doubted = np.array([is_doubtful(d, rec.min_quality, rec.min_margin, rec.min_pair_z) for d in dets])
+    doubted = _doubted(rec, dets)
     strange = np.repeat(np.arange(classes) >= enrolled, tests)
     sibling = np.repeat([names[j] if j >= 0 else "" for j in moved_partner], tests)
     as_sibling = (label == sibling) & strange
@@ -105,21 +110,21 @@ def unenrolled_twins(model_dir: Path, *, classes: int = 300, pairs: int = 40, te
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vision_models.train.heldout")
     p.add_argument("--model-dir", type=Path, required=True)
-    p.add_argument("--classes", type=int, default=200)
+    p.add_argument("--classes", type=int, default=None, help="held-out designs (default 200; 300 with --unenrolled-twins)")
     p.add_argument("--tests", type=int, default=20)
     p.add_argument("--gallery-size", type=int, default=GALLERY_SIZE, help="designs enrolled per gallery")
     p.add_argument("--style", choices=STYLES, default="flat", help="drawing style of the held-out designs")
     p.add_argument("--unenrolled-twins", type=int, default=0,
                    help="instead: withhold the second twin of this many pairs and report how often its reads are "
-                        "trusted as its enrolled sibling (default --classes then 300)")
+                        "trusted as its enrolled sibling")
     a = p.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if a.unenrolled_twins > 0:
-        classes = a.classes if a.classes != 200 else 300
-        print(json.dumps(unenrolled_twins(a.model_dir, classes=classes, pairs=a.unenrolled_twins, tests=a.tests,
-                                          gallery_size=a.gallery_size)))
+        print(json.dumps(unenrolled_twins(a.model_dir, classes=a.classes or 300, pairs=a.unenrolled_twins,
+                                          tests=a.tests, gallery_size=a.gallery_size)))
         return 0
-    print(json.dumps(check(a.model_dir, classes=a.classes, tests=a.tests, gallery_size=a.gallery_size, style=a.style)))
+    print(json.dumps(check(a.model_dir, classes=a.classes or 200, tests=a.tests, gallery_size=a.gallery_size,
+                           style=a.style)))
     return 0
 
 

@@ -347,11 +347,10 @@ def _generate(classes: int, views: int, size: int, seed: int, clean_views: int, 
             partner[k], partner[k + 1] = k + 1, k
         order = ([(v, j) for v in range(views) for j in range(len(looks))] if paired
                  else [(v, j) for j in range(len(looks)) for v in range(views)])
-        state = rng.bit_generator.state
         for v, j in order:
             r = rng
             if paired and j == 0:
-                state = rng.bit_generator.state
+                state = rng.bit_generator.state  # view v of the other twin starts where this one did
             elif paired:
                 r = np.random.default_rng()
                 r.bit_generator.state = state
