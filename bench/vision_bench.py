@@ -13,7 +13,10 @@ reads; `doubted_correct_rate` = doubted / correct reads. `unknown_trusted_rate`:
 `unknown` more products that were never enrolled (open set) that would be trusted, i.e. read as
 some enrolled product without doubt (drawn after everything else, so the other figures do not
 depend on it). `second_look_share`: reads that got a second look (margin below
-`doubt.second_look_below`), which `embed_ms_p95` includes.
+`doubt.second_look_below`), which `embed_ms_p95` includes. Where the doubt comes from:
+`doubted_correct_singles` / `_lookalikes` (right reads of products without / with a look-alike
+partner that are doubted) and `doubted_by_quality` / `doubted_by_margin` (right reads failing the
+open-set check / the margin-and-pair gate; a read may fail both).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 
 from bench.novel.generator import make_catalogue, render_view
 from edge.core.fusion import FusionParams
-from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer, is_doubtful
+from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer, is_doubtful, settled
 from vision_models.enroll import Gallery
 
 VIEW = 64  # px, the side of a rendered view (a 640x480 shelf camera cell is about this size)
@@ -80,6 +83,9 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
     roi = [CellRoi("X1", 0, 0, 0, VIEW, VIEW)]
     n = correct = pair_n = pair_ok = wrong_trusted = doubted_correct = 0
     wrong_trusted_sim = doubted_sim = 0
+    # where the doubt of right reads comes from: [right reads, doubted, by quality, by margin] of
+    # single products and of look-alikes
+    src = {"singles": [0, 0, 0, 0], "lookalikes": [0, 0, 0, 0]}
     times: list[float] = []
     for d in cat:
         for _ in range(tests):
@@ -99,6 +105,10 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
             wrong_trusted_sim += (not ok) and not doubt_sim
             doubted_correct += ok and doubted
             doubted_sim += ok and doubt_sim
+            if ok:
+                tally = src["lookalikes" if d.partner else "singles"]
+                for i, hit in enumerate((True, doubted, det.quality < min_q, not settled(det, min_margin, min_pair_z))):
+                    tally[i] += hit
     second_looks = rec.second_looks
     strange_rng, strange_trusted = np.random.default_rng(10_000 + seed), 0
     for d in strangers:  # never enrolled: every trusted read of them names the wrong product
@@ -121,6 +131,7 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
         "novel_lookalike_top1": round(pair_ok / max(1, pair_n), 4),
         "wrong_trusted_rate": round(wrong_trusted / n, 4),
         "doubted_correct_rate": round(doubted_correct / max(1, correct), 4),
+        **doubt_sources(src),
         "similarity_only": {"wrong_trusted_rate": round(wrong_trusted_sim / n, 4),
                             "doubted_correct_rate": round(doubted_sim / max(1, correct), 4)},
         "unknown_products": unknown,
@@ -146,8 +157,20 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
     }
 
 
+def doubt_sources(src: dict[str, list[int]]) -> dict[str, float]:
+    """Shares of right reads doubted, split by product (singles, look-alikes) and by gate (quality:
+    the open-set check; margin: the lead not reached and the pair check not sure; a read may fail
+    both): `src` holds [right reads, doubted, by quality, by margin] per kind of product."""
+    both = [sum(v) for v in zip(*src.values(), strict=True)]
+    return {"doubted_correct_singles": round(src["singles"][1] / max(1, src["singles"][0]), 4),
+            "doubted_correct_lookalikes": round(src["lookalikes"][1] / max(1, src["lookalikes"][0]), 4),
+            "doubted_by_quality": round(both[2] / max(1, both[0]), 4),
+            "doubted_by_margin": round(both[3] / max(1, both[0]), 4)}
+
+
 RATES = ("novel_top1", "novel_lookalike_top1", "wrong_trusted_rate", "doubted_correct_rate", "unknown_trusted_rate",
-         "second_look_share")
+         "second_look_share", "doubted_correct_singles", "doubted_correct_lookalikes", "doubted_by_quality",
+         "doubted_by_margin")
 WORST = ("embed_ms_p95", "cell_ms_p95", "rss_mb_model_loaded", "rss_mb_daemon_process")
 
 
