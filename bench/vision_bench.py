@@ -161,11 +161,11 @@ def doubt_sources(src: dict[str, list[int]]) -> dict[str, float]:
     """Shares of right reads doubted, split by product (singles, look-alikes) and by gate (quality:
     the open-set check; margin: the lead not reached and the pair check not sure; a read may fail
     both): `src` holds [right reads, doubted, by quality, by margin] per kind of product."""
-    both = [sum(v) for v in zip(*src.values(), strict=True)]
+    total = [sum(v) for v in zip(*src.values(), strict=True)]  # singles and look-alikes together
     return {"doubted_correct_singles": round(src["singles"][1] / max(1, src["singles"][0]), 4),
             "doubted_correct_lookalikes": round(src["lookalikes"][1] / max(1, src["lookalikes"][0]), 4),
-            "doubted_by_quality": round(both[2] / max(1, both[0]), 4),
-            "doubted_by_margin": round(both[3] / max(1, both[0]), 4)}
+            "doubted_by_quality": round(total[2] / max(1, total[0]), 4),
+            "doubted_by_margin": round(total[3] / max(1, total[0]), 4)}
 
 
 RATES = ("novel_top1", "novel_lookalike_top1", "wrong_trusted_rate", "doubted_correct_rate", "unknown_trusted_rate",
