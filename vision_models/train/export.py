@@ -137,16 +137,22 @@ def finish_model_dir(model: torch.nn.Module, out: Path, data: DataDir, *, input_
                       sim_scale=sim_scale, mean=mean, std=std, train_info=train_info, method=method,
                       version=version)
     _write_card(out / CARD_FILE, card)
-    Gallery([EMPTY], np.ones((1, embed_dim), np.float32)).save(out / GALLERY_FILE)  # placeholder
-    rec = Recognizer.load(out, threads=1)
+    rec, card["similarity_scale"] = seed_gallery(out, labels, data, embed_dim)
     if rec.pair_dim != embed_dim:
         card["onnx"]["pair_features"] = {"output": FEATURES_OUTPUT, "dim": rec.pair_dim}
-    gallery = build_gallery(rec, labels, data.gallery_refs())
-    gallery.save(out / GALLERY_FILE)
-    card["similarity_scale"] = calibrate_scale(rec, gallery, data.calibration())
     card["calibration"] = {"seeds": data.meta["calibration"]["seeds"], "method": "grid search of the "
                            "softmax scale minimizing log-loss", "train_scale": sim_scale}
     return finish_card(out, card, data)
+
+
+def seed_gallery(out: Path, labels: list[str], data: DataDir, dim: int) -> tuple[Recognizer, float]:
+    """The simulator catalogue's gallery (`build_gallery`) made with the model and card in `out`
+    (loaded with a placeholder gallery of `dim`) and saved there; returns that recognizer and the
+    softmax scale calibrated on the gallery (`calibrate_scale`)."""
+    rec = Recognizer.load(out, threads=1, gallery=Gallery([EMPTY], np.ones((1, dim), np.float32)))
+    gallery = build_gallery(rec, labels, data.gallery_refs())
+    gallery.save(out / GALLERY_FILE)
+    return rec, calibrate_scale(rec, gallery, data.calibration())
 
 
 def finish_card(out: Path, card: dict[str, Any], data: DataDir) -> dict[str, Any]:

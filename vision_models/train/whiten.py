@@ -36,7 +36,7 @@ import numpy as np
 import structlog
 
 from vision_models.augment import enrollment_views
-from vision_models.recognizer import CARD_FILE, FEATURES_OUTPUT, GALLERY_FILE, MODEL_FILE, Recognizer
+from vision_models.recognizer import CARD_FILE, FEATURES_OUTPUT, MODEL_FILE, Recognizer
 from vision_models.train.randomized import STYLES, generate
 
 log = structlog.get_logger(__name__)
@@ -165,7 +165,7 @@ def make_model_dir(src: Path, out: Path, data: Path, *, version: str, designs: i
     import onnx
 
     from vision_models.train.dataset import DataDir
-    from vision_models.train.export import build_gallery, calibrate_scale, finish_card
+    from vision_models.train.export import finish_card, seed_gallery
 
     rec = Recognizer.load(src)
     if rec.pair_dim == int(rec.card["embedding_dim"]):
@@ -190,19 +190,8 @@ def make_model_dir(src: Path, out: Path, data: Path, *, version: str, designs: i
                                     f"--version {version} --designs {designs} --rank {rank} --alpha {alpha}"}
     (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     d = DataDir(data)
-    labels = list(card["labels"])
-    rec = Recognizer.load(out, gallery=_placeholder(dim))
-    gallery = build_gallery(rec, labels, d.gallery_refs())
-    gallery.save(out / GALLERY_FILE)
-    card["similarity_scale"] = calibrate_scale(rec, gallery, d.calibration())
+    _, card["similarity_scale"] = seed_gallery(out, list(card["labels"]), d, dim)
     return finish_card(out, card, d)
-
-
-def _placeholder(dim: int) -> Any:
-    from vision_models.enroll import Gallery
-    from vision_models.types import EMPTY
-
-    return Gallery([EMPTY], np.ones((1, dim), np.float32))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
