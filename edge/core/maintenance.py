@@ -14,7 +14,10 @@ Two trend watchers, each learning its own healthy baseline first (no fleet const
   leak lowers cooling capacity: runs get longer long before the cabinet warms. The median of the
   last `window_runs` runs (a count, not a time window: when runs grow very long a time window
   would hold too few to judge) against the learned median; raise when above `rise_ratio` for
-  `hold_s`, or when one run lasts longer than `max_run_s` (it cannot reach cut-out at all).
+  `hold_s`, or when one run lasts longer than `max_run_s` (it cannot reach cut-out at all). A run
+  whose start or end fell in a sampling gap (more than `gap_factor` x the recent median interval
+  between samples: the controller offline, the poller stalled, or a run already going when the
+  watch started) is not judged: its length is not known, only a bound on it.
 
 Both keep a JSON-able `state()` that `restore()` takes back, so the ledger can carry a learnt
 baseline across a restart (edge/ledger/maintenance.py).
@@ -189,6 +192,9 @@ class CoolingConfig:
     rise_ratio: float = 1.6
     hold_s: float = 2 * 3600.0
     max_run_s: float = 3 * 3600.0
+    gap_factor: float = 3.0  # a gap between samples this many times the usual one hides a run's edge
+    gap_history: int = 32  # the sample intervals the usual one is the median of
+
 
 
 @dataclass
@@ -214,10 +220,23 @@ class CoolingWatch:
     seen_s: float = 0.0
     last_t: float | None = None
     last_on: bool = False
+    gaps: deque[float] = field(default_factory=deque)  # the newest intervals between samples
 
     @property
     def key(self) -> str:
         return f"{SERVICE_SOON}:cooling:{self.name}"
+
+    def _blind(self, t: float) -> bool:
+        """Whether the interval since the previous sample is too long to place a run's edge in it
+        (no previous sample at all counts as blind); records the interval either way."""
+        if self.last_t is None:
+            return True
+        gap = t - self.last_t
+        usual = statistics.median(self.gaps) if len(self.gaps) >= 8 else None
+        self.gaps.append(gap)
+        while len(self.gaps) > self.cfg.gap_history:
+            self.gaps.popleft()
+        return usual is not None and gap > self.cfg.gap_factor * usual
 
     @property
     def duty(self) -> float | None:
@@ -232,9 +251,11 @@ class CoolingWatch:
         defrost: bool = False,
         door_open: bool = False,
     ) -> list[Effect]:
-        """Feed one controller sample. Runs touched by a defrost or a door opening are not judged."""
+        """Feed one controller sample. Runs touched by a defrost or a door opening, or with an edge in
+        a sampling gap, are not judged."""
         if self.started is None:
             self.started = t
+        blind = self._blind(t)
         if self.last_t is not None:
             self.seen_s += t - self.last_t
             self.on_s += (t - self.last_t) if self.last_on else 0.0
@@ -242,9 +263,9 @@ class CoolingWatch:
         if defrost or door_open:
             self.run_clean = False
         if compressor_on and self.run_start is None:
-            self.run_start, self.run_clean = t, not (defrost or door_open)
+            self.run_start, self.run_clean = t, not (defrost or door_open or blind)
         elif not compressor_on and self.run_start is not None:
-            run, clean = t - self.run_start, self.run_clean
+            run, clean = t - self.run_start, self.run_clean and not blind
             self.run_start = None
             if clean:
                 self._add_run(regime, t, run)

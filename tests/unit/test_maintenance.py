@@ -74,6 +74,36 @@ def test_steady_compressor_and_door_runs_do_not_alarm():
         assert not w.active or i * 10.0 > w.cfg.max_run_s
 
 
+def stalled_ends(watch: CoolingWatch, days: float = 4, stall_from: float = 2 * DAY) -> list[Raise]:
+    """Steady 600 s runs every 40 min sampled every 10 s, but from `stall_from` the first sample
+    after each run's end comes 600 s late (a stalled poller): each run then seems to last 1200 s."""
+    t, raised = 0.0, []
+    while t < days * DAY:
+        for on, length in ((True, 600.0), (False, 1800.0)):
+            end, first = t + length, True
+            while t < end:
+                t += 600.0 if (t >= stall_from and not on and first) else 10.0
+                first = False
+                raised += [e for e in watch.observe(t, on) if isinstance(e, Raise)]
+    return raised
+
+
+def test_runs_whose_end_fell_in_a_sampling_gap_are_not_judged():
+    assert stalled_ends(CoolingWatch()) == []
+    # the same samples judged blindly would read a 2x leak: the test can fail
+    assert len(stalled_ends(CoolingWatch(cfg=CoolingConfig(gap_factor=float("inf"))))) == 1
+
+
+def test_a_run_already_going_when_the_watch_starts_is_not_learnt():
+    w = CoolingWatch()
+    for i in range(1, 300):  # on from before the first sample until 3,000 s: its start is unknown
+        w.observe(i * 10.0, i * 10.0 < 3000)
+    assert w.regimes == {}
+    for i in range(300, 500):  # the next run, seen from start to end, is learnt
+        w.observe(i * 10.0, 3600 <= i * 10.0 < 4200)
+    assert w.regimes["normal"].learn == [600.0]
+
+
 def test_a_run_that_never_ends_raises():
     w = CoolingWatch()
     effects = [e for i in range(1200) for e in w.observe(i * 10.0, True)]
