@@ -3,8 +3,9 @@
 Unit 1 fridge controller (FridgePhysics), unit 2 weight shelves (LoadCell per shelf, reading the
 FridgeWorld), unit 3 door I/O module (lock, light, door switch). A tick task steps the physics on
 a SimClock (`speed` x real time) and refreshes the register images; pymodbus `SimDevice` actions
-copy the images into the server's registers on every request, apply writes, pace RTU replies by
-wire time, and inject the scripted faults.
+catch the physics up when the tick task runs late under load (a reply never shows the plant older
+than one tick: a real controller's registers are current when read), copy the images into the
+server's registers on every request, apply writes, pace RTU replies by wire time, and inject the scripted faults.
 """
 
 from __future__ import annotations
@@ -321,6 +322,8 @@ class SimModbusPlant:
                 f.exc_left -= 1
                 return ExcCodes(f.exc_code)
         table = _FC_TABLE[fc]
+        if self.clock.now() - self._last_tick > TICK_S * self.clock.speed:
+            self.tick()  # the tick task is late (a loaded loop): the reply must not show an old plant
         if set_values is not None:
             for name, value in slave.image.write(table, address, set_values):
                 slave.on_write(name, value)

@@ -144,3 +144,17 @@ async def test_tcp_gateway_reads_and_writes(bus):
     await devs["weight_shelf"].write("tare_shelf1", True)
     assert abs((await devs["weight_shelf"].read_now())["shelf1_grams"]) < 3.0
     assert hub.counters["ok"] > 0 and hub.counters["timeouts"] == 0
+
+
+async def test_a_reply_catches_up_a_late_physics_tick(bus):
+    """A loaded event loop runs the tick task late; a read must still show the plant as it is now
+    (a real controller's registers are current), not as the last tick left it."""
+    _, plant, _, devs = await bus(tcp=True, speed=1.0)
+    plant._tick_task.cancel()  # the tick task stalls for good
+    before = plant.fridge.time_s
+    plant.clock.advance(1800.0)  # half an hour of plant time passes without a tick
+    await devs["fridge_controller"].read_now()
+    assert plant.fridge.time_s - before >= 1800.0
+    fresh = plant.fridge.time_s
+    await devs["fridge_controller"].read_now()  # on time again: no step beyond the clock
+    assert plant.fridge.time_s - fresh < 1.0
