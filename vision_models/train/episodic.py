@@ -14,8 +14,11 @@ twin's margin: half the designs come as twins one mark apart). `--memory N` adds
 prototypes of the last N designs as negatives (2.7.0: 2,048), so a shelf view competes with as
 many products as a read in a full gallery does. `--twin-aware` draws each twin pair's views under
 one nuisance and trains a view that hides the mark towards "one of the two"
-(`randomized.generate_twin_aware`; measured, not shipped: docs/vision.md). The simulator's classes
-keep a CosFace head so the demo catalogue is not forgotten.
+(`randomized.generate_twin_aware`; measured, not shipped: docs/vision.md). `--backbone
+effnet-lite0-s16` fine-tunes the network with its last stage at stride 1 (a 6 x 6 final map at
+96 px; the same weights, so it starts from a stride-32 file; export with `metric --backbone
+effnet-lite0-s16`). The simulator's classes keep a CosFace head so the demo catalogue is not
+forgotten.
 
 `--init-onnx` starts from a shipped model: its weights are read back from the ONNX file (int8
 weights dequantized, batch norm already folded into the convolutions), so the batch-norm layers
@@ -177,7 +180,8 @@ def train(a: argparse.Namespace) -> int:
         sim_partner[index[p]], sim_partner[index[q]] = index[q], index[p]
     val, _, _ = generate(a.val_classes, 8, a.size, VAL_SEED)
     val = val.reshape(a.val_classes, 8, a.size, a.size, 3)
-    model = EffNetEmbedder(a.size, pretrained=a.init_onnx is None)
+    stride = 16 if a.backbone.endswith("-s16") else 32
+    model = EffNetEmbedder(a.size, pretrained=a.init_onnx is None, output_stride=stride)
     if a.init_onnx is not None:
         load_onnx_init(model, a.init_onnx)
     model.eval()
@@ -230,16 +234,17 @@ def train(a: argparse.Namespace) -> int:
             log.info("progress", **rec)
             loss_sum, n_sum = 0.0, 0
             torch.save({"model": model.state_dict(), "step": step, "history": history,
-                        "args": _card_args(a)}, a.work / "effnet-lite0.pt")
+                        "args": _card_args(a)}, a.work / f"{a.backbone}.pt")
         if last:
             break
-    (a.work / "effnet-lite0.json").write_text(json.dumps({"history": history}, indent=2) + "\n", encoding="utf-8")
+    (a.work / f"{a.backbone}.json").write_text(json.dumps({"history": history}, indent=2) + "\n", encoding="utf-8")
     return 0
 
 
 def _card_args(a: argparse.Namespace) -> dict[str, Any]:
     """What `metric --export` reads of a checkpoint's args, and how this run is described."""
     cmd = (f"python -m vision_models.train.episodic --data DATA --work WORK --init-onnx {a.init_onnx} "
+           f"--backbone {a.backbone} "
            f"--minutes {a.minutes:g} --pairs {a.pairs} --queries {a.queries} --lr {a.lr} --seed {a.seed} "
            f"--pair-margin {a.pair_margin:g} --margin {a.margin:g} --scale {a.scale:g} --memory {a.memory} "
            f"--style {a.style}" + (" --twin-aware" if a.twin_aware else ""))
@@ -268,6 +273,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, required=True, help="checkpoint and history (as `metric` writes them)")
     p.add_argument("--init-onnx", type=Path, default=None, help="start from this shipped model (else ImageNet)")
     p.add_argument("--size", type=int, default=96)
+    p.add_argument("--backbone", choices=("effnet-lite0", "effnet-lite0-s16"), default="effnet-lite0",
+                   help="-s16: the last stage at stride 1 (starts from a stride-32 --init-onnx alike)")
     p.add_argument("--minutes", type=float, default=50.0, help="wall-time budget; the schedule follows the clock")
     p.add_argument("--lr", type=float, default=2e-4, help="backbone peak learning rate (head: 4x)")
     p.add_argument("--sim-batch", type=int, default=16)

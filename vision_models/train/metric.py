@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vision_models.train.backbones import EMBED_DIM, build_backbone, for_export
+from vision_models.train.backbones import BACKBONES, EMBED_DIM, build_backbone, for_export
 from vision_models.train.dataset import DataDir, DataError
 from vision_models.train.randomized import generate
 from vision_models.train.train import CosFaceHead
@@ -209,6 +209,9 @@ METHODS = {
     "effnet-lite0": "EfficientNet-Lite0 (ImageNet-pretrained, fine-tuned with CosFace on domain-randomized "
     "designs) -> global average pool -> linear -> L2-normalized embedding; cosine similarity "
     "to per-label gallery prototypes; score = softmax(similarity_scale * cosine)",
+    "effnet-lite0-s16": "EfficientNet-Lite0 with its last down-sampling stage at stride 1 (a 6 x 6 final map "
+    "at 96 px; ImageNet-pretrained, fine-tuned) -> global average pool -> linear -> L2-normalized embedding; "
+    "cosine similarity to per-label gallery prototypes; score = softmax(similarity_scale * cosine)",
     "cnn": "3-conv CNN (from scratch, CosFace on domain-randomized designs) -> L2-normalized embedding; "
     "cosine similarity to per-label gallery prototypes; score = softmax(similarity_scale * cosine)",
 }
@@ -339,7 +342,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--data", type=Path, required=True, help="`python -m hw_sim.camera.dataset` output")
     p.add_argument("--work", type=Path, required=True, help="checkpoints and training history")
-    p.add_argument("--backbone", choices=("effnet-lite0", "cnn"), default="effnet-lite0")
+    p.add_argument("--backbone", choices=BACKBONES, default="effnet-lite0")
     p.add_argument("--size", type=int, default=64, help="input side in pixels")
     p.add_argument("--steps", type=int, default=3000, help="with --minutes 0: a fixed number of steps")
     p.add_argument(
