@@ -196,7 +196,6 @@ class CoolingConfig:
     gap_history: int = 32  # the sample intervals the usual one is the median of
 
 
-
 @dataclass
 class _Regime:
     learn: list[float] = field(default_factory=list)

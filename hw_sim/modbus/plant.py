@@ -5,7 +5,8 @@ FridgeWorld), unit 3 door I/O module (lock, light, door switch). A tick task ste
 a SimClock (`speed` x real time) and refreshes the register images; pymodbus `SimDevice` actions
 catch the physics up when the tick task runs late under load (a reply never shows the plant older
 than one tick: a real controller's registers are current when read), copy the images into the
-server's registers on every request, apply writes, pace RTU replies by wire time, and inject the scripted faults.
+server's registers on every request, apply writes, pace RTU replies by wire time, and inject the
+scripted faults.
 """
 
 from __future__ import annotations
