@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vision_models.train.backbones import EMBED_DIM, EffNetEmbedder
+from vision_models.train.backbones import BACKBONES, EMBED_DIM, EffNetEmbedder, build_backbone
 from vision_models.train.metric import SIM_SCALE, VAL_SEED, _augment, _open_data, lr_at, to_input, validate
 from vision_models.train.randomized import STYLES, generate, generate_twin_aware
 from vision_models.train.train import MARGIN, CosFaceHead
@@ -180,8 +180,8 @@ def train(a: argparse.Namespace) -> int:
         sim_partner[index[p]], sim_partner[index[q]] = index[q], index[p]
     val, _, _ = generate(a.val_classes, 8, a.size, VAL_SEED)
     val = val.reshape(a.val_classes, 8, a.size, a.size, 3)
-    stride = 16 if a.backbone.endswith("-s16") else 32
-    model = EffNetEmbedder(a.size, pretrained=a.init_onnx is None, output_stride=stride)
+    model = build_backbone(a.backbone, a.size, pretrained=a.init_onnx is None)
+    assert isinstance(model, EffNetEmbedder)  # the choices are EfficientNet-Lite0's
     if a.init_onnx is not None:
         load_onnx_init(model, a.init_onnx)
     model.eval()
@@ -273,7 +273,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, required=True, help="checkpoint and history (as `metric` writes them)")
     p.add_argument("--init-onnx", type=Path, default=None, help="start from this shipped model (else ImageNet)")
     p.add_argument("--size", type=int, default=96)
-    p.add_argument("--backbone", choices=("effnet-lite0", "effnet-lite0-s16"), default="effnet-lite0",
+    p.add_argument("--backbone", choices=[b for b in BACKBONES if b.startswith("effnet")], default="effnet-lite0",
                    help="-s16: the last stage at stride 1 (starts from a stride-32 --init-onnx alike)")
     p.add_argument("--minutes", type=float, default=50.0, help="wall-time budget; the schedule follows the clock")
     p.add_argument("--lr", type=float, default=2e-4, help="backbone peak learning rate (head: 4x)")
