@@ -112,6 +112,15 @@ def pair_z(a: Spread, b: Spread, x: np.ndarray, shrink: float) -> float:
     return float(w @ (np.asarray(x, np.float64) - 0.5 * (ma + mb))) / sd
 
 
+def separation(a: Spread, b: Spread, shrink: float) -> float:
+    """How far apart the pair check puts products a and b: |pair_z| of either one's own mean (the two
+    are equal, the discriminant's zero lies half-way), in units of their spread along it. A read of a
+    lies about this far out when it looks like a's enrollment views; shelf reads scatter around it, so a
+    pair not much further apart than the card's `min_pair_z` has many reads the check cannot settle.
+    0 when the two show no spread or no difference."""
+    return abs(pair_z(a, b, np.asarray(a[0], np.float64), shrink))
+
+
 def _ridge_solve(u: np.ndarray, shrink: float, v: np.ndarray) -> np.ndarray | None:
     """(U.T U + r I)^-1 applied to each row of `v` (N x D), r = shrink x tr(U.T U) / D; None when U is
     all zero (no spread to measure in). Woodbury: (v - U.T (r I + U U.T)^-1 U v) / r, a solve in the
