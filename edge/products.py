@@ -4,7 +4,9 @@ Works on the machine's state directory (machine.data_dir of --config) while the 
 gallery file is written under a lock shared with the daemon, which picks the new version up within
 a second, re-checks the planogram and clears or raises the missing-prototype alarm. `capture` reads
 the shelf camera of the lane itself (an IP camera serves two readers; a USB camera held by the
-daemon cannot be opened twice: use the Products page there).
+daemon cannot be opened twice: use the Products page there). `enroll`, `capture` and `list` name
+each product's look-alikes: enrolled products the cameras can hardly tell from it
+(`vision_models.lookalike`), with their separation (larger: easier).
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ def product_command(args: argparse.Namespace) -> int:
         return 1
     if args.action == "list" and not args.json:
         for row in out["rows"]:
+            alike = "".join(f"  looks like {a['sku_id']} ({a['separation']})" for a in row["look_alikes"])
             print(
-                f"{row['sku_id']:<24} {len(row['refs']) or 'shipped':>7} refs  lanes {','.join(row['lanes']) or '-'}"
+                f"{row['sku_id']:<24} {len(row['refs']) or 'shipped':>7} refs  lanes {','.join(row['lanes']) or '-'}{alike}"
             )
         for row in out["missing"]:
             print(f"MISSING {row['sku_id']:<16} lanes {','.join(row['lanes'])}")
@@ -107,7 +110,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             return {
                 "version": gallery.version,
                 "rows": [
-                    {"sku_id": s, "refs": gallery.ref_names(s), "lanes": lanes.get(s, [])}
+                    {"sku_id": s, "refs": gallery.ref_names(s), "lanes": lanes.get(s, []),
+                     "look_alikes": gallery.look_alikes(s)}
                     for s in gallery.labels()
                 ],
                 "missing": [
@@ -135,6 +139,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             version = gallery.remove(args.sku)
             detail = {"sku_id": args.sku}
+        if args.action != "remove":
+            detail["look_alikes"] = gallery.look_alikes(args.sku)
         async with db.tx() as tx:
             await tx.event(
                 f"product_{'removed' if args.action == 'remove' else 'enrolled'}",

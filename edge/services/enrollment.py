@@ -45,7 +45,9 @@ from edge.services.enroll_images import (
     decode_image,
     image_dims,
 )
+from vision_models.enroll import Gallery
 from vision_models.gallery import GalleryStore, missing_prototypes
+from vision_models.lookalike import LookAlike, of_recognizer
 from vision_models.pairs import Spread
 from vision_models.preprocess import resize_square, square_crop
 from vision_models.recognizer import GALLERY_FILE, Recognizer
@@ -73,6 +75,7 @@ class ProductGallery:
         self.refs = self.dir / "refs"
         self.version = 0
         self._stamp = (0, 0)
+        self._alikes: dict[str, list[LookAlike]] = {}
 
     @classmethod
     def for_model(cls, data_dir: str | Path, recognizer: Recognizer, model_dir: str | Path) -> ProductGallery:
@@ -96,8 +99,7 @@ class ProductGallery:
                 for sku in stale:
                     gallery.put(sku, *self.rec.reference(self._read_refs(sku)))
                 version = self.store._save(gallery, self.rec.model_id)
-            self.rec.use_gallery(gallery)
-            self.version, self._stamp = version, self.store.stamp()
+            self._use(gallery, version)
         return version
 
     def reload_if_changed(self) -> bool:
@@ -118,11 +120,21 @@ class ProductGallery:
             gallery, _ = self.store.load()
             gallery.put(sku_id, *ref)
             self._write_refs(sku_id, crops)
-            self.version = self.store._save(gallery, self.rec.model_id)
-            self.rec.use_gallery(gallery)
-            self._stamp = self.store.stamp()
+            self._use(gallery, self.store._save(gallery, self.rec.model_id))
         log.info("product_enrolled", sku=sku_id, images=len(images), version=self.version)
+        if alike := self.look_alikes(sku_id):
+            log.warning("product_looks_alike", sku=sku_id, look_alikes=alike)
         return self.version
+
+    def _use(self, gallery: Gallery, version: int) -> None:
+        """Give the recognizer `gallery` (saved as `version`) and measure its look-alikes."""
+        self.rec.use_gallery(gallery)
+        self.version, self._stamp = version, self.store.stamp()
+        self._alikes = of_recognizer(self.rec)
+
+    def look_alikes(self, sku_id: str) -> list[dict[str, Any]]:
+        """Products the pair check can hardly tell from `sku_id` (`vision_models.lookalike`), closest first."""
+        return [a._asdict() for a in self._alikes.get(sku_id, [])]
 
     def remove(self, sku_id: str) -> int:
         check_sku(sku_id)
@@ -131,9 +143,7 @@ class ProductGallery:
             if not gallery.remove(sku_id):
                 raise EnrollError("unknown_sku", f"{sku_id!r} has no prototype")
             shutil.rmtree(self.refs / sku_id, ignore_errors=True)
-            self.version = self.store._save(gallery, self.rec.model_id)
-            self.rec.use_gallery(gallery)
-            self._stamp = self.store.stamp()
+            self._use(gallery, self.store._save(gallery, self.rec.model_id))
         log.info("product_removed", sku=sku_id, version=self.version)
         return self.version
 
@@ -277,10 +287,12 @@ class EnrollmentService:
                     "source": source,
                     "actor": actor,
                     "gallery_version": version,
+                    "look_alikes": self.gallery.look_alikes(sku_id),
                 },
             )
             await self.check()
-        return {"sku_id": sku_id, "images": len(images), "gallery_version": version, "missing": self.missing}
+        return {"sku_id": sku_id, "images": len(images), "gallery_version": version, "missing": self.missing,
+                "look_alikes": self.gallery.look_alikes(sku_id)}
 
     async def enroll_encoded(
         self, sku_id: str, blobs: Sequence[bytes], *, actor: str, source: str
@@ -338,7 +350,7 @@ class EnrollmentService:
         except (binascii.Error, ValueError) as exc:
             raise EnrollError("bad_images", f"an image is not valid base64: {exc}") from exc
         out = await self.enroll_encoded(str(sku_id), blobs, actor="cloud", source="cloud")
-        return {k: out[k] for k in ("sku_id", "images", "gallery_version", "missing")}
+        return {k: out[k] for k in ("sku_id", "images", "gallery_version", "missing", "look_alikes")}
 
     def products(self, planogram: Planogram | None) -> dict[str, Any]:
         """What the Products page shows."""
@@ -356,6 +368,7 @@ class EnrollmentService:
                     "lanes": lanes.get(sku, []),
                     "refs": self.gallery.ref_names(sku),
                     "seed": not self.gallery.ref_names(sku),
+                    "look_alikes": self.gallery.look_alikes(sku),
                 }
             )
         return {

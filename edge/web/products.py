@@ -1,5 +1,6 @@
 """Products page: what the shelf cameras can name. Capture references from a lane's camera, upload
-package photos, see the gallery with its reference thumbnails, remove a product (technician only,
+package photos, see the gallery with its reference thumbnails and each product's look-alikes (products
+the cameras can hardly tell from it, `vision_models.lookalike`), remove a product (technician only,
 CSRF- and Origin-checked like every POST). The work is done by edge/services/enrollment.py.
 
 The upload form is the one route allowed a larger body (`UPLOAD_MAX`, see edge/web/app.py); each
@@ -61,7 +62,12 @@ async def _service_and_form(request: web.Request) -> tuple[Any, Any]:
 
 def _enrolled(r: dict[str, Any]) -> str:
     left = f"; still without a prototype: {', '.join(r['missing'])}" if r["missing"] else ""
-    return f"{r['images']} reference image(s), gallery version {r['gallery_version']}{left}"
+    alike = (
+        f"; the cameras can hardly tell it from {', '.join(a['sku_id'] for a in r['look_alikes'])}: enroll "
+        "both from sharp views of the mark that differs, or keep them on different shelves"
+        if r.get("look_alikes") else ""
+    )
+    return f"{r['images']} reference image(s), gallery version {r['gallery_version']}{left}{alike}"
 
 
 @technician

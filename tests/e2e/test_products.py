@@ -216,39 +216,35 @@ async def test_cli_enroll_while_the_daemon_runs_is_picked_up(tg, tmp_path):
         p.write_bytes(b)
         files.append(str(p))
     cfg = str(rig.root / "vendedge.toml")
-    cli = [sys.executable, "-m", "edge.cli", "product"]
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    out = await asyncio.to_thread(
-        subprocess.run,
-        [*cli, "enroll", "kombu", *files, "--config", cfg],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+
+    async def product(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "edge.cli", "product", *args, "--config", cfg],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    out = await product("enroll", "kombu", *files)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["gallery_version"] == 1
     await until(lambda: asyncio.sleep(0, enrollment.gallery.labels()), lambda labels: "kombu" in labels)
-    bad = await asyncio.to_thread(
-        subprocess.run,
-        [*cli, "enroll", "../x", files[0], "--config", cfg],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    bad = await product("enroll", "../x", files[0])
     assert bad.returncode == 1 and "bad_sku" in bad.stderr
-    ls = await asyncio.to_thread(
-        subprocess.run,
-        [*cli, "list", "--json", "--config", cfg],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    doc = json.loads(ls.stdout)
+    doc = json.loads((await product("list", "--json")).stdout)
     assert doc["version"] == 1 and doc["missing"] == []
     assert [len(r["refs"]) for r in doc["rows"] if r["sku_id"] == "kombu"] == [3]
+    assert [r["look_alikes"] for r in doc["rows"] if r["sku_id"] == "kombu"] == [[]]
+    # the same package under a second SKU: the CLI says which product it can hardly be told from
+    twin = await product("enroll", "kombu_twin", *files)
+    assert twin.returncode == 0, twin.stderr
+    assert [a["sku_id"] for a in json.loads(twin.stdout.strip().splitlines()[-1])["look_alikes"]] == ["kombu"]
+    text = await product("list")
+    (line,) = [ln for ln in text.stdout.splitlines() if ln.startswith("kombu ")]
+    assert "looks like kombu_twin (" in line, text.stdout
 
 
 @pytest.mark.browser
@@ -279,6 +275,7 @@ async def test_products_page_upload_in_a_browser(tg, tmp_path):
         await page.click("#upload-submit")
         await page.wait_for_selector("#flash")
         assert "upload kombu: 3 reference image(s)" in await page.text_content("#flash")
+        assert await page.locator('tr[data-sku="kombu"] [data-alike]').count() == 0
         thumbs = page.locator('tr[data-sku="kombu"] img.thumb')
         assert await thumbs.count() == 3
         for i in range(3):
@@ -287,6 +284,14 @@ async def test_products_page_upload_in_a_browser(tg, tmp_path):
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert over <= 0, f"/products at 390 px: {over} px of horizontal overflow"
+        # the same package under a second SKU: the flash and both rows name the look-alike
+        await page.fill("#upload-sku", "kombu_twin")
+        await page.set_input_files("#upload-images", files)
+        await page.click("#upload-submit")
+        await page.locator("#flash", has_text="upload kombu_twin").wait_for()  # the new page's, not the last one
+        assert "the cameras can hardly tell it from kombu" in await page.text_content("#flash")
+        assert await page.locator('tr[data-sku="kombu"] [data-alike="kombu_twin"]').count() == 1
+        assert await page.locator('tr[data-sku="kombu_twin"] [data-alike="kombu"]').count() == 1
         assert problems == []
     finally:
         await browser.close()

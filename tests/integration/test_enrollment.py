@@ -86,6 +86,23 @@ def test_enroll_writes_versions_keeps_refs_and_never_touches_the_seed(tmp_path, 
     assert (DEFAULT_MODEL_DIR / "gallery.npz").read_bytes() == seed_bytes
 
 
+def test_a_product_enrolled_under_a_second_sku_is_reported_as_its_look_alike(tmp_path, products):
+    """Same package, two SKUs: the pair check cannot tell them apart, and the report says so, both
+    ways, from enrollment on, after a reopen, and no more once one is removed."""
+    g = gallery_in(tmp_path)
+    (sku, views), (other, oviews) = list(products.items())
+    g.enroll(sku, views[:3])
+    g.enroll(other, oviews[:3])
+    assert g.look_alikes(sku) == [] and g.look_alikes(other) == []  # two different packages
+    g.enroll("copy", views[:3])
+    (alike,) = g.look_alikes(sku)
+    assert alike["sku_id"] == "copy" and alike["separation"] < 1 and alike["cosine"] > 0.99
+    assert [a["sku_id"] for a in g.look_alikes("copy")] == [sku] and g.look_alikes(other) == []
+    assert [a["sku_id"] for a in gallery_in(tmp_path).look_alikes(sku)] == ["copy"]  # measured on open too
+    g.remove("copy")
+    assert g.look_alikes(sku) == []
+
+
 def test_a_gallery_written_by_another_process_is_picked_up(tmp_path, products):
     daemon, cli = gallery_in(tmp_path), gallery_in(tmp_path)
     sku, views = next(iter(products.items()))
@@ -280,6 +297,18 @@ async def test_the_run_loop_notices_a_planogram_change(service, products):
         task.cancel()
 
 
+async def test_the_service_tells_of_a_look_alike_in_its_answer_event_and_products_page(service, products):
+    sku, views = next(iter(products.items()))
+    first = await service.enroll(sku, views[:3], actor="tech", source="web")
+    assert first["look_alikes"] == []
+    second = await service.enroll("copy", views[:3], actor="tech", source="web")
+    assert [a["sku_id"] for a in second["look_alikes"]] == [sku]
+    ev = await service.db.fetchone("SELECT data FROM events WHERE kind='product_enrolled' ORDER BY event_id DESC")
+    assert json.loads(ev["data"])["look_alikes"] == second["look_alikes"]
+    rows = {r["sku_id"]: r for r in service.products(await repo.current_planogram(service.db))["rows"]}
+    assert [a["sku_id"] for a in rows[sku]["look_alikes"]] == ["copy"] and rows["cola"]["look_alikes"] == []
+
+
 async def test_enroll_product_cloud_command_is_validated_bounded_and_applied_once(service, products):
     inbox = CommandInbox(service.db)
     inbox.register("enroll_product", service.command)
@@ -287,6 +316,7 @@ async def test_enroll_product_cloud_command_is_validated_bounded_and_applied_onc
     good = {"sku_id": sku, "images": [base64.b64encode(png(v)).decode() for v in views[:3]]}
     res = await inbox.handle(Command("c-1", "enroll_product", good, "2026-01-01T00:00:00Z"))
     assert res.status == "ok" and res.detail["gallery_version"] == 1 and res.detail["images"] == 3
+    assert res.detail["look_alikes"] == []
     again = await inbox.handle(Command("c-1", "enroll_product", good, "2026-01-01T00:00:00Z"))
     assert again.status == "duplicate" and service.gallery.version == 1
     assert read_as(service.gallery.rec, views[3]) == sku
