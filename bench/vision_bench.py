@@ -16,7 +16,10 @@ depend on it). `second_look_share`: reads that got a second look (margin below
 `doubt.second_look_below`), which `embed_ms_p95` includes. Where the doubt comes from:
 `doubted_correct_singles` / `_lookalikes` (right reads of products without / with a look-alike
 partner that are doubted) and `doubted_by_quality` / `doubted_by_margin` (right reads failing the
-open-set check / the margin-and-pair gate; a read may fail both).
+open-set check / the margin-and-pair gate; a read may fail both). The look-alike report an operator
+gets at enrollment (`vision_models.lookalike`, its bar chosen on the calibration designs):
+`lookalike_flagged_share` of the enrolled products it names, and `doubted_correct_flagged` /
+`_unflagged`, the right reads doubted of the products it names / of the others.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from bench.novel.generator import make_catalogue, render_view
 from edge.core.fusion import FusionParams
 from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer, is_doubtful, settled
 from vision_models.enroll import Gallery
+from vision_models.lookalike import of_recognizer
 
 VIEW = 64  # px, the side of a rendered view (a 640x480 shelf camera cell is about this size)
 
@@ -45,6 +49,7 @@ import numpy as np
 import edge.daemon, edge.web.app, edge.services.takeandgo_setup  # what the daemon imports
 from vision_models import CellRoi, Recognizer
 from vision_models.enroll import Gallery
+from vision_models.lookalike import of_recognizer
 gallery = Gallery.load(sys.argv[2]) if len(sys.argv) > 2 else None  # as the daemon loads its state-dir gallery
 rec = Recognizer.load(sys.argv[1], threads=1, gallery=gallery)
 frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
@@ -78,6 +83,8 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
     rng = np.random.default_rng(seed)
     for d in cat:
         rec.enroll(d.sku_id, [render_view(d, VIEW, rng, hard=False) for _ in range(refs)])
+    flagged = set(of_recognizer(rec))
+    by_flag = {True: [0, 0], False: [0, 0]}  # [right reads, doubted] of flagged / other products
     min_q = FusionParams().min_quality
     min_margin, min_pair_z = rec.min_margin, rec.min_pair_z
     roi = [CellRoi("X1", 0, 0, 0, VIEW, VIEW)]
@@ -106,6 +113,8 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
             doubted_correct += ok and doubted
             doubted_sim += ok and doubt_sim
             if ok:
+                by_flag[d.sku_id in flagged][0] += 1
+                by_flag[d.sku_id in flagged][1] += doubted
                 tally = src["lookalikes" if d.partner else "singles"]
                 for i, hit in enumerate((True, doubted, det.quality < min_q, not settled(det, min_margin, min_pair_z))):
                     tally[i] += hit
@@ -132,6 +141,9 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
         "wrong_trusted_rate": round(wrong_trusted / n, 4),
         "doubted_correct_rate": round(doubted_correct / max(1, correct), 4),
         **doubt_sources(src),
+        "lookalike_flagged_share": round(len(flagged) / products, 4),
+        "doubted_correct_flagged": round(by_flag[True][1] / max(1, by_flag[True][0]), 4),
+        "doubted_correct_unflagged": round(by_flag[False][1] / max(1, by_flag[False][0]), 4),
         "similarity_only": {"wrong_trusted_rate": round(wrong_trusted_sim / n, 4),
                             "doubted_correct_rate": round(doubted_sim / max(1, correct), 4)},
         "unknown_products": unknown,
@@ -170,7 +182,7 @@ def doubt_sources(src: dict[str, list[int]]) -> dict[str, float]:
 
 RATES = ("novel_top1", "novel_lookalike_top1", "wrong_trusted_rate", "doubted_correct_rate", "unknown_trusted_rate",
          "second_look_share", "doubted_correct_singles", "doubted_correct_lookalikes", "doubted_by_quality",
-         "doubted_by_margin")
+         "doubted_by_margin", "lookalike_flagged_share", "doubted_correct_flagged", "doubted_correct_unflagged")
 WORST = ("embed_ms_p95", "cell_ms_p95", "rss_mb_model_loaded", "rss_mb_daemon_process")
 
 
