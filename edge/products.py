@@ -65,7 +65,12 @@ def product_command(args: argparse.Namespace) -> int:
         return 1
     if args.action == "list" and not args.json:
         for row in out["rows"]:
-            alike = "".join(f"  looks like {a['sku_id']} ({a['separation']})" for a in row["look_alikes"])
+            alike = "".join(
+                f"  looks like {a['sku_id']} ({a['separation']}"
+                + (f"; same shelf {','.join(map(str, a['shared_shelves']))}, same weight" if a["cannot_part"] else "")
+                + ")"
+                for a in row["look_alikes"]
+            )
             print(
                 f"{row['sku_id']:<24} {len(row['refs']) or 'shipped':>7} refs  lanes {','.join(row['lanes']) or '-'}{alike}"
             )
@@ -81,7 +86,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from edge.config import load_config
     from edge.ledger import repo
     from edge.ledger.db import LedgerDB
-    from edge.services.enrollment import EnrollError, ProductGallery, camera_skus, decode_image, lane_crops
+    from edge.services.enrollment import EnrollError, ProductGallery, decode_image, lane_crops
+    from edge.services.lookalike_shelves import camera_skus, on_shelves
     from edge.services.takeandgo_setup import DEFAULT_MODEL
     from vision_models.gallery import missing_prototypes
     from vision_models.recognizer import Recognizer
@@ -111,7 +117,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 "version": gallery.version,
                 "rows": [
                     {"sku_id": s, "refs": gallery.ref_names(s), "lanes": lanes.get(s, []),
-                     "look_alikes": gallery.look_alikes(s)}
+                     "look_alikes": on_shelves(planogram, s, gallery.look_alikes(s))}
                     for s in gallery.labels()
                 ],
                 "missing": [
@@ -140,7 +146,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             version = gallery.remove(args.sku)
             detail = {"sku_id": args.sku}
         if args.action != "remove":
-            detail["look_alikes"] = gallery.look_alikes(args.sku)
+            detail["look_alikes"] = on_shelves(planogram, args.sku, gallery.look_alikes(args.sku))
         async with db.tx() as tx:
             await tx.event(
                 f"product_{'removed' if args.action == 'remove' else 'enrolled'}",

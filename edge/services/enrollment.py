@@ -45,6 +45,7 @@ from edge.services.enroll_images import (
     decode_image,
     image_dims,
 )
+from edge.services.lookalike_shelves import camera_skus, on_shelves
 from vision_models.enroll import Gallery
 from vision_models.gallery import GalleryStore, missing_prototypes
 from vision_models.lookalike import LookAlike, of_recognizer
@@ -194,15 +195,6 @@ class ProductGallery:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def camera_skus(planogram: Planogram | None) -> dict[int, set[str]]:
-    """{shelf: SKUs of its lanes} for take-and-go shelves."""
-    out: dict[int, set[str]] = {}
-    for slot in planogram.slots.values() if planogram else ():
-        if slot.shelf is not None:
-            out.setdefault(slot.shelf, set()).add(slot.sku_id)
-    return out
-
-
 def lane_crops(
     frame: np.ndarray, rois: Sequence[CellRoi], slot_id: str
 ) -> tuple[list[CellRoi], list[np.ndarray]]:
@@ -279,6 +271,7 @@ class EnrollmentService:
     ) -> dict[str, Any]:
         async with self._lock:
             version = await self._blocking(self.gallery.enroll, sku_id, list(images))
+            alikes = on_shelves(await repo.current_planogram(self.db), sku_id, self.gallery.look_alikes(sku_id))
             await self._record(
                 "product_enrolled",
                 {
@@ -287,12 +280,12 @@ class EnrollmentService:
                     "source": source,
                     "actor": actor,
                     "gallery_version": version,
-                    "look_alikes": self.gallery.look_alikes(sku_id),
+                    "look_alikes": alikes,
                 },
             )
             await self.check()
         return {"sku_id": sku_id, "images": len(images), "gallery_version": version, "missing": self.missing,
-                "look_alikes": self.gallery.look_alikes(sku_id)}
+                "look_alikes": alikes}
 
     async def enroll_encoded(
         self, sku_id: str, blobs: Sequence[bytes], *, actor: str, source: str
@@ -368,7 +361,7 @@ class EnrollmentService:
                     "lanes": lanes.get(sku, []),
                     "refs": self.gallery.ref_names(sku),
                     "seed": not self.gallery.ref_names(sku),
-                    "look_alikes": self.gallery.look_alikes(sku),
+                    "look_alikes": on_shelves(planogram, sku, self.gallery.look_alikes(sku)),
                 }
             )
         return {

@@ -27,8 +27,8 @@ from edge.core.session import Effect, Event, Session, Timeouts, step
 from edge.crashpoints import crash_point
 from edge.ledger import repo, sessions
 from edge.ledger.db import LedgerDB
-from edge.services.enrollment import camera_skus
 from edge.services.evidence import Capturer, EvidenceStore, ShelfView, cells_from_json, cells_to_json
+from edge.services.lookalike_shelves import camera_skus
 from edge.services.pricing import PriceBook
 from edge.services.takeandgo_lanes import lane_drops, mixed_lanes, no_prototype_lanes, shelf_lanes
 

@@ -67,6 +67,12 @@ def _enrolled(r: dict[str, Any]) -> str:
         "both from sharp views of the mark that differs, or keep them on different shelves"
         if r.get("look_alikes") else ""
     )
+    stuck = [a for a in r.get("look_alikes", []) if a["cannot_part"]]
+    if stuck:
+        alike += "; " + ", ".join(
+            f"{a['sku_id']} shares shelf {', '.join(map(str, a['shared_shelves']))} with it at the same weight"
+            for a in stuck
+        ) + " (neither camera nor scale can tell which was taken: move one)"
     return f"{r['images']} reference image(s), gallery version {r['gallery_version']}{left}{alike}"
 
 

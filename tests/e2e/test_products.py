@@ -149,6 +149,17 @@ async def test_missing_prototype_lane_is_weighed_and_a_camera_capture_brings_vis
     assert row["state"] == "charged", row["state"]
     lines = await db.fetchall("SELECT sku_id, qty FROM order_lines WHERE order_id='s-back'")
     assert [(r["sku_id"], r["qty"]) for r in lines] == [("cola", 1)]
+    # lane F1's package enrolled again as cola_zero, cola's neighbour on shelf 0 at 350 g against 352:
+    # the page says neither camera nor scale can part them
+    s, csrf = await login(base, "tech")
+    async with s:
+        r = await s.post(
+            "/products/capture", data={"csrf": csrf, "sku_id": "cola_zero", "slot_id": "F1"}, allow_redirects=False
+        )
+        assert r.status == 303
+        page = await (await s.get("/products")).text()
+        assert "cola shares shelf 0 with it at the same weight" in page, page[:3000]
+        assert 'data-alike="cola_zero"' in page and "data-cannot-part" in page
 
 
 async def test_upload_is_technician_only_csrf_and_origin_checked_and_bounded(tg):

@@ -307,6 +307,21 @@ async def test_the_service_tells_of_a_look_alike_in_its_answer_event_and_product
     assert json.loads(ev["data"])["look_alikes"] == second["look_alikes"]
     rows = {r["sku_id"]: r for r in service.products(await repo.current_planogram(service.db))["rows"]}
     assert [a["sku_id"] for a in rows[sku]["look_alikes"]] == ["copy"] and rows["cola"]["look_alikes"] == []
+    assert rows[sku]["look_alikes"][0]["cannot_part"] is False  # "copy" is in no lane
+
+
+async def test_look_alikes_on_one_shelf_at_one_weight_are_told_apart_by_nothing(service, products):
+    sku, views = next(iter(products.items()))
+    await with_new_products(service.db, {"F1": sku, "F2": "twin"})  # shelf 0, both 300 g +- 5 g
+    await service.enroll(sku, views[:3], actor="tech", source="web")
+    out = await service.enroll("twin", views[:3], actor="tech", source="web")
+    (alike,) = out["look_alikes"]
+    assert (alike["sku_id"], alike["shared_shelves"], alike["same_weight"], alike["cannot_part"]) == (sku, [0], True, True)
+    rows = {r["sku_id"]: r for r in service.products(await repo.current_planogram(service.db))["rows"]}
+    assert rows[sku]["look_alikes"][0]["cannot_part"] is True
+    await with_new_products(service.db, {"F2": "cola", "G1": "twin"})  # apart: shelf 1 weighs it
+    rows = {r["sku_id"]: r for r in service.products(await repo.current_planogram(service.db))["rows"]}
+    assert rows[sku]["look_alikes"][0]["cannot_part"] is False and rows[sku]["look_alikes"][0]["sku_id"] == "twin"
 
 
 async def test_enroll_product_cloud_command_is_validated_bounded_and_applied_once(service, products):
