@@ -186,6 +186,19 @@ async def clear_alarm(tx: Tx, key: str, message: str = "") -> bool:
     return True
 
 
+async def list_alarm(tx: Tx, key: str, kind: str, message: str | None, *, data: Mapping[str, Any] | None = None,
+                     was_raised: bool = False, changed: bool = False, why_cleared: str = "") -> None:
+    """The one alarm `key` that lists something (products, pairs): cleared and raised again when the
+    list `changed` while it was raised (`was_raised`), raised with `message` and `data` while the list
+    has anything (`message` not None), cleared (`why_cleared`) when it has nothing."""
+    if was_raised and changed:
+        await clear_alarm(tx, key, "the list changed")
+    if message is None:
+        await clear_alarm(tx, key, why_cleared)
+    else:
+        await raise_alarm(tx, key, kind, message, data=data)
+
+
 async def active_alarms(db: LedgerDB) -> list[dict[str, Any]]:
     rows = await db.fetchall("SELECT * FROM alarms WHERE active=1 ORDER BY raised_at")
     return [{**dict(r), "data": json.loads(r["data"])} for r in rows]

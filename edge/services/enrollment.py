@@ -45,7 +45,7 @@ from edge.services.enroll_images import (
     decode_image,
     image_dims,
 )
-from edge.services.lookalike_shelves import camera_skus, on_shelves
+from edge.services.lookalike_shelves import camera_skus, on_shelves, sync_alarm, unparted
 from vision_models.enroll import Gallery
 from vision_models.gallery import GalleryStore, missing_prototypes
 from vision_models.lookalike import LookAlike, of_recognizer
@@ -212,6 +212,7 @@ class EnrollmentService:
         self.poll_s = poll_s
         self.missing: list[str] = []  # read by take-and-go at each capture: their lanes go weight-only
         self.lanes: dict[str, str] = {}  # {slot: sku} camera lanes whose SKU has no prototype
+        self.unparted: list[dict[str, Any]] | None = None  # look-alikes neither camera nor scale can part
         self._lock = asyncio.Lock()
         self._seen_planogram: int | None = None
 
@@ -220,7 +221,8 @@ class EnrollmentService:
 
     async def check(self) -> list[str]:
         """Compare the planogram's camera lanes with the gallery: one alarm listing the SKUs without a
-        prototype and their lanes (re-raised when the list changes, cleared when none is left)."""
+        prototype and their lanes (re-raised when the list changes, cleared when none is left), and one
+        for look-alikes sharing a shelf at one weight (`lookalike_shelves.sync_alarm`)."""
         planogram = await repo.current_planogram(self.db)
         self._seen_planogram = planogram.version if planogram else None
         per_shelf = camera_skus(planogram)
@@ -231,25 +233,22 @@ class EnrollmentService:
         changed = (missing, lanes) != (self.missing, self.lanes)
         if changed or not missing:
             async with self.db.tx() as tx:
-                if self.missing and changed:
-                    await repo.clear_alarm(tx, ALARM_KEY, "the list of products without a prototype changed")
-                if missing:
-                    await repo.raise_alarm(
-                        tx,
-                        ALARM_KEY,
-                        ALARM_KIND,
-                        f"{len(missing)} product(s) without a reference image, their lanes are read by weight "
-                        f"only: {', '.join(f'{sku} ({slot})' for slot, sku in lanes.items())}",
-                        severity="warning",
-                        data={"skus": missing, "lanes": lanes, "shelves": sorted({shelf for *_, shelf in blind})},
-                    )
-                else:
-                    await repo.clear_alarm(tx, ALARM_KEY, "every camera lane's product has a prototype")
+                await repo.list_alarm(
+                    tx, ALARM_KEY, ALARM_KIND,
+                    f"{len(missing)} product(s) without a reference image, their lanes are read by weight "
+                    f"only: {', '.join(f'{sku} ({slot})' for slot, sku in lanes.items())}" if missing else None,
+                    data={"skus": missing, "lanes": lanes, "shelves": sorted({shelf for *_, shelf in blind})},
+                    was_raised=bool(self.missing), changed=changed,
+                    why_cleared="every camera lane's product has a prototype",
+                )
         if changed and missing:
             log.warning("products_without_prototype", skus=missing, lanes=lanes)
         elif changed:
             log.info("products_without_prototype_cleared")
         self.missing, self.lanes = missing, lanes
+        pairs = unparted(planogram, self.gallery.look_alikes)
+        await sync_alarm(self.db, pairs, self.unparted)
+        self.unparted = pairs
         return missing
 
     async def run(self) -> None:

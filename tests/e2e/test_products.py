@@ -160,6 +160,8 @@ async def test_missing_prototype_lane_is_weighed_and_a_camera_capture_brings_vis
         page = await (await s.get("/products")).text()
         assert "cola shares shelf 0 with it at the same weight" in page, page[:3000]
         assert 'data-alike="cola_zero"' in page and "data-cannot-part" in page
+    row = await db.fetchone("SELECT active, data FROM alarms WHERE alarm_key='vision_lookalikes_unparted'")
+    assert row["active"] and json.loads(row["data"])["pairs"] == [{"skus": ["cola", "cola_zero"], "shelves": [0]}]
 
 
 async def test_upload_is_technician_only_csrf_and_origin_checked_and_bounded(tg):

@@ -31,6 +31,8 @@ from edge.services.enrollment import (
     image_dims,
 )
 from edge.services.evidence import Capturer
+from edge.services.lookalike_shelves import ALARM_KEY as UNPARTED
+from edge.services.lookalike_shelves import sync_alarm
 from hw_sim.world import load_demo_planogram
 from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer
 from vision_models.augment import ENROLLMENT_RECIPE
@@ -319,9 +321,26 @@ async def test_look_alikes_on_one_shelf_at_one_weight_are_told_apart_by_nothing(
     assert (alike["sku_id"], alike["shared_shelves"], alike["same_weight"], alike["cannot_part"]) == (sku, [0], True, True)
     rows = {r["sku_id"]: r for r in service.products(await repo.current_planogram(service.db))["rows"]}
     assert rows[sku]["look_alikes"][0]["cannot_part"] is True
+    pair = {"skus": sorted([sku, "twin"]), "shelves": [0]}
+    assert (await unparted_alarm(service.db))["pairs"] == [pair]
+    raised = await service.db.fetchone("SELECT COUNT(*) AS n FROM events WHERE kind='alarm_raised'")
+    await service.check()  # nothing changed: not raised again
+    assert (await service.db.fetchone("SELECT COUNT(*) AS n FROM events WHERE kind='alarm_raised'"))["n"] == raised["n"]
     await with_new_products(service.db, {"F2": "cola", "G1": "twin"})  # apart: shelf 1 weighs it
+    await service.check()
     rows = {r["sku_id"]: r for r in service.products(await repo.current_planogram(service.db))["rows"]}
     assert rows[sku]["look_alikes"][0]["cannot_part"] is False and rows[sku]["look_alikes"][0]["sku_id"] == "twin"
+    assert await unparted_alarm(service.db) is None
+    # an alarm an earlier run left active is cleared by the first check that finds nothing (a restart)
+    await sync_alarm(service.db, [pair], None)
+    assert await unparted_alarm(service.db) == {"pairs": [pair]}
+    await sync_alarm(service.db, [], None)
+    assert await unparted_alarm(service.db) is None
+
+
+async def unparted_alarm(db):
+    row = await db.fetchone("SELECT active, data FROM alarms WHERE alarm_key=?", (UNPARTED,))
+    return json.loads(row["data"]) if row is not None and row["active"] else None
 
 
 async def test_enroll_product_cloud_command_is_validated_bounded_and_applied_once(service, products):
