@@ -81,7 +81,8 @@ async def enroll_all(rig: TakeAndGoRig, designs: list[Design], *, refs: int, see
                      how: str = "photos") -> dict[str, Any]:
     """Enroll every stocked product through the daemon's enrollment service, from `refs` photos
     (`how="photos"`) or from its full lane on the shelf camera (`"capture"`, `vendedge product
-    capture`); the missing-prototype check before and after."""
+    capture`); the missing-prototype check before and after, and the pairs the look-alike alarm names
+    against the twin pairs stocked."""
     assert rig.daemon.machine is not None
     svc = rig.daemon.machine.services.enrollment
     if svc is None:
@@ -97,4 +98,7 @@ async def enroll_all(rig: TakeAndGoRig, designs: list[Design], *, refs: int, see
             out = await svc.enroll_encoded(d.sku_id, reference_photos(d, refs, rng), actor="bench", source="upload")
     return {"enrolled": len(designs), "how": how, "refs": refs if how == "photos" else out.get("images"),
             "missing_before": len(missing_before),
-            "missing_after": sorted(out.get("missing", [])), "gallery_version": out.get("gallery_version")}
+            "missing_after": sorted(out.get("missing", [])), "gallery_version": out.get("gallery_version"),
+            # the look-alike pairs the daemon's alarm says neither camera nor scale can part
+            "unparted_pairs": [p["skus"] for p in svc.unparted or []],
+            "stocked_twin_pairs": sorted(sorted((d.sku_id, d.partner)) for d in designs if d.partner and d.sku_id < d.partner)}
