@@ -64,22 +64,28 @@ def product_command(args: argparse.Namespace) -> int:
         print(f"vendedge product: {exc}", file=sys.stderr)
         return 1
     if args.action == "list" and not args.json:
-        for row in out["rows"]:
-            alike = "".join(
-                f"  looks like {a['sku_id']} ({a['separation']}"
-                + (f"; same shelf {','.join(map(str, a['shared_shelves']))}, same weight" if a["cannot_part"] else "")
-                + ")"
-                for a in row["look_alikes"]
-            )
-            print(
-                f"{row['sku_id']:<24} {len(row['refs']) or 'shipped':>7} refs  lanes {','.join(row['lanes']) or '-'}{alike}"
-            )
-        for row in out["missing"]:
-            print(f"MISSING {row['sku_id']:<16} lanes {','.join(row['lanes'])}")
-        print(f"gallery version {out['version']}")
+        print("\n".join(list_lines(out)))
     else:
         print(json.dumps(out))
     return 0
+
+
+def list_lines(out: dict[str, Any]) -> list[str]:
+    """`product list` as text: a line per product (references, lanes, look-alikes), one per
+    camera-lane product without a prototype, the gallery version."""
+    lines = []
+    for row in out["rows"]:
+        alike = "".join(
+            f"  looks like {a['sku_id']} ({a['separation']}"
+            + (f"; same shelf {','.join(map(str, a['shared_shelves']))}, same weight" if a["cannot_part"] else "")
+            + ")"
+            for a in row["look_alikes"]
+        )
+        lines.append(
+            f"{row['sku_id']:<24} {len(row['refs']) or 'shipped':>7} refs  lanes {','.join(row['lanes']) or '-'}{alike}"
+        )
+    lines += [f"MISSING {row['sku_id']:<16} lanes {','.join(row['lanes'])}" for row in out["missing"]]
+    return [*lines, f"gallery version {out['version']}"]
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
