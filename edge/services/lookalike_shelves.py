@@ -40,7 +40,11 @@ def on_shelves(
     `shared_shelves` (camera shelves stocking both), `same_weight` (their weights within the summed
     tolerances; None when either is not in the catalogue) and `cannot_part` (both: neither camera nor
     scale can tell which was taken)."""
-    per_shelf = camera_skus(planogram)
+    return _on_shelves(planogram, camera_skus(planogram), sku_id, alikes)
+
+
+def _on_shelves(planogram: Planogram | None, per_shelf: Mapping[int, set[str]], sku_id: str,
+                alikes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     skus = planogram.skus if planogram else {}
     out = []
     for alike in alikes:
@@ -57,8 +61,9 @@ def unparted(planogram: Planogram | None, look_alikes: Callable[[str], Sequence[
     [{"skus": [a, b], "shelves": [...]}], sorted. `look_alikes`: a SKU's look-alikes
     (`ProductGallery.look_alikes`)."""
     found: dict[tuple[str, str], list[int]] = {}
-    for sku in sorted(set().union(*camera_skus(planogram).values())):
-        for alike in on_shelves(planogram, sku, look_alikes(sku)):
+    per_shelf = camera_skus(planogram)
+    for sku in sorted(set().union(*per_shelf.values())):
+        for alike in _on_shelves(planogram, per_shelf, sku, look_alikes(sku)):
             if alike["cannot_part"]:
                 a, b = sorted((sku, str(alike["sku_id"])))
                 found[(a, b)] = alike["shared_shelves"]

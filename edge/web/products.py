@@ -65,9 +65,9 @@ def _enrolled(r: dict[str, Any]) -> str:
     alike = (
         f"; the cameras can hardly tell it from {', '.join(a['sku_id'] for a in r['look_alikes'])}: enroll "
         "both from sharp views of the mark that differs, or keep them on different shelves"
-        if r.get("look_alikes") else ""
+        if r["look_alikes"] else ""
     )
-    stuck = [a for a in r.get("look_alikes", []) if a["cannot_part"]]
+    stuck = [a for a in r["look_alikes"] if a["cannot_part"]]
     if stuck:
         alike += "; " + ", ".join(
             f"{a['sku_id']} shares shelf {', '.join(map(str, a['shared_shelves']))} with it at the same weight"
