@@ -113,6 +113,7 @@ class SimModbusPlant:
         self._inflight: set[asyncio.Task[object]] = set()  # pymodbus request handlers inside our action
         self._tick_task: asyncio.Task[None] | None = None
         self._last_tick = self.clock.now()
+        self._stepped = dict.fromkeys(self.slaves, self._last_tick)  # unit -> sim time its physics is at
 
     def _make_slave(self, unit: int, kind: str, seed: int) -> SimSlave:
         if kind == "fridge_controller":
@@ -212,6 +213,7 @@ class SimModbusPlant:
         """Start the physics tick task (serve_* call this)."""
         if self._tick_task is None or self._tick_task.done():
             self._last_tick = self.clock.now()
+            self._stepped = dict.fromkeys(self.slaves, self._last_tick)
             self._tick_task = asyncio.create_task(self._tick_loop(), name="hw_sim.modbus.tick")
 
     async def serve_rtu(self, link_path: str) -> str:
@@ -264,13 +266,17 @@ class SimModbusPlant:
 
     def tick(self) -> None:
         """Step every slave's physics to the clock's now."""
-        now = self.clock.now()
-        dt, self._last_tick = max(0.0, now - self._last_tick), now
+        self._last_tick = now = self.clock.now()
+        for slave in self.slaves.values():
+            self._step(slave, now)
+
+    def _step(self, slave: SimSlave, now: float) -> None:
+        """Step one slave's physics to `now` (the world's door and load are its inputs)."""
         self.fridge.door_open = self.world.door_open
         grams = sum(self.world.shelf_grams(k) for k in self.world.shelves())
         self.fridge.product_heat_capacity_j_k = grams * PRODUCT_J_PER_G_K
-        for slave in self.slaves.values():
-            slave.tick(dt)
+        dt, self._stepped[slave.unit] = max(0.0, now - self._stepped.get(slave.unit, now)), now
+        slave.tick(dt)
 
     def _sim_devices(self, entry: _Server, *, paced: bool) -> list[SimDevice]:
         devices = []
@@ -323,8 +329,11 @@ class SimModbusPlant:
                 f.exc_left -= 1
                 return ExcCodes(f.exc_code)
         table = _FC_TABLE[fc]
-        if self.clock.now() - self._last_tick > TICK_S * self.clock.speed:
+        now = self.clock.now()
+        if now - self._last_tick > TICK_S * self.clock.speed:
             self.tick()  # the tick task is late (a loaded loop): the reply must not show an old plant
+        elif slave.fresh_s is not None and now - self._stepped.get(slave.unit, now) > slave.fresh_s:
+            self._step(slave, now)  # a controller's registers show the instant they are read
         if set_values is not None:
             for name, value in slave.image.write(table, address, set_values):
                 slave.on_write(name, value)

@@ -62,6 +62,11 @@ class SimSlave:
     """Base for a simulated slave: a register image plus behaviour on tick and write."""
 
     kind = "slave"
+    # How old (simulated seconds) the image may be when a master reads it. None: as of the plant's last
+    # tick (TICK_S real seconds, i.e. minutes of simulated time at high speed; an amplifier's sample
+    # stream keeps that rate). A controller whose registers follow its state continuously sets a bound,
+    # so an edge such as the compressor starting is seen when it happens, not up to one tick later.
+    fresh_s: float | None = None
 
     def __init__(self, unit: int, regmap: RegisterMap) -> None:
         self.unit = unit
@@ -80,6 +85,7 @@ class SimSlave:
 
 class FridgeControllerSlave(SimSlave):
     kind = "fridge_controller"
+    fresh_s = FridgePhysics.SUBSTEP_S
 
     def __init__(self, unit: int, physics: FridgePhysics) -> None:
         super().__init__(unit, RegisterMap.builtin("fridge_controller"))

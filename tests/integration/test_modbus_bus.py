@@ -8,6 +8,7 @@ import pytest
 from drivers.errors import DeviceFault
 from drivers.modbus import ModbusHub, RegisterMap
 from hw_sim.modbus import SimModbusPlant
+from hw_sim.physics import FridgePhysics
 from hw_sim.world import FridgeWorld, load_demo_planogram
 from tests.support.waits import wait_for
 
@@ -158,3 +159,17 @@ async def test_a_reply_catches_up_a_late_physics_tick(bus):
     fresh = plant.fridge.time_s
     await devs["fridge_controller"].read_now()  # on time again: no step beyond the clock
     assert plant.fridge.time_s - fresh < 1.0
+
+
+async def test_the_fridge_controller_shows_its_state_at_the_instant_it_is_read(bus):
+    """At 2000x one 50 ms tick is 100 simulated seconds, as long as half a compressor run. A real
+    controller's registers follow its thermostat continuously, so a read steps the fridge's physics
+    to the clock's now even between ticks; a compressor edge is seen when it happens."""
+    _, plant, _, devs = await bus(tcp=True, speed=2000.0)
+    plant._tick_task.cancel()
+    plant.tick()
+    ticked, physics_at = plant.clock.now(), plant.fridge.time_s
+    plant.clock.advance(60.0)  # a minute of plant time since the last tick, under one tick period
+    since = plant.clock.now() - ticked
+    await devs["fridge_controller"].read_now()
+    assert plant.fridge.time_s - physics_at >= since - FridgePhysics.SUBSTEP_S
