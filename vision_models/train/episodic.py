@@ -17,8 +17,11 @@ one nuisance and trains a view that hides the mark towards "one of the two"
 (`randomized.generate_twin_aware`; measured, not shipped: docs/vision.md). `--backbone
 effnet-lite0-s16` fine-tunes the network with its last stage at stride 1 (a 6 x 6 final map at
 96 px; the same weights, so it starts from a stride-32 file; export with `metric --backbone
-effnet-lite0-s16`). The simulator's classes keep a CosFace head so the demo catalogue is not
-forgotten.
+effnet-lite0-s16`). `--twin-z-weight` and `--compact-weight` add losses on the pooled backbone
+features, where the daemon's pair and open-set checks judge a read (`vision_models.train.pairloss`):
+each twin's shelf views pushed past `--twin-z` of the pair check's z, and shelf views held near
+their clean view against the distance to other designs. The simulator's classes keep a CosFace
+head so the demo catalogue is not forgotten.
 
 `--init-onnx` starts from a shipped model: its weights are read back from the ONNX file (int8
 weights dequantized, batch norm already folded into the convolutions), so the batch-norm layers
@@ -42,6 +45,7 @@ from torch.nn import functional as F
 
 from vision_models.train.backbones import BACKBONES, EMBED_DIM, EffNetEmbedder, build_backbone
 from vision_models.train.metric import SIM_SCALE, VAL_SEED, _augment, _open_data, lr_at, to_input, validate
+from vision_models.train.pairloss import compact_loss, twin_z_loss
 from vision_models.train.randomized import STYLES, generate, generate_twin_aware
 from vision_models.train.train import MARGIN, CosFaceHead
 from vision_models.types import EMPTY
@@ -216,11 +220,17 @@ def train(a: argparse.Namespace) -> int:
             (fx, _, fp), shown = generate(classes, 1 + a.queries, a.size, draw_seed, clean_views=1, style=a.style), None
         si = rng.integers(0, len(sim_x), a.sim_batch)
         xb = _augment(to_input(np.concatenate([sim_x[si], fx])), rng)
-        emb = model(xb)
+        pooled = model.pooled(xb)
+        emb = F.normalize(model.proj(pooled), dim=1)
         ys = torch.from_numpy(sim_y[si].astype(np.int64))
         loss = F.cross_entropy(head(emb[: a.sim_batch], ys), ys) + episode_loss(
             emb[a.sim_batch :], classes, a.queries, fp, a.pair_margin, a.margin, a.scale, memory.bank, shown
         )
+        views = pooled[a.sim_batch :]
+        if a.twin_z_weight > 0:
+            loss = loss + a.twin_z_weight * twin_z_loss(views, classes, 1 + a.queries, fp, a.pair_shrink, a.twin_z)
+        if a.compact_weight > 0:
+            loss = loss + a.compact_weight * compact_loss(views, classes, 1 + a.queries)
         memory.push(emb[a.sim_batch :], classes, a.queries)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -247,7 +257,10 @@ def _card_args(a: argparse.Namespace) -> dict[str, Any]:
            f"--backbone {a.backbone} "
            f"--minutes {a.minutes:g} --pairs {a.pairs} --queries {a.queries} --lr {a.lr} --seed {a.seed} "
            f"--pair-margin {a.pair_margin:g} --margin {a.margin:g} --scale {a.scale:g} --memory {a.memory} "
-           f"--style {a.style}" + (" --twin-aware" if a.twin_aware else ""))
+           f"--style {a.style}" + (" --twin-aware" if a.twin_aware else "")
+           + (f" --twin-z-weight {a.twin_z_weight:g} --twin-z {a.twin_z:g} --pair-shrink {a.pair_shrink:g}"
+              if a.twin_z_weight > 0 else "")
+           + (f" --compact-weight {a.compact_weight:g}" if a.compact_weight > 0 else ""))
     remembered = f", and the last {a.memory} designs' prototypes as negatives" if a.memory > 0 else ""
     return vars(a) | {
         "data": str(a.data), "work": str(a.work), "init_onnx": str(a.init_onnx),
@@ -261,6 +274,10 @@ def _card_args(a: argparse.Namespace) -> dict[str, Any]:
             f"prototypes{remembered}), twin margin {a.pair_margin}"
             + ("; twins drawn under one nuisance, a view hiding the mark trained towards an even split with "
                f"its twin (below {VISIBLE_FULL} of the mark shown)" if a.twin_aware else "")
+            + (f"; pooled features: twins' pair-check z past {a.twin_z:g} (x{a.twin_z_weight:g}, shrink "
+               f"{a.pair_shrink:g}; vision_models.train.pairloss)" if a.twin_z_weight > 0 else "")
+            + (f"; pooled features: shelf views near their clean view against other designs (x{a.compact_weight:g})"
+               if a.compact_weight > 0 else "")
             + "; simulator classes: CosFace head",
             "batch": f"{a.sim_batch} simulator cells + {2 * a.pairs} new designs x {1 + a.queries} views",
         },
@@ -290,6 +307,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--twin-aware", action="store_true",
                    help="twins' views drawn under the same nuisance; a view hiding the mark is trained as "
                         "'one of the two' (randomized.generate_twin_aware, episode_loss)")
+    p.add_argument("--twin-z-weight", type=float, default=0.0,
+                   help="weight of the pair check's z on twins' shelf views (pooled features; 0: off)")
+    p.add_argument("--twin-z", type=float, default=8.0, help="the z each twin view is pushed past")
+    p.add_argument("--pair-shrink", type=float, default=10.0, help="the pair check's shrink (the card's)")
+    p.add_argument("--compact-weight", type=float, default=0.0,
+                   help="weight of the shelf-view-to-clean-view distance against other designs (pooled; 0: off)")
     p.add_argument("--val-classes", type=int, default=120)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--seed", type=int, default=2026)
