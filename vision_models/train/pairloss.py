@@ -16,6 +16,11 @@ quantities. Here, per episode (each design: 1 clean view, then shelf views):
   each other: a hand or glare should move a view less than a different product does.
 
 `ridge_solve` is `pairs._ridge_solve` in torch (Woodbury in the span of the scatter's rows).
+
+Measured, not shipped (docs/vision.md, "Training the pair check's own z"): from 2.7.1 the twin loss
+raised the daemon's right-read |z| and cut the share of twin views under the card's bar, but it grew
+the tail of wrong reads with a large |z| as well. The calibration then kept no |z| bar, and the
+doubt rose.
 """
 
 from __future__ import annotations
