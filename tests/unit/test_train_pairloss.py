@@ -72,3 +72,19 @@ def test_compact_loss_falls_when_shelf_views_stay_near_their_clean_view() -> Non
     per[:, 1:] = per[:, :1] + 0.3 * (per[:, 1:] - per[:, :1])  # views pulled towards their clean view
     after = float(compact_loss(torch.from_numpy(per.reshape(-1, D)), 8, VIEWS))
     assert after < before - 0.5
+
+
+def test_a_view_hiding_its_mark_is_held_near_z_zero_not_pushed_past_the_target() -> None:
+    rng = np.random.default_rng(5)
+    per = _episode(rng, 8, 3.0, 0.3)  # the mark shows plainly in the features: |z| well past 4
+    x = torch.from_numpy(per.reshape(-1, D))
+    seen = np.ones((8, VIEWS))
+    hidden = seen.copy()
+    hidden[:4, 1:] = 0.0  # the twins' shelf views are said to show none of their mark
+    sure = float(twin_z_loss(x, 8, VIEWS, _partner(8), 1.0, 4.0, seen))
+    assert np.isclose(sure, float(twin_z_loss(x, 8, VIEWS, _partner(8), 1.0, 4.0)))  # all shown: as without
+    assert float(twin_z_loss(x, 8, VIEWS, _partner(8), 1.0, 4.0, hidden)) > sure + 2.0  # a sure |z| is wrong
+    for a in (0, 2):  # the hidden views sit half-way between their twins' clean views: z ~ 0
+        per[a : a + 2, 1:] = 0.5 * (per[a, 0] + per[a + 1, 0]) + rng.normal(0, 0.05, (2, VIEWS - 1, D))
+    x = torch.from_numpy(per.reshape(-1, D))
+    assert float(twin_z_loss(x, 8, VIEWS, _partner(8), 1.0, 4.0, hidden)) < 0.2

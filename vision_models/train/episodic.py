@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 from vision_models.train.backbones import BACKBONES, EMBED_DIM, EffNetEmbedder, build_backbone
 from vision_models.train.metric import SIM_SCALE, VAL_SEED, _augment, _open_data, lr_at, to_input, validate
-from vision_models.train.pairloss import compact_loss, twin_z_loss
+from vision_models.train.pairloss import SURE_AT, compact_loss, twin_z_loss
 from vision_models.train.randomized import STYLES, generate, generate_twin_aware
 from vision_models.train.train import MARGIN, CosFaceHead
 from vision_models.types import EMPTY
@@ -54,7 +54,7 @@ log = structlog.get_logger(__name__)
 
 # a twin's shelf view showing at least this share of its clean view's mark difference is a sure label
 # (`episode_loss`); below it the target moves towards an even split with the twin
-VISIBLE_FULL = 0.5
+VISIBLE_FULL = SURE_AT
 
 
 def _dequantized(path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
@@ -228,7 +228,8 @@ def train(a: argparse.Namespace) -> int:
         )
         views = pooled[a.sim_batch :]
         if a.twin_z_weight > 0:
-            loss = loss + a.twin_z_weight * twin_z_loss(views, classes, 1 + a.queries, fp, a.pair_shrink, a.twin_z)
+            loss = loss + a.twin_z_weight * twin_z_loss(views, classes, 1 + a.queries, fp, a.pair_shrink, a.twin_z,
+                                                        shown)
         if a.compact_weight > 0:
             loss = loss + a.compact_weight * compact_loss(views, classes, 1 + a.queries)
         memory.push(emb[a.sim_batch :], classes, a.queries)
@@ -275,7 +276,9 @@ def _card_args(a: argparse.Namespace) -> dict[str, Any]:
             + ("; twins drawn under one nuisance, a view hiding the mark trained towards an even split with "
                f"its twin (below {VISIBLE_FULL} of the mark shown)" if a.twin_aware else "")
             + (f"; pooled features: twins' pair-check z past {a.twin_z:g} (x{a.twin_z_weight:g}, shrink "
-               f"{a.pair_shrink:g}; vision_models.train.pairloss)" if a.twin_z_weight > 0 else "")
+               f"{a.pair_shrink:g}; vision_models.train.pairloss"
+               + (", a view hiding its mark held to |z| <= 2" if a.twin_aware else "") + ")"
+               if a.twin_z_weight > 0 else "")
             + (f"; pooled features: shelf views near their clean view against other designs (x{a.compact_weight:g})"
                if a.compact_weight > 0 else "")
             + "; simulator classes: CosFace head",

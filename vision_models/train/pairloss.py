@@ -10,7 +10,8 @@ quantities. Here, per episode (each design: 1 clean view, then shelf views):
   `pair_shrink`), the unit the two designs' own views' spread along it (as the daemon measures in
   the two products' own enrollment spreads; the batch's scatter there made z ~3x the daemon's); a
   soft hinge pushes every view past `target` on its own side. The quantity the card's `min_pair_z`
-  gates, so a twin read trained past it is a read the check settles.
+  gates, so a twin read trained past it is a read the check settles. With `--twin-aware` views, one
+  that hides its mark is held to |z| <= `hidden_z` instead (in proportion to how little it shows).
 - `compact_loss`: how far each shelf view lies from its design's clean view in units of that
   scatter (`spread_distance`'s form, ridge `DISTANCE_RIDGE`), against how far the designs lie from
   each other: a hand or glare should move a view less than a different product does.
@@ -31,6 +32,8 @@ from torch.nn import functional as F
 
 from vision_models.pairs import DISTANCE_RIDGE
 
+SURE_AT = 0.5  # a view showing this share of its twin mark is held to the full z target (episodic.VISIBLE_FULL)
+
 
 def ridge_solve(u: torch.Tensor, shrink: float, v: torch.Tensor) -> torch.Tensor:
     """(U.T U + r I)^-1 applied to each row of `v` (N x D), r = shrink x tr(U.T U) / D."""
@@ -47,10 +50,15 @@ def _scatter(per: torch.Tensor) -> torch.Tensor:
 
 
 def twin_z_loss(pooled: torch.Tensor, classes: int, views: int, partner: np.ndarray, shrink: float,
-                target: float) -> torch.Tensor:
-    """Mean softplus(target - z) over the shelf views of every twin pair (see the module doc)."""
+                target: float, visible: np.ndarray | None = None, hidden_z: float = 2.0) -> torch.Tensor:
+    """Mean softplus(target - z) over the shelf views of every twin pair (see the module doc).
+
+    `visible` (per view, `randomized.generate_twin_aware`): how much of its mark a view shows. A view
+    showing less than `SURE_AT` of it is, in that proportion, held to |z| <= `hidden_z` instead: the
+    check must not be sure of a read it cannot see (the wrong tail of a loss that only rewards z)."""
     per = pooled.view(classes, views, -1).double()
     u = _scatter(per)
+    shown = None if visible is None else np.asarray(visible, np.float64).reshape(classes, views)
     losses = []
     for a in range(classes):
         b = int(partner[a])
@@ -61,9 +69,12 @@ def twin_z_loss(pooled: torch.Tensor, classes: int, views: int, partner: np.ndar
         own = torch.cat([per[a] - per[a].mean(0), per[b] - per[b].mean(0)])  # the pair's own scatter
         sd = torch.sqrt(((own @ w) ** 2).sum() / (2 * (views - 1)) + 1e-18)
         mid = 0.5 * (ca + cb)
-        za = (per[a, 1:] - mid) @ w / sd
-        zb = -(per[b, 1:] - mid) @ w / sd
-        losses.append(F.softplus(target - torch.cat([za, zb])))
+        z = torch.cat([(per[a, 1:] - mid) @ w / sd, -(per[b, 1:] - mid) @ w / sd])
+        if shown is None:
+            losses.append(F.softplus(target - z))
+            continue
+        sure = torch.from_numpy(np.clip(np.concatenate([shown[a, 1:], shown[b, 1:]]) / SURE_AT, 0.0, 1.0))
+        losses.append(sure * F.softplus(target - z) + (1 - sure) * F.softplus(z.abs() - hidden_z))
     if not losses:
         return pooled.new_zeros(())
     return torch.cat(losses).mean().float()
