@@ -21,7 +21,8 @@ quantities. Here, per episode (each design: 1 clean view, then shelf views):
 Measured, not shipped (docs/vision.md, "Training the pair check's own z"): from 2.7.1 the twin loss
 raised the daemon's right-read |z| and cut the share of twin views under the card's bar, but it grew
 the tail of wrong reads with a large |z| as well. The calibration then kept no |z| bar, and the
-doubt rose.
+doubt rose. Holding hidden-mark views near 0 (2.12.2) narrowed the loss but did not bring the bar
+back.
 """
 
 from __future__ import annotations
