@@ -118,12 +118,13 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             for slot in sorted(planogram.slots.values(), key=lambda s: s.slot_id) if planogram else ():
                 if slot.shelf is not None:
                     lanes.setdefault(slot.sku_id, []).append(slot.slot_id)
-            wanted = {s for skus in camera_skus(planogram).values() for s in skus}
+            per_shelf = camera_skus(planogram)
+            wanted = {s for skus in per_shelf.values() for s in skus}
             return {
                 "version": gallery.version,
                 "rows": [
                     {"sku_id": s, "refs": gallery.ref_names(s), "lanes": lanes.get(s, []),
-                     "look_alikes": on_shelves(planogram, s, gallery.look_alikes(s))}
+                     "look_alikes": on_shelves(planogram, s, gallery.look_alikes(s), per_shelf)}
                     for s in gallery.labels()
                 ],
                 "missing": [

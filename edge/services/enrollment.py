@@ -223,7 +223,10 @@ class EnrollmentService:
         """Compare the planogram's camera lanes with the gallery: one alarm listing the SKUs without a
         prototype and their lanes (re-raised when the list changes, cleared when none is left), and one
         for look-alikes sharing a shelf at one weight (`lookalike_shelves.sync_alarm`)."""
-        planogram = await repo.current_planogram(self.db)
+        return await self._check(await repo.current_planogram(self.db))
+
+    async def _check(self, planogram: Planogram | None) -> list[str]:
+        """`check` against `planogram`, the current one the caller has just read."""
         self._seen_planogram = planogram.version if planogram else None
         per_shelf = camera_skus(planogram)
         missing = missing_prototypes({s for skus in per_shelf.values() for s in skus}, self.gallery.rec.labels)
@@ -270,7 +273,8 @@ class EnrollmentService:
     ) -> dict[str, Any]:
         async with self._lock:
             version = await self._blocking(self.gallery.enroll, sku_id, list(images))
-            alikes = on_shelves(await repo.current_planogram(self.db), sku_id, self.gallery.look_alikes(sku_id))
+            planogram = await repo.current_planogram(self.db)
+            alikes = on_shelves(planogram, sku_id, self.gallery.look_alikes(sku_id))
             await self._record(
                 "product_enrolled",
                 {
@@ -282,7 +286,7 @@ class EnrollmentService:
                     "look_alikes": alikes,
                 },
             )
-            await self.check()
+            await self._check(planogram)
         return {"sku_id": sku_id, "images": len(images), "gallery_version": version, "missing": self.missing,
                 "look_alikes": alikes}
 
@@ -350,6 +354,7 @@ class EnrollmentService:
         for slot in sorted(planogram.slots.values(), key=lambda s: s.slot_id) if planogram else ():
             if slot.shelf is not None:
                 lanes.setdefault(slot.sku_id, []).append(slot.slot_id)
+        per_shelf = camera_skus(planogram)
         rows = []
         for sku in self.gallery.labels():
             name = planogram.skus[sku].name if planogram and sku in planogram.skus else ""
@@ -360,7 +365,7 @@ class EnrollmentService:
                     "lanes": lanes.get(sku, []),
                     "refs": self.gallery.ref_names(sku),
                     "seed": not self.gallery.ref_names(sku),
-                    "look_alikes": on_shelves(planogram, sku, self.gallery.look_alikes(sku)),
+                    "look_alikes": on_shelves(planogram, sku, self.gallery.look_alikes(sku), per_shelf),
                 }
             )
         return {

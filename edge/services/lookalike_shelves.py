@@ -34,17 +34,15 @@ def camera_skus(planogram: Planogram | None) -> dict[int, set[str]]:
 
 
 def on_shelves(
-    planogram: Planogram | None, sku_id: str, alikes: Sequence[Mapping[str, Any]]
+    planogram: Planogram | None, sku_id: str, alikes: Sequence[Mapping[str, Any]],
+    per_shelf: Mapping[int, set[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """`alikes` (`ProductGallery.look_alikes`) each with where the planogram puts the two:
     `shared_shelves` (camera shelves stocking both), `same_weight` (their weights within the summed
     tolerances; None when either is not in the catalogue) and `cannot_part` (both: neither camera nor
-    scale can tell which was taken)."""
-    return _on_shelves(planogram, camera_skus(planogram), sku_id, alikes)
-
-
-def _on_shelves(planogram: Planogram | None, per_shelf: Mapping[int, set[str]], sku_id: str,
-                alikes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    scale can tell which was taken). `per_shelf`: `camera_skus(planogram)` when a caller looping over
+    SKUs has it already."""
+    per_shelf = camera_skus(planogram) if per_shelf is None else per_shelf
     skus = planogram.skus if planogram else {}
     out = []
     for alike in alikes:
@@ -63,7 +61,7 @@ def unparted(planogram: Planogram | None, look_alikes: Callable[[str], Sequence[
     found: dict[tuple[str, str], list[int]] = {}
     per_shelf = camera_skus(planogram)
     for sku in sorted(set().union(*per_shelf.values())):
-        for alike in _on_shelves(planogram, per_shelf, sku, look_alikes(sku)):
+        for alike in on_shelves(planogram, sku, look_alikes(sku), per_shelf):
             if alike["cannot_part"]:
                 a, b = sorted((sku, str(alike["sku_id"])))
                 found[(a, b)] = alike["shared_shelves"]
