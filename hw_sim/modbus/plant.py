@@ -267,14 +267,18 @@ class SimModbusPlant:
     def tick(self) -> None:
         """Step every slave's physics to the clock's now."""
         self._last_tick = now = self.clock.now()
+        self._world_inputs()
         for slave in self.slaves.values():
             self._step(slave, now)
 
-    def _step(self, slave: SimSlave, now: float) -> None:
-        """Step one slave's physics to `now` (the world's door and load are its inputs)."""
+    def _world_inputs(self) -> None:
+        """The fridge's inputs from the world: the door and the load on the shelves."""
         self.fridge.door_open = self.world.door_open
         grams = sum(self.world.shelf_grams(k) for k in self.world.shelves())
         self.fridge.product_heat_capacity_j_k = grams * PRODUCT_J_PER_G_K
+
+    def _step(self, slave: SimSlave, now: float) -> None:
+        """Step one slave's physics to `now`."""
         dt, self._stepped[slave.unit] = max(0.0, now - self._stepped.get(slave.unit, now)), now
         slave.tick(dt)
 
@@ -333,6 +337,7 @@ class SimModbusPlant:
         if now - self._last_tick > TICK_S * self.clock.speed:
             self.tick()  # the tick task is late (a loaded loop): the reply must not show an old plant
         elif slave.fresh_s is not None and now - self._stepped.get(slave.unit, now) > slave.fresh_s:
+            self._world_inputs()
             self._step(slave, now)  # a controller's registers show the instant they are read
         if set_values is not None:
             for name, value in slave.image.write(table, address, set_values):
