@@ -16,6 +16,7 @@ from vision_models.train.calibrate_doubt import (
     gallery_groups,
     pooled,
     read_in_galleries,
+    z_bar,
 )
 from vision_models.train.heldout import check
 from vision_models.train.randomized import CAMERA_PX, generate
@@ -70,6 +71,20 @@ def _synthetic_reads(rng: np.random.Generator) -> Reads:
             "z": np.zeros(right + strangers), "rival": np.zeros(right + strangers),
             "ratio": np.concatenate([rng.uniform(1.0, 10.0, right), rng.uniform(6.0, 12.0, strangers)])}
     return Reads(cols, dict(cols), names, np.arange(right + strangers) < right)
+
+
+def test_the_pair_checks_bar_is_the_lowest_that_keeps_the_wrong_reads_within_the_spare_budget() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        wrong = np.round(rng.uniform(0, 11.5, int(rng.integers(0, 12))), int(rng.integers(1, 4)))
+        spare = int(rng.integers(0, 5))
+        bar = z_bar(wrong, spare)
+        assert np.sum(wrong >= bar) <= spare and bar >= 0.5
+        assert bar == 0.5 or np.sum(wrong >= round(bar - 0.1, 2)) > spare  # one step lower lets one more in
+    assert z_bar(np.array([3.0, 1.0]), 2) == 0.5
+    assert z_bar(np.array([5.5, 2.0]), 0) == 5.6 and z_bar(np.array([5.5, 2.0]), 1) == 2.1
+    # a wrong read far out raises the bar above it; it no longer switches the check off
+    assert z_bar(np.array([23.42, 4.0]), 0) == 23.5 and z_bar(np.array([23.42, 4.0]), 1) == 4.1
 
 
 def test_calibration_keeps_the_margin_gain_that_lets_far_right_reads_through_and_strangers_not() -> None:

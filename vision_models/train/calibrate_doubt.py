@@ -55,7 +55,7 @@ CALIB_SEED = 424_242
 DRAW_STRIDE = 101_010  # draw d of a pooled calibration is drawn at CALIB_SEED + d x this (525252, ...)
 REFS = 3
 PAIR_SHRINK = 10.0  # in pooled features (2.4.0), chosen on held-out designs: ridge 3 / 10 / 30 (docs/vision.md)
-Z_GRID = np.round(np.arange(0.5, 12.0, 0.1), 2)
+Z_STEP, Z_FLOOR = 0.1, 0.5  # |z| bars are multiples of Z_STEP, at least Z_FLOOR
 # weights of log(runner-up's spread ratio / the label's) in a read's lead (`CellDetection.lead`); on
 # held-out designs 0.1-0.2 doubted 2-4.5 points fewer right reads than the margin alone (docs/vision.md)
 RATIO_WEIGHTS = (0.0, 0.05, 0.1, 0.2)
@@ -220,6 +220,16 @@ def discounted(reads: Reads, gain: float) -> Reads:
     return reads._replace(first=one(reads.first), again=one(reads.again))
 
 
+def z_bar(wrong_z: np.ndarray, spare: int) -> float:
+    """The lowest |z| bar (a multiple of `Z_STEP`, at least `Z_FLOOR`) that trusts at most `spare` of
+    the wrong reads' |z| `wrong_z`. Unbounded above: a wrong read far out costs the check its lowest
+    bars, not the check itself (a grid that stopped at 12 turned it off, docs/vision.md)."""
+    if len(wrong_z) <= spare:
+        return Z_FLOOR
+    worst = float(np.sort(wrong_z)[::-1][spare])  # the highest |z| that must fall below the bar
+    return max(Z_FLOOR, round((np.floor(round(worst / Z_STEP, 6)) + 1) * Z_STEP, 2))
+
+
 def choose_gates(reads: Reads, *, min_quality: float, target: float, unknown_target: float, pair_check: bool,
                  max_second_look: float, gains: Sequence[float] = RATIO_MARGIN_GAINS) -> dict[str, Any]:
     """The gates (module doc, steps 1-4) that doubt the fewest right reads of `reads` while wrong-but-
@@ -266,8 +276,7 @@ def _gates(reads: Reads, *, min_quality: float, target: float, unknown_target: f
                 continue
             _, by_z = outcome(t, limit, 0.0, w)  # every positive |z| trusted: then raise the bar
             wrong_z = again["z"][by_z & ~by_margin & ~ok & known]
-            fits = (wrong_z[:, None] >= Z_GRID[None, :]).sum(axis=0) <= spare  # per grid value
-            zmin = float(Z_GRID[np.argmax(fits)]) if pair_check and fits.any() else float("inf")
+            zmin = z_bar(wrong_z, int(spare)) if pair_check else float("inf")
             ok, trusted = outcome(t, limit, zmin, w)
             doubted = int(np.sum(~trusted & ok & known))
             if doubted < fewest:
