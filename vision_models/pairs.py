@@ -97,19 +97,26 @@ def spread_distance(spread: Spread, x: np.ndarray) -> np.ndarray:
     return out
 
 
+def pair_verdict(a: Spread, b: Spread, x: np.ndarray, shrink: float) -> tuple[float, float]:
+    """(`pair_z`, `separation`) of one read in one solve: where `x` lies between a and b, and how far
+    apart the check puts a and b themselves, both in units of their spread along the discriminant."""
+    ma, mb = (np.asarray(v[0], np.float64) for v in (a, b))
+    u = np.concatenate([directions(a), directions(b)])
+    solved = _ridge_solve(u, shrink, (ma - mb)[None, :])
+    if solved is None:
+        return 0.0, 0.0
+    w = solved[0]
+    sd = float(np.sqrt(max(0.5 * float(np.sum((u @ w) ** 2)), 1e-18)))
+    z = float(w @ (np.asarray(x, np.float64) - 0.5 * (ma + mb))) / sd
+    return z, abs(float(w @ (ma - mb))) / (2 * sd)
+
+
 def pair_z(a: Spread, b: Spread, x: np.ndarray, shrink: float) -> float:
     """Where `x` lies between products a and b ((mean, spread) each): > 0 nearer a, < 0 nearer b, in
     units of the two products' spread along the discriminant; 0 (no verdict) when the two show no
     spread at all (nothing to measure the distance in). The within-product scatter is U.T @ U with U
     the two spreads stacked (2 RANK x D)."""
-    ma, mb = (np.asarray(v[0], np.float64) for v in (a, b))
-    u = np.concatenate([directions(a), directions(b)])
-    solved = _ridge_solve(u, shrink, (ma - mb)[None, :])
-    if solved is None:
-        return 0.0
-    w = solved[0]
-    sd = float(np.sqrt(max(0.5 * float(np.sum((u @ w) ** 2)), 1e-18)))
-    return float(w @ (np.asarray(x, np.float64) - 0.5 * (ma + mb))) / sd
+    return pair_verdict(a, b, x, shrink)[0]
 
 
 def separation(a: Spread, b: Spread, shrink: float) -> float:
@@ -118,7 +125,7 @@ def separation(a: Spread, b: Spread, shrink: float) -> float:
     lies about this far out when it looks like a's enrollment views; shelf reads scatter around it, so a
     pair not much further apart than the card's `min_pair_z` has many reads the check cannot settle.
     0 when the two show no spread or no difference."""
-    return abs(pair_z(a, b, np.asarray(a[0], np.float64), shrink))
+    return pair_verdict(a, b, np.asarray(a[0], np.float64), shrink)[1]
 
 
 def _ridge_solve(u: np.ndarray, shrink: float, v: np.ndarray) -> np.ndarray | None:

@@ -20,7 +20,7 @@ import structlog
 
 from vision_models.augment import ENROLLMENT_RECIPE, enrollment_views, quarter_turns
 from vision_models.enroll import Gallery, Reference, prototype
-from vision_models.pairs import pair_z, spread_distance, spread_stats
+from vision_models.pairs import pair_verdict, spread_distance, spread_stats
 from vision_models.preprocess import crop_cells, resize_square, to_tensor
 from vision_models.types import EMPTY, CellDetection, CellRoi, ModelError
 
@@ -108,6 +108,9 @@ class Recognizer:
         shrink = doubt.get("pair_shrink")
         self.pair_shrink: float | None = None if shrink is None else float(shrink)
         self.min_pair_z = float(doubt.get("min_pair_z", float("inf")))
+        # a pair the check puts closer together than this (`pairs.separation`: their own views, in units
+        # of their spread) gets no verdict (|z| 0): its reads are doubted unless their lead settles them
+        self.min_pair_separation = float(doubt.get("min_pair_separation", 0.0))
         # how much the log of the runner-up's spread ratio over the label's adds to a read's lead (0: none)
         self.ratio_weight = float(doubt.get("ratio_weight", 0.0))
         self.second_looks = 0  # cells given a second look since load (a statistic)
@@ -220,7 +223,7 @@ class Recognizer:
         prob = np.exp(logits)
         prob /= prob.sum(axis=1, keepdims=True)
         top2 = np.argsort(-prob, axis=1)[:, :2]
-        pair = self._pair_check(look, feats, top2, labels)  # may swap a row of top2
+        pair, apart = self._pair_check(look, feats, top2, labels)  # may swap a row of top2
         best = cosine[np.arange(len(rois)), top2[:, 0]]
         ratio = self._spread_ratio(top2[:, 0], feats, labels)
         margin = best - cosine[np.arange(len(rois)), top2[:, 1]] if two else np.ones(len(rois))
@@ -229,12 +232,12 @@ class Recognizer:
         rival = self._spread_ratio(top2[:, 1], feats, labels) if weighed else np.full(len(rois), np.nan)
         lead = margin + self.ratio_weight * rival_log_ratio(ratio, rival)
         out = []
-        for roi, (a, b), p, cos, q, z, r, rr, m, ld in zip(rois, top2, prob, cosine, quality, pair, ratio, rival,
-                                                          margin, lead, strict=True):
+        for roi, (a, b), p, cos, q, z, r, rr, m, ld, sep in zip(rois, top2, prob, cosine, quality, pair, ratio, rival,
+                                                               margin, lead, apart, strict=True):
             out.append(CellDetection(roi.slot_id, roi.position, labels[a], float(p[a]),
                                      labels[b] if two else EMPTY, float(p[b]) if two else 0.0,
                                      round(float(cos[a]), 4), round(float(m), 4), round(float(q), 4), round(float(z), 3),
-                                     _measured(r), _measured(rr), round(float(ld), 4)))
+                                     _measured(r), _measured(rr), round(float(ld), 4), round(float(sep), 3)))
         return out
 
     def _entries(self, candidates: Collection[str] | None) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
@@ -260,23 +263,25 @@ class Recognizer:
             out[rows] = spread_distance(sp, feats[rows]) / sp.scale
         return out
 
-    def _pair_check(self, rows: np.ndarray, feats: np.ndarray, top2: np.ndarray, labels: Sequence[str]) -> np.ndarray:
-        """|z| of the pair check for `rows` (reads given a second look) whose two nearest products both
-        have a spread (of this model's pair features: a gallery's spreads from a model without them are
-        ignored); a row of `top2` is swapped where the check prefers the runner-up. 0 elsewhere."""
-        z = np.zeros(len(feats))
+    def _pair_check(self, rows: np.ndarray, feats: np.ndarray, top2: np.ndarray,
+                    labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(|z|, separation) of the pair check for `rows` (reads given a second look) whose two nearest
+        products both have a spread (of this model's pair features: a gallery's spreads from a model
+        without them are ignored); a row of `top2` is swapped where the check prefers the runner-up.
+        |z| is 0 (no verdict) for a pair separated less than `min_pair_separation`. Both 0 elsewhere."""
+        z, apart = np.zeros(len(feats)), np.zeros(len(feats))
         if self.pair_shrink is None or top2.shape[1] < 2:
-            return z
+            return z, apart
         for i in rows:
             a, b = top2[i]
             sa, sb = self._gallery.spread(labels[a]), self._gallery.spread(labels[b])
             if sa is None or sb is None or sa[0].shape != feats[i].shape or sb[0].shape != feats[i].shape:
                 continue
-            zi = pair_z(sa, sb, feats[i], self.pair_shrink)
+            zi, apart[i] = pair_verdict(sa, sb, feats[i], self.pair_shrink)
             if zi < 0:
                 top2[i] = (b, a)
-            z[i] = abs(zi)
-        return z
+            z[i] = abs(zi) if apart[i] >= self.min_pair_separation else 0.0
+        return z, apart
 
     def _quality(self, similarity: np.ndarray, radius: np.ndarray, ratio: np.ndarray) -> np.ndarray:
         """The read judged against its label's own references, as a number that is `min_quality` at

@@ -62,6 +62,9 @@ class CellDetection:
     # log of runner_up_ratio / spread_ratio when both are measured (a runner-up whose own views lie
     # much further from the read than the label's is no live alternative); None: the margin itself
     lead: float | None = None
+    # how far apart the pair check puts the read's two products (`pairs.separation`: their own views,
+    # in units of their spread along its discriminant); 0 = not checked
+    pair_separation: float = 0.0
 
     def __post_init__(self) -> None:
         if self.quality < 0:

@@ -87,6 +87,35 @@ def test_the_pair_checks_bar_is_the_lowest_that_keeps_the_wrong_reads_within_the
     assert z_bar(np.array([23.42, 4.0]), 0) == 23.5 and z_bar(np.array([23.42, 4.0]), 1) == 4.1
 
 
+def test_calibration_withholds_the_pair_checks_verdict_from_pairs_it_cannot_separate() -> None:
+    """2,000 reads of 100 twin designs, all with a low margin (the pair check decides): 80 designs of pairs
+    the check separates well (right reads far out, wrong ones near 0), 20 of pairs it cannot (separation
+    2.5, a mark too small to read: right and wrong reads alike spread to |z| 4). Without a floor the bar
+    must rise above the unreadable pairs' wrong reads; with one, their reads get no verdict and the
+    bar falls to where the readable pairs' wrong reads end."""
+    rng = np.random.default_rng(5)
+    designs, per = 100, 20
+    names = np.array([f"calib_{k}" for k in range(designs)])
+    truth = np.repeat(names, per)
+    unreadable = np.repeat(np.arange(designs) >= 80, per)
+    wrong = np.where(unreadable, rng.random(truth.size) < 0.3, rng.random(truth.size) < 0.02)
+    other = np.repeat(names[np.arange(designs) ^ 1], per)  # the twin
+    z = np.where(unreadable, rng.uniform(0, 4, truth.size), np.where(wrong, rng.uniform(0, 2.5, truth.size),
+                                                                      rng.uniform(2, 9, truth.size)))
+    cols = {"label": np.where(wrong, other, truth), "sim": np.full(truth.size, 0.9),
+            "margin": rng.uniform(0, 0.1, truth.size), "z": z, "rival": np.zeros(truth.size),
+            "ratio": rng.uniform(1, 3, truth.size), "sep": np.where(unreadable, 2.5, 6.0)}
+    reads = Reads(cols, dict(cols), truth, np.ones(truth.size, bool))
+    kw = {"min_quality": 0.85, "target": 0.001, "unknown_target": 0.01, "pair_check": True, "max_second_look": 1.0}
+    floored = choose_gates(reads, separations=(0.0, 2.0, 2.5, 3.0, 3.5, 4.0), **kw)
+    assert 2.5 < floored["min_pair_separation"] <= 6.0 and floored["min_pair_z"] <= 2.6
+    assert floored["calibration"]["wrong_trusted_rate"] <= 0.001
+    plain = choose_gates(reads, **kw)  # the default: no floor searched
+    assert plain["min_pair_separation"] == 0.0 and plain["min_pair_z"] > 3.5
+    assert plain["calibration"]["wrong_trusted_rate"] <= 0.001
+    assert floored["calibration"]["doubted_correct_rate"] < plain["calibration"]["doubted_correct_rate"] - 0.1
+
+
 def test_calibration_keeps_the_margin_gain_that_lets_far_right_reads_through_and_strangers_not() -> None:
     reads = _synthetic_reads(np.random.default_rng(3))
     kw = {"min_quality": 0.85, "target": 0.001, "unknown_target": 0.01, "pair_check": True, "max_second_look": 0.5}

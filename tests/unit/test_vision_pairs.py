@@ -15,8 +15,10 @@ from vision_models.pairs import (
     DISTANCE_RIDGE,
     RANK,
     directions,
+    pair_verdict,
     pair_z,
     quantized,
+    separation,
     spread_distance,
     spread_stats,
 )
@@ -90,6 +92,11 @@ def test_the_discriminant_tells_twins_apart_where_the_nearer_mean_does_not() -> 
     assert pair_z(sa, sb, ma, shrink=0.01) == pytest.approx(-pair_z(sb, sa, ma, shrink=0.01))
     flat = (sa[0], np.zeros_like(sa[1])), (sb[0], np.zeros_like(sb[1]))  # e.g. a doctored gallery file
     assert pair_z(*flat, ma, shrink=0.01) == 0.0  # no spread, no verdict (not an enormous |z|)
+    assert pair_verdict(*flat, ma, shrink=0.01) == (0.0, 0.0)
+    # one solve gives both: the read's z and how far apart the pair lies (|z| of either mean)
+    z, apart = pair_verdict(sa, sb, qa[0], shrink=0.01)
+    assert z == pair_z(sa, sb, qa[0], shrink=0.01) and apart == separation(sa, sb, shrink=0.01)
+    assert apart == pytest.approx(abs(pair_z(sa, sb, sb[0], shrink=0.01)), rel=1e-9) and apart > 1.5
 
 
 def test_the_low_rank_solution_is_the_ridge_discriminant_in_any_dimension() -> None:
@@ -227,6 +234,14 @@ def test_the_recognizer_lets_the_pair_check_decide_a_close_read_and_reports_how_
     assert read((fb, calm), None).pair_z == 0  # the runner-up has no spread: nothing to check against
     other = np.zeros((RANK, rec.pair_dim + 1), np.float16)  # spreads another model left: not comparable
     assert read((np.append(fb, 0), other), (np.append(fa, 0), other)).pair_z == 0
+    apart = separation((fa, calm), (fb, calm), 3.0)
+    assert agree.pair_separation == pytest.approx(apart, rel=1e-3) and apart > 0
+    rec.min_pair_separation = apart * 1.01  # a pair the check cannot tell apart gets no verdict
+    closer = read((fb, calm), (fa, calm))
+    assert (closer.label, closer.pair_z) == ("prod_b", 0.0)  # still its better guess, but not sure of it
+    assert closer.pair_separation == pytest.approx(apart, rel=1e-3)
+    rec.min_pair_separation = apart * 0.99
+    assert read((fb, calm), (fa, calm)).pair_z == pytest.approx(agree.pair_z, rel=1e-3)
     rec.second_look_below = 0.0  # no second look, no pair check (the card keeps both at min_margin)
     assert read((fb, calm), (fa, calm)).label == "prod_a"
     rec.second_look_below, rec.pair_shrink = 9.0, None

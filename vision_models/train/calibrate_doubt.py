@@ -13,13 +13,14 @@ top of the model's seed gallery and read on its own. Then, in this order:
 1. `max_spread_ratio`: how far from its SKU's enrollment views a right read may lie, in units of
    their own distance (`CellDetection.spread_ratio`, `vision_models.pairs.spread_distance`); the
    95th percentile over the right reads, so the per-SKU gate alone doubts <= 5 % of them.
-2. `min_margin`, `ratio_weight` and `min_pair_z`: a read whose best-vs-second cosine margin is below
+2. `min_margin`, `ratio_weight`, `min_pair_z` and `min_pair_separation`: a read whose best-vs-second cosine margin is below
    `min_margin` gets a second look (`second_look_below` = `min_margin`; its 90/270 degree views
    zoomed in by `--second-look-zoom`, written as `second_look_zoom`) and the pair check between
    its two nearest products (`vision_models.pairs`, ridge `--pair-shrink`). A read is trusted when
    its lead (the margin + `ratio_weight` x log(the runner-up's spread ratio / the label's),
-   `CellDetection.lead`) reaches `min_margin` or the check is sure (|z| >= `min_pair_z`). Of all
-   (margin, weight, z) whose wrong-but-trusted reads stay at or below `--target` of all reads, and
+   `CellDetection.lead`) reaches `min_margin` or the check is sure (|z| >= `min_pair_z`, of a pair
+   it separates by at least `min_pair_separation`, `PAIR_SEPARATIONS`; closer pairs get no verdict).
+   Of all (margin, weight, z, separation) whose wrong-but-trusted reads stay at or below `--target` of all reads, and
    whose margin sends at most `--max-second-look` of the reads to a second look (what it costs at
    door close), the one that doubts the fewest right reads.
 3. Open set: while more than `--unknown-target` of the never-enrolled designs' reads would be
@@ -56,6 +57,14 @@ DRAW_STRIDE = 101_010  # draw d of a pooled calibration is drawn at CALIB_SEED +
 REFS = 3
 PAIR_SHRINK = 10.0  # in pooled features (2.4.0), chosen on held-out designs: ridge 3 / 10 / 30 (docs/vision.md)
 Z_STEP, Z_FLOOR = 0.1, 0.5  # |z| bars are multiples of Z_STEP, at least Z_FLOOR
+# floors of the pair check's `separation` searched by default (`Recognizer.min_pair_separation`: a
+# pair closer than this gets no verdict); `--pair-separations 0,2,2.5,3,3.5,4` searches more. On
+# 2.7.1's draw 424242 the twins whose mark is a two-letter word (too small to read at 64 px: 69 %
+# top-1) sit at separation 2.1-3.6 and were 20 of the 30 wrong reads with |z| >= 3: a floor of 3 let
+# the bar fall 5.5 -> 4.1 and doubted 17.3 % instead of 21.2 %; on draw 525252 those gates trusted 19
+# wrong reads of 12,000 where 2.7.1's trust 15, and that draw's own search keeps no floor
+# (docs/vision.md, "Pairs the check cannot separate"): not searched by default
+PAIR_SEPARATIONS = (0.0,)
 # weights of log(runner-up's spread ratio / the label's) in a read's lead (`CellDetection.lead`); on
 # held-out designs 0.1-0.2 doubted 2-4.5 points fewer right reads than the margin alone (docs/vision.md)
 RATIO_WEIGHTS = (0.0, 0.05, 0.1, 0.2)
@@ -134,6 +143,7 @@ def read_in_galleries(rec: Recognizer, views: np.ndarray, refs: int, enrolled: i
 def _columns(dets: list[CellDetection]) -> dict[str, np.ndarray]:
     return {"label": np.array([d.label for d in dets]), "sim": np.array([d.similarity for d in dets]),
             "margin": np.array([d.margin for d in dets]), "z": np.array([d.pair_z for d in dets]),
+            "sep": np.array([d.pair_separation for d in dets]),
             "ratio": np.array([d.spread_ratio for d in dets]),
             "rival": rival_log_ratio(np.array([d.spread_ratio for d in dets]), np.array([d.runner_up_ratio for d in dets]))}
 
@@ -179,6 +189,7 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
               unknown_target: float = 0.01, pair_shrink: float | None = PAIR_SHRINK,
               second_look_zoom: float = SECOND_LOOK_ZOOM, max_second_look: float = MAX_SECOND_LOOK,
               gallery_size: int = GALLERY_SIZE, gains: Sequence[float] = RATIO_MARGIN_GAINS,
+              separations: Sequence[float] = PAIR_SEPARATIONS,
               style: str = "flat", draws: int = 1) -> dict[str, Any]:
     """The doubt section for `rec`'s card (`rec`'s own gallery is left as it was). `pair_shrink`
     None: no pair check (a read below the margin is never trusted). `max_second_look`: the largest
@@ -188,13 +199,17 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
     draws of `classes` + `unknown` designs at different seeds, pooled (`pooled`): the gates then rest
     on a tail of `draws` times as many wrong reads."""
     rec.pair_shrink, rec.second_look_zoom = pair_shrink, second_look_zoom
+    rec.min_pair_separation = 0.0  # every pair's verdict read; the floor is chosen on them
     reads = pooled([calibration_reads(rec, classes=classes, unknown=unknown, tests=tests, gallery_size=gallery_size,
                                       style=style, draw=d) for d in range(draws)])
     doubt = choose_gates(reads, min_quality=rec.min_quality, target=target, unknown_target=unknown_target,
-                         pair_check=pair_shrink is not None, max_second_look=max_second_look, gains=gains)
+                         pair_check=pair_shrink is not None, max_second_look=max_second_look, gains=gains,
+                         separations=separations)
     pair: dict[str, float] = {} if pair_shrink is None else {"pair_shrink": pair_shrink}
     if pair and "min_pair_z" in doubt:
         pair["min_pair_z"] = doubt.pop("min_pair_z")
+        pair["min_pair_separation"] = doubt.pop("min_pair_separation")
+    doubt.pop("min_pair_separation", None)
     calibration = doubt.pop("calibration")
     return {"min_quality": rec.min_quality, **doubt, "second_look_zoom": second_look_zoom, **pair,
             "note": "open-set gate per SKU (a read's distance from its enrollment views, in units of their own, "
@@ -202,7 +217,8 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
                     "margin plus ratio_weight x log(the runner-up's spread ratio / the label's) at least "
                     "min_margin); a read with margin below "
                     "second_look_below gets a second look first, then the pair check between its two nearest "
-                    "products (trusted from |z| >= min_pair_z); calibrated on training-generator designs only",
+                    "products (trusted from |z| >= min_pair_z, for pairs it separates by at least "
+                    "min_pair_separation); calibrated on training-generator designs only",
             "calibration": {"classes": classes, "unknown_classes": unknown, "draws": draws, "reads": int(reads.known.sum()),
                             "seed": CALIB_SEED, "seeds": [draw_seed(d) for d in range(draws)],
                             "gallery_size": gallery_size, "style": style,
@@ -227,35 +243,38 @@ def z_bar(wrong_z: np.ndarray, spare: int) -> float:
     if len(wrong_z) <= spare:
         return Z_FLOOR
     worst = float(np.sort(wrong_z)[::-1][spare])  # the highest |z| that must fall below the bar
-    return max(Z_FLOOR, round((np.floor(round(worst / Z_STEP, 6)) + 1) * Z_STEP, 2))
+    return float(max(Z_FLOOR, round((np.floor(round(worst / Z_STEP, 6)) + 1) * Z_STEP, 2)))
 
 
 def choose_gates(reads: Reads, *, min_quality: float, target: float, unknown_target: float, pair_check: bool,
-                 max_second_look: float, gains: Sequence[float] = RATIO_MARGIN_GAINS) -> dict[str, Any]:
+                 max_second_look: float, gains: Sequence[float] = RATIO_MARGIN_GAINS,
+                 separations: Sequence[float] = PAIR_SEPARATIONS) -> dict[str, Any]:
     """The gates (module doc, steps 1-4) that doubt the fewest right reads of `reads` while wrong-but-
     trusted reads stay within `target` (of the enrolled designs' reads) and never-enrolled designs'
     reads within `unknown_target`: {min_margin, second_look_below, max_spread_ratio, ratio_weight,
-    ratio_margin_gain, min_pair_z (when some |z| may trust), calibration: the figures}. Of equally
-    good gains, the smallest."""
+    ratio_margin_gain, min_pair_z and min_pair_separation (when some |z| may trust; the floor one of
+    `separations`), calibration: the figures}. Of equally good gains, the smallest."""
     found = [{**_gates(discounted(reads, g), min_quality=min_quality, target=target, unknown_target=unknown_target,
-                       pair_check=pair_check, max_second_look=max_second_look), "ratio_margin_gain": g}
+                       pair_check=pair_check, max_second_look=max_second_look, separations=separations),
+                "ratio_margin_gain": g}
              for g in sorted(gains)]
     return min(found, key=lambda d: d["calibration"]["doubted_correct_rate"])
 
 
 def _gates(reads: Reads, *, min_quality: float, target: float, unknown_target: float, pair_check: bool,
-           max_second_look: float) -> dict[str, Any]:
+           max_second_look: float, separations: Sequence[float]) -> dict[str, Any]:
     """`choose_gates` at one gain (`reads` discounted by it)."""
     first, again, truth, known = reads
     ok1 = (first["label"] == truth) & known
     n = int(known.sum())
 
-    def outcome(t: float, limit: float, zmin: float, w: float, band: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def outcome(t: float, limit: float, zmin: float, w: float, band: float | None = None,
+                floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         use = first["margin"] < (t if band is None else band)  # a second look below the band (default: t)
         lab = np.where(use, again["label"], first["label"])
         sim, ratio = np.where(use, again["sim"], first["sim"]), np.where(use, again["ratio"], first["ratio"])
         lead = np.where(use, again["margin"] + w * again["rival"], first["margin"] + w * first["rival"])
-        z = np.where(use, again["z"], 0.0)
+        z = np.where(use & (again.get("sep", np.inf) >= floor), again["z"], 0.0)  # no verdict below the floor
         # the open-set gate (`Recognizer._quality`): a spread ratio up to `limit`; labels without a
         # spread (the shipped seed) by their plain similarity
         near = np.where(ratio >= 0, ratio <= limit, sim >= min_quality)
@@ -265,22 +284,23 @@ def _gates(reads: Reads, *, min_quality: float, target: float, unknown_target: f
     looked = first["margin"][known]
     margins = [float(t) for t in np.round(np.arange(0.0, 0.6, 0.005), 3) if np.mean(looked < t) <= max_second_look]
 
-    def gates_for(limit: float) -> tuple[float, float, float]:
-        """(min_margin, min_pair_z, ratio_weight) keeping wrong-but-trusted <= target that doubt the
-        fewest right reads."""
-        best, fewest = (1.0, float("inf"), 0.0), n + 1
+    def gates_for(limit: float) -> tuple[float, float, float, float]:
+        """(min_margin, min_pair_z, ratio_weight, min_pair_separation) keeping wrong-but-trusted <=
+        target that doubt the fewest right reads."""
+        best, fewest = (1.0, float("inf"), 0.0, 0.0), n + 1
         for w, t in ((w, float(t)) for w in RATIO_WEIGHTS for t in margins):
             ok, by_margin = outcome(t, limit, float("inf"), w)
             spare = target * n - np.sum(by_margin & ~ok & known)
             if spare < 0:
                 continue
-            _, by_z = outcome(t, limit, 0.0, w)  # every positive |z| trusted: then raise the bar
-            wrong_z = again["z"][by_z & ~by_margin & ~ok & known]
-            zmin = z_bar(wrong_z, int(spare)) if pair_check else float("inf")
-            ok, trusted = outcome(t, limit, zmin, w)
-            doubted = int(np.sum(~trusted & ok & known))
-            if doubted < fewest:
-                best, fewest = (t, zmin, w), doubted
+            for floor in sorted(separations) if pair_check else (0.0,):
+                _, by_z = outcome(t, limit, 0.0, w, floor=floor)  # every |z| trusted: then raise the bar
+                verdict = np.where(again.get("sep", np.inf) >= floor, again["z"], 0.0)  # none below the floor
+                zmin = z_bar(verdict[by_z & ~by_margin & ~ok & known], int(spare)) if pair_check else float("inf")
+                _, trusted = outcome(t, limit, zmin, w, floor=floor)
+                doubted = int(np.sum(~trusted & ok & known))
+                if doubted < fewest:
+                    best, fewest = (t, zmin, w, floor), doubted
         return best
 
     # the most lenient spread ratio whose gate alone doubts <= 5 % of right reads (95th percentile;
@@ -289,17 +309,18 @@ def _gates(reads: Reads, *, min_quality: float, target: float, unknown_target: f
     # their reads
     ratios = first["ratio"][ok1 & (first["ratio"] >= 0)]
     limit = max(float(np.round(np.percentile(ratios, 95), 3)), 1.01) if ratios.size else 1.01
-    best, zmin, weight = gates_for(limit)
-    while (~known).any() and limit > 1.01 and np.mean(outcome(best, limit, zmin, weight)[1][~known]) > unknown_target:
+    best, zmin, weight, floor = gates_for(limit)
+    while ((~known).any() and limit > 1.01
+           and np.mean(outcome(best, limit, zmin, weight, floor=floor)[1][~known]) > unknown_target):
         limit = max(round(1 + (limit - 1) * 0.98, 3), 1.01)
-        best, zmin, weight = gates_for(limit)
+        best, zmin, weight, floor = gates_for(limit)
     band = min(best, margins[-1])  # when no margin keeps the target (best 1.0: trust none by it), the widest allowed
-    ok, trusted = outcome(best, limit, zmin, weight, band)
+    ok, trusted = outcome(best, limit, zmin, weight, band, floor)
     ok_k = ok & known
     out: dict[str, Any] = {"min_margin": best, "second_look_below": band, "max_spread_ratio": limit,
                            "ratio_weight": weight}
     if np.isfinite(zmin):
-        out["min_pair_z"] = zmin
+        out["min_pair_z"], out["min_pair_separation"] = zmin, floor
     out["calibration"] = {"top1": round(float(ok_k.sum() / n), 4),
                           "second_look_share": round(float(np.mean(looked < band)), 4),
                           "wrong_trusted_rate": round(float(np.sum(trusted & ~ok & known)) / n, 4),
@@ -320,6 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pair-shrink", type=float, default=PAIR_SHRINK, help="ridge of the pair check (0: none)")
     p.add_argument("--max-second-look", type=float, default=MAX_SECOND_LOOK,
                    help="largest share of reads the margin may send to a second look (its cost)")
+    p.add_argument("--pair-separations", type=lambda v: [float(x) for x in v.split(",")],
+                   default=list(PAIR_SEPARATIONS),
+                   help="floors of the pair check's separation to search, e.g. 0,2,2.5,3,3.5,4 (default: 0)")
     p.add_argument("--margin-gains", type=lambda v: [float(x) for x in v.split(",")], default=list(RATIO_MARGIN_GAINS),
                    help="gains of the margin in the open-set check to search, e.g. 0,1,2,4,8 (default: 0)")
     p.add_argument("--gallery-size", type=int, default=GALLERY_SIZE,
@@ -335,7 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     doubt = calibrate(rec, classes=a.classes, unknown=a.unknown, tests=a.tests, target=a.target,
                       unknown_target=a.unknown_target, pair_shrink=a.pair_shrink or None,
                       second_look_zoom=a.second_look_zoom, max_second_look=a.max_second_look,
-                      gallery_size=a.gallery_size, gains=a.margin_gains, style=a.style,
+                      gallery_size=a.gallery_size, gains=a.margin_gains, separations=a.pair_separations,
+                      style=a.style,
                       draws=a.draws)
     card_path = a.model_dir / CARD_FILE
     card = json.loads(card_path.read_text(encoding="utf-8"))
