@@ -316,25 +316,33 @@ class BoardSession:
         """Send and await the reply with the same seq; resend the SAME frame on timeout/bad_frame.
 
         A reply that came in during the loop turn the timeout fired in (the loop was held up past the
-        deadline with the bytes already read) is taken, not thrown away and asked again.
+        deadline with the bytes already read) is taken, not thrown away and asked again; so is one the
+        reader held back behind a partial frame (line noise: a stray SOF and length), read when the
+        partial is dropped before a resend, and a new boot id read there stops the resend.
         ``not_across_reset``: once a frame from a newer boot than the one ``msg`` is addressed to has
         been seen, stop resending and raise ``BoardRebooted`` (a VEND: the outcome is then settled
         with VEND_RESULT). Returns the reply and how many copies were sent.
         """
-        seq, last_nak = msg.seq, None
+        seq, last_nak, copies = msg.seq, None, 0
         if seq in self._waiters:
             raise ValueError(f"seq {seq} already in flight")
         for attempt in range(self._retries + 1):
-            if attempt:
-                if not_across_reset and msg.boot != self._boot:
-                    raise BoardRebooted(f"board rebooted (boot {msg.boot:#x} -> {self._boot:#x}) before it "
-                                        f"answered {type(msg).__name__} seq={seq}; not sent again")
-                self.counters["retries"] += 1
-                self._handle(self._reader.drop_partial())
             fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
             self._waiters[seq] = fut
             try:
-                self._send(msg)
+                if attempt:
+                    # a partial frame that waited a whole timeout is noise (a stray SOF and length): the
+                    # frames it held back are read first, with this seq's waiter in place. The reply may
+                    # be among them, or a frame from a new boot, and neither may be answered by a resend
+                    self._handle(self._reader.drop_partial())
+                if not fut.done():
+                    if attempt and not_across_reset and msg.boot != self._boot:
+                        raise BoardRebooted(f"board rebooted (boot {msg.boot:#x} -> {self._boot:#x}) before it "
+                                            f"answered {type(msg).__name__} seq={seq}; not sent again")
+                    if attempt:
+                        self.counters["retries"] += 1
+                    self._send(msg)
+                    copies += 1
                 async with asyncio.timeout(self._reply_timeout_s):
                     reply = await fut
             except TimeoutError:
@@ -348,7 +356,7 @@ class BoardSession:
             if isinstance(reply, Nak) and reply.error == ErrorCode.BAD_FRAME:
                 last_nak = reply
                 continue
-            return reply, attempt + 1
+            return reply, copies
         name = type(msg).__name__
         if last_nak is not None:
             raise ProtocolError(f"board rejected {name} seq={seq} as bad_frame {self._retries + 1} times")

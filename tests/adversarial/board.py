@@ -274,6 +274,11 @@ class AdversarialBoard:
         with self.lock:
             self._reset(deaf_s)
 
+    def line_noise(self, data: bytes) -> None:
+        """``data`` goes on the line now, behind whatever is queued (a glitch the controller must survive)."""
+        with self.lock:
+            self._write(data)
+
     def memory_at_next_reset(self, n: int) -> None:
         """The board comes up from its next reset keeping ``n`` outcomes (0: it forgot everything)."""
         with self.lock:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from drivers.vend_board import BoardRebooted, VendBoard, VendOutcome
+from drivers.vend_board import BoardRebooted, VendBoard, VendInterrupted, VendOutcome
 from drivers.vend_board.messages import VendReq
 from tests.adversarial.board import AdversarialBoard, Fault
 
@@ -82,3 +82,34 @@ async def test_a_vend_is_not_resent_once_the_board_came_up_in_a_new_boot(board: 
         query = await driver.query_vend(seq)
     assert board.vend_copies[seq] == 1 and board.violations == []
     assert query.state == "unknown" and board.snapshot()[0]["A1"] == 3
+
+
+async def test_an_ack_held_back_behind_line_noise_is_taken_and_a_new_boot_behind_it_stops_the_resend(
+        board: AdversarialBoard) -> None:
+    # Two stray bytes (SOF, length 120) reach the driver just before the ACK: its reader waits for a
+    # 120-byte frame, and the ACK, then the new boot's announcement (the board resets half way through
+    # the motor, deaf 0.3 s, up at ~0.45 s), sit inside it. At the 0.5 s deadline the partial is dropped
+    # and both come out: the ACK answers the VEND (found by the stateful test: it was read after the
+    # boot check with no waiter, thrown away, and the VEND sent again to the new boot).
+    async with VendBoard(board.link, reply_timeout_s=0.5, vend_timeout_s=10.0) as driver:
+        await driver.wait_connected(5.0)
+        boot = driver.boot_id
+        board.plan(Fault(ack_late_s=0.05, motor_ms=300, reboot_mid_motor=0.3))
+        seq = driver.last_seq + 1
+        acked: list[int] = []
+
+        async def on_ack(ack_boot: int) -> None:
+            acked.append(ack_boot)
+
+        def sent(frame: object) -> None:
+            if isinstance(frame, VendReq):
+                board.line_noise(bytes([0xA6, 120]))
+
+        driver.on_frame_sent = sent
+        with pytest.raises(VendInterrupted):
+            await driver.vend("A1", seq, on_ack=on_ack)
+        assert driver.boot_id != boot
+    assert board.violations == []
+    assert board.vend_copies[seq] == 1 and driver.counters["retries"] == 0
+    assert acked == [boot]  # journaled as ACKed by the boot that took it
+    assert board.snapshot()[0]["A1"] == 3  # the motor stopped half way: nothing fell
