@@ -268,13 +268,17 @@ def _gates(reads: Reads, *, min_quality: float, target: float, unknown_target: f
     ok1 = (first["label"] == truth) & known
     n = int(known.sum())
 
+    def verdict(floor: float) -> np.ndarray:
+        """The pair check's |z| of every read (second look), 0 for pairs separated less than `floor`."""
+        return np.where(again.get("sep", np.inf) >= floor, again["z"], 0.0)
+
     def outcome(t: float, limit: float, zmin: float, w: float, band: float | None = None,
                 floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         use = first["margin"] < (t if band is None else band)  # a second look below the band (default: t)
         lab = np.where(use, again["label"], first["label"])
         sim, ratio = np.where(use, again["sim"], first["sim"]), np.where(use, again["ratio"], first["ratio"])
         lead = np.where(use, again["margin"] + w * again["rival"], first["margin"] + w * first["rival"])
-        z = np.where(use & (again.get("sep", np.inf) >= floor), again["z"], 0.0)  # no verdict below the floor
+        z = np.where(use, verdict(floor), 0.0)
         # the open-set gate (`Recognizer._quality`): a spread ratio up to `limit`; labels without a
         # spread (the shipped seed) by their plain similarity
         near = np.where(ratio >= 0, ratio <= limit, sim >= min_quality)
@@ -295,8 +299,7 @@ def _gates(reads: Reads, *, min_quality: float, target: float, unknown_target: f
                 continue
             for floor in sorted(separations) if pair_check else (0.0,):
                 _, by_z = outcome(t, limit, 0.0, w, floor=floor)  # every |z| trusted: then raise the bar
-                verdict = np.where(again.get("sep", np.inf) >= floor, again["z"], 0.0)  # none below the floor
-                zmin = z_bar(verdict[by_z & ~by_margin & ~ok & known], int(spare)) if pair_check else float("inf")
+                zmin = z_bar(verdict(floor)[by_z & ~by_margin & ~ok & known], int(spare)) if pair_check else float("inf")
                 _, trusted = outcome(t, limit, zmin, w, floor=floor)
                 doubted = int(np.sum(~trusted & ok & known))
                 if doubted < fewest:
