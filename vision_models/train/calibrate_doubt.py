@@ -63,7 +63,7 @@ Z_STEP, Z_FLOOR = 0.1, 0.5  # |z| bars are multiples of Z_STEP, at least Z_FLOOR
 # top-1) sit at separation 2.1-3.6 and were 20 of the 30 wrong reads with |z| >= 3: a floor of 3 let
 # the bar fall 5.5 -> 4.1 and doubted 17.3 % instead of 21.2 %; on draw 525252 those gates trusted 19
 # wrong reads of 12,000 where 2.7.1's trust 15, and that draw's own search keeps no floor
-# (docs/vision.md, "Pairs the check cannot separate"): not searched by default
+# (docs/vision.md, "Where the wrong tail comes from"): not searched by default
 PAIR_SEPARATIONS = (0.0,)
 # weights of log(runner-up's spread ratio / the label's) in a read's lead (`CellDetection.lead`); on
 # held-out designs 0.1-0.2 doubted 2-4.5 points fewer right reads than the margin alone (docs/vision.md)
@@ -209,7 +209,6 @@ def calibrate(rec: Recognizer, *, classes: int, unknown: int, tests: int, target
     if pair and "min_pair_z" in doubt:
         pair["min_pair_z"] = doubt.pop("min_pair_z")
         pair["min_pair_separation"] = doubt.pop("min_pair_separation")
-    doubt.pop("min_pair_separation", None)
     calibration = doubt.pop("calibration")
     return {"min_quality": rec.min_quality, **doubt, "second_look_zoom": second_look_zoom, **pair,
             "note": "open-set gate per SKU (a read's distance from its enrollment views, in units of their own, "
@@ -332,6 +331,11 @@ def _gates(reads: Reads, *, min_quality: float, target: float, unknown_target: f
     return out
 
 
+def _floats(text: str) -> list[float]:
+    """A comma-separated list of numbers, as the search options take it ("0,1,2")."""
+    return [float(x) for x in text.split(",")]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vision_models.train.calibrate_doubt")
     p.add_argument("--model-dir", type=Path, required=True)
@@ -344,10 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pair-shrink", type=float, default=PAIR_SHRINK, help="ridge of the pair check (0: none)")
     p.add_argument("--max-second-look", type=float, default=MAX_SECOND_LOOK,
                    help="largest share of reads the margin may send to a second look (its cost)")
-    p.add_argument("--pair-separations", type=lambda v: [float(x) for x in v.split(",")],
+    p.add_argument("--pair-separations", type=_floats,
                    default=list(PAIR_SEPARATIONS),
                    help="floors of the pair check's separation to search, e.g. 0,2,2.5,3,3.5,4 (default: 0)")
-    p.add_argument("--margin-gains", type=lambda v: [float(x) for x in v.split(",")], default=list(RATIO_MARGIN_GAINS),
+    p.add_argument("--margin-gains", type=_floats, default=list(RATIO_MARGIN_GAINS),
                    help="gains of the margin in the open-set check to search, e.g. 0,1,2,4,8 (default: 0)")
     p.add_argument("--gallery-size", type=int, default=GALLERY_SIZE,
                    help="designs enrolled per gallery: a read competes with one machine's products")
