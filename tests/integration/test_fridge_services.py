@@ -90,8 +90,12 @@ async def test_cold_chain_regulation_door_alarm_lockout_and_clear(rig):
     events = await alarm_events(rig, "temp_high:fridge")
     assert [k for k, _ in events][-2:] == ["alarm_raised", "alarm_cleared"]
     raised_at, cleared_at = events[-2][1], events[-1][1]
-    held = [r[1] for r in series if raised_at - cfg.high_alarm_delay_s + 2 * MIN <= r[0] <= raised_at - MIN]
-    assert len(held) >= 5 and min(held) > cfg.high_alarm_c  # above the limit for the whole delay
+    # above the limit for the whole delay: the last sample at or below it came a full delay before the
+    # alarm (judged on the samples themselves, not on how many polls a loaded machine managed)
+    last_cold = max(r[0] for r in series if r[0] < raised_at and r[1] is not None and r[1] <= cfg.high_alarm_c)
+    assert raised_at - last_cold >= cfg.high_alarm_delay_s
+    held = [r[1] for r in series if last_cold < r[0] <= raised_at]
+    assert len(held) >= 2 and min(held) > cfg.high_alarm_c
     before_clear = [r[1] for r in series if r[0] <= cleared_at][-1]
     assert before_clear <= cfg.high_alarm_c - cfg.hysteresis_c
     assert await sell(rig, "E1") == "food_safety_lockout"
