@@ -116,6 +116,33 @@ def test_calibration_withholds_the_pair_checks_verdict_from_pairs_it_cannot_sepa
     assert floored["calibration"]["doubted_correct_rate"] < plain["calibration"]["doubted_correct_rate"] - 0.1
 
 
+def test_the_pair_checks_bar_is_set_by_the_wrong_reads_it_would_judge_not_by_those_it_never_sees() -> None:
+    """1,000 twin reads with a low margin (the pair check decides: right ones at |z| 6-9, 2 % wrong ones
+    below 2) and 1,000 clear reads (margin 0.5) of which 5 % are wrong with a runner-up whose own views
+    lie much nearer (rival log ratio -3): a ratio weight pulls their lead under the margin, so they are
+    doubted without a second look, and at runtime get no verdict. Their second-look |z| (20, what a
+    second look would have said) must not set the bar the twins' right reads are trusted by."""
+    rng = np.random.default_rng(8)
+    n = 1000
+    names = np.array([f"calib_{k}" for k in range(2 * n)])
+    truth = names
+    wrong = np.concatenate([rng.random(n) < 0.02, rng.random(n) < 0.05])
+    other = names[np.arange(2 * n) ^ 1]
+    clear = np.arange(2 * n) >= n
+    z = np.where(clear, np.where(wrong, 20.0, 9.0), np.where(wrong, rng.uniform(0, 2, 2 * n), rng.uniform(6, 9, 2 * n)))
+    cols = {"label": np.where(wrong, other, truth), "sim": np.full(2 * n, 0.9),
+            "margin": np.where(clear, 0.5, rng.uniform(0, 0.1, 2 * n)), "z": z,
+            "rival": np.where(clear & wrong, -3.0, np.where(clear, 1.0, 0.0)),
+            "ratio": np.full(2 * n, 1.5), "sep": np.full(2 * n, 6.0)}
+    reads = Reads(cols, dict(cols), truth, np.ones(2 * n, bool))
+    gates = choose_gates(reads, min_quality=0.85, target=0.001, unknown_target=0.01, pair_check=True,
+                         max_second_look=1.0)
+    assert gates["ratio_weight"] > 0 and gates["min_margin"] <= 0.5
+    assert gates["min_pair_z"] <= 2.1  # the twins' wrong reads end below 2
+    assert gates["calibration"]["wrong_trusted_rate"] <= 0.001
+    assert gates["calibration"]["doubted_correct_rate"] < 0.01
+
+
 def test_calibration_keeps_the_margin_gain_that_lets_far_right_reads_through_and_strangers_not() -> None:
     reads = _synthetic_reads(np.random.default_rng(3))
     kw = {"min_quality": 0.85, "target": 0.001, "unknown_target": 0.01, "pair_check": True, "max_second_look": 0.5}

@@ -298,7 +298,10 @@ def _gates(reads: Reads, *, min_quality: float, target: float, unknown_target: f
                 continue
             for floor in sorted(separations) if pair_check else (0.0,):
                 _, by_z = outcome(t, limit, 0.0, w, floor=floor)  # every |z| trusted: then raise the bar
-                zmin = z_bar(verdict(floor)[by_z & ~by_margin & ~ok & known], int(spare)) if pair_check else float("inf")
+                # over the wrong reads the check would judge: those given a second look at this margin (a
+                # read with margin >= t whose lead a ratio weight pulls below t gets no verdict at runtime)
+                judged = by_z & ~by_margin & (first["margin"] < t) & ~ok & known
+                zmin = z_bar(verdict(floor)[judged], int(spare)) if pair_check else float("inf")
                 _, trusted = outcome(t, limit, zmin, w, floor=floor)
                 doubted = int(np.sum(~trusted & ok & known))
                 if doubted < fewest:
