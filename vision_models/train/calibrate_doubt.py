@@ -296,11 +296,13 @@ def _gates(reads: Reads, *, min_quality: float, target: float, unknown_target: f
             spare = target * n - np.sum(by_margin & ~ok & known)
             if spare < 0:
                 continue
+            # the wrong reads the pair check would judge: not trusted by their lead, inside the open-set
+            # gate (every |z| trusted: only that gate is left) and given a second look at this margin (a
+            # read with margin >= t whose lead a ratio weight pulls below t gets no verdict at runtime)
+            _, near = outcome(t, limit, 0.0, w)
+            judged = near & ~by_margin & (first["margin"] < t) & ~ok & known
             for floor in sorted(separations) if pair_check else (0.0,):
-                _, by_z = outcome(t, limit, 0.0, w, floor=floor)  # every |z| trusted: then raise the bar
-                # over the wrong reads the check would judge: those given a second look at this margin (a
-                # read with margin >= t whose lead a ratio weight pulls below t gets no verdict at runtime)
-                judged = by_z & ~by_margin & (first["margin"] < t) & ~ok & known
+                # the bar over them
                 zmin = z_bar(verdict(floor)[judged], int(spare)) if pair_check else float("inf")
                 _, trusted = outcome(t, limit, zmin, w, floor=floor)
                 doubted = int(np.sum(~trusted & ok & known))
