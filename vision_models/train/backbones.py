@@ -110,11 +110,9 @@ BACKBONES = ("cnn", "effnet-lite0", "effnet-lite0-s16", "effnet-lite1", "effnet-
 def build_backbone(name: str, size: int, pretrained: bool = True) -> nn.Module:
     if name == "cnn":
         return SmallCNN(size)
-    if name == "effnet-lite0":
-        return EffNetEmbedder(size, pretrained=pretrained)
     if name == "effnet-lite0-s16":
         return EffNetEmbedder(size, pretrained=pretrained, output_stride=16)
-    if name in ("effnet-lite1", "effnet-lite2"):
+    if name in ("effnet-lite0", "effnet-lite1", "effnet-lite2"):
         return EffNetEmbedder(size, pretrained=pretrained, variant=name.removeprefix("effnet-"))
     raise SystemExit(f"unknown backbone {name!r}")
 

@@ -206,15 +206,12 @@ def train(a: argparse.Namespace) -> int:
 
 NORMALIZATION = {"scale": 1 / 255, "mean": MEAN.tolist(), "std": STD.tolist()}
 METHODS = {
-    "effnet-lite0": "EfficientNet-Lite0 (ImageNet-pretrained, fine-tuned with CosFace on domain-randomized "
-    "designs) -> global average pool -> linear -> L2-normalized embedding; cosine similarity "
-    "to per-label gallery prototypes; score = softmax(similarity_scale * cosine)",
     "effnet-lite0-s16": "EfficientNet-Lite0 with its last down-sampling stage at stride 1 (a 6 x 6 final map "
     "at 96 px; ImageNet-pretrained, fine-tuned) -> global average pool -> linear -> L2-normalized embedding; "
     "cosine similarity to per-label gallery prototypes; score = softmax(similarity_scale * cosine)",
     **{f"effnet-lite{k}": f"EfficientNet-Lite{k} (ImageNet-pretrained, fine-tuned with CosFace on domain-randomized "
        "designs) -> global average pool -> linear -> L2-normalized embedding; cosine similarity "
-       "to per-label gallery prototypes; score = softmax(similarity_scale * cosine)" for k in (1, 2)},
+       "to per-label gallery prototypes; score = softmax(similarity_scale * cosine)" for k in (0, 1, 2)},
     "cnn": "3-conv CNN (from scratch, CosFace on domain-randomized designs) -> L2-normalized embedding; "
     "cosine similarity to per-label gallery prototypes; score = softmax(similarity_scale * cosine)",
 }
