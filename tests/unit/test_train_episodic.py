@@ -138,7 +138,7 @@ def test_a_short_run_from_the_shipped_model_exports(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     done = run("-m", "vision_models.train.episodic", "--data", str(data), "--work", str(work),
                "--init-onnx", str(SHIPPED), "--minutes", "0.02", "--pairs", "2", "--val-classes", "6",
-               "--threads", "1", "--every", "1", "--memory", "8")
+               "--threads", "1", "--every", "1", "--memory", "8", "--frozen-blocks", "3")
     assert done.returncode == 0, done.stderr
     history = json.loads((work / "effnet-lite0.json").read_text())["history"]
     assert history[0]["step"] == 0 and history[0]["val_top1"] > 0.5 and len(history) >= 2
@@ -147,6 +147,7 @@ def test_a_short_run_from_the_shipped_model_exports(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     card = json.loads((out / "model_card.json").read_text())
     assert card["training_data"]["commands"][1].startswith("python -m vision_models.train.episodic")
+    assert card["training_data"]["commands"][1].endswith("--frozen-blocks 3")  # the run is reproducible
     assert "clean-view prototypes" in card["training_data"]["loss"] and card["version"] == "9.9.9"
     rec = Recognizer.load(out)
     img = np.random.default_rng(0).integers(0, 256, (96, 96, 3), np.uint8)

@@ -165,3 +165,27 @@ def test_clean_views_must_leave_a_shelf_view() -> None:
     assert parse_args([*base, "--clean-views", "3"]).clean_views == 3
     with pytest.raises(SystemExit):
         parse_args([*base, "--clean-views", "4"])
+
+
+def test_frozen_blocks_get_no_gradient_and_keep_the_state_dict() -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from vision_models.train.backbones import EffNetEmbedder, build_backbone, freeze_early
+    from vision_models.train.metric import to_input
+
+    model = EffNetEmbedder(96, pretrained=False).eval()
+    keys = list(model.state_dict())
+    freeze_early(model, 3)
+    x = to_input(np.random.default_rng(0).integers(0, 256, (3, 96, 96, 3), np.uint8))
+    model(x).sum().backward()
+    frozen = [model.net._conv_stem, model.net._bn0, *model.net._blocks[:3]]
+    assert all(p.grad is None and not p.requires_grad for m in frozen for p in m.parameters())
+    trained = [*model.net._blocks[3:], model.proj]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for m in trained for p in m.parameters())
+    assert list(model.state_dict()) == keys  # export reads the checkpoint into a fresh model as before
+    with pytest.raises(SystemExit, match="between 0 and 16"):
+        freeze_early(EffNetEmbedder(96, pretrained=False), 17)
+    with pytest.raises(SystemExit, match="EfficientNet"):
+        freeze_early(build_backbone("cnn", 64), 1)
+    cnn = build_backbone("cnn", 64)
+    freeze_early(cnn, 0)  # nothing asked, nothing frozen, any backbone
+    assert all(p.requires_grad for p in cnn.parameters())

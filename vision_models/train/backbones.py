@@ -117,6 +117,22 @@ def build_backbone(name: str, size: int, pretrained: bool = True) -> nn.Module:
     raise SystemExit(f"unknown backbone {name!r}")
 
 
+def freeze_early(model: nn.Module, blocks: int) -> None:
+    """Train with EfficientNet's stem and its first `blocks` blocks frozen: no gradient is computed
+    below them. At 3 (the stride-2 and stride-4 layers) an `episodic` step is 1.3x cheaper, measured
+    in the loop (docs/vision.md, "Faster training steps"). The state dict is unchanged."""
+    if not blocks:
+        return
+    if not isinstance(model, EffNetEmbedder):
+        raise SystemExit("--frozen-blocks needs an EfficientNet backbone")
+    stages = model.net._blocks
+    if not 0 <= blocks <= len(stages):
+        raise SystemExit(f"--frozen-blocks between 0 and {len(stages)}, not {blocks}")
+    for part in (model.net._conv_stem, model.net._bn0, *stages[:blocks]):
+        for p in part.parameters():
+            p.requires_grad_(False)
+
+
 def for_export(model: nn.Module) -> nn.Module:
     """What goes into the ONNX file: the embedder, with the pair check's features when it has them."""
     return WithFeatures(model) if isinstance(model, EffNetEmbedder) else model

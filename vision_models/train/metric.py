@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vision_models.train.backbones import BACKBONES, EMBED_DIM, build_backbone, for_export
+from vision_models.train.backbones import BACKBONES, EMBED_DIM, build_backbone, for_export, freeze_early
 from vision_models.train.dataset import DataDir, DataError
 from vision_models.train.randomized import generate
 from vision_models.train.train import CosFaceHead
@@ -139,9 +139,11 @@ def train(a: argparse.Namespace) -> int:
         partner[index[p]], partner[index[q]] = index[q], index[p]
     partner[base:] = np.where(rp >= 0, rp + base, -1)
     model = build_backbone(a.backbone, a.size)
+    freeze_early(model, a.frozen_blocks)
     head = CosFaceHead(EMBED_DIM, base + a.randomized, torch.from_numpy(partner), a.pair_margin)
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.startswith("proj")], "lr": a.lr},
+        {"params": [p for n, p in model.named_parameters() if not n.startswith("proj") and p.requires_grad],
+         "lr": a.lr},
         {"params": [*model.proj.parameters(), *head.parameters()], "lr": a.lr * 4},
     ]
     opt = torch.optim.AdamW(groups, weight_decay=1e-4)
@@ -324,6 +326,7 @@ def _metric_recipe(a: argparse.Namespace, args: dict[str, Any]) -> dict[str, str
         + f"--randomized {args['randomized']} --views {args['views']} "
         f"--lr {args['lr']} --seed {args['seed']} --pair-margin {args['pair_margin']:g}"
         + (f" --clean-views {args['clean_views']}" if args.get("clean_views") else "")
+        + (f" --frozen-blocks {args['frozen_blocks']}" if args.get("frozen_blocks") else "")
     )
     return {
         "command": cmd,
@@ -363,6 +366,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--every", type=int, default=250, help="validate and checkpoint every N steps")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--frozen-blocks", type=int, default=0,
+                   help="EfficientNet: train with the stem and the first N blocks frozen (faster steps)")
     p.add_argument("--export", type=Path, default=None, help="export the checkpoint into this model dir")
     p.add_argument("--int8", action="store_true", help="with --export: int8 QDQ (quantize_static)")
     p.add_argument("--int8-tolerance", type=float, default=INT8_TOLERANCE,
