@@ -120,7 +120,9 @@ def build_backbone(name: str, size: int, pretrained: bool = True) -> nn.Module:
 def freeze_early(model: nn.Module, blocks: int) -> None:
     """Train with EfficientNet's stem and its first `blocks` blocks frozen: no gradient is computed
     below them. At 3 (the stride-2 and stride-4 layers) an `episodic` step is 1.3x cheaper, measured
-    in the loop (docs/vision.md, "Faster training steps"). The state dict is unchanged."""
+    in the loop (docs/vision.md, "Faster training steps"). The state dict is unchanged. Only the
+    weights are frozen: in `metric`, whose batch norms train, their running statistics still follow
+    the data (in `episodic` they are folded into the weights and held)."""
     if not blocks:
         return
     if not isinstance(model, EffNetEmbedder):
