@@ -44,7 +44,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from vision_models.train.backbones import BACKBONES, EMBED_DIM, EffNetEmbedder, build_backbone, freeze_early
-from vision_models.train.metric import SIM_SCALE, VAL_SEED, _augment, _open_data, lr_at, to_input, validate
+from vision_models.train.metric import (
+    SIM_SCALE,
+    VAL_SEED,
+    _augment,
+    _open_data,
+    lr_at,
+    optimizer,
+    to_input,
+    validate,
+)
 from vision_models.train.pairloss import SURE_AT, compact_loss, twin_z_loss
 from vision_models.train.randomized import STYLES, generate, generate_twin_aware
 from vision_models.train.train import MARGIN, CosFaceHead
@@ -195,12 +204,7 @@ def train(a: argparse.Namespace) -> int:
         head.weight.copy_(_class_means(model, sim_x, sim_y, len(sim_labels)))
     history: list[dict[str, Any]] = [{"step": 0, "val_top1": round(validate(model, val), 4), "s": 0.0}]
     log.info("progress", **history[0])
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.startswith("proj") and p.requires_grad],
-         "lr": a.lr},
-        {"params": [*model.proj.parameters(), *head.parameters()], "lr": a.lr * 4},
-    ]
-    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
+    opt = optimizer(model, head, a.lr)
     rng = np.random.default_rng(a.seed + 1)
     a.work.mkdir(parents=True, exist_ok=True)
     model.train()
@@ -212,8 +216,8 @@ def train(a: argparse.Namespace) -> int:
         done = (time.perf_counter() - t_train) / budget
         last = done >= 1.0
         step += 1
-        for group, peak in zip(opt.param_groups, (a.lr, a.lr * 4), strict=True):
-            group["lr"] = lr_at(min(done, 1.0), peak, warmup=0.03)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(min(done, 1.0), group["peak"], warmup=0.03)
         classes = 2 * a.pairs
         draw_seed = a.seed * 1_000_003 + step
         if a.twin_aware:

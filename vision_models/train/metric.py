@@ -107,6 +107,15 @@ def _open_data(path: Path, size: int) -> DataDir:
     return data
 
 
+def optimizer(model: nn.Module, head: nn.Module, lr: float) -> torch.optim.AdamW:
+    """AdamW over the backbone's trainable weights at peak `lr` and the projection and class head at
+    4x; each group keeps its peak under "peak" for the schedule (`lr_at`)."""
+    backbone = [p for n, p in model.named_parameters() if not n.startswith("proj") and p.requires_grad]
+    groups = [{"params": backbone, "lr": lr, "peak": lr},
+              {"params": [*model.proj.parameters(), *head.parameters()], "lr": 4 * lr, "peak": 4 * lr}]
+    return torch.optim.AdamW(groups, weight_decay=1e-4)
+
+
 def lr_at(done: float, peak: float, warmup: float = 0.06) -> float:
     """Linear warm-up, then cosine decay to 1 % of `peak`; `done` = fraction of the budget used."""
     if done < warmup:
@@ -141,12 +150,7 @@ def train(a: argparse.Namespace) -> int:
     model = build_backbone(a.backbone, a.size)
     freeze_early(model, a.frozen_blocks)
     head = CosFaceHead(EMBED_DIM, base + a.randomized, torch.from_numpy(partner), a.pair_margin)
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.startswith("proj") and p.requires_grad],
-         "lr": a.lr},
-        {"params": [*model.proj.parameters(), *head.parameters()], "lr": a.lr * 4},
-    ]
-    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
+    opt = optimizer(model, head, a.lr)
     sampler = Sampler(sim_y, a.views, rp, a.seed)
     rng = np.random.default_rng(a.seed + 1)
     a.work.mkdir(parents=True, exist_ok=True)
@@ -158,8 +162,8 @@ def train(a: argparse.Namespace) -> int:
         done = (time.perf_counter() - t_train) / budget if budget > 0 else step / a.steps
         last = done >= 1.0 or (budget <= 0 and step + 1 >= a.steps)
         step += 1
-        for group, peak in zip(opt.param_groups, (a.lr, a.lr * 4), strict=True):
-            group["lr"] = lr_at(min(done, 1.0), peak)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(min(done, 1.0), group["peak"])
         si, ri = sampler.batch(a.sim_batch, a.pairs)
         xb = _augment(to_input(np.concatenate([sim_x[si], rx[ri]])), rng)
         yb = torch.from_numpy(np.concatenate([sim_y[si], ri // a.views + base]).astype(np.int64))
