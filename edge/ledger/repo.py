@@ -199,6 +199,18 @@ async def list_alarm(tx: Tx, key: str, kind: str, message: str | None, *, data: 
         await raise_alarm(tx, key, kind, message, data=data)
 
 
+async def sync_list_alarm(db: LedgerDB, key: str, kind: str, message: str | None, *,
+                          data: Mapping[str, Any] | None = None, was_raised: bool = False, changed: bool = False,
+                          why_cleared: str = "") -> None:
+    """`list_alarm` in a transaction of its own, skipped when the list did not change and still has
+    something (the alarm raised for it stands; an empty list is cleared again, which costs nothing)."""
+    if not changed and message is not None:
+        return
+    async with db.tx() as tx:
+        await list_alarm(tx, key, kind, message, data=data, was_raised=was_raised, changed=changed,
+                         why_cleared=why_cleared)
+
+
 async def active_alarms(db: LedgerDB) -> list[dict[str, Any]]:
     rows = await db.fetchall("SELECT * FROM alarms WHERE active=1 ORDER BY raised_at")
     return [{**dict(r), "data": json.loads(r["data"])} for r in rows]

@@ -234,16 +234,14 @@ class EnrollmentService:
                        if s.shelf is not None and s.sku_id in missing) if planogram else []
         lanes = {slot: sku for slot, sku, _ in blind}
         changed = (missing, lanes) != (self.missing, self.lanes)
-        if changed or not missing:
-            async with self.db.tx() as tx:
-                await repo.list_alarm(
-                    tx, ALARM_KEY, ALARM_KIND,
-                    f"{len(missing)} product(s) without a reference image, their lanes are read by weight "
-                    f"only: {', '.join(f'{sku} ({slot})' for slot, sku in lanes.items())}" if missing else None,
-                    data={"skus": missing, "lanes": lanes, "shelves": sorted({shelf for *_, shelf in blind})},
-                    was_raised=bool(self.missing), changed=changed,
-                    why_cleared="every camera lane's product has a prototype",
-                )
+        await repo.sync_list_alarm(
+            self.db, ALARM_KEY, ALARM_KIND,
+            f"{len(missing)} product(s) without a reference image, their lanes are read by weight "
+            f"only: {', '.join(f'{sku} ({slot})' for slot, sku in lanes.items())}" if missing else None,
+            data={"skus": missing, "lanes": lanes, "shelves": sorted({shelf for *_, shelf in blind})},
+            was_raised=bool(self.missing), changed=changed,
+            why_cleared="every camera lane's product has a prototype",
+        )
         if changed and missing:
             log.warning("products_without_prototype", skus=missing, lanes=lanes)
         elif changed:

@@ -73,17 +73,14 @@ async def sync_alarm(db: LedgerDB, pairs: list[dict[str, Any]], before: list[dic
     was given (None: first call since start, when an alarm left active by an earlier run is cleared
     if nothing is left)."""
     changed = pairs != before
-    if not changed and pairs:
-        return
     message = (
         "look-alike products on one shelf at one weight, neither camera nor scale can tell which was taken "
         "(such takes go to review): "
         + "; ".join(f"{p['skus'][0]} and {p['skus'][1]} (shelf {', '.join(map(str, p['shelves']))})" for p in pairs)
         + ". Move one of each pair to another shelf or enroll both from sharper views of the mark that differs"
     )
-    async with db.tx() as tx:
-        await repo.list_alarm(tx, ALARM_KEY, ALARM_KEY, message if pairs else None, data={"pairs": pairs},
-                              was_raised=bool(before), changed=changed,
-                              why_cleared="no look-alikes share a shelf at one weight")
+    await repo.sync_list_alarm(db, ALARM_KEY, ALARM_KEY, message if pairs else None, data={"pairs": pairs},
+                               was_raised=bool(before), changed=changed,
+                               why_cleared="no look-alikes share a shelf at one weight")
     if changed and pairs:
         log.warning("lookalikes_unparted", pairs=pairs)

@@ -1,3 +1,4 @@
+import json
 import sqlite3
 
 import pytest
@@ -79,6 +80,25 @@ async def test_alarm_raised_once_cleared_once(db):
     rows = await db.fetchall("SELECT payload FROM outbox WHERE kind='alarm'")
     assert len(rows) == 2
 
+
+
+async def test_a_list_alarm_is_written_only_when_its_list_changed_or_emptied(db):
+    async def active() -> list[tuple[str, str]]:
+        return [(a["alarm_key"], a["message"]) for a in await repo.active_alarms(db)]
+
+    # unchanged and non-empty: the caller raised it before, nothing is written (not even raised here)
+    await repo.sync_list_alarm(db, "lst", "missing", "a, b", changed=False)
+    assert await active() == []
+    await repo.sync_list_alarm(db, "lst", "missing", "a, b", changed=True)
+    assert await active() == [("lst", "a, b")]
+    # a changed list while raised: cleared and raised again with the new message
+    await repo.sync_list_alarm(db, "lst", "missing", "a", was_raised=True, changed=True)
+    assert await active() == [("lst", "a")]
+    # nothing left: cleared, changed or not
+    await repo.sync_list_alarm(db, "lst", "missing", None, was_raised=True, changed=False, why_cleared="none left")
+    assert await active() == []
+    states = [json.loads(r["payload"])["state"] for r in await db.fetchall("SELECT payload FROM outbox WHERE kind='alarm'")]
+    assert states == ["raised", "cleared", "raised", "cleared"]
 
 async def test_write_error_surfaces_as_ledger_error(db):
     with pytest.raises(LedgerError):
