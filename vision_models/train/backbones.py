@@ -10,6 +10,7 @@ look-alikes in `features` (measured: docs/vision.md, "The pair check").
 
 from __future__ import annotations
 
+import argparse
 import importlib
 
 import torch
@@ -115,6 +116,12 @@ def build_backbone(name: str, size: int, pretrained: bool = True) -> nn.Module:
     if name in ("effnet-lite0", "effnet-lite1", "effnet-lite2"):
         return EffNetEmbedder(size, pretrained=pretrained, variant=name.removeprefix("effnet-"))
     raise SystemExit(f"unknown backbone {name!r}")
+
+
+def add_frozen_blocks(p: argparse.ArgumentParser) -> None:
+    """The `--frozen-blocks N` option of the training commands (`freeze_early`)."""
+    p.add_argument("--frozen-blocks", type=int, default=0,
+                   help="EfficientNet: train with the stem and the first N blocks frozen (3: a step 1.3x cheaper)")
 
 
 def freeze_early(model: nn.Module, blocks: int) -> None:

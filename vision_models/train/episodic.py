@@ -43,14 +43,21 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vision_models.train.backbones import BACKBONES, EMBED_DIM, EffNetEmbedder, build_backbone, freeze_early
+from vision_models.train.backbones import (
+    BACKBONES,
+    EMBED_DIM,
+    EffNetEmbedder,
+    add_frozen_blocks,
+    build_backbone,
+    freeze_early,
+)
 from vision_models.train.metric import (
     SIM_SCALE,
     VAL_SEED,
     _augment,
     _open_data,
-    lr_at,
     optimizer,
+    schedule,
     to_input,
     validate,
 )
@@ -216,8 +223,7 @@ def train(a: argparse.Namespace) -> int:
         done = (time.perf_counter() - t_train) / budget
         last = done >= 1.0
         step += 1
-        for group in opt.param_groups:
-            group["lr"] = lr_at(min(done, 1.0), group["peak"], warmup=0.03)
+        schedule(opt, done, warmup=0.03)
         classes = 2 * a.pairs
         draw_seed = a.seed * 1_000_003 + step
         if a.twin_aware:
@@ -327,8 +333,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--frozen-blocks", type=int, default=0,
-                   help="train with EfficientNet's stem and first N blocks frozen (3: a step 1.3x cheaper)")
+    add_frozen_blocks(p)
     return p.parse_args(argv)
 
 

@@ -30,7 +30,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vision_models.train.backbones import BACKBONES, EMBED_DIM, build_backbone, for_export, freeze_early
+from vision_models.train.backbones import (
+    BACKBONES,
+    EMBED_DIM,
+    add_frozen_blocks,
+    build_backbone,
+    for_export,
+    freeze_early,
+)
 from vision_models.train.dataset import DataDir, DataError
 from vision_models.train.randomized import generate
 from vision_models.train.train import CosFaceHead
@@ -123,6 +130,12 @@ def lr_at(done: float, peak: float, warmup: float = 0.06) -> float:
     return peak * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * (done - warmup) / (1 - warmup))))
 
 
+def schedule(opt: torch.optim.Optimizer, done: float, warmup: float = 0.06) -> None:
+    """Each of `optimizer`'s groups at `lr_at` its own peak, `done` (capped at 1) into the budget."""
+    for group in opt.param_groups:
+        group["lr"] = lr_at(min(done, 1.0), group["peak"], warmup)
+
+
 def train(a: argparse.Namespace) -> int:
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
@@ -162,8 +175,7 @@ def train(a: argparse.Namespace) -> int:
         done = (time.perf_counter() - t_train) / budget if budget > 0 else step / a.steps
         last = done >= 1.0 or (budget <= 0 and step + 1 >= a.steps)
         step += 1
-        for group in opt.param_groups:
-            group["lr"] = lr_at(min(done, 1.0), group["peak"])
+        schedule(opt, done)
         si, ri = sampler.batch(a.sim_batch, a.pairs)
         xb = _augment(to_input(np.concatenate([sim_x[si], rx[ri]])), rng)
         yb = torch.from_numpy(np.concatenate([sim_y[si], ri // a.views + base]).astype(np.int64))
@@ -344,21 +356,15 @@ def _metric_recipe(a: argparse.Namespace, args: dict[str, Any]) -> dict[str, str
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m vision_models.train.metric", description=__doc__.split("\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m vision_models.train.metric", description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, required=True, help="`python -m hw_sim.camera.dataset` output")
     p.add_argument("--work", type=Path, required=True, help="checkpoints and training history")
     p.add_argument("--backbone", choices=BACKBONES, default="effnet-lite0")
     p.add_argument("--size", type=int, default=64, help="input side in pixels")
     p.add_argument("--steps", type=int, default=3000, help="with --minutes 0: a fixed number of steps")
-    p.add_argument(
-        "--minutes",
-        type=float,
-        default=0.0,
-        help="train for this wall time instead (the schedule follows the clock: on a shared "
-        "2-core machine the step count varies, the finish time does not)",
-    )
+    p.add_argument("--minutes", type=float, default=0.0,
+                   help="train for this wall time instead (the schedule follows the clock: on a shared "
+                   "2-core machine the step count varies, the finish time does not)")
     p.add_argument("--lr", type=float, default=1e-3, help="backbone peak learning rate (head: 4x)")
     p.add_argument("--sim-batch", type=int, default=16, help="simulator cells per batch")
     p.add_argument("--pairs", type=int, default=12, help="randomized class pairs per batch (x 2 views)")
@@ -370,8 +376,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--every", type=int, default=250, help="validate and checkpoint every N steps")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--frozen-blocks", type=int, default=0,
-                   help="EfficientNet: train with the stem and the first N blocks frozen (faster steps)")
+    add_frozen_blocks(p)
     p.add_argument("--export", type=Path, default=None, help="export the checkpoint into this model dir")
     p.add_argument("--int8", action="store_true", help="with --export: int8 QDQ (quantize_static)")
     p.add_argument("--int8-tolerance", type=float, default=INT8_TOLERANCE,
