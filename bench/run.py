@@ -30,6 +30,9 @@ def main() -> int:
     p.add_argument("--novel", action="store_true", help="vision: never-seen products (bench/novel)")
     p.add_argument("--model-dir", default="", help="vision: a model directory (default: the shipped model)")
     p.add_argument("--seeds", default="", help="vision: comma-separated seeds, rates averaged (e.g. 7,1,2,3,4,5)")
+    p.add_argument("--bound", action="store_true",
+                   help="vision --novel: also the doubt the card's rule leaves with gates chosen on the reads "
+                        "themselves (a diagnostic of the embedding, pooled over --seeds)")
     p.add_argument("--vision-only-daemon", action="store_true",
                    help="checkout: also run the sessions through a daemon with fusion = false")
     p.add_argument("--catalogue", choices=["demo", "novel"], default="demo",
@@ -70,7 +73,8 @@ def main() -> int:
         result = _maybe_async(run(quick=args.quick))
     elif args.name == "vision":
         from bench.vision_bench import run, run_seeds
-        kw = {"tests": 20 if args.quick else 40, **({"model_dir": args.model_dir} if args.model_dir else {})}
+        kw = {"tests": 20 if args.quick else 40, "bound": args.bound,
+              **({"model_dir": args.model_dir} if args.model_dir else {})}
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         result = run_seeds(seeds, **kw) if seeds else run(seed=args.seed, **kw)
     elif args.name == "ops":

@@ -39,6 +39,14 @@ from edge.core.fusion import FusionParams
 from vision_models import DEFAULT_MODEL_DIR, CellRoi, Recognizer, is_doubtful, settled
 from vision_models.enroll import Gallery
 from vision_models.lookalike import of_recognizer
+from vision_models.train.calibrate_doubt import (
+    MAX_SECOND_LOOK,
+    Reads,
+    choose_gates,
+    pooled,
+    read_columns,
+    read_views,
+)
 
 VIEW = 64  # px, the side of a rendered view (a 640x480 shelf camera cell is about this size)
 
@@ -75,7 +83,10 @@ def daemon_rss_mb(model_dir: str | Path, gallery: Gallery | None = None) -> floa
 
 
 def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, seed: int = 1, unknown: int = 12,
-        model_dir: str | Path = DEFAULT_MODEL_DIR) -> dict[str, Any]:
+        model_dir: str | Path = DEFAULT_MODEL_DIR, bound: bool = False,
+        bound_reads: list[Reads] | None = None) -> dict[str, Any]:
+    """One seed's figures (module doc). `bound`: also `doubt_bound` (`bound_of`) of this seed's reads;
+    `bound_reads`: a list the reads for it are appended to (`run_seeds` pools them)."""
     rec = Recognizer.load(model_dir, threads=1)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     everything = make_catalogue(products + unknown, pairs, seed=900_000 + seed)  # the first `products`
@@ -94,9 +105,12 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
     # single products and of look-alikes
     src = {"singles": [0, 0, 0, 0], "lookalikes": [0, 0, 0, 0]}
     times: list[float] = []
+    keep = bound or bound_reads is not None
+    views: list[np.ndarray] = []  # with `keep`: every read's view (enrolled products', then strangers'), for the bound
     for d in cat:
         for _ in range(tests):
             img = render_view(d, VIEW, rng, hard=True)
+            views += [img] if keep else []
             t0 = time.perf_counter()
             (det,) = rec.recognize(img, roi)
             times.append(time.perf_counter() - t0)
@@ -122,7 +136,9 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
     strange_rng, strange_trusted = np.random.default_rng(10_000 + seed), 0
     for d in strangers:  # never enrolled: every trusted read of them names the wrong product
         for _ in range(tests):
-            (det,) = rec.recognize(render_view(d, VIEW, strange_rng, hard=True), roi)
+            img = render_view(d, VIEW, strange_rng, hard=True)
+            views += [img] if keep else []
+            (det,) = rec.recognize(img, roi)
             strange_trusted += not is_doubtful(det, min_q, min_margin, min_pair_z)
     # batch latency: 16 cells of one frame in one inference (a shelf camera's cells)
     frame = np.concatenate([render_view(cat[i], VIEW, rng, hard=True) for i in range(16)], axis=1)
@@ -133,6 +149,14 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
         rec.recognize(frame, rois)
         batch.append(time.perf_counter() - t0)
     model = Path(model_dir) / "model.onnx"
+    extra: dict[str, Any] = {}
+    if keep:
+        truth = [d.sku_id for d in cat for _ in range(tests)] + [d.sku_id for d in strangers for _ in range(tests)]
+        reads = both_looks(rec, np.stack(views), truth, products * tests)
+        if bound_reads is not None:
+            bound_reads.append(reads)
+        if bound:
+            extra["doubt_bound"] = bound_of(reads, pair_check=rec.pair_shrink is not None)
     return {
         "model": f"{rec.card['name']} {rec.card['version']}",
         "products": products, "lookalike_pairs": pairs, "refs": refs, "reads": n,
@@ -166,7 +190,35 @@ def run(*, refs: int = 3, tests: int = 40, products: int = 48, pairs: int = 12, 
                            f"20 frames of 30 cells",
         "targets": {"novel_top1": 0.97, "novel_lookalike_top1": 0.93, "wrong_trusted_rate": 0.001,
                     "doubted_correct_rate": 0.05, "model_mb": 8, "rss_mb": 150},
+        **extra,
     }
+
+
+def both_looks(rec: Recognizer, views: np.ndarray, truth: list[str], enrolled: int) -> Reads:
+    """Every view read without and with the second look (`calibrate_doubt.read_views`), the first
+    `enrolled` of them views of enrolled products; `rec`'s second-look band is left as it was."""
+    band = rec.second_look_below
+    try:
+        first, again = (read_columns(read_views(rec, views, look)) for look in (0.0, 9.0))
+    finally:
+        rec.second_look_below = band
+    return Reads(first, again, np.asarray(truth), np.arange(len(views)) < enrolled)
+
+
+def bound_of(reads: Reads, *, pair_check: bool) -> dict[str, Any]:
+    """The card's own calibration rule (`calibrate_doubt.choose_gates`: <= 0.1 % wrong-but-trusted
+    reads, never-enrolled products' reads trusted <= 1 %, second look on <= 30 % of reads) run on
+    this bench's reads themselves: the gates are chosen with the answers, so the doubt they leave is
+    what the embedding allows under that rule, not a result (docs/vision.md, "How far any gate ...").
+    Pooled over seeds by `run_seeds`: one seed's budget is a read or two."""
+    gates = choose_gates(reads, min_quality=FusionParams().min_quality, target=0.001, unknown_target=0.01,
+                         pair_check=pair_check, max_second_look=MAX_SECOND_LOOK)
+    cal = gates.pop("calibration")
+    return {"doubted_correct_rate": cal["doubted_correct_rate"], "wrong_trusted_rate": cal["wrong_trusted_rate"],
+            "unknown_trusted_rate": cal["unknown_trusted_rate"], "reads": int(reads.known.sum()),
+            "gates": {k: gates[k] for k in ("min_margin", "max_spread_ratio", "min_pair_z") if k in gates},
+            "note": "gates chosen on these reads with their answers (the card's rule): a diagnostic of "
+                    "the embedding, not a result"}
 
 
 def doubt_sources(src: dict[str, list[int]]) -> dict[str, float]:
@@ -190,8 +242,12 @@ def run_seeds(seeds: list[int], **kw: Any) -> dict[str, Any]:
     """`run` at each seed: the rates averaged over the seeds (one set of 48 products is too few to
     compare two models: one model's top-1 spans ~6 points across seeds), timings and memory the
     worst seed's, and every seed's rates under `per_seed`."""
-    runs = {s: run(seed=s, **kw) for s in seeds}
+    bound = bool(kw.pop("bound", False))
+    pool: list[Reads] | None = [] if bound else None
+    runs = {s: run(seed=s, bound_reads=pool, **kw) for s in seeds}
     first = runs[seeds[0]]
+    # whether the card has a pair check (its ridge, None: none), as the runs read it
+    extra = {"doubt_bound": bound_of(pooled(pool), pair_check=bool(first["doubt"]["pair_shrink"]))} if pool else {}
     return {
         **{k: v for k, v in first.items() if k not in RATES + WORST + ("similarity_only",)},
         **{k: round(float(np.mean([r[k] for r in runs.values()])), 4) for k in RATES},
@@ -199,4 +255,5 @@ def run_seeds(seeds: list[int], **kw: Any) -> dict[str, Any]:
         "reads": sum(r["reads"] for r in runs.values()),
         "seeds": list(seeds),
         "per_seed": {str(s): {k: r[k] for k in RATES} for s, r in runs.items()},
+        **extra,
     }

@@ -37,3 +37,16 @@ def test_a_run_splits_its_doubt_by_product_and_by_gate() -> None:
     lo, hi = sorted((r["doubted_correct_singles"], r["doubted_correct_lookalikes"]))
     assert lo - 1e-4 <= doubted <= hi + 1e-4  # the whole is a weighted mean of its two parts
     assert set(r["per_seed"]["5"]) >= {"doubted_by_quality", "doubted_correct_lookalikes"}
+
+
+def test_the_bound_is_pooled_over_the_seeds_and_moves_no_other_figure() -> None:
+    kw = {"tests": 3, "products": 16, "pairs": 2, "unknown": 1}
+    plain = run_seeds([3, 4], **kw)
+    bounded = run_seeds([3, 4], bound=True, **kw)
+    assert "doubt_bound" not in plain
+    assert {k: bounded[k] for k in RATES} == {k: plain[k] for k in RATES}  # the reads themselves are the same
+    b = bounded["doubt_bound"]
+    assert b["reads"] == 2 * kw["products"] * kw["tests"]  # both seeds' reads of enrolled products, pooled
+    # chosen with the answers: within the card's budget (0.1 % of 96 reads: none) on these very reads
+    assert b["wrong_trusted_rate"] == 0.0 and b["unknown_trusted_rate"] <= 0.01
+    assert 0.0 <= b["doubted_correct_rate"] <= 1.0 and {"min_margin", "max_spread_ratio"} <= set(b["gates"])

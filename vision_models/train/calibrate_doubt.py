@@ -140,7 +140,9 @@ def read_in_galleries(rec: Recognizer, views: np.ndarray, refs: int, enrolled: i
     return [[d for d in dets if d is not None] for dets in out]
 
 
-def _columns(dets: list[CellDetection]) -> dict[str, np.ndarray]:
+def read_columns(dets: list[CellDetection]) -> dict[str, np.ndarray]:
+    """The figures of each read the gate search judges (label, similarity, margin, |z|, pair
+    separation, spread ratio and the runner-up's log ratio), one array each."""
     return {"label": np.array([d.label for d in dets]), "sim": np.array([d.similarity for d in dets]),
             "margin": np.array([d.margin for d in dets]), "z": np.array([d.pair_z for d in dets]),
             "sep": np.array([d.pair_separation for d in dets]),
@@ -149,7 +151,7 @@ def _columns(dets: list[CellDetection]) -> dict[str, np.ndarray]:
 
 
 class Reads(NamedTuple):
-    """The calibration reads: without (`first`) and with (`again`) a second look (`_columns`), each
+    """The calibration reads: without (`first`) and with (`again`) a second look (`read_columns`), each
     read's true label, and whether its design was enrolled."""
     first: dict[str, np.ndarray]
     again: dict[str, np.ndarray]
@@ -172,7 +174,7 @@ def calibration_reads(rec: Recognizer, *, classes: int, unknown: int, tests: int
                              style=style)
     views = x.reshape(total, REFS + tests, *x.shape[1:])
     names = [f"calib_{k}" if draw == 0 else f"calib{draw}_{k}" for k in range(total)]
-    first, again = map(_columns, read_in_galleries(rec, views, REFS, classes, gallery_groups(partner, classes, gallery_size),
+    first, again = map(read_columns, read_in_galleries(rec, views, REFS, classes, gallery_groups(partner, classes, gallery_size),
                                                    names, (0.0, 9.0)))
     return Reads(first, again, np.repeat(names, tests), np.repeat(np.arange(total) < classes, tests))
 
