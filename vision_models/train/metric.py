@@ -116,7 +116,7 @@ def _open_data(path: Path, size: int) -> DataDir:
 
 def optimizer(model: nn.Module, head: nn.Module, lr: float) -> torch.optim.AdamW:
     """AdamW over the backbone's trainable weights at peak `lr` and the projection and class head at
-    4x; each group keeps its peak under "peak" for the schedule (`lr_at`)."""
+    4x; each group keeps its peak under "peak", which `schedule` follows (`lr_at`)."""
     backbone = [p for n, p in model.named_parameters() if not n.startswith("proj") and p.requires_grad]
     groups = [{"params": backbone, "lr": lr, "peak": lr},
               {"params": [*model.proj.parameters(), *head.parameters()], "lr": 4 * lr, "peak": 4 * lr}]
